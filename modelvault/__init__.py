@@ -1,0 +1,50 @@
+"""modelvault: a catalog of AI model files keyed by content, and the migration
+engine that brings a legacy catalog into it."""
+
+from __future__ import annotations
+
+import logging
+
+from modelvault.config import Settings
+from modelvault.database import DatabaseManager
+from modelvault.errors import (
+    AlreadyExistsError,
+    CatalogError,
+    ConfigError,
+    FileChangedError,
+    HashCancelled,
+    HashingError,
+    LegacyDatabaseError,
+    MigrationError,
+    ModelVaultError,
+    NotFoundError,
+    SchemaVersionError,
+    ValidationError,
+)
+from modelvault.records import ModelRecord, PendingRecord, TagRecord
+
+__version__ = "0.1.0"
+
+# A library never configures logging; the app that embeds it decides.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "AlreadyExistsError",
+    "CatalogError",
+    "ConfigError",
+    "DatabaseManager",
+    "FileChangedError",
+    "HashCancelled",
+    "HashingError",
+    "LegacyDatabaseError",
+    "MigrationError",
+    "ModelRecord",
+    "ModelVaultError",
+    "NotFoundError",
+    "PendingRecord",
+    "SchemaVersionError",
+    "Settings",
+    "TagRecord",
+    "ValidationError",
+    "__version__",
+]

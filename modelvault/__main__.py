@@ -1,0 +1,5 @@
+import sys
+
+from modelvault.cli import main
+
+sys.exit(main())

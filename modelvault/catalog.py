@@ -1,0 +1,207 @@
+"""Catalog operations inside a caller's transaction.
+
+These functions take an open ``Session`` and never commit: the caller owns the
+transaction, so the CRUD facade, the importer and the worker can combine them
+into one atomic unit (upsert the model, get-or-create its tags, link them,
+delete the staging row).
+"""
+
+from __future__ import annotations
+
+import ntpath
+import posixpath
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from modelvault.db.models import Model, Tag, model_tags
+from modelvault.db.types import utcnow
+from modelvault.errors import AlreadyExistsError, ValidationError
+from modelvault.normalize import (
+    normalize_color,
+    normalize_sha256,
+    normalize_tag_name,
+    normalize_type,
+)
+
+# Rows per statement when a list of keys goes into an IN (...) clause: well
+# under SQLite's and PostgreSQL's parameter limits.
+IN_CHUNK = 500
+
+MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
+
+
+@dataclass(frozen=True)
+class TagSpec:
+    """A tag as something asks for it: a normalised name and an optional colour."""
+
+    name: str
+    color: str | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> TagSpec:
+        """From a name, or a ``{"name": ..., "color": ...}`` mapping (the staging form)."""
+        if isinstance(value, Mapping):
+            return cls(normalize_tag_name(value.get("name")), normalize_color(value.get("color")))
+        return cls(normalize_tag_name(value))
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"name": self.name, "color": self.color}
+
+
+def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def file_name(path: str) -> str:
+    """The base name of a path written on any OS (legacy paths may be Windows paths)."""
+    return ntpath.basename(path) if "\\" in path else posixpath.basename(path)
+
+
+def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows, silently skipping any whose unique key exists (race-free)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(pg_insert(table).on_conflict_do_nothing(), rows)
+    elif dialect == "sqlite":
+        session.execute(sqlite_insert(table).on_conflict_do_nothing(), rows)
+    else:
+        session.execute(insert(table).prefix_with("IGNORE"), rows)
+
+
+def ensure_tags(
+    session: Session, specs: Iterable[TagSpec], cache: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Get or create each tag by name and return ``{name: id}``.
+
+    A tag that exists keeps its colour unless it has none, in which case it
+    takes the one asked for (fill what is empty, never overwrite). ``cache``
+    (name -> id) lets a long run skip names it has already seen.
+    """
+    wanted: dict[str, str | None] = {}
+    for spec in specs:
+        if wanted.get(spec.name) is None:
+            wanted[spec.name] = spec.color
+    known = cache if cache is not None else {}
+    todo = [name for name in wanted if name not in known]
+    for names in chunked(todo):
+        now = utcnow()
+        insert_ignoring_duplicates(
+            session,
+            Tag.__table__,  # type: ignore[arg-type]
+            [{"name": n, "color": wanted[n], "created_at": now} for n in names],
+        )
+        rows = session.execute(select(Tag.id, Tag.name, Tag.color).where(Tag.name.in_(names)))
+        for tag_id, name, color in rows:
+            known[name] = tag_id
+            if color is None and wanted[name] is not None:
+                session.execute(
+                    update(Tag)
+                    .where(Tag.id == tag_id, Tag.color.is_(None))
+                    .values(color=wanted[name])
+                )
+    return {name: known[name] for name in wanted}
+
+
+def link_tags(session: Session, pairs: Iterable[tuple[str, int]]) -> None:
+    """Link (model sha256, tag id) pairs; links that exist already are kept as they are."""
+    rows = [{"model_sha256": sha, "tag_id": tag_id} for sha, tag_id in dict.fromkeys(pairs)]
+    for chunk in chunked(rows):
+        insert_ignoring_duplicates(session, model_tags, list(chunk))
+
+
+def model_values(data: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """Validate the fields of a model given by a caller and put them in normal form.
+
+    With ``partial`` only the keys present are returned (for updates); otherwise
+    ``sha256`` and ``path`` are required and the rest get their defaults.
+    """
+    unknown = set(data) - set(MODEL_FIELDS) - {"tags"}
+    if unknown:
+        raise ValidationError(
+            f"unknown model field(s) {', '.join(sorted(unknown))}: "
+            f"use {', '.join(MODEL_FIELDS)} or tags."
+        )
+    values: dict[str, Any] = {"sha256": normalize_sha256(data.get("sha256"))}
+    values.update(file_values(data, partial=partial))
+    if "mtime_ns" in data:
+        values["mtime_ns"] = _byte_count("mtime_ns", data["mtime_ns"])
+    return values
+
+
+def file_values(data: Mapping[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """The columns a model and a staging row share, validated and in normal form."""
+    values: dict[str, Any] = {}
+    path = data.get("path")
+    if path is not None or not partial:
+        if not isinstance(path, str) or not path.strip():
+            raise ValidationError(f"{path!r} is not a path: give the model file's path as text.")
+        values["path"] = path
+    if "name" in data or not partial:
+        name = data.get("name") or (file_name(values["path"]) if "path" in values else None)
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError(f"{name!r} is not a model name: give a non-empty text.")
+        values["name"] = name
+    if "type" in data or not partial:
+        values["type"] = normalize_type(data.get("type"))
+    if "size_bytes" in data:
+        values["size_bytes"] = _byte_count("size_bytes", data["size_bytes"])
+    if "base" in data:
+        base = data["base"]
+        if base is not None and not isinstance(base, str):
+            raise ValidationError(f"base {base!r} is not valid: give a text such as 'SDXL'.")
+        values["base"] = base or None
+    if "meta" in data or not partial:
+        meta = data.get("meta") or {}
+        if not isinstance(meta, Mapping):
+            raise ValidationError(
+                f"meta must be a JSON object (a mapping), not {type(meta).__name__}."
+            )
+        values["meta"] = dict(meta)
+    return values
+
+
+def _byte_count(key: str, value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValidationError(f"{key} {value!r} is not valid: give a whole number >= 0.")
+    return value
+
+
+def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
+    """Insert the model, or update the fields given if its sha256 is catalogued.
+
+    A path belongs to one content: if another model holds the path, nothing is
+    written and ``AlreadyExistsError`` says which.
+    """
+    existing = session.get(Model, normalize_sha256(data.get("sha256")))
+    values = model_values(data, partial=existing is not None)
+    tags = [TagSpec.parse(t) for t in data.get("tags") or ()]
+    path = values.get("path")
+    if path is not None:
+        holder = session.scalar(select(Model.sha256).where(Model.path == path))
+        if holder is not None and holder != values["sha256"]:
+            raise AlreadyExistsError(
+                f"{path} is catalogued already with other content (sha256 {holder}): "
+                "delete or move that model first."
+            )
+    if existing is None:
+        model = Model(**values)
+        session.add(model)
+    else:
+        model = existing
+        for key, value in values.items():
+            setattr(model, key, value)
+    session.flush()
+    if tags:
+        ids = ensure_tags(session, tags)
+        link_tags(session, ((model.sha256, tag_id) for tag_id in ids.values()))
+        session.expire(model, ["tags"])
+    return model

@@ -1,0 +1,183 @@
+"""Settings: built-in defaults, overridden by ``MODELVAULT_*`` environment variables.
+
+``Settings.from_env()`` is the one place that reads the environment; everything
+else receives a ``Settings`` object, so embedding apps can build one in code
+(``Settings(db_url=...)``) and tests never need to touch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modelvault.errors import ConfigError
+
+ENV_PREFIX = "MODELVAULT_"
+DEFAULT_DB_FILENAME = "modelvault.sqlite3"
+CONFLICT_POLICIES = ("merge", "keep", "replace")
+
+T = TypeVar("T")
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder of this platform (where the default catalog lives)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "modelvault"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "modelvault"
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else home / ".local" / "share") / "modelvault"
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL of a SQLite file (absolute, so a later chdir cannot move it)."""
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything modelvault can be told; see the README's settings table."""
+
+    db_url: str = field(
+        default_factory=lambda: sqlite_url(default_data_dir() / DEFAULT_DB_FILENAME)
+    )
+    hash_chunk_bytes: int = 1024 * 1024
+    workers: int = field(default_factory=default_workers)
+    lease_seconds: float = 120.0
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 30.0
+    conflict_policy: str = "merge"
+    import_batch_size: int = 2000
+    worker_batch_size: int = 8
+    sqlite_busy_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_range("hash_chunk_bytes", self.hash_chunk_bytes, 4096, 1 << 30)
+        _check_range("workers", self.workers, 1, 256)
+        _check_range("lease_seconds", self.lease_seconds, 1, 86_400)
+        _check_range("max_attempts", self.max_attempts, 1, 1000)
+        _check_range("retry_backoff_seconds", self.retry_backoff_seconds, 0, 86_400)
+        _check_range("import_batch_size", self.import_batch_size, 1, 100_000)
+        _check_range("worker_batch_size", self.worker_batch_size, 1, 10_000)
+        _check_range("sqlite_busy_timeout_seconds", self.sqlite_busy_timeout_seconds, 0, 3600)
+        if self.conflict_policy not in CONFLICT_POLICIES:
+            raise ConfigError(
+                f"conflict_policy {self.conflict_policy!r} is not valid: "
+                f"use one of {', '.join(CONFLICT_POLICIES)}."
+            )
+        if not self.db_url.strip():
+            raise ConfigError("db_url is empty: give a SQLAlchemy URL or use a file path.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``MODELVAULT_*`` variables, then explicit ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        url = env.get(ENV_PREFIX + "DB_URL", "").strip()
+        path = env.get(ENV_PREFIX + "DB_PATH", "").strip()
+        if url and path:
+            raise ConfigError(
+                "MODELVAULT_DB_URL and MODELVAULT_DB_PATH are both set: keep only one of them."
+            )
+        if url:
+            values["db_url"] = url
+        elif path:
+            values["db_url"] = sqlite_url(path)
+        for f in fields(cls):
+            if f.name == "db_url":
+                continue
+            var = ENV_PREFIX + f.name.upper()
+            raw = env.get(var)
+            if raw is not None and raw.strip():
+                values[f.name] = _parse(var, raw.strip(), _PARSERS[f.name])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(_name_variable(str(exc), values, env)) from None
+
+
+def _name_variable(message: str, values: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """Point an out-of-range message at the environment variable that set the value."""
+    name = message.split(" ", 1)[0]
+    var = ENV_PREFIX + name.upper()
+    if name in values and var in env:
+        return f"{var}: {message}"
+    return message
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{name} {value!r} is not valid: use a number from {low:g} to {high:g}.")
+
+
+_SIZE_SUFFIXES = {
+    "": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+def parse_size(text: str) -> int:
+    """``'4M'``, ``'512k'``, ``'1048576'`` -> bytes (binary units)."""
+    number = text.rstrip("kKmMgGiIbB").strip()
+    suffix = text[len(number) :].strip().lower()
+    if suffix not in _SIZE_SUFFIXES or not number.isdigit():
+        raise ValueError("expected a whole number of bytes, optionally with K, M or G")
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+def _parse_int(text: str) -> int:
+    if not text.lstrip("+-").isdigit():
+        raise ValueError("expected a whole number")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+
+
+def _parse_policy(text: str) -> str:
+    if text.lower() not in CONFLICT_POLICIES:
+        raise ValueError(f"expected one of {', '.join(CONFLICT_POLICIES)}")
+    return text.lower()
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "hash_chunk_bytes": parse_size,
+    "workers": _parse_int,
+    "lease_seconds": _parse_float,
+    "max_attempts": _parse_int,
+    "retry_backoff_seconds": _parse_float,
+    "conflict_policy": _parse_policy,
+    "import_batch_size": _parse_int,
+    "worker_batch_size": _parse_int,
+    "sqlite_busy_timeout_seconds": _parse_float,
+}
+
+
+def _parse(var: str, raw: str, parser: Callable[[str], T]) -> T:
+    try:
+        return parser(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not valid: {exc}.") from None

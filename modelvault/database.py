@@ -1,0 +1,371 @@
+"""DatabaseManager: one catalog, its schema migrations, sessions and CRUD.
+
+Every public method opens and closes its own transaction and returns plain
+records (``modelvault.records``), so results stay usable after the session is
+gone and can be handed to other threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, selectinload
+
+from modelvault import catalog
+from modelvault.config import Settings, sqlite_url
+from modelvault.db.engine import SQLITE_BEGIN, create_catalog_engine, is_sqlite
+from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
+from modelvault.errors import (
+    AlreadyExistsError,
+    CatalogError,
+    ModelVaultError,
+    NotFoundError,
+    SchemaVersionError,
+    ValidationError,
+)
+from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
+from modelvault.records import ModelRecord, PendingRecord, TagRecord
+
+log = logging.getLogger(__name__)
+
+# Any fixed number: PostgreSQL advisory lock held while one process migrates,
+# so several workers starting at once don't race to create the tables.
+_MIGRATION_LOCK_KEY = 0x6D76_0003
+
+PENDING_FIELDS = (
+    "path",
+    "name",
+    "type",
+    "base",
+    "size_bytes",
+    "created_at",
+    "meta",
+    "tags",
+    "legacy_id",
+    "source",
+    "status",
+    "attempts",
+    "last_error",
+    "sha256",
+)
+
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are: inside an installed wheel, or the source checkout."""
+    packaged = Path(__file__).parent / "migrations"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "alembic"
+
+
+def alembic_config() -> Config:
+    """An Alembic config without an ini file (so the app's logging stays untouched)."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+class DatabaseManager:
+    """The catalog at a URL, a file path or an existing Engine."""
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | Engine | None = None,
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._owns_engine = not isinstance(target, Engine)
+        if isinstance(target, Engine):
+            self.engine = target
+        else:
+            url = self.settings.db_url if target is None else _as_url(target)
+            self.engine = create_catalog_engine(
+                url, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds
+            )
+
+    def __repr__(self) -> str:
+        return f"DatabaseManager({self.display_url!r})"
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, fit for messages and logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.engine)
+
+    def dispose(self) -> None:
+        """Close pooled connections (only those of an engine we created)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------
+
+    def init_db(self) -> str:
+        """Migrate the catalog to the newest revision; cheap when it is there already.
+
+        Returns the revision. A catalog written by a newer modelvault is refused
+        rather than touched.
+        """
+        script = ScriptDirectory.from_config(alembic_config())
+        head = script.get_current_head()
+        assert head is not None, "the packaged migrations have no head revision"
+        with self._translate_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                current = MigrationContext.configure(conn).get_current_revision()
+                if current == head:
+                    return head
+                if current is not None and current not in {
+                    s.revision for s in script.walk_revisions()
+                }:
+                    raise SchemaVersionError(
+                        f"the catalog at {self.display_url} is at schema revision {current!r}, "
+                        f"newer than this modelvault knows ({head!r}): upgrade modelvault."
+                    )
+                log.info("migrating catalog %s from %s to %s", self.display_url, current, head)
+                config = alembic_config()
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+        return head
+
+    def current_revision(self) -> str | None:
+        with self._translate_errors(), self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    # -- sessions -------------------------------------------------------------
+
+    @contextmanager
+    def session_scope(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        ``immediate`` takes SQLite's write lock at BEGIN (for read-then-write
+        work that must not interleave with another writer); other backends
+        ignore it.
+        """
+        with self._translate_errors(), self.engine.connect() as conn:
+            if immediate:
+                conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+                yield session
+
+    @contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except ModelVaultError:
+            raise
+        except DBAPIError as exc:
+            raise CatalogError(
+                f"the catalog at {self.display_url} failed: {_driver_message(exc)}; "
+                "check that the database is reachable and writable."
+            ) from exc
+
+    # -- models ---------------------------------------------------------------
+
+    def upsert_model(self, data: Mapping[str, Any]) -> ModelRecord:
+        """Add a model, or update the fields given for a sha256 already catalogued.
+
+        ``data`` holds model columns (``sha256`` and ``path`` at least for a new
+        model) and optionally ``tags``: names or ``{"name", "color"}`` mappings.
+        """
+        with self.session_scope() as session:
+            model = catalog.upsert_model(session, data)
+            return ModelRecord.of(model)
+
+    def get_model(self, sha256: str) -> ModelRecord | None:
+        sha = normalize_sha256(sha256)
+        with self.session_scope() as session:
+            model = session.scalar(_model_query().where(Model.sha256 == sha))
+            return None if model is None else ModelRecord.of(model)
+
+    def get_model_by_path(self, path: str) -> ModelRecord | None:
+        with self.session_scope() as session:
+            model = session.scalar(_model_query().where(Model.path == path))
+            return None if model is None else ModelRecord.of(model)
+
+    def get_models_by_tag(self, name: str) -> list[ModelRecord]:
+        tag_name = normalize_tag_name(name)
+        with self.session_scope() as session:
+            models = session.scalars(
+                _model_query()
+                .join(Model.tags)
+                .where(Tag.name == tag_name)
+                .order_by(Model.name, Model.path)
+            )
+            return [ModelRecord.of(m) for m in models]
+
+    def count_models(self) -> int:
+        with self.session_scope() as session:
+            return session.scalar(select(func.count()).select_from(Model)) or 0
+
+    # -- tags -----------------------------------------------------------------
+
+    def create_tag(self, name: str, color: str | None = None) -> TagRecord:
+        """Create a tag (name trimmed and lower-cased, colour as ``#rrggbb``)."""
+        tag_name = normalize_tag_name(name)
+        tag_color = normalize_color(color)
+        with self.session_scope() as session:
+            if session.scalar(select(Tag.id).where(Tag.name == tag_name)) is not None:
+                raise AlreadyExistsError(f"the tag {tag_name!r} exists already.")
+            tag = Tag(name=tag_name, color=tag_color)
+            session.add(tag)
+            session.flush()
+            return TagRecord.of(tag)
+
+    def get_tag(self, name: str) -> TagRecord | None:
+        tag_name = normalize_tag_name(name)
+        with self.session_scope() as session:
+            tag = session.scalar(select(Tag).where(Tag.name == tag_name))
+            return None if tag is None else TagRecord.of(tag)
+
+    def list_tags(self) -> list[tuple[TagRecord, int]]:
+        """Every tag with the number of models that carry it, by name."""
+        with self.session_scope() as session:
+            rows = session.execute(
+                select(Tag, func.count(model_tags.c.model_sha256))
+                .outerjoin(model_tags, model_tags.c.tag_id == Tag.id)
+                .group_by(Tag.id)
+                .order_by(Tag.name)
+            )
+            return [(TagRecord.of(tag), count) for tag, count in rows]
+
+    def tag_model(self, sha256: str, tag_id: int) -> None:
+        """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
+        sha = normalize_sha256(sha256)
+        with self.session_scope() as session:
+            self._require(session, sha, tag_id)
+            catalog.link_tags(session, [(sha, tag_id)])
+
+    def untag_model(self, sha256: str, tag_id: int) -> bool:
+        """Remove a link; returns whether there was one."""
+        sha = normalize_sha256(sha256)
+        with self.session_scope() as session:
+            result = session.execute(
+                delete(model_tags).where(
+                    model_tags.c.model_sha256 == sha, model_tags.c.tag_id == tag_id
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def get_tags_for_model(self, sha256: str) -> list[TagRecord]:
+        sha = normalize_sha256(sha256)
+        with self.session_scope() as session:
+            if session.get(Model, sha) is None:
+                raise NotFoundError(f"no model with sha256 {sha} is catalogued.")
+            tags = session.scalars(
+                select(Tag)
+                .join(model_tags, model_tags.c.tag_id == Tag.id)
+                .where(model_tags.c.model_sha256 == sha)
+                .order_by(Tag.name)
+            )
+            return [TagRecord.of(t) for t in tags]
+
+    @staticmethod
+    def _require(session: Session, sha: str, tag_id: int) -> None:
+        if session.get(Model, sha) is None:
+            raise NotFoundError(
+                f"no model with sha256 {sha} is catalogued: add it before tagging it."
+            )
+        if (
+            isinstance(tag_id, bool)
+            or not isinstance(tag_id, int)
+            or session.get(Tag, tag_id) is None
+        ):
+            raise NotFoundError(
+                f"no tag with id {tag_id!r} exists: create it with create_tag first."
+            )
+
+    # -- staging rows ---------------------------------------------------------
+
+    def add_pending_import(self, data: Mapping[str, Any]) -> PendingRecord:
+        """Stage a file to be hashed by the workers."""
+        values = _pending_values(data)
+        with self.session_scope() as session:
+            if session.scalar(select(PendingImport.id).where(PendingImport.path == values["path"])):
+                raise AlreadyExistsError(f"{values['path']} is staged already.")
+            row = PendingImport(**values)
+            session.add(row)
+            session.flush()
+            return PendingRecord.of(row)
+
+    def get_pending_imports(
+        self,
+        status: str | Iterable[str] | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PendingRecord]:
+        """Staging rows, oldest first, optionally only those in the given status(es)."""
+        statuses = _statuses(status)
+        query = select(PendingImport).order_by(PendingImport.id).offset(offset).limit(limit)
+        if statuses is not None:
+            query = query.where(PendingImport.status.in_(statuses))
+        with self.session_scope() as session:
+            return [PendingRecord.of(row) for row in session.scalars(query)]
+
+    def remove_pending_import(self, path: str) -> bool:
+        """Delete the staging row of ``path``; returns whether there was one."""
+        with self.session_scope() as session:
+            result = session.execute(delete(PendingImport).where(PendingImport.path == path))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _as_url(target: str | os.PathLike[str]) -> str:
+    text_target = os.fspath(target)
+    return text_target if "://" in text_target else sqlite_url(text_target)
+
+
+def _model_query() -> Any:
+    return select(Model).options(selectinload(Model.tags))
+
+
+def _statuses(status: str | Iterable[str] | None) -> list[str] | None:
+    if status is None:
+        return None
+    names = [status] if isinstance(status, str) else list(status)
+    valid = {s.value for s in PendingStatus}
+    for name in names:
+        if name not in valid:
+            raise ValidationError(
+                f"{name!r} is not a staging status: use one of {', '.join(sorted(valid))}."
+            )
+    return names
+
+
+def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(data) - set(PENDING_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown staging field(s) {', '.join(sorted(unknown))}: "
+            f"use {', '.join(PENDING_FIELDS)}."
+        )
+    values = catalog.file_values(data)
+    values["tags"] = [catalog.TagSpec.parse(t).to_json() for t in data.get("tags") or ()]
+    values["status"] = _statuses([data.get("status") or PendingStatus.PENDING.value])[0]  # type: ignore[index]
+    if data.get("sha256") is not None:
+        values["sha256"] = normalize_sha256(data["sha256"])
+    for key in ("created_at", "legacy_id", "source", "attempts", "last_error"):
+        if data.get(key) is not None:
+            values[key] = data[key]
+    return values
+
+
+def _driver_message(exc: DBAPIError) -> str:
+    message = str(exc.orig).strip().splitlines()
+    return message[0] if message else type(exc.orig).__name__

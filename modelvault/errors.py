@@ -1,0 +1,56 @@
+"""The exceptions modelvault raises.
+
+Every error the library raises on purpose is a ``ModelVaultError``; callers that
+want to show one sentence to a user can catch that single class. Driver errors
+are chained (``raise ... from exc``) so the cause is never lost.
+"""
+
+from __future__ import annotations
+
+
+class ModelVaultError(Exception):
+    """Root of every error modelvault raises on purpose."""
+
+
+class ConfigError(ModelVaultError):
+    """A setting (argument or ``MODELVAULT_*`` variable) has a value we cannot use."""
+
+
+class ValidationError(ModelVaultError, ValueError):
+    """A value handed to the library is malformed (hash, colour, tag name, path...)."""
+
+
+class NotFoundError(ModelVaultError, LookupError):
+    """The model, tag or row an operation refers to does not exist."""
+
+
+class AlreadyExistsError(ModelVaultError):
+    """The row an operation would create exists already."""
+
+
+class CatalogError(ModelVaultError):
+    """The catalog database cannot be opened, reached or written."""
+
+
+class SchemaVersionError(CatalogError):
+    """The catalog's schema revision is one this version of modelvault does not know."""
+
+
+class LegacyDatabaseError(ModelVaultError):
+    """The file given as a legacy catalog is not one that modelvault can read."""
+
+
+class HashingError(ModelVaultError, OSError):
+    """A file could not be hashed."""
+
+
+class FileChangedError(HashingError):
+    """A file changed (size or modification time) while it was being hashed."""
+
+
+class HashCancelled(ModelVaultError):
+    """Hashing stopped because the caller asked it to stop."""
+
+
+class MigrationError(ModelVaultError):
+    """The migration could not start or continue."""

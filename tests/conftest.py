@@ -1,0 +1,82 @@
+"""Shared fixtures: real catalogs on SQLite files and, when configured, PostgreSQL.
+
+PostgreSQL tests run when MODELVAULT_TEST_POSTGRES_URL names a server database
+the tests may create databases from (``.ci/run`` sets it); each test session
+works in a database of its own, and each test in an empty schema.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from modelvault import DatabaseManager
+from modelvault.config import sqlite_url
+
+POSTGRES_ENV = "MODELVAULT_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's MODELVAULT_* settings or touch their data folder."""
+    for name in list(os.environ):
+        if name.startswith("MODELVAULT_") and not name.startswith("MODELVAULT_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+def postgres_server_url() -> str:
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not url:
+        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} to run these tests")
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this test session's own on the configured server, dropped at the end."""
+    server = make_url(postgres_server_url()).set(drivername="postgresql+psycopg")
+    name = f"modelvault_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty catalog on each backend."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "catalog.sqlite3")
+    url: str = request.getfixturevalue("postgres_database")
+    reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[DatabaseManager]:
+    """An initialised catalog on each backend."""
+    manager = DatabaseManager(db_url)
+    manager.init_db()
+    yield manager
+    manager.dispose()

@@ -1,0 +1,153 @@
+"""The v3 schema under Alembic: one head, a clean round trip, no drift from the ORM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from modelvault import DatabaseManager, SchemaVersionError
+from modelvault.config import sqlite_url
+from modelvault.database import alembic_config
+from modelvault.db.models import Base
+
+REPO = Path(__file__).resolve().parent.parent
+TABLES = {"models", "tags", "model_tags", "pending_import"}
+
+
+def test_single_head_named_v3() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == ["v3"]
+
+
+def test_init_db_creates_the_contract_tables(db: DatabaseManager) -> None:
+    inspector = inspect(db.engine)
+    assert set(inspector.get_table_names()) >= TABLES
+    assert db.current_revision() == "v3"
+    assert inspector.get_pk_constraint("model_tags")["constrained_columns"] == [
+        "model_sha256",
+        "tag_id",
+    ]
+    foreign_keys = {fk["name"]: fk for fk in inspector.get_foreign_keys("model_tags")}
+    to_models = foreign_keys["fk_model_tags_model_sha256_models"]
+    assert to_models["options"].get("ondelete") == "CASCADE"
+    assert to_models["options"].get("onupdate") == "CASCADE"
+    assert "ix_model_tags_tag_id" in {ix["name"] for ix in inspector.get_indexes("model_tags")}
+    unique = {uc["name"] for uc in inspector.get_unique_constraints("models")}
+    assert "uq_models_path" in unique
+
+
+def test_orm_matches_the_migrations(db: DatabaseManager) -> None:
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_upgrade_downgrade_round_trip(db: DatabaseManager) -> None:
+    config = alembic_config()
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert not TABLES & set(inspect(db.engine).get_table_names())
+    assert db.init_db() == "v3"
+    assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+
+def test_init_db_is_idempotent_and_keeps_data(db: DatabaseManager) -> None:
+    db.create_tag("keep me")
+    assert db.init_db() == "v3"
+    assert db.get_tag("keep me") is not None
+
+
+def test_a_catalog_newer_than_the_code_is_refused(db: DatabaseManager) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'v99'"))
+    with pytest.raises(SchemaVersionError, match="'v99', newer than this modelvault knows"):
+        db.init_db()
+    with db.engine.connect() as conn:
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "v99"
+
+
+def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    db = DatabaseManager(tmp_path / "nested" / "catalog.sqlite3")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    # Our settings live on our engine only: any other engine is left as it was.
+    other = create_engine(sqlite_url(tmp_path / "other.sqlite3"))
+    with other.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+    other.dispose()
+    db.dispose()
+
+
+def test_library_logger_has_a_null_handler_and_no_level() -> None:
+    logger = logging.getLogger("modelvault")
+    assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
+    assert logger.level == logging.NOTSET
+
+
+def test_init_db_leaves_the_apps_logging_alone(tmp_path: Path) -> None:
+    # In a fresh interpreter, as an app would: no handler may appear on the root
+    # logger and no logger may be disabled by Alembic's ini-file logging setup.
+    program = (
+        "import logging, sys\n"
+        "app = logging.getLogger('app')\n"
+        "from modelvault import DatabaseManager\n"
+        "DatabaseManager(sys.argv[1]).init_db()\n"
+        "assert logging.getLogger().handlers == [], logging.getLogger().handlers\n"
+        "assert not app.disabled\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path / "c.sqlite3")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def _alembic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_alembic_command_line_from_the_repository_root(db_url: str) -> None:
+    env = {**os.environ, "MODELVAULT_DB_URL": db_url}
+    upgrade = _alembic("upgrade", "head", env=env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert DatabaseManager(db_url).current_revision() == "v3"
+    check = _alembic("check", env=env)
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+    downgrade = _alembic("downgrade", "base", env=env)
+    assert downgrade.returncode == 0, downgrade.stderr
+    assert not TABLES & set(inspect(DatabaseManager(db_url).engine).get_table_names())
+
+
+@pytest.mark.slow
+def test_alembic_takes_the_catalog_path_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "MODELVAULT_DB_PATH": str(tmp_path / "by-path.sqlite3")}
+    result = _alembic("upgrade", "head", env=env)
+    assert result.returncode == 0, result.stderr
+    assert DatabaseManager(tmp_path / "by-path.sqlite3").current_revision() == "v3"
