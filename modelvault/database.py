@@ -214,6 +214,36 @@ class DatabaseManager:
         with self.session_scope() as session:
             return session.scalar(select(func.count()).select_from(Model)) or 0
 
+    def staging_counts(self) -> dict[str, int]:
+        """How many staging rows are in each status (every status listed, zeros included)."""
+        counts = {status.value: 0 for status in PendingStatus}
+        with self.session_scope() as session:
+            rows = session.execute(
+                select(PendingImport.status, func.count()).group_by(PendingImport.status)
+            )
+            counts.update({status: n for status, n in rows})
+        return counts
+
+    def claimable_totals(self) -> tuple[int, int]:
+        """Files and known bytes still waiting to be hashed (pending or claimed rows)."""
+        waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
+        with self.session_scope() as session:
+            files, size = session.execute(
+                select(func.count(), func.coalesce(func.sum(PendingImport.size_bytes), 0)).where(
+                    PendingImport.status.in_(waiting)
+                )
+            ).one()
+            return int(files), int(size)
+
+    def catalog_counts(self) -> dict[str, int]:
+        """Models, tags and tag links in the catalog."""
+        with self.session_scope() as session:
+            return {
+                "models": session.scalar(select(func.count()).select_from(Model)) or 0,
+                "tags": session.scalar(select(func.count()).select_from(Tag)) or 0,
+                "links": session.scalar(select(func.count()).select_from(model_tags)) or 0,
+            }
+
     # -- tags -----------------------------------------------------------------
 
     def create_tag(self, name: str, color: str | None = None) -> TagRecord:
