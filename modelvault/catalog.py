@@ -8,10 +8,12 @@ delete the staging row).
 
 from __future__ import annotations
 
+import enum
 import ntpath
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, insert, select, update
@@ -205,3 +207,123 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         link_tags(session, ((model.sha256, tag_id) for tag_id in ids.values()))
         session.expire(model, ["tags"])
     return model
+
+
+class Outcome(str, enum.Enum):
+    """What became of a hashed file offered to the catalog."""
+
+    IMPORTED = "imported"  # a new model
+    MERGED = "merged"  # the same content at the same path was catalogued already
+    MOVED = "moved"  # the catalogued copy is gone: the model now points here
+    DUPLICATE = "duplicate"  # the same content lives on at another path
+    CONFLICT = "conflict"  # the path is catalogued with other content
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A file whose content hash is known, with everything the user attached to it."""
+
+    sha256: str
+    path: str
+    name: str
+    type: str = "other"
+    base: str | None = None
+    size_bytes: int | None = None
+    mtime_ns: int | None = None
+    created_at: datetime | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    tags: Sequence[TagSpec] = ()
+
+
+@dataclass(frozen=True)
+class Settled:
+    outcome: Outcome
+    reason: str | None = None
+
+
+def settle_file(
+    session: Session,
+    item: HashedFile,
+    *,
+    policy: str = "merge",
+    path_is_live: Callable[[str], bool] | None = None,
+    tag_cache: dict[str, int] | None = None,
+) -> Settled:
+    """Put a hashed file into the catalog, or say why it cannot go there.
+
+    - new content at a free path: a new model with its tags;
+    - content catalogued at this same path: fields combined by ``policy``
+      (``merge`` fills empty fields, ``keep`` changes nothing, ``replace``
+      overwrites), tags always united: a tag is never dropped;
+    - content catalogued at another path: if ``path_is_live`` says that copy is
+      gone, the model moves here (policy applied as above); otherwise this is a
+      ``DUPLICATE`` and its tags are merged into the model;
+    - the path catalogued with other content: ``CONFLICT``, nothing written.
+
+    DUPLICATE and CONFLICT leave the staging row to the caller.
+    """
+    holder = session.scalar(select(Model).where(Model.path == item.path))
+    if holder is not None and holder.sha256 != item.sha256:
+        return Settled(
+            Outcome.CONFLICT,
+            f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
+            f"now hashes to {item.sha256}",
+        )
+    model = holder or session.get(Model, item.sha256)
+    if model is None:
+        model = Model(
+            sha256=item.sha256,
+            path=item.path,
+            name=item.name,
+            type=item.type,
+            base=item.base,
+            size_bytes=item.size_bytes,
+            mtime_ns=item.mtime_ns,
+            meta=dict(item.meta),
+        )
+        if item.created_at is not None:
+            model.created_at = item.created_at
+        session.add(model)
+        outcome = Outcome.IMPORTED
+    elif model.path == item.path:
+        combine_fields(model, item, policy)
+        outcome = Outcome.MERGED
+    elif path_is_live is not None and not path_is_live(model.path):
+        previous = model.path
+        model.path = item.path
+        model.meta = {
+            **model.meta,
+            "previous_paths": [*model.meta.get("previous_paths", []), previous],
+        }
+        combine_fields(model, item, policy)
+        outcome = Outcome.MOVED
+    else:
+        outcome = Outcome.DUPLICATE
+    session.flush()
+    if item.tags:
+        ids = ensure_tags(session, item.tags, tag_cache)
+        link_tags(session, ((item.sha256, tag_id) for tag_id in ids.values()))
+    if outcome is Outcome.DUPLICATE:
+        return Settled(outcome, f"same content as {model.path}")
+    return Settled(outcome)
+
+
+def combine_fields(model: Model, item: HashedFile, policy: str) -> None:
+    """Apply a conflict policy to a model that meets another record of its content."""
+    if policy == "keep":
+        return
+    replace = policy == "replace"
+    for key in ("name", "type", "base", "size_bytes", "mtime_ns"):
+        new = getattr(item, key)
+        if new is None:
+            continue
+        old = getattr(model, key)
+        if replace or old is None or (key == "type" and old == "other"):
+            setattr(model, key, new)
+    if replace:
+        model.meta = {**model.meta, **item.meta}
+    else:
+        model.meta = {**item.meta, **model.meta}
