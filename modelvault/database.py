@@ -154,9 +154,10 @@ class DatabaseManager:
     def session_scope(self, *, immediate: bool = False) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error.
 
-        ``immediate`` takes SQLite's write lock at BEGIN (for read-then-write
-        work that must not interleave with another writer); other backends
-        ignore it.
+        ``immediate`` takes SQLite's write lock at BEGIN. Use it for every
+        transaction that writes: a SQLite transaction that reads first and
+        writes later fails at once ("database is locked", no busy wait) if
+        another connection committed in between. Other backends ignore it.
         """
         with self._translate_errors(), self.engine.connect() as conn:
             if immediate:
@@ -184,7 +185,7 @@ class DatabaseManager:
         ``data`` holds model columns (``sha256`` and ``path`` at least for a new
         model) and optionally ``tags``: names or ``{"name", "color"}`` mappings.
         """
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             model = catalog.upsert_model(session, data)
             return ModelRecord.of(model)
 
@@ -250,7 +251,7 @@ class DatabaseManager:
         """Create a tag (name trimmed and lower-cased, colour as ``#rrggbb``)."""
         tag_name = normalize_tag_name(name)
         tag_color = normalize_color(color)
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             if session.scalar(select(Tag.id).where(Tag.name == tag_name)) is not None:
                 raise AlreadyExistsError(f"the tag {tag_name!r} exists already.")
             tag = Tag(name=tag_name, color=tag_color)
@@ -278,14 +279,14 @@ class DatabaseManager:
     def tag_model(self, sha256: str, tag_id: int) -> None:
         """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
         sha = normalize_sha256(sha256)
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             self._require(session, sha, tag_id)
             catalog.link_tags(session, [(sha, tag_id)])
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:
         """Remove a link; returns whether there was one."""
         sha = normalize_sha256(sha256)
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             result = session.execute(
                 delete(model_tags).where(
                     model_tags.c.model_sha256 == sha, model_tags.c.tag_id == tag_id
@@ -326,7 +327,7 @@ class DatabaseManager:
     def add_pending_import(self, data: Mapping[str, Any]) -> PendingRecord:
         """Stage a file to be hashed by the workers."""
         values = _pending_values(data)
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             if session.scalar(select(PendingImport.id).where(PendingImport.path == values["path"])):
                 raise AlreadyExistsError(f"{values['path']} is staged already.")
             row = PendingImport(**values)
@@ -351,7 +352,7 @@ class DatabaseManager:
 
     def remove_pending_import(self, path: str) -> bool:
         """Delete the staging row of ``path``; returns whether there was one."""
-        with self.session_scope() as session:
+        with self.session_scope(immediate=True) as session:
             result = session.execute(delete(PendingImport).where(PendingImport.path == path))
             return bool(result.rowcount)  # type: ignore[attr-defined]
 

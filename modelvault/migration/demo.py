@@ -1,0 +1,187 @@
+"""A sample legacy catalog with real model-like files, for ``modelvault demo``.
+
+It shows every kind of legacy row a user has: files the legacy app hashed and
+files it did not, a copy of another file, a file deleted since, odd hashes,
+tags in every colour spelling, notes and prompts, an unreadable note, and a
+link to a tag that no longer exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+
+LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _DemoFile:
+    id: int
+    relative: str
+    type: str
+    size_mb: float  # in units of the demo's average file size
+    hash: str = "unhashed"  # "real", "upper", "short", or "unhashed"
+    copy_of: int | None = None
+    missing: bool = False
+    extra: dict[str, object] | str | None = None
+    tags: tuple[int, ...] = ()
+
+
+_TAGS = [
+    LegacyTag(8, "favourite", "#FF8800", 1_724_000_000_000),
+    LegacyTag(9, "style", "#36c", 1_724_000_000_000),
+    LegacyTag(10, "portrait", "teal", None),
+    LegacyTag(11, "to-review", "", None),
+    LegacyTag(12, "experimental", "glowing", None),
+]
+
+_FILES = [
+    _DemoFile(
+        1,
+        "checkpoints/dreamshaper_8.safetensors",
+        "checkpoint",
+        2.0,
+        "real",
+        extra={
+            "description": "All-round SD1.5 checkpoint.",
+            "prompts": {"positive": "masterpiece, portrait", "negative": "blurry"},
+            "images": ["/media/model_1_1724000000_preview.png"],
+        },
+        tags=(1, 8),
+    ),
+    _DemoFile(
+        2,
+        "checkpoints/sdxl_base_1.0.safetensors",
+        "checkpoint",
+        3.0,
+        extra={"description": "SDXL base", "community_links": "https://example.org/sdxl"},
+        tags=(1,),
+    ),
+    _DemoFile(
+        3,
+        "loras/ink_style.safetensors",
+        "lora",
+        0.5,
+        extra={"description": "Ink wash style", "prompts": {"positive": "ink style"}},
+        tags=(2, 9, 8),
+    ),
+    _DemoFile(4, "loras/copies/ink_style (1).safetensors", "lora", 0.5, copy_of=3, tags=(2, 11)),
+    _DemoFile(
+        5,
+        "loras/old_portrait.safetensors",
+        "lora",
+        0.5,
+        missing=True,
+        extra={"description": "deleted since; its notes must survive"},
+        tags=(2, 10),
+    ),
+    _DemoFile(6, "vae/kl-f8-anime.safetensors", "vae", 0.3, "upper", tags=(4,)),
+    _DemoFile(7, "embeddings/bad_hands.pt", "embedding", 0.1, "short", tags=(3, 12)),
+    _DemoFile(8, "upscale_models/4x_ultrasharp.pth", "upscale", 0.6, tags=(5,)),
+    _DemoFile(
+        9,
+        "controlnet/control_canny.safetensors",
+        "controlnet",
+        1.4,
+        extra="{not json: kept as text",
+        tags=(99,),
+    ),
+    _DemoFile(10, "loras/detail_tweaker.safetensors", "lora", 0.4, tags=(2, 9)),
+]
+
+
+def build_demo(folder: str | os.PathLike[str], *, file_mb: float = 48.0) -> Path:
+    """Create the model files and the legacy catalog under ``folder``; return the catalog.
+
+    A folder that holds a demo already is reused as it is, so running the
+    demo again continues (or repeats, harmlessly) the same migration.
+    """
+    root = Path(folder)
+    legacy = root / LEGACY_FILE_NAME
+    if legacy.exists():
+        return legacy
+    models_dir = root / "models"
+    digests: dict[int, str] = {}
+    rows: list[LegacyModel] = []
+    for spec in _FILES:
+        path = models_dir / spec.relative
+        if spec.copy_of is not None:
+            source = models_dir / next(f.relative for f in _FILES if f.id == spec.copy_of)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(source.read_bytes())
+            digests[spec.id] = digests[spec.copy_of]
+        else:
+            digests[spec.id] = _write_model_file(path, int(spec.size_mb * file_mb * MiB), spec.id)
+        size = path.stat().st_size
+        if spec.missing:
+            path.unlink()
+        rows.append(
+            LegacyModel(
+                id=spec.id,
+                path=str(path),
+                name=path.name,
+                type=spec.type,
+                size_bytes=size,
+                hash_hex=_legacy_hash(spec.hash, digests[spec.id]),
+                extra_json=spec.extra
+                if isinstance(spec.extra, str) or spec.extra is None
+                else json.dumps(spec.extra),
+            )
+        )
+    links = [(spec.id, tag) for spec in _FILES for tag in spec.tags]
+    root.mkdir(parents=True, exist_ok=True)
+    partial = legacy.with_name(legacy.name + ".partial")
+    partial.unlink(missing_ok=True)
+    write_legacy_catalog(partial, rows=rows, tags=[*system_tags(), *_TAGS], links=links)
+    partial.rename(legacy)  # a half-built demo is never mistaken for a finished one
+    return legacy
+
+
+def _legacy_hash(kind: str, digest: str) -> str:
+    if kind == "real":
+        return digest
+    if kind == "upper":
+        return f"  {digest.upper()} "
+    if kind == "short":
+        return digest[:10].upper()  # the AutoV2 form some tools show
+    return ""
+
+
+def _write_model_file(path: Path, size: int, seed: int) -> str:
+    """A safetensors-shaped file: a JSON header and pseudo-random tensor bytes."""
+    data_size = max(0, size - 256)
+    header = (
+        json.dumps(
+            {
+                "__metadata__": {"format": "pt", "modelvault_demo": str(seed)},
+                "weight": {
+                    "dtype": "F16",
+                    "shape": [data_size // 2],
+                    "data_offsets": [0, data_size],
+                },
+            }
+        )
+        .encode()
+        .ljust(248)
+    )
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.shake_256(f"modelvault demo {seed}".encode()).digest(MiB)
+    with path.open("wb") as out:
+        for chunk in (struct.pack("<Q", len(header)), header):
+            out.write(chunk)
+            digest.update(chunk)
+        written = 0
+        while written < data_size:
+            piece = block[: min(MiB, data_size - written)]
+            out.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    return digest.hexdigest()

@@ -1,0 +1,68 @@
+"""Building blocks for tests that need a legacy catalog with real files behind it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+
+
+def write_file(path: Path, size: int, seed: int, *, sparse: bool = False) -> str:
+    """A file of ``size`` bytes (zeros if ``sparse``, cheap at any size); returns its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sparse:
+        with path.open("wb") as out:
+            out.write(seed.to_bytes(8, "little"))
+            out.truncate(size)
+        digest = hashlib.sha256()
+        with path.open("rb") as src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    data = hashlib.shake_256(str(seed).encode()).digest(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def legacy_with_files(
+    root: Path,
+    count: int,
+    *,
+    size: int = 4096,
+    sparse: bool = False,
+    hashed: int = 0,
+    missing: int = 0,
+) -> tuple[Path, dict[str, str]]:
+    """A layout-2 legacy catalog of ``count`` model files under ``root``.
+
+    The first ``hashed`` rows carry their real hash, the last ``missing`` files
+    are deleted; every row has a coloured tag and a note. Returns the catalog
+    path and {path: sha256}.
+    """
+    rows, digests = [], {}
+    for i in range(1, count + 1):
+        path = root / "models" / "loras" / f"model_{i:04d}.safetensors"
+        sha = write_file(path, size, i, sparse=sparse)
+        digests[str(path)] = sha
+        if i > count - missing:
+            os.unlink(path)
+        rows.append(
+            LegacyModel(
+                id=i,
+                path=str(path),
+                type="lora",
+                size_bytes=size,
+                hash_hex=sha if i <= hashed else "",
+                extra_json=f'{{"description": "note {i}"}}',
+            )
+        )
+    links = [(i, 2) for i in range(1, count + 1)] + [(i, 8) for i in range(1, count + 1, 2)]
+    legacy = write_legacy_catalog(
+        root / "hikaze_mm.sqlite3",
+        rows=rows,
+        tags=[*system_tags(), LegacyTag(8, "Odd", "#F00")],
+        links=links,
+    )
+    return legacy, digests

@@ -1,0 +1,205 @@
+"""The real `modelvault` command, driven in subprocesses as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import legacy_with_files
+
+from modelvault import DatabaseManager
+
+
+def modelvault(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelvault", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.stderr == "", result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.slow
+def test_demo_runs_a_full_migration_and_again_changes_nothing(tmp_path: Path) -> None:
+    first = modelvault("demo", "demo", "--file-mb", "1", "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    report = report_of(first)
+    assert report["import"]["rows_read"] == 10
+    assert report["import"]["imported"] == 2  # the two rows with a usable legacy hash
+    assert report["staging"]["missing"] == 1
+    assert report["staging"]["duplicate"] == 1
+    assert report["staging"]["pending"] == report["staging"]["failed"] == 0
+    assert report["catalog"]["models"] == 8
+    assert report["exit_code"] == 0
+    db = DatabaseManager(tmp_path / "demo" / "catalog.sqlite3")
+    assert db.get_tag("favourite").color == "#ff8800"  # type: ignore[union-attr]
+    assert db.get_tag("style").color == "#3366cc"  # type: ignore[union-attr]
+    assert db.get_tag("portrait").color == "#008080"  # type: ignore[union-attr]
+    (missing,) = db.get_pending_imports("missing")
+    assert missing.meta["description"] == "deleted since; its notes must survive"
+    assert {t["name"] for t in missing.tags} == {"lora", "portrait"}
+    (duplicate,) = db.get_pending_imports("duplicate")
+    original = db.get_model(duplicate.sha256 or "")
+    assert original is not None
+    assert {"to-review", "style", "favourite"} <= {t.name for t in original.tags}
+
+    again = modelvault("demo", "demo", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rerun = report_of(again)
+    assert rerun["import"]["already_present"] == 10
+    assert (rerun["catalog"], rerun["staging"]) == (report["catalog"], report["staging"])
+
+
+@pytest.mark.slow
+def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
+    legacy, _ = legacy_with_files(tmp_path / "legacy", 6, hashed=2, missing=1)
+    db = str(tmp_path / "c.sqlite3")
+    migrate = modelvault("migrate", str(legacy), "--db", db, "--workers", "2", cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "6 rows read: 2 catalogued" in migrate.stdout
+    assert "3 imported, 1 missing" in migrate.stdout
+    status = report_of(modelvault("status", "--db", db, "--json", cwd=tmp_path))
+    assert status["catalog"]["models"] == 5
+    assert status["staging"]["missing"] == 1
+    tags = modelvault("tags", "--db", db, cwd=tmp_path)
+    assert "#ff0000" in tags.stdout
+    assert "odd" in tags.stdout
+    pending = modelvault("pending", "--db", db, "--status", "missing", cwd=tmp_path)
+    assert "model_0006.safetensors" in pending.stdout
+    # The file comes back: retry puts the row in the queue, the worker finishes it.
+    (tmp_path / "legacy" / "models" / "loras" / "model_0006.safetensors").write_bytes(b"back")
+    retry = report_of(modelvault("retry", "--db", db, "--json", cwd=tmp_path))
+    assert retry["requeued"] == 1
+    worker = report_of(modelvault("worker", "--db", db, "--json", cwd=tmp_path))
+    assert worker["worker"]["imported"] == 1
+    assert worker["staging"]["missing"] == 0
+    init = modelvault("init", "--db", db, cwd=tmp_path)
+    assert "schema v3" in init.stdout
+
+
+def _count(db: Path, sql: str) -> int:
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute(sql).fetchone()[0])
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_same_command_continues(tmp_path: Path) -> None:
+    files = 40
+    legacy, _ = legacy_with_files(tmp_path / "legacy", files, size=96 << 20, sparse=True)
+    db = tmp_path / "c.sqlite3"
+    command = [
+        sys.executable,
+        "-m",
+        "modelvault",
+        "migrate",
+        str(legacy),
+        "--db",
+        str(db),
+        "--workers",
+        "1",
+        "--json",
+    ]
+    child = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while _count(db, "SELECT count(*) FROM models") < 1:  # hashing has begun
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "no file was hashed in time"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert json.loads(out)["exit_code"] == 130
+    done = _count(db, "SELECT count(*) FROM models")
+    assert 1 <= done < files
+    assert _count(db, "SELECT count(*) FROM pending_import WHERE status = 'claimed'") == 0
+
+    again = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["import"]["already_present"] == files
+    assert report["worker"]["imported"] == files - done
+    assert report["catalog"]["models"] == files
+    assert _count(db, "SELECT count(*) FROM pending_import") == 0
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    legacy, _ = legacy_with_files(tmp_path / "legacy", 2)
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("just some notes\n" * 100)
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    db = str(tmp_path / "new" / "c.sqlite3")
+    return {
+        "missing legacy": (["migrate", str(tmp_path / "nope.sqlite3"), "--db", db], "nope.sqlite3"),
+        "not sqlite": (["migrate", str(not_sqlite), "--db", db], "notes.txt"),
+        "other tables": (["import", str(other), "--db", db], "other.sqlite3"),
+        "a folder": (["migrate", str(tmp_path), "--db", db], str(tmp_path)),
+        "unwritable catalog": (
+            ["migrate", str(legacy), "--db", str(blocker / "c.sqlite3")],
+            "cannot create the catalog folder",
+        ),
+        "bad url": (["status", "--db", "nosuchdb://host/x"], "no database driver"),
+        "bad workers": (["migrate", str(legacy), "--db", db, "--workers", "0"], "--workers"),
+        "bad policy": (["worker", "--db", db, "--conflict", "smash"], "--conflict"),
+        "bad status": (["pending", "--db", db, "--status", "lost"], "--status"),
+        "no legacy": (["migrate", "--db", db], "LEGACY"),
+        "unknown command": (["frobnicate"], "frobnicate"),
+    }
+
+
+CASES = [
+    "missing legacy",
+    "not sqlite",
+    "other tables",
+    "a folder",
+    "unwritable catalog",
+    "bad url",
+    "bad workers",
+    "bad policy",
+    "bad status",
+    "no legacy",
+    "unknown command",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, case: str) -> None:
+    args, expected = _bad_inputs(tmp_path)[case]
+    result = modelvault(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("modelvault: error: ")
+    assert expected in lines[0]
+    assert result.stdout == ""
+    assert not (tmp_path / "new").exists()  # no catalog was created
+    assert not list(tmp_path.glob("**/catalog.sqlite3"))
+    assert os.path.exists(tmp_path / "legacy" / "hikaze_mm.sqlite3")

@@ -1,0 +1,152 @@
+"""MigrationManager: both stages in the background, controlled from another thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support import legacy_with_files
+
+from modelvault import DatabaseManager
+from modelvault.migration.manager import (
+    MigrationManager,
+    MigrationState,
+    MigrationStatus,
+    get_manager,
+)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def manager(db: DatabaseManager) -> MigrationManager:
+    return MigrationManager(db)  # a fresh one per test, not the shared registry's
+
+
+def test_full_migration_reports_states_and_progress(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    legacy, digests = legacy_with_files(tmp_path, 12, size=64 << 10, hashed=4, missing=1)
+    seen: list[MigrationStatus] = []
+    unsubscribe = manager.subscribe(seen.append)
+    assert manager.start_full_migration(legacy, workers=2) is True
+    assert manager.start_full_migration(legacy) is False  # one run at a time
+    assert manager.wait(120)
+    unsubscribe()
+    status = manager.status()
+    assert status.state is MigrationState.DONE
+    assert status.import_report is not None
+    assert status.import_report["imported"] == 4
+    assert status.worker_report is not None
+    assert status.worker_report["imported"] == 7
+    assert status.worker_report["missing"] == 1
+    assert status.files_done == status.files_total == 8
+    assert status.bytes_done == 7 * (64 << 10)
+    assert status.staging_counts["missing"] == 1
+    assert status.staging_counts["pending"] == status.staging_counts["claimed"] == 0
+    assert "not found" in status.recent_errors[-1]
+    states = [s.state for s in seen]
+    assert states[0] is MigrationState.IMPORTING
+    assert MigrationState.PROCESSING in states
+    assert states[-1] is MigrationState.DONE
+    json.dumps(status.to_dict())  # fit for an app's JSON API
+    assert db.count_models() == 11
+    assert set(digests.values()) >= {m.sha256 for m in db.get_models_by_tag("lora")}
+
+
+def test_pause_holds_the_hash_and_resume_finishes_without_rereading(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    size = 512 << 20
+    legacy, _ = legacy_with_files(tmp_path, 2, size=size, sparse=True)
+    started = threading.Event()
+    manager.subscribe(lambda s: started.set() if s.bytes_done > 0 else None)
+    manager.start_full_migration(legacy, workers=1)
+    assert started.wait(60), "hashing never started"
+    manager.pause_processing()
+    assert manager.status().state is MigrationState.PAUSED
+    # Paused: the byte count settles and stays below the total while we look.
+    wait_for(lambda: _settled(manager), "the workers to hold still")
+    held = manager.status(refresh=False).bytes_done
+    assert 0 < held < 2 * size
+    assert not manager.wait(0.3)
+    assert manager.status(refresh=False).bytes_done == held
+    manager.resume_processing()
+    assert manager.wait(120)
+    status = manager.status()
+    assert status.state is MigrationState.DONE
+    assert status.bytes_done == 2 * size  # nothing was read twice
+    assert status.worker_report is not None
+    assert status.worker_report["bytes_hashed"] == 2 * size
+
+
+def _settled(manager: MigrationManager) -> bool:
+    before = manager.status(refresh=False).bytes_done
+    manager.wait(0.2)
+    return manager.status(refresh=False).bytes_done == before
+
+
+def test_stop_hands_rows_back_and_processing_continues_later(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    legacy, _ = legacy_with_files(tmp_path, 6, size=256 << 20, sparse=True)
+    started = threading.Event()
+    manager.subscribe(lambda s: started.set() if s.bytes_done > 0 else None)
+    manager.start_full_migration(legacy, workers=1)
+    assert started.wait(60)
+    manager.stop()
+    assert manager.wait(60)
+    assert manager.status().state is MigrationState.STOPPED
+    counts = db.staging_counts()
+    assert counts["claimed"] == 0
+    assert counts["pending"] >= 1
+    assert manager.start_processing(workers=2) is True
+    assert manager.wait(120)
+    assert manager.status().state is MigrationState.DONE
+    assert db.count_models() == 6
+
+
+def test_a_bad_legacy_file_fails_the_run_with_its_reason(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    manager.start_full_migration(tmp_path / "absent.sqlite3")
+    assert manager.wait(60)
+    status = manager.status()
+    assert status.state is MigrationState.FAILED
+    assert status.error is not None
+    assert "absent.sqlite3" in status.error
+    assert not manager.running
+
+
+def test_a_failing_subscriber_does_not_stop_the_migration(
+    manager: MigrationManager, tmp_path: Path
+) -> None:
+    legacy, _ = legacy_with_files(tmp_path, 3)
+
+    def broken(_: MigrationStatus) -> None:
+        raise RuntimeError("ui crashed")
+
+    manager.subscribe(broken)
+    manager.start_full_migration(legacy)
+    assert manager.wait(60)
+    assert manager.status().state is MigrationState.DONE
+
+
+def test_one_manager_per_catalog(
+    db: DatabaseManager, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert MigrationManager.for_database(db) is MigrationManager.for_database(
+        DatabaseManager(db.engine)
+    )
+    monkeypatch.setenv("MODELVAULT_DB_PATH", str(tmp_path / "default.sqlite3"))
+    assert get_manager() is get_manager()
+    assert get_manager().status(refresh=False).state is MigrationState.IDLE
