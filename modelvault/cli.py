@@ -78,7 +78,7 @@ class ProgressBar:
         self.draw(f"importing legacy rows {done}/{total}", done / total if total else None)
 
     def hashing(self, status: Any) -> None:
-        if status.state.value not in ("processing", "paused"):
+        if status.state.value in ("idle", "importing", "failed"):
             return
         fraction = status.bytes_done / status.bytes_total if status.bytes_total else None
         paused = "  (paused)" if status.state.value == "paused" else ""
@@ -211,9 +211,10 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[dict[str
     finally:
         if unsubscribe:
             unsubscribe()
-        if bar:
-            bar.close()
     status = manager.status()
+    if bar:
+        bar.hashing(status)  # the last frame: progress events are throttled
+        bar.close()
     if status.state is MigrationState.FAILED:
         raise ModelVaultError(status.error or "the workers failed")
     return status.worker_report, interrupted or status.state is MigrationState.STOPPED

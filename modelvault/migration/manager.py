@@ -93,6 +93,7 @@ class _Progress:
     bytes_total: int = 0
     started: float = 0.0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
+    staged_sizes: dict[int, int] = field(default_factory=dict)  # row id -> size when claimed
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
     error: str | None = None
     import_report: ImportReport | None = None
@@ -294,8 +295,13 @@ class MigrationManager:
                 progress.bytes_done -= event.bytes
                 if event.kind == "error" and event.message:
                     progress.errors.append(f"{event.path}: {event.message}")
+            elif event.kind == "claimed":
+                progress.staged_sizes[event.row_id] = event.bytes
             elif event.kind == "finished":
                 progress.files_done += 1
+                # The staged size was a promise; what the file really held (nothing,
+                # if it is gone) is what the total must count.
+                progress.bytes_total += event.bytes - progress.staged_sizes.pop(event.row_id, 0)
                 if event.outcome in ("missing", "failed", "conflict") and event.message:
                     progress.errors.append(f"{event.path}: {event.outcome}: {event.message}")
             progress.samples.append((time.monotonic(), progress.bytes_done))
