@@ -35,6 +35,12 @@ from modelvault.normalize import (
 # under SQLite's and PostgreSQL's parameter limits.
 IN_CHUNK = 500
 
+# Top-level ``meta`` keys modelvault itself writes (user keys of these names are
+# moved aside on import so neither side is lost).
+PREVIOUS_PATHS = "previous_paths"  # where a moved model's file used to be
+SUPERSEDED = "superseded"  # notes that gave way when two records of one content met
+RESERVED_META_KEYS = ("legacy", PREVIOUS_PATHS, SUPERSEDED)
+
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
 
@@ -296,7 +302,7 @@ def settle_file(
         model.path = item.path
         model.meta = {
             **model.meta,
-            "previous_paths": [*model.meta.get("previous_paths", []), previous],
+            PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
         }
         combine_fields(model, item, policy)
         outcome = Outcome.MOVED
@@ -312,18 +318,44 @@ def settle_file(
 
 
 def combine_fields(model: Model, item: HashedFile, policy: str) -> None:
-    """Apply a conflict policy to a model that meets another record of its content."""
-    if policy == "keep":
-        return
+    """Apply a conflict policy to a model that meets another record of its content.
+
+    ``merge`` fills what the model lacks, ``keep`` changes no field, ``replace``
+    overwrites. Notes are never lost: a ``meta`` value that gives way to the
+    other side's (the incoming one under merge and keep, the model's own under
+    replace) is kept in ``meta["superseded"]`` with the path it came from.
+    """
     replace = policy == "replace"
-    for key in ("name", "type", "base", "size_bytes", "mtime_ns"):
-        new = getattr(item, key)
-        if new is None:
-            continue
-        old = getattr(model, key)
-        if replace or old is None or (key == "type" and old == "other"):
-            setattr(model, key, new)
-    if replace:
-        model.meta = {**model.meta, **item.meta}
-    else:
-        model.meta = {**item.meta, **model.meta}
+    if policy != "keep":
+        for key in ("name", "type", "base", "size_bytes", "mtime_ns"):
+            new = getattr(item, key)
+            old = getattr(model, key)
+            if new is not None and (replace or old is None or (key == "type" and old == "other")):
+                setattr(model, key, new)
+    model.meta = combine_meta(dict(model.meta), model.path, dict(item.meta), item.path, policy)
+
+
+def combine_meta(
+    ours: dict[str, Any], our_path: str, theirs: dict[str, Any], their_path: str, policy: str
+) -> dict[str, Any]:
+    """Both sides' notes in one ``meta``; the values that give way go to ``superseded``."""
+    superseded = list(ours.pop(SUPERSEDED, []))
+    theirs = {k: v for k, v in theirs.items() if k not in (SUPERSEDED, PREVIOUS_PATHS)}
+    if policy == "replace":
+        combined = {**ours, **theirs}
+        lost = {k: v for k, v in ours.items() if k in theirs and theirs[k] != v}
+        lost_path = our_path
+    elif policy == "merge":
+        combined = {**theirs, **ours}
+        lost = {k: v for k, v in theirs.items() if k in ours and ours[k] != v}
+        lost_path = their_path
+    else:  # keep: the model's notes stay exactly as they are
+        combined = dict(ours)
+        lost = {k: v for k, v in theirs.items() if ours.get(k) != v}
+        lost_path = their_path
+    entry = {"path": lost_path, "meta": lost}
+    if lost and entry not in superseded:
+        superseded.append(entry)
+    if superseded:
+        combined[SUPERSEDED] = superseded
+    return combined

@@ -143,7 +143,11 @@ def exit_code_for(staging: dict[str, int]) -> int:
 
 def open_catalog(args: argparse.Namespace) -> DatabaseManager:
     settings = Settings.from_env()
-    db = DatabaseManager(args.db, settings=settings) if args.db else DatabaseManager(settings=settings)
+    db = (
+        DatabaseManager(args.db, settings=settings)
+        if args.db
+        else DatabaseManager(settings=settings)
+    )
     db.init_db()
     return db
 
@@ -158,8 +162,11 @@ def check_legacy_file(path: str) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     db = open_catalog(args)
     revision = db.current_revision()
-    emit(args, {"catalog": db.display_url, "revision": revision},
-         [f"catalog ready at {db.display_url} (schema {revision})"])
+    emit(
+        args,
+        {"catalog": db.display_url, "revision": revision},
+        [f"catalog ready at {db.display_url} (schema {revision})"],
+    )
     return EXIT_OK
 
 
@@ -184,7 +191,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[dict[str, Any] | None, bool]:
+def run_workers(
+    args: argparse.Namespace, db: DatabaseManager
+) -> tuple[dict[str, Any] | None, bool]:
     """Stage 2 under a MigrationManager with a progress bar; Ctrl-C stops cleanly.
 
     Returns the worker report and whether the run was interrupted.
@@ -204,8 +213,10 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[dict[str
             interrupted = True
             if bar:
                 bar.close()
-            print("modelvault: interrupted: finishing the current step and releasing files...",
-                  file=sys.stderr)
+            print(
+                "modelvault: interrupted: finishing the current step and releasing files...",
+                file=sys.stderr,
+            )
             manager.stop()
             manager.wait()
     finally:
@@ -223,19 +234,33 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[dict[str
 def describe_workers(report: dict[str, Any] | None) -> list[str]:
     if not report:
         return []
-    outcomes = ", ".join(
-        f"{report.get(k, 0)} {k}" for k in
-        ("imported", "merged", "moved", "duplicate", "conflict", "missing", "failed", "retried")
-        if report.get(k)
-    ) or "nothing to do"
+    outcomes = (
+        ", ".join(
+            f"{report.get(k, 0)} {k}"
+            for k in (
+                "imported",
+                "merged",
+                "moved",
+                "duplicate",
+                "conflict",
+                "missing",
+                "failed",
+                "retried",
+            )
+            if report.get(k)
+        )
+        or "nothing to do"
+    )
     return [
         f"hashing: {report.get('files_hashed', 0)} files, "
-        f"{human_bytes(report.get('bytes_hashed', 0))} in {report.get('seconds', 0):.1f} s: {outcomes}"
+        f"{human_bytes(report.get('bytes_hashed', 0))} "
+        f"in {report.get('seconds', 0):.1f} s: {outcomes}"
     ]
 
 
-def finish_processing(args: argparse.Namespace, db: DatabaseManager,
-                      data: dict[str, Any], lines: list[str]) -> int:
+def finish_processing(
+    args: argparse.Namespace, db: DatabaseManager, data: dict[str, Any], lines: list[str]
+) -> int:
     worker_report, interrupted = run_workers(args, db)
     counts, catalog_lines = describe_catalog(db)
     code = EXIT_INTERRUPTED if interrupted else exit_code_for(counts["staging"])
@@ -271,7 +296,8 @@ def cmd_pending(args: argparse.Namespace) -> int:
     db = open_catalog(args)
     rows = db.get_pending_imports(args.status, limit=args.limit)
     lines = [
-        f"{row.status:<9} {row.attempts:>2}  {row.path}" + (f"  ({row.last_error})" if row.last_error else "")
+        f"{row.status:<9} {row.attempts:>2}  {row.path}"
+        + (f"  ({row.last_error})" if row.last_error else "")
         for row in rows
     ] or ["no staging rows" + (f" with status {', '.join(args.status)}" if args.status else "")]
     emit(args, {"rows": [row.to_dict() for row in rows]}, lines)
@@ -284,8 +310,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     db = open_catalog(args)
     statuses = tuple(args.status or ("failed", "missing"))
     count = retry_pending(db, statuses=statuses)
-    emit(args, {"requeued": count, "statuses": list(statuses)},
-         [f"{count} rows put back in the queue; run 'modelvault worker' to hash them"])
+    emit(
+        args,
+        {"requeued": count, "statuses": list(statuses)},
+        [f"{count} rows put back in the queue; run 'modelvault worker' to hash them"],
+    )
     return EXIT_OK
 
 
@@ -315,49 +344,91 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--db", metavar="URL|PATH",
-                        help="catalog: a SQLAlchemy URL or a SQLite file (default: settings)")
+    common.add_argument(
+        "--db",
+        metavar="URL|PATH",
+        help="catalog: a SQLAlchemy URL or a SQLite file (default: settings)",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON report instead of text")
     workers = _Parser(add_help=False)
-    workers.add_argument("--workers", type=_positive_int, metavar="N",
-                         help="hashing threads (default: MODELVAULT_WORKERS or min(4, CPUs))")
-    workers.add_argument("--conflict", choices=CONFLICT_POLICIES,
-                         help="content already catalogued: merge (default), keep or replace")
+    workers.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="hashing threads (default: MODELVAULT_WORKERS or min(4, CPUs))",
+    )
+    workers.add_argument(
+        "--conflict",
+        choices=CONFLICT_POLICIES,
+        help="content already catalogued: merge (default), keep or replace",
+    )
 
-    parser = _Parser(prog="modelvault", description=__doc__.split("\n\n")[0] if __doc__ else None,
-                     epilog="exit codes: 0 done; 1 rows failed or in conflict; 2 bad input; "
-                            "130 interrupted")
+    parser = _Parser(
+        prog="modelvault",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="exit codes: 0 done; 1 rows failed or in conflict; 2 bad input; 130 interrupted",
+    )
     parser.add_argument("--version", action="version", version=f"modelvault {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, handler: Handler, help_text: str, *parents: argparse.ArgumentParser,
-                ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+    def command(
+        name: str,
+        handler: Handler,
+        help_text: str,
+        *parents: _Parser,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common, *parents]
+        )
         p.set_defaults(handler=handler)
         return p
 
     command("init", cmd_init, "create or upgrade the catalog")
-    command("import", cmd_import, "stage 1: read a legacy catalog into the catalog and the queue"
-            ).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
-    command("migrate", cmd_migrate, "both stages: import a legacy catalog, then hash the queue",
-            workers).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
-    command("worker", cmd_worker, "stage 2 only: hash the queued files (run on several hosts "
-            "against one PostgreSQL catalog)", workers)
+    command(
+        "import", cmd_import, "stage 1: read a legacy catalog into the catalog and the queue"
+    ).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
+    command(
+        "migrate", cmd_migrate, "both stages: import a legacy catalog, then hash the queue", workers
+    ).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
+    command(
+        "worker",
+        cmd_worker,
+        "stage 2 only: hash the queued files (run on several hosts against one PostgreSQL catalog)",
+        workers,
+    )
     command("status", cmd_status, "counts of models, tags and queued rows")
     pending = command("pending", cmd_pending, "list queued rows")
-    pending.add_argument("--status", nargs="+", choices=[s.value for s in PendingStatus],
-                         help="only rows in these statuses")
+    pending.add_argument(
+        "--status",
+        nargs="+",
+        choices=[s.value for s in PendingStatus],
+        help="only rows in these statuses",
+    )
     pending.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
     command("retry", cmd_retry, "put failed and missing rows back in the queue").add_argument(
-        "--status", nargs="+", choices=["failed", "missing", "conflict"],
-        help="which rows to retry (default: failed missing)")
+        "--status",
+        nargs="+",
+        choices=["failed", "missing", "conflict"],
+        help="which rows to retry (default: failed missing)",
+    )
     command("tags", cmd_tags, "list tags with colours and counts")
-    demo = command("demo", cmd_demo, "build a sample legacy catalog with model files and "
-                   "migrate it", workers)
-    demo.add_argument("dir", metavar="DIR", nargs="?", default="modelvault-demo",
-                      help="where to build it (default: ./modelvault-demo)")
-    demo.add_argument("--file-mb", type=_positive_float, default=48.0, metavar="MB",
-                      help="average size of the sample model files (default: 48)")
+    demo = command(
+        "demo", cmd_demo, "build a sample legacy catalog with model files and migrate it", workers
+    )
+    demo.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        default="modelvault-demo",
+        help="where to build it (default: ./modelvault-demo)",
+    )
+    demo.add_argument(
+        "--file-mb",
+        type=_positive_float,
+        default=48.0,
+        metavar="MB",
+        help="average size of the sample model files (default: 48)",
+    )
     return parser
 
 

@@ -222,19 +222,19 @@ class DatabaseManager:
             rows = session.execute(
                 select(PendingImport.status, func.count()).group_by(PendingImport.status)
             )
-            counts.update({status: n for status, n in rows})
+            counts.update((str(row[0]), int(row[1])) for row in rows)
         return counts
 
     def claimable_totals(self) -> tuple[int, int]:
         """Files and known bytes still waiting to be hashed (pending or claimed rows)."""
         waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
         with self.session_scope() as session:
-            files, size = session.execute(
+            row = session.execute(
                 select(func.count(), func.coalesce(func.sum(PendingImport.size_bytes), 0)).where(
                     PendingImport.status.in_(waiting)
                 )
             ).one()
-            return int(files), int(size)
+            return int(row[0] or 0), int(row[1] or 0)
 
     def catalog_counts(self) -> dict[str, int]:
         """Models, tags and tag links in the catalog."""

@@ -69,6 +69,14 @@ def test_same_content_same_path_follows_the_policy(
     assert model is not None
     assert (model.base, model.meta["note"], model.name) == (base, note, name)
     assert tag_names(db, SHA_A) == ["one", "two"]  # tags are never dropped
+    # ... nor notes: the value that gave way is kept with the path it came from.
+    gave_way = {
+        "merge": {"note": "theirs"},
+        "keep": {"note": "theirs", "extra": 1},  # keep adds nothing to the model itself
+        "replace": {"note": "mine"},
+    }[policy]
+    assert model.meta["superseded"] == [{"path": "/m/a", "meta": gave_way}]
+    assert ("extra" in model.meta) is (policy != "keep")
 
 
 def test_same_content_elsewhere_is_a_duplicate_whose_tags_are_merged(db: DatabaseManager) -> None:

@@ -1,0 +1,951 @@
+"""Stage 1 of the migration: legacy catalog -> ``models`` and ``pending_import``.
+
+``import_legacy_data(legacy_path, db)`` reads the legacy file through a
+read-only engine (``modelvault.migration.legacy``) in batches of
+``settings.import_batch_size`` rows, each written in one catalog transaction.
+
+Where each legacy row goes
+--------------------------
+A legacy hash counts when it is 64 hex digits after trimming (any case; stored
+lower-case), its algorithm is sha256 (layout 1), and the file is gone or still
+has the legacy ``size_bytes`` (one ``stat``; rows without a size are not
+checked). Then, in this order:
+
+- its path is staged already (any status)               -> ``already_present``
+- its path is a model that a legacy import put there
+  (``meta.legacy`` present: directly, or by the worker)  -> ``already_present``
+- its path is a model the user catalogued by other means:
+  same hash -> fields combined by the conflict policy, tags united (``merged``);
+  another hash -> staging row ``conflict`` (``conflicts``);
+  hash does not count -> staged for the worker to settle (``staged``)
+- the hash does not count                                -> staging row ``pending`` (``staged``)
+- the hash is new to the catalog                         -> a model with its tags (``imported``)
+- the content is catalogued at another path: if that model moved here from this
+  path (``meta.previous_paths``, the worker's doing) -> ``already_present``, else
+  staging row ``duplicate`` with ``sha256`` set and its tags merged into the
+  model (``duplicates``). Stage 1 never moves a model (``catalog.settle_file``
+  is called without ``path_is_live``): the duplicate row keeps the row's own
+  notes, which a move would have merged away.
+
+Rows that collide go through ``catalog.settle_file``, the one definition shared
+with the worker; the non-colliding bulk is inserted with executemany, which
+gives the same rows. A re-run therefore changes nothing, and a run that stopped
+half-way (each batch is atomic) is completed by running it again.
+
+The report
+----------
+``rows_read == imported + merged + staged + duplicates + conflicts +
+already_present`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
+``{"table", "legacy_id", "reason"}`` (the rest are counted in
+``warnings_omitted``, so memory stays flat); ``unreadable_colors`` lists every
+legacy tag colour that is not a colour.
+
+The ``meta`` of a model or staging row
+--------------------------------------
+Every key of the legacy ``extra_json`` object (``description``,
+``community_links``, ``images``, ``prompts``, ...) at the top level, where apps
+look for them, and under ``"legacy"`` what has no v3 column::
+
+    "legacy": {
+      "source": "/abs/path/hikaze_mm.sqlite3",   # always
+      "id": 12,                                   # always: legacy models.id
+      "created_at_ms": 1724000000000,             # always, as stored
+      # only when there is something to keep:
+      "hash_hex": " 9F86...",        # a non-empty legacy hash not stored as-is in sha256
+      "hash_ignored": "why",         # why a hash-like value was not used
+      "hash_algo", "dir_path", "mtime_ns", "updated_at_ms",   # layout 1 columns
+      "meta_json": {...},            # legacy meta_json, parsed
+      "meta_json_raw": "...",        # ...or its text when it is not JSON
+      "extra_json": [...],           # extra_json that is JSON but not an object
+      "extra_json_raw": "...",       # extra_json text that is not JSON (or repeats keys)
+      "extra_json_shadowed": {...},  # extra_json keys named like modelvault's own
+                                     # top-level keys ("legacy", "previous_paths",
+                                     # "superseded")
+      "path", "name", "type",        # the stored value when it could not be used as is
+      "size_bytes",                  # (NUL in a path, a blank or too long name, a type
+                                     # not in lower case, a size that is not a count)
+      "tag_colors": {"tag": "raw"},  # colours of this row's tags that are not colours
+      "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
+    }
+
+An unreadable colour is kept in the report and in ``meta.legacy.tag_colors`` of
+every row that carries the tag; the v3 tag itself gets no colour (the user can
+give it one). Tags are created for every legacy tag, used or not, with the
+legacy ``created_at``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from modelvault.catalog import (
+    RESERVED_META_KEYS,
+    HashedFile,
+    Outcome,
+    TagSpec,
+    chunked,
+    ensure_tags,
+    file_name,
+    insert_ignoring_duplicates,
+    settle_file,
+)
+from modelvault.database import DatabaseManager
+from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
+from modelvault.db.types import UTCDateTime, utcnow
+from modelvault.errors import CatalogError, ValidationError
+from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
+from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+MAX_WARNINGS = 1000
+LOOKUP_CHUNK = 1000  # keys per IN list: one or two queries per batch, far below any limit
+# A concurrent writer (a worker on PostgreSQL) may insert the same model between
+# our look-up and our insert; the batch is then read and written again.
+BATCH_ATTEMPTS = 3
+# User keys named like modelvault's own top-level meta keys (RESERVED_META_KEYS)
+# move under meta.legacy.extra_json_shadowed so neither side is lost.
+MAX_NAME, MAX_TYPE = 512, 64  # the v3 column widths
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+MODELS = cast(Table, Model.__table__)
+PENDING = cast(Table, PendingImport.__table__)
+TAGS = cast(Table, Tag.__table__)
+MODEL_COLUMNS: tuple[str, ...] = (
+    *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
+    *("created_at", "updated_at", "meta"),
+)
+PENDING_COLUMNS: tuple[str, ...] = (
+    *("path", "name", "type", "size_bytes", "created_at", "meta", "tags"),
+    *("legacy_id", "source", "status", "attempts", "last_error", "sha256"),
+)
+
+
+@dataclass
+class ImportReport:
+    """What an import did; ``to_dict()`` is fit for ``json.dumps``.
+
+    ``rows_read == imported + merged + staged + duplicates + conflicts +
+    already_present`` (see ``accounted``), on every run, first or not.
+    """
+
+    legacy_path: str
+    layout: int | None = None
+    rows_read: int = 0
+    imported: int = 0  # new models
+    merged: int = 0  # combined into a model the user had catalogued at the same path
+    staged: int = 0  # pending_import rows waiting for the worker
+    duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
+    conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
+    already_present: int = 0  # put in place by an earlier run (or the worker since)
+    tags_created: int = 0
+    orphan_links_skipped: int = 0
+    unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    warnings_omitted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def accounted(self) -> int:
+        """Rows that reached a place; equals ``rows_read`` once the import is done."""
+        return (
+            self.imported
+            + self.merged
+            + self.staged
+            + self.duplicates
+            + self.conflicts
+            + self.already_present
+        )
+
+    def warn(self, table: str, legacy_id: Any, reason: str) -> None:
+        log.debug("legacy %s %s: %s", table, legacy_id, reason)
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append({"table": table, "legacy_id": legacy_id, "reason": reason})
+        else:
+            self.warnings_omitted += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def import_legacy_data(
+    legacy_db_path: str | os.PathLike[str],
+    db: DatabaseManager | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a legacy catalog into ``db`` (default: the configured catalog).
+
+    The legacy file is checked first: anything that is not a legacy catalog
+    raises ``LegacyDatabaseError`` before the catalog is touched. Then the
+    catalog is migrated to the newest schema and the rows are imported batch by
+    batch; ``progress(rows_done, rows_total)`` is called after each batch.
+    """
+    started = time.monotonic()
+    own_db = db is None
+    with open_legacy(legacy_db_path) as legacy:
+        catalog = db if db is not None else DatabaseManager()
+        try:
+            report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
+            catalog.init_db()
+            _Run(legacy, catalog, report, progress).run()
+        finally:
+            if own_db:
+                catalog.dispose()
+    report.seconds = round(time.monotonic() - started, 3)
+    log.info(
+        "imported %s: %d rows read, %d imported, %d merged, %d staged, %d duplicates, "
+        "%d conflicts, %d already present, in %.1f s",
+        report.legacy_path,
+        report.rows_read,
+        report.imported,
+        report.merged,
+        report.staged,
+        report.duplicates,
+        report.conflicts,
+        report.already_present,
+        report.seconds,
+    )
+    return report
+
+
+@dataclass(slots=True)
+class _LegacyTag:
+    """A legacy tag in v3 form: ``spec`` is None when its name cannot be a v3 tag."""
+
+    id: Any
+    spec: TagSpec | None
+    raw_name: Any
+    raw_color: Any
+    unreadable_color: bool
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A legacy row ready for the catalog."""
+
+    legacy_id: int
+    path: str
+    name: str
+    type: str
+    size_bytes: int | None
+    mtime_ns: int | None
+    created_at: datetime
+    meta: dict[str, Any]
+    sha256: str | None
+    tags: list[TagSpec]
+
+    def pending(
+        self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
+    ) -> tuple[Any, ...]:
+        """The values of its staging row, in ``PENDING_COLUMNS`` order."""
+        tags = [spec.to_json() for spec in self.tags]
+        return (
+            *(self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta),
+            *(tags, self.legacy_id, source, status.value, 0, reason, sha256),
+        )
+
+    def model(self, now: datetime) -> tuple[Any, ...]:
+        """The values of its model row, in ``MODEL_COLUMNS`` order."""
+        return (
+            *(self.sha256, self.path, self.name, self.type, None, self.size_bytes),
+            *(self.mtime_ns, self.created_at, now, self.meta),
+        )
+
+    def hashed(self) -> HashedFile:
+        assert self.sha256 is not None
+        return HashedFile(
+            sha256=self.sha256,
+            path=self.path,
+            name=self.name,
+            type=self.type,
+            size_bytes=self.size_bytes,
+            mtime_ns=self.mtime_ns,
+            created_at=self.created_at,
+            meta=self.meta,
+            tags=self.tags,
+        )
+
+
+@dataclass
+class _BatchResult:
+    """Counts of one batch, added to the report only once its transaction committed."""
+
+    imported: int = 0
+    merged: int = 0
+    staged: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    already_present: int = 0
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _CatalogState:
+    """What the catalog already holds for the paths and hashes of one batch."""
+
+    model_at: dict[str, tuple[str, str | None]]  # path -> (sha256, meta.legacy.source)
+    model_of: dict[str, tuple[str, Any]]  # sha256 -> (path, meta.previous_paths)
+    staged: dict[str, str | None]  # path -> source
+
+
+class _Run:
+    """One import run: the legacy file, the catalog, the tag ids and the report."""
+
+    def __init__(
+        self,
+        legacy: LegacyCatalog,
+        db: DatabaseManager,
+        report: ImportReport,
+        progress: Progress | None,
+    ) -> None:
+        self.legacy = legacy
+        self.db = db
+        self.report = report
+        self.progress = progress
+        self.source = str(legacy.path)
+        self.policy = db.settings.conflict_policy
+        self.tags: dict[Any, _LegacyTag] = {}
+        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id, for the whole run
+        self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
+        self.inserts: _Inserts | None = None
+        self.queries = _Queries()
+
+    def run(self) -> None:
+        total = self.legacy.count_models()
+        self._register_tags(self.legacy.tags())
+        for batch in self.legacy.batches(self.db.settings.import_batch_size):
+            links = self._links_by_model(batch.rows, batch.links)
+            entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
+            if entries:
+                self._write(entries)
+                self.report.rows_read += len(entries)
+            if self.progress is not None and batch.rows:
+                done = self.report.rows_read
+                self.progress(done, max(total, done))
+
+    # -- tags -----------------------------------------------------------------
+
+    def _register_tags(self, rows: Sequence[Any]) -> None:
+        """Normalise legacy tags and get or create them in the catalog (one transaction)."""
+        now = utcnow()
+        wanted: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            tag = self._legacy_tag(row)
+            self.tags[row.id] = tag
+            if tag.spec is not None and tag.spec.name not in wanted:
+                created = _from_ms(row.created_at) or now
+                wanted[tag.spec.name] = {
+                    "name": tag.spec.name,
+                    "color": tag.spec.color,
+                    "created_at": created,
+                }
+            elif tag.spec is not None and wanted[tag.spec.name]["color"] is None:
+                wanted[tag.spec.name]["color"] = tag.spec.color
+        if not wanted:
+            return
+        specs = [TagSpec(v["name"], v["color"]) for v in wanted.values()]
+        with self.db.session_scope(immediate=True) as session:
+            existing: set[str] = set()
+            for names in chunked(list(wanted)):
+                existing.update(session.scalars(select(Tag.name).where(Tag.name.in_(names))))
+            # Insert first so new tags keep their legacy created_at; ensure_tags then
+            # fills an empty colour of a tag that existed, and gives us the ids.
+            insert_ignoring_duplicates(
+                session, TAGS, [v for n, v in wanted.items() if n not in existing]
+            )
+            ids = ensure_tags(session, specs)
+        self.tag_ids.update(ids)
+        self.report.tags_created += len(wanted.keys() - existing)
+
+    def _legacy_tag(self, row: Any) -> _LegacyTag:
+        raw_color = _jsonable(row.color)
+        color = None
+        unreadable = False
+        if isinstance(raw_color, str) and raw_color.strip():
+            color = parse_color(raw_color)
+            unreadable = color is None
+        elif raw_color is not None and not isinstance(raw_color, str):
+            unreadable = True  # a number or a blob; blank text is just "no colour"
+        name = _text(row.name)
+        try:
+            if name is not None and "\x00" in name:
+                raise ValidationError(f"{name!r} holds a NUL character")
+            spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
+        except ValidationError as exc:
+            spec = None
+            self.report.warn(
+                "tags",
+                row.id,
+                f"its name cannot be a tag name ({exc}); kept in the meta of its models",
+            )
+        if unreadable:
+            self.report.unreadable_colors.append(
+                {"tag_id": row.id, "tag": _jsonable(row.name), "color": raw_color}
+            )
+            self.report.warn(
+                "tags",
+                row.id,
+                f"colour {raw_color!r} is not a colour; the tag is imported without one",
+            )
+        return _LegacyTag(row.id, spec, _jsonable(row.name), raw_color, unreadable)
+
+    def _links_by_model(
+        self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
+    ) -> dict[int, list[Any]]:
+        """Group a batch's links by model; report and drop those pointing nowhere."""
+        ids = {row.id for row in rows}
+        links = list(links)
+        unknown = {t for m, t in links if m in ids and t not in self.tags} - self.missing_tags
+        if unknown:
+            # The legacy app may have added tags since we read them; ask once per id.
+            self._register_tags(self.legacy.tags(sorted(unknown, key=repr)))
+            self.missing_tags.update(t for t in unknown if t not in self.tags)
+        grouped: dict[int, list[Any]] = {}
+        for model_id, tag_id in links:
+            if model_id not in ids:
+                self._orphan(
+                    model_id,
+                    f"a model_tags row links tag {tag_id!r} to model {model_id!r}, "
+                    "which does not exist",
+                )
+            elif tag_id not in self.tags:
+                self._orphan(
+                    model_id, f"a model_tags row links it to tag {tag_id!r}, which does not exist"
+                )
+            else:
+                grouped.setdefault(model_id, []).append(tag_id)
+        return grouped
+
+    def _orphan(self, model_id: Any, reason: str) -> None:
+        self.report.orphan_links_skipped += 1
+        self.report.warn("model_tags", _jsonable(model_id), reason + "; skipped")
+
+    # -- rows -----------------------------------------------------------------
+
+    def _entry(self, row: LegacyRow, tag_ids: Sequence[Any]) -> _Entry:
+        """Turn a legacy row into catalog values, keeping everything else in meta."""
+        legacy: dict[str, Any] = {
+            "source": self.source,
+            "id": row.id,
+            "created_at_ms": _jsonable(row.created_at),
+        }
+        raw_path = _text(row.path) or ""
+        path = _storable(raw_path)
+        if path is not raw_path:
+            legacy["path"] = raw_path
+            self.report.warn("models", row.id, "its path holds a NUL character; kept in meta")
+        size = _byte_count(row.size_bytes, "size_bytes", legacy)
+        mtime_ns = None
+        if self.legacy.layout is LegacyLayout.V1:
+            mtime_ns = _layout1_fields(row, legacy)
+        created_at = _from_ms(row.created_at)
+        if created_at is None:
+            created_at = utcnow()
+            self.report.warn(
+                "models",
+                row.id,
+                f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
+            )
+        meta = self._user_meta(row, legacy)
+        return _Entry(
+            legacy_id=row.id,
+            path=path,
+            name=_name(row.name, path, legacy),
+            type=_type(row.type, legacy),
+            size_bytes=size,
+            mtime_ns=mtime_ns,
+            created_at=created_at,
+            meta=meta,
+            sha256=self._usable_hash(row, path, size, legacy),
+            tags=self._row_tags(tag_ids, legacy),
+        )
+
+    def _usable_hash(
+        self, row: LegacyRow, path: str, size: int | None, legacy: dict[str, Any]
+    ) -> str | None:
+        raw = _text(row.hash_hex)
+        sha = parse_sha256(raw)
+        why = None
+        if not raw:
+            pass  # '' (or NULL): the legacy app never hashed it
+        elif sha is None:
+            why = f"hash_hex {raw!r} is not a SHA-256 (64 hex digits)"
+        elif (
+            self.legacy.layout is LegacyLayout.V1 and str(row.hash_algo).strip().lower() != "sha256"
+        ):
+            why = f"its hash algorithm is {row.hash_algo!r}, not sha256"
+        elif size is not None:
+            why = self._size_changed(row.id, path, size)
+        usable = sha if why is None else None
+        if raw and raw != usable:
+            legacy["hash_hex"] = raw
+        if why is not None:
+            legacy["hash_ignored"] = why
+            self.report.warn("models", row.id, why + "; staged to be hashed")
+        return usable
+
+    def _size_changed(self, legacy_id: int, path: str, size: int) -> str | None:
+        """Why the legacy hash no longer describes the file, or None if it may."""
+        try:
+            actual = os.stat(path).st_size
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None  # gone: the legacy hash is all we will ever know
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                self.report.warn(
+                    "models",
+                    legacy_id,
+                    f"its size could not be checked ({exc}); its hash is trusted",
+                )
+            return None
+        if actual == size:
+            return None
+        return (
+            f"the file changed since it was hashed "
+            f"(size {size} in the legacy catalog, {actual} now)"
+        )
+
+    def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
+        meta: dict[str, Any] | None = None
+        meta_json = _text(row.meta_json)
+        if meta_json is not None:
+            value, ok, _ = _parse_json(meta_json)
+            legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
+            if not ok:
+                self.report.warn("models", row.id, "meta_json is not valid JSON; its text is kept")
+        extra = _text(row.extra_json)
+        if extra is not None:
+            value, ok, repeated = _parse_json(extra)
+            if not ok or repeated:
+                legacy["extra_json_raw"] = extra
+                problem = "repeats keys" if ok else "is not valid JSON"
+                self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
+            if isinstance(value, dict):
+                shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
+                if shadowed:
+                    legacy["extra_json_shadowed"] = shadowed
+                meta = value
+            elif ok and value is not None:
+                legacy["extra_json"] = value
+        if meta is None:
+            meta = {}
+        meta["legacy"] = legacy
+        return meta
+
+    def _row_tags(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
+        specs: dict[str, TagSpec] = {}
+        for tag_id in tag_ids:
+            tag = self.tags[tag_id]
+            if tag.spec is None:
+                legacy.setdefault("unusable_tags", []).append(
+                    {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
+                )
+                continue
+            if tag.unreadable_color:
+                legacy.setdefault("tag_colors", {})[tag.spec.name] = tag.raw_color
+            specs.setdefault(tag.spec.name, tag.spec)
+        return list(specs.values())
+
+    # -- writing --------------------------------------------------------------
+
+    def _write(self, entries: list[_Entry]) -> None:
+        """Write one batch in one transaction, again if a concurrent writer got in first."""
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            known_tags = dict(self.tag_ids)
+            try:
+                with self.db.session_scope(immediate=True) as session:
+                    result = self._write_batch(session, entries)
+                break
+            except CatalogError as exc:
+                self.tag_ids = known_tags  # ids of tags created in the rolled-back transaction
+                if not isinstance(exc.__cause__, IntegrityError) or attempt == BATCH_ATTEMPTS:
+                    raise
+                log.info("batch collided with a concurrent writer; reading it again (%s)", exc)
+        report = self.report
+        report.imported += result.imported
+        report.merged += result.merged
+        report.staged += result.staged
+        report.duplicates += result.duplicates
+        report.conflicts += result.conflicts
+        report.already_present += result.already_present
+        for legacy_id, reason in result.warnings:
+            report.warn("models", legacy_id, reason)
+
+    def _write_batch(self, session: Session, entries: list[_Entry]) -> _BatchResult:
+        state = _catalog_state(session, entries, self.queries)
+        result = _BatchResult()
+        now = utcnow()
+        models: list[tuple[Any, ...]] = []
+        links: list[tuple[Any, ...]] = []
+        staged: list[tuple[Any, ...]] = []
+        colliding: list[_Entry] = []
+        new_hashes: set[str] = set()
+        for entry in entries:
+            place = self._place(entry, state, new_hashes, result)
+            if place == "stage":
+                staged.append(entry.pending(PendingStatus.PENDING, None, None, self.source))
+                result.staged += 1
+            elif place == "settle":
+                colliding.append(entry)
+            elif place == "new":
+                assert entry.sha256 is not None
+                new_hashes.add(entry.sha256)
+                models.append(entry.model(now))
+                links.extend((entry.sha256, self.tag_ids[spec.name]) for spec in entry.tags)
+                result.imported += 1
+        inserts = self._inserts(session)
+        # New models are new in this transaction, so their links cannot exist yet.
+        inserts.models.execute(session, models)
+        inserts.links.execute(session, links)
+        for entry in colliding:
+            staged.extend(self._settle(session, entry, result))
+        inserts.pending.execute(session, staged)
+        return result
+
+    def _inserts(self, session: Session) -> _Inserts:
+        if self.inserts is None:
+            dialect = session.get_bind().dialect
+            self.inserts = _Inserts(
+                _BulkInsert(MODELS, MODEL_COLUMNS, dialect),
+                _BulkInsert(model_tags, ("model_sha256", "tag_id"), dialect),
+                _BulkInsert(PENDING, PENDING_COLUMNS, dialect),
+            )
+        return self.inserts
+
+    def _place(
+        self, entry: _Entry, state: _CatalogState, new_hashes: set[str], result: _BatchResult
+    ) -> str:
+        """Where a row goes: "stage", "new", "present", or "settle" (settle_file decides)."""
+        if entry.path in state.staged:
+            self._already(entry, state.staged[entry.path], result)
+            return "present"
+        held = state.model_at.get(entry.path)
+        if held is not None:
+            if held[1] is not None:
+                self._already(entry, held[1], result)
+                return "present"
+            return "stage" if entry.sha256 is None else "settle"
+        if entry.sha256 is None:
+            return "stage"
+        if entry.sha256 in new_hashes:
+            return "settle"
+        other = state.model_of.get(entry.sha256)
+        if other is None:
+            return "new"
+        previous = other[1]
+        if isinstance(previous, list) and entry.path in previous:
+            result.already_present += 1  # the worker moved the model away from this path
+            return "present"
+        return "settle"
+
+    def _already(self, entry: _Entry, source: str | None, result: _BatchResult) -> None:
+        result.already_present += 1
+        if source is not None and source != self.source:
+            result.warnings.append(
+                (
+                    entry.legacy_id,
+                    f"{entry.path} was imported already from {source}; "
+                    "this row's tags and notes were not added",
+                )
+            )
+
+    def _settle(
+        self, session: Session, entry: _Entry, result: _BatchResult
+    ) -> list[tuple[Any, ...]]:
+        settled = settle_file(session, entry.hashed(), policy=self.policy, tag_cache=self.tag_ids)
+        if settled.outcome is Outcome.IMPORTED:
+            result.imported += 1
+        elif settled.outcome in (Outcome.MERGED, Outcome.MOVED):
+            result.merged += 1
+        else:
+            duplicate = settled.outcome is Outcome.DUPLICATE
+            status = PendingStatus.DUPLICATE if duplicate else PendingStatus.CONFLICT
+            if duplicate:
+                result.duplicates += 1
+            else:
+                result.conflicts += 1
+            result.warnings.append((entry.legacy_id, f"{status.value}: {settled.reason}"))
+            return [entry.pending(status, entry.sha256, settled.reason, self.source)]
+        return []
+
+
+def _catalog_state(session: Session, entries: Sequence[_Entry], q: _Queries) -> _CatalogState:
+    """What the catalog holds for this batch's paths and hashes: a few IN queries."""
+    paths = [entry.path for entry in entries]
+    hashes = list({entry.sha256 for entry in entries if entry.sha256 is not None})
+    model_at = dict(q.model_by_path.fetch(session, paths))  # path -> sha256
+    model_of = dict(q.model_by_sha.fetch(session, hashes))  # sha256 -> path
+    staged = dict(q.staged_by_path.fetch(session, paths))  # path -> source
+    # Only models met already need their meta (none on a first import). It is read
+    # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
+    details: dict[str, tuple[str | None, Any]] = {}
+    for chunk in chunked(sorted(set(model_at.values()) | model_of.keys())):
+        rows = session.execute(select(Model.sha256, Model.meta).where(Model.sha256.in_(chunk)))
+        details.update((sha, _marks(meta)) for sha, meta in rows)
+    return _CatalogState(
+        model_at={path: (sha, details[sha][0]) for path, sha in model_at.items()},
+        model_of={sha: (path, details[sha][1]) for sha, path in model_of.items()},
+        staged=staged,
+    )
+
+
+class _KeyLookup:
+    """``SELECT a, b FROM t WHERE key IN (...)`` run through the driver directly.
+
+    SQLAlchemy compiles it once per list length; the IN lists of every batch are
+    the import's most frequent queries, and Core's per-parameter handling of an
+    expanding IN cost more than the look-ups themselves.
+    """
+
+    def __init__(self, columns: Sequence[ColumnElement[Any]], key: ColumnElement[Any]) -> None:
+        self.columns = columns
+        self.key = key
+        self.compiled: dict[int, tuple[str, bool]] = {}
+
+    def fetch(self, session: Session, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn = session.connection()
+        found: list[tuple[Any, ...]] = []
+        for chunk in chunked(keys, LOOKUP_CHUNK):
+            sql, positional = self._compile(len(chunk), conn.dialect)
+            params = tuple(chunk) if positional else {f"k{i}": k for i, k in enumerate(chunk)}
+            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, params))
+        return found
+
+    def _compile(self, size: int, dialect: Dialect) -> tuple[str, bool]:
+        if size not in self.compiled:
+            binds: list[Any] = [bindparam(f"k{i}") for i in range(size)]
+            compiled = select(*self.columns).where(self.key.in_(binds)).compile(dialect=dialect)
+            self.compiled[size] = (str(compiled), compiled.positional)
+        return self.compiled[size]
+
+
+@dataclass(frozen=True)
+class _Queries:
+    model_by_path: _KeyLookup = field(
+        default_factory=lambda: _KeyLookup([MODELS.c.path, MODELS.c.sha256], MODELS.c.path)
+    )
+    model_by_sha: _KeyLookup = field(
+        default_factory=lambda: _KeyLookup([MODELS.c.sha256, MODELS.c.path], MODELS.c.sha256)
+    )
+    staged_by_path: _KeyLookup = field(
+        default_factory=lambda: _KeyLookup([PENDING.c.path, PENDING.c.source], PENDING.c.path)
+    )
+
+
+def _marks(meta: Any) -> tuple[str | None, Any]:
+    """(meta.legacy.source, meta.previous_paths) of a catalogued model."""
+    if not isinstance(meta, dict):
+        return None, None
+    legacy = meta.get("legacy")
+    source = legacy.get("source") if isinstance(legacy, dict) else None
+    return source if isinstance(source, str) else None, meta.get("previous_paths")
+
+
+def _layout1_fields(row: LegacyRow, legacy: dict[str, Any]) -> int | None:
+    """Keep the layout-1 columns in meta; returns mtime_ns if it is one."""
+    legacy["hash_algo"] = _jsonable(row.hash_algo)
+    legacy["dir_path"] = _jsonable(row.dir_path)
+    if row.mtime_ns is not None:
+        legacy["mtime_ns"] = _jsonable(row.mtime_ns)
+    if row.updated_at is not None:
+        legacy["updated_at_ms"] = _jsonable(row.updated_at)
+    mtime = row.mtime_ns
+    return mtime if isinstance(mtime, int) and not isinstance(mtime, bool) else None
+
+
+class _BulkInsert:
+    """One INSERT run with executemany on values already in the driver's form.
+
+    SQLAlchemy compiles the statement and supplies each column type's bind
+    processor (JSON, UTC datetimes), but the rows skip Core's per-row parameter
+    handling, which took a third of the import's time (bench/import_bench.py).
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        self.sql = str(compiled)
+        self.columns = tuple(columns)
+        self.positional = compiled.positional
+        # Columns with a Python-side default are compiled in too: the caller gives
+        # every value, in the statement's own order (the table's).
+        order = tuple(compiled.positiontup or ()) if self.positional else tuple(compiled.params)
+        if order != self.columns:
+            raise AssertionError(f"give the values of {order}, not {self.columns}")
+        self.processors = [
+            (i, _quicker(table.c[name].type, process))
+            for i, name in enumerate(columns)
+            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+
+    def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        if self.positional and not self.processors:
+            session.connection().exec_driver_sql(self.sql, list(rows))  # e.g. links: as they are
+            return
+        params: list[Any] = []
+        last: dict[int, tuple[Any, Any]] = {}
+        for row in rows:
+            values = list(row)
+            for i, process in self.processors:
+                value = values[i]
+                seen = last.get(i)
+                if seen is not None and seen[0] is value:
+                    values[i] = seen[1]  # the batch's one "now", processed once
+                else:
+                    values[i] = processed = process(value)
+                    last[i] = (value, processed)
+            params.append(
+                tuple(values) if self.positional else dict(zip(self.columns, values, strict=True))
+            )
+        session.connection().exec_driver_sql(self.sql, params)
+
+
+_DATETIME_PROBES = (
+    EPOCH,
+    datetime(2024, 8, 18, 16, 53, 20, 123000, tzinfo=timezone.utc),
+    datetime(1, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+)
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    return (
+        None
+        if value is None
+        else value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    )
+
+
+def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``isoformat`` instead of the generic processor of a datetime stored as text.
+
+    On SQLite a UTC datetime is stored as naive UTC text; the generic processor
+    formats it field by field, at twice the cost of the whole rest of a row's
+    conversion. The quick one is used only where it writes the very same text.
+    """
+    if not isinstance(column_type, UTCDateTime):
+        return process
+    try:
+        same = all(process(probe) == _utc_text(probe) for probe in _DATETIME_PROBES)
+    except (TypeError, ValueError, OverflowError):
+        same = False
+    return _utc_text if same else process
+
+
+@dataclass(frozen=True)
+class _Inserts:
+    models: _BulkInsert
+    links: _BulkInsert
+    pending: _BulkInsert
+
+
+# -- value cleaning ------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    """A text column's value as text (a hand-edited file may hold numbers or blobs)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """A raw SQLite value in a form JSON (and PostgreSQL's json type) can hold."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def _from_ms(value: Any) -> datetime | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
+        return EPOCH + timedelta(milliseconds=value)
+    except OverflowError:
+        return None
+
+
+def _byte_count(value: Any, key: str, legacy: dict[str, Any]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    legacy[key] = _jsonable(value)
+    return None
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can store: no file name holds NUL, but a hand-edited file may."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _name(value: Any, path: str, legacy: dict[str, Any]) -> str:
+    raw = _text(value)
+    name = raw if raw is not None and raw.strip() else file_name(path) or path
+    if raw is not None and (name is not raw or "\x00" in raw or len(raw) > MAX_NAME):
+        legacy["name"] = raw  # blank, unstorable or too long in the legacy catalog
+    return _storable(name)[:MAX_NAME]
+
+
+def _type(value: Any, legacy: dict[str, Any]) -> str:
+    raw = _text(value)
+    kind = normalize_type(raw if raw is None else _storable(raw))
+    if raw is not None and raw != kind:
+        legacy["type"] = raw
+    return kind if len(kind) <= MAX_TYPE else "other"
+
+
+class _RepeatedKeys(Exception):
+    pass
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _RepeatedKeys
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: PostgreSQL's json refuses them
+
+
+# Built once: json.loads with arguments would build a decoder for every row.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_reject_constant)
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _parse_json(text: str) -> tuple[Any, bool, bool]:
+    """(value, is valid JSON, repeats a key). Repeated keys keep the last value, as
+    every JSON reader does; the caller keeps the text so the others survive too."""
+    try:
+        return _STRICT_JSON.decode(text), True, False
+    except _RepeatedKeys:
+        return _JSON.decode(text), True, True
+    except (ValueError, RecursionError):
+        return None, False, False
+
+
+__all__ = ["ImportReport", "Progress", "import_legacy_data"]

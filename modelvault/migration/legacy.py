@@ -1,0 +1,426 @@
+"""Read-only access to a legacy catalog file (``hikaze_mm.sqlite3``, see LEGACY.md).
+
+``open_legacy(path)`` checks that the file is one of the two known layouts and
+refuses anything else with a ``LegacyDatabaseError`` that says, in one sentence,
+which file and what is wrong with it. The file is only ever opened through a
+read-only SQLite URI (``mode=ro``), with ``query_only`` on as well: the legacy app
+may still be running, and its data must come out of the migration byte-identical.
+
+Rows are read in keyset-paginated batches (``WHERE id > ? ORDER BY id LIMIT ?``),
+each batch in its own short read, so the memory used stays flat however large the
+file is, and a legacy app writing in rollback-journal mode is never blocked for
+longer than one batch. Each batch carries the ``model_tags`` rows whose
+``model_id`` falls in the id range it covers, so links that point at a missing
+model show up in the batch of their range (the last batch covers the range
+after the last model, so every link is seen exactly once).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from modelvault.errors import LegacyDatabaseError
+
+log = logging.getLogger(__name__)
+
+LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
+# The legacy app's transactions are short; waiting longer than this for its lock
+# means it holds the file exclusively, and the user is better told so.
+LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+
+TABLES = frozenset({"schema_version", "directories", "models", "tags", "model_tags"})
+# Tables of a modelvault (v3) catalog, to tell the user they picked the wrong file.
+V3_TABLES = frozenset({"models", "tags", "model_tags", "pending_import"})
+LAYOUT2_MODEL_COLUMNS = (
+    "id",
+    "path",
+    "name",
+    "type",
+    "size_bytes",
+    "hash_hex",
+    "created_at",
+    "meta_json",
+    "extra_json",
+)
+LAYOUT1_ONLY_COLUMNS = ("dir_path", "mtime_ns", "hash_algo", "updated_at")
+TABLE_COLUMNS = {
+    "schema_version": frozenset({"version"}),
+    "directories": frozenset({"id", "path", "alias", "parent_id"}),
+    "tags": frozenset({"id", "name", "color", "created_at"}),
+    "model_tags": frozenset({"model_id", "tag_id"}),
+}
+
+
+class LegacyLayout(enum.IntEnum):
+    """The two legacy layouts, by their ``schema_version.version``."""
+
+    V1 = 1  # older: models also has dir_path, mtime_ns, hash_algo, updated_at
+    V2 = 2  # current legacy
+
+
+MODEL_COLUMNS = {
+    LegacyLayout.V2: frozenset(LAYOUT2_MODEL_COLUMNS),
+    LegacyLayout.V1: frozenset(LAYOUT2_MODEL_COLUMNS + LAYOUT1_ONLY_COLUMNS),
+}
+
+
+class LegacyRow(NamedTuple):
+    """One row of the legacy ``models`` table, as stored (no cleaning yet).
+
+    Values are what SQLite holds, so a hand-edited file may put any type in any
+    column; the importer decides what each value means. The last four fields
+    exist in layout 1 only and are None in layout 2.
+    """
+
+    id: int
+    path: Any
+    name: Any
+    type: Any
+    size_bytes: Any
+    hash_hex: Any
+    created_at: Any
+    meta_json: Any
+    extra_json: Any
+    dir_path: Any = None
+    mtime_ns: Any = None
+    hash_algo: Any = None
+    updated_at: Any = None
+
+
+class LegacyTagRow(NamedTuple):
+    id: int
+    name: Any
+    color: Any
+    created_at: Any
+
+
+class LegacyBatch(NamedTuple):
+    """Models with ids in (previous batch's last id, this batch's last id], and the
+    ``model_tags`` rows whose model_id falls in that same range (orphans included).
+    The final batch has no rows and carries the links beyond the last model."""
+
+    rows: list[LegacyRow]
+    links: list[tuple[Any, Any]]
+
+
+def _select_models(layout: LegacyLayout) -> str:
+    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ("NULL",) * 4
+    columns = ", ".join(LAYOUT2_MODEL_COLUMNS + layout1)
+    return f"SELECT {columns} FROM models WHERE id > ? ORDER BY id LIMIT ?"
+
+
+_LINKS_IN_RANGE = (
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? AND model_id <= ? "
+    "ORDER BY model_id, tag_id"
+)
+_LINKS_UP_TO = (
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? ORDER BY model_id, tag_id"
+)
+# Links past the last model, and any whose model_id is not a number at all (a
+# text value sorts after every integer in SQLite, NULL matches no comparison).
+_LINKS_AFTER = (
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? OR model_id IS NULL "
+    "ORDER BY model_id, tag_id"
+)
+_LINKS_ALL = "SELECT model_id, tag_id FROM model_tags ORDER BY model_id, tag_id"
+
+
+class LegacyCatalog:
+    """An open, validated legacy catalog. Use ``open_legacy`` to get one."""
+
+    def __init__(self, path: Path, engine: Engine, layout: LegacyLayout) -> None:
+        self.path = path
+        self.engine = engine
+        self.layout = layout
+
+    def __enter__(self) -> LegacyCatalog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LegacyCatalog({str(self.path)!r}, layout={int(self.layout)})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def count_models(self) -> int:
+        return int(self._query("SELECT count(*) FROM models")[0][0])
+
+    def tags(self, ids: Sequence[Any] | None = None) -> list[LegacyTagRow]:
+        """All legacy tags, or those with the given ids."""
+        sql = "SELECT id, name, color, created_at FROM tags"
+        if ids is None:
+            return [LegacyTagRow(*row) for row in self._query(sql + " ORDER BY id")]
+        found: list[LegacyTagRow] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(f"{sql} WHERE id IN ({marks}) ORDER BY id", chunk)
+            found.extend(LegacyTagRow(*row) for row in rows)
+        return found
+
+    def batches(self, size: int) -> Iterator[LegacyBatch]:
+        """The models in id order, ``size`` at a time, each with the links of its id range."""
+        select_models = _select_models(self.layout)
+        last_id: int | None = None
+        while True:
+            with self._reading() as cursor:
+                rows = cursor.execute(
+                    select_models, (_MIN_ID if last_id is None else last_id, size)
+                )
+                batch = [LegacyRow(*row) for row in rows.fetchall()]
+                if not batch:
+                    break
+                top = batch[-1].id
+                if last_id is None:
+                    links = cursor.execute(_LINKS_UP_TO, (top,)).fetchall()
+                else:
+                    links = cursor.execute(_LINKS_IN_RANGE, (last_id, top)).fetchall()
+            yield LegacyBatch(batch, links)
+            last_id = top
+        with self._reading() as cursor:
+            if last_id is None:
+                tail = cursor.execute(_LINKS_ALL).fetchall()
+            else:
+                tail = cursor.execute(_LINKS_AFTER, (last_id,)).fetchall()
+        yield LegacyBatch([], tail)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._reading() as cursor:
+            rows: list[Any] = cursor.execute(sql, params).fetchall()
+        return rows
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A cursor on the read-only connection; driver errors become one clear sentence."""
+        try:
+            with self.engine.connect() as conn:
+                cursor = conn.connection.cursor()
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()
+        except (sqlite3.Error, DBAPIError) as exc:
+            raise _read_error(self.path, exc) from exc
+
+
+_MIN_ID = -(2**63)
+
+
+def open_legacy(
+    path: str | os.PathLike[str], *, busy_timeout_seconds: float | None = None
+) -> LegacyCatalog:
+    """Open a legacy catalog read-only and recognise its layout.
+
+    Raises ``LegacyDatabaseError`` for anything that is not a legacy catalog we
+    know: a missing file, a folder, not SQLite (or encrypted), truncated, locked,
+    other tables, another schema_version.
+    """
+    file = Path(path).expanduser().resolve()
+    _check_file(file)
+    if busy_timeout_seconds is None:
+        busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
+    engine = read_only_engine(file, busy_timeout_seconds=busy_timeout_seconds)
+    try:
+        catalog = LegacyCatalog(file, engine, LegacyLayout.V2)
+        catalog.layout = _detect_layout(catalog)
+    except BaseException:
+        engine.dispose()
+        raise
+    log.debug("opened legacy catalog %s (layout %d)", file, catalog.layout)
+    return catalog
+
+
+def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
+    """An engine that can only read ``file``: a ``mode=ro`` URI, and ``query_only`` too."""
+    url = URL.create("sqlite", database=file.as_uri(), query={"mode": "ro", "uri": "true"})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.execute("PRAGMA query_only = ON")
+
+    return engine
+
+
+def _check_file(file: Path) -> None:
+    """Everything that can be told from the file itself, before SQLite opens it."""
+    try:
+        stat = file.stat()
+    except FileNotFoundError:
+        raise _error(file, "does not exist", "check the path") from None
+    except OSError as exc:
+        raise _error(
+            file, f"cannot be read ({exc.strerror or exc})", "check the path and its permissions"
+        ) from exc
+    if file.is_dir():
+        hint = file / LEGACY_FILE_NAME
+        what_to_do = (
+            f"did you mean {hint}?"
+            if hint.is_file()
+            else f"give the {LEGACY_FILE_NAME} file inside it"
+        )
+        raise _error(file, "is a folder, not a file", what_to_do)
+    if not file.is_file():
+        raise _error(file, "is not a regular file", "give the path of the legacy catalog file")
+    try:
+        with file.open("rb") as handle:
+            header = handle.read(HEADER_SIZE)
+    except OSError as exc:
+        raise _error(
+            file, f"cannot be read ({exc.strerror or exc})", "check its permissions"
+        ) from exc
+    _check_header(file, header, stat.st_size)
+
+
+def _check_header(file: Path, header: bytes, size: int) -> None:
+    if size == 0:
+        raise _error(file, "is empty", "give the legacy catalog file that holds your models")
+    if not header.startswith(SQLITE_MAGIC[: len(header)]) or not header:
+        raise _error(
+            file, "is not a SQLite database, or it is encrypted", "give the legacy catalog file"
+        )
+    if len(header) < HEADER_SIZE:
+        raise _error(
+            file, "is truncated (shorter than a SQLite header)", "restore it from a backup"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        raise _error(file, "has a damaged SQLite header", "restore it from a backup")
+    pages = int.from_bytes(header[28:32], "big")
+    # The page count in the header is trustworthy only when its "valid-for"
+    # counter matches the change counter (older SQLite versions did not keep it),
+    # and when no WAL may hold the rest (a checkpoint cut short by a crash).
+    count_valid = header[24:28] == header[92:96] and not _has_wal(file)
+    if size % page_size or (count_valid and size < pages * page_size):
+        raise _error(
+            file,
+            f"is truncated ({size} bytes, but its header says {pages * page_size})",
+            "restore it from a backup",
+        )
+
+
+def _has_wal(file: Path) -> bool:
+    try:
+        return Path(f"{file}-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _detect_layout(catalog: LegacyCatalog) -> LegacyLayout:
+    file = catalog.path
+    tables = {
+        name
+        for (name,) in catalog._query(
+            "SELECT name FROM sqlite_master "
+            "WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        )
+    }
+    if tables >= V3_TABLES:
+        raise _error(
+            file,
+            "is a modelvault catalog, not a legacy one",
+            f"give the legacy {LEGACY_FILE_NAME} file",
+        )
+    missing = sorted(TABLES - tables)
+    if missing:
+        raise _error(
+            file,
+            f"has no {', '.join(missing)} table{'s' if len(missing) > 1 else ''}, "
+            "so it is not a legacy catalog",
+            f"give the legacy {LEGACY_FILE_NAME} file",
+        )
+    extra = sorted(tables - TABLES)
+    if extra:
+        raise _error(
+            file,
+            f"has tables a legacy catalog never had ({', '.join(extra)})",
+            f"give an unmodified legacy {LEGACY_FILE_NAME} file",
+        )
+    for table, expected in TABLE_COLUMNS.items():
+        _check_columns(catalog, table, expected, None)
+    versions = {row[0] for row in catalog._query("SELECT version FROM schema_version")}
+    if len(versions) != 1:
+        state = (
+            "no schema version"
+            if not versions
+            else f"several schema versions ({_listing(versions)})"
+        )
+        raise _error(file, f"has {state}", "give an unmodified legacy catalog file")
+    (version,) = versions
+    if version not in (1, 2) or isinstance(version, bool):
+        raise _error(
+            file,
+            f"has schema_version {version!r}, and only legacy layouts 1 and 2 are known",
+            "check that it is the legacy catalog, or update modelvault",
+        )
+    layout = LegacyLayout(version)
+    _check_columns(catalog, "models", MODEL_COLUMNS[layout], layout)
+    return layout
+
+
+def _check_columns(
+    catalog: LegacyCatalog, table: str, expected: frozenset[str], layout: LegacyLayout | None
+) -> None:
+    columns = {row[1] for row in catalog._query(f"PRAGMA table_info({table})")}
+    if columns == expected:
+        return
+    known = f"layout {int(layout)}'s " if layout is not None else "the legacy "
+    details = []
+    if expected - columns:
+        details.append(f"lacks {_listing(expected - columns)}")
+    if columns - expected:
+        details.append(f"has unknown {_listing(columns - expected)}")
+    raise _error(
+        catalog.path,
+        f"has a {table} table unlike {known}one (it {' and '.join(details)})",
+        "give an unmodified legacy catalog file",
+    )
+
+
+def _listing(values: set[Any] | frozenset[Any]) -> str:
+    return ", ".join(sorted(str(v) for v in values))
+
+
+def _read_error(file: Path, exc: BaseException) -> LegacyDatabaseError:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    message = str(orig).strip().lower()
+    if "locked" in message or "busy" in message:
+        return _error(
+            file,
+            "is locked by another program",
+            "close the legacy app (or wait for it to finish writing) and try again",
+        )
+    if "not a database" in message or "encrypted" in message:
+        return _error(
+            file, "is not a SQLite database, or it is encrypted", "give the legacy catalog file"
+        )
+    if "malformed" in message or "corrupt" in message:
+        return _error(
+            file, "is damaged (the database image is malformed)", "restore it from a backup"
+        )
+    if "unable to open" in message:
+        return _error(file, "cannot be opened", "check the file and folder permissions")
+    return _error(file, f"cannot be read ({orig})", "check the file")
+
+
+def _error(file: Path, what: str, what_to_do: str) -> LegacyDatabaseError:
+    return LegacyDatabaseError(f"the legacy catalog {file} {what}: {what_to_do}.")

@@ -1,0 +1,634 @@
+"""Stage 1, the legacy import, on every backend: every quirk of LEGACY.md, where
+each row goes, what survives in meta, re-runs, crashes, and read-only access."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, event, inspect, select
+
+from modelvault import DatabaseManager, LegacyDatabaseError, Settings
+from modelvault.catalog import HashedFile, Outcome, TagSpec, settle_file
+from modelvault.db.models import Model, PendingImport, Tag, model_tags
+from modelvault.migration.importer import MAX_WARNINGS, ImportReport, import_legacy_data
+from modelvault.migration.sample import (
+    LegacyModel,
+    LegacyTag,
+    hold_open_in_wal,
+    system_tags,
+    write_legacy_catalog,
+)
+
+CREATED_MS = 1_724_000_000_123
+MTIME_NS = 1_700_000_000_000_000_000
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def with_batch(db: DatabaseManager, size: int) -> DatabaseManager:
+    """The same catalog, read with another import batch size."""
+    return DatabaseManager(db.engine, settings=Settings(db_url="sqlite://", import_batch_size=size))
+
+
+def snapshot(db: DatabaseManager) -> dict[str, list[tuple[Any, ...]]]:
+    """Everything a run can change, without ids and update times."""
+    with db.session_scope() as s:
+        return {
+            "models": sorted(
+                (
+                    m.sha256,
+                    m.path,
+                    m.name,
+                    m.type,
+                    m.size_bytes,
+                    m.mtime_ns,
+                    m.created_at,
+                    json.dumps(m.meta, sort_keys=True),
+                )
+                for m in s.scalars(select(Model))
+            ),
+            "tags": sorted((t.name, t.color) for t in s.scalars(select(Tag))),
+            "links": sorted(
+                s.execute(
+                    select(model_tags.c.model_sha256, Tag.name).join(
+                        Tag, Tag.id == model_tags.c.tag_id
+                    )
+                ).all()
+            ),
+            "pending": sorted(
+                (
+                    p.path,
+                    p.name,
+                    p.type,
+                    p.size_bytes,
+                    p.created_at,
+                    p.legacy_id,
+                    p.source,
+                    p.status,
+                    p.sha256,
+                    p.last_error,
+                    json.dumps(p.meta, sort_keys=True),
+                    json.dumps(p.tags),
+                )
+                for p in s.scalars(select(PendingImport))
+            ),
+        }
+
+
+def empty_catalog(db: DatabaseManager) -> None:
+    with db.session_scope() as s:
+        s.execute(delete(model_tags))
+        for table in (Model, PendingImport, Tag):
+            s.execute(delete(table))
+
+
+def models_by_legacy_id(db: DatabaseManager) -> dict[int, Model]:
+    with db.session_scope() as s:
+        return {m.meta["legacy"]["id"]: m for m in s.scalars(select(Model))}
+
+
+def pending_by_legacy_id(db: DatabaseManager) -> dict[int | None, PendingImport]:
+    with db.session_scope() as s:
+        return {p.legacy_id: p for p in s.scalars(select(PendingImport))}
+
+
+def tags_of(db: DatabaseManager, sha256: str) -> list[str]:
+    return [t.name for t in db.get_tags_for_model(sha256)]
+
+
+# -- the quirks of LEGACY.md, one row each ---------------------------------------
+
+
+@dataclass
+class Quirks:
+    path: Path
+    layout: int
+    files: dict[str, Path]
+    rows: list[LegacyModel]
+
+
+TAGS = [
+    *system_tags(),  # ids 1-7, no colour
+    LegacyTag(8, "fav", "#F80", 1_600_000_000_000),  # #rgb, upper case
+    LegacyTag(9, "sky", "SkyBlue"),  # a CSS name
+    LegacyTag(10, "deep", "#ABCDEF"),
+    LegacyTag(11, "plain", ""),  # empty: no colour, nothing lost
+    LegacyTag(12, "odd", "blurple"),  # junk
+    LegacyTag(13, "green", "#0f0"),
+    LegacyTag(14, "unused", "#123456"),  # on no model: still migrated
+]
+
+
+def quirky_legacy(folder: Path, layout: int) -> Quirks:
+    files = {}
+    for name, content in [
+        ("kept", b"k" * 400),
+        ("changed", b"c" * 300),
+        ("copy1", b"same bytes"),
+        ("copy2", b"same bytes"),
+    ]:
+        files[name] = folder / "models" / f"{name}.safetensors"
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        files[name].write_bytes(content)
+    notes = {
+        "description": "my favourite style",
+        "community_links": "https://civitai.com/models/1",
+        "images": ["/media/model_1_1724000000_preview.png"],
+        "prompts": {"positive": "a cat", "negative": "blurry"},
+        "rating": 5,
+    }
+    rows = [
+        LegacyModel(1, str(files["kept"]), "lora", "kept.safetensors", 400, sha("kept"),
+                    CREATED_MS, extra_json=json.dumps(notes)),
+        LegacyModel(2, "/gone/loras/gone.safetensors", "lora", "gone.safetensors", 123,
+                    sha("gone")),
+        LegacyModel(3, "/gone/embeddings/upper.pt", "Embedding", None, None,
+                    f"  {sha('upper').upper()}\n"),
+        LegacyModel(4, "/gone/empty.safetensors", "checkpoint", hash_hex=""),
+        LegacyModel(5, "/gone/null.safetensors", "checkpoint", hash_hex=None),
+        LegacyModel(6, "/gone/autov2.safetensors", "lora", hash_hex="A1B2C3D4E5"),
+        LegacyModel(7, "/gone/junk.safetensors", "lora", hash_hex="not a hash!"),
+        LegacyModel(8, str(files["changed"]), "lora", size_bytes=200, hash_hex=sha("old")),
+        LegacyModel(9, "C:\\ComfyUI\\models\\checkpoints\\win.ckpt", "checkpoint",
+                    hash_hex=sha("win")),
+        LegacyModel(10, "/gone/badjson.safetensors", "vae", extra_json="{not json"),
+        LegacyModel(11, "/gone/meta.safetensors", "upscale", hash_hex=sha("meta"),
+                    meta_json='{"scanner": {"v": 1}}'),
+        LegacyModel(12, str(files["copy1"]), "checkpoint", hash_hex=sha("copy"), size_bytes=10),
+        LegacyModel(13, str(files["copy2"]), "checkpoint", hash_hex=sha("copy").upper(),
+                    size_bytes=10, extra_json='{"description": "the copy"}'),
+        LegacyModel(14, "/gone/list.safetensors", "other", extra_json="[1, 2]"),
+        LegacyModel(15, "/gone/reserved.safetensors", "controlnet",
+                    extra_json='{"legacy": "mine", "previous_paths": 3, "x": 1}'),
+        LegacyModel(16, "/gone/repeats.safetensors", "other",
+                    extra_json='{"a": 1, "a": 2, "b": 3}'),
+    ]  # fmt: skip
+    if layout == 1:
+        rows[1] = LegacyModel(2, "/gone/loras/gone.safetensors", "lora", "gone.safetensors", 123,
+                              sha("gone"), dir_path="/gone/loras", mtime_ns=MTIME_NS,
+                              hash_algo="SHA256", updated_at=CREATED_MS + 5)  # fmt: skip
+        rows.append(LegacyModel(17, "/gone/md5.safetensors", "lora", hash_hex=sha("md5"),
+                                hash_algo="md5"))  # fmt: skip
+    links = [(row.id, 1 + ["checkpoint", "lora", "embedding", "vae", "upscale", "ultralytics",
+                           "other"].index(row.type.lower())) for row in rows
+             if row.type.lower() in ("checkpoint", "lora", "embedding", "vae", "upscale",
+                                     "other")]  # fmt: skip
+    links += [(1, 8), (1, 12), (4, 13), (4, 12), (12, 8), (13, 10), (13, 9), (3, 11)]
+    links += [(999, 8), (1, 555)]  # orphans: a model and a tag that do not exist
+    path = write_legacy_catalog(
+        folder / "hikaze_mm.sqlite3",
+        layout=layout,
+        rows=rows,
+        tags=TAGS,
+        links=links,
+        hash_not_null=False,
+        leave_wal=True,  # as a killed legacy app leaves it: the rows are in the -wal only
+    )
+    return Quirks(path, layout, files, rows)
+
+
+@pytest.fixture(params=[2, 1], ids=["layout2", "layout1"])
+def quirks(request: pytest.FixtureRequest, tmp_path: Path) -> Quirks:
+    return quirky_legacy(tmp_path, request.param)
+
+
+def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks) -> None:
+    report = import_legacy_data(quirks.path, with_batch(db, 4))
+    layout1 = quirks.layout == 1
+    assert (report.layout, report.rows_read) == (quirks.layout, len(quirks.rows))
+    assert (report.imported, report.staged, report.duplicates) == (6, 9 + layout1, 1)
+    assert (report.merged, report.conflicts, report.already_present) == (0, 0, 0)
+    assert report.accounted == report.rows_read
+    assert (report.tags_created, report.orphan_links_skipped) == (14, 2)
+    assert report.unreadable_colors == [{"tag_id": 12, "tag": "odd", "color": "blurple"}]
+    json.dumps(report.to_dict())  # fit for JSON
+
+    models = models_by_legacy_id(db)
+    pending = pending_by_legacy_id(db)
+    assert sorted(models) == [1, 2, 3, 9, 11, 12]
+    assert set(pending) == {4, 5, 6, 7, 8, 10, 13, 14, 15, 16} | ({17} if layout1 else set())
+    assert {p.status for i, p in pending.items() if i != 13} == {"pending"}
+
+    # hashes: trimmed, lower-cased; odd values kept in meta
+    assert models[1].sha256 == sha("kept")
+    assert models[3].sha256 == sha("upper")
+    assert models[3].meta["legacy"]["hash_hex"] == f"  {sha('upper').upper()}\n"
+    assert "hash_hex" not in models[1].meta["legacy"]
+    assert pending[6].meta["legacy"]["hash_hex"] == "A1B2C3D4E5"
+    assert "not a SHA-256" in pending[6].meta["legacy"]["hash_ignored"]
+    assert pending[7].meta["legacy"]["hash_hex"] == "not a hash!"
+    assert "hash_hex" not in pending[4].meta["legacy"]
+    assert "hash_hex" not in pending[5].meta["legacy"]
+    assert pending[8].meta["legacy"]["hash_hex"] == sha("old")  # the file changed since
+    assert "size 200 in the legacy catalog, 300 now" in pending[8].meta["legacy"]["hash_ignored"]
+    assert all(p.sha256 is None for i, p in pending.items() if i != 13)
+    if layout1:
+        assert pending[17].meta["legacy"]["hash_algo"] == "md5"
+        assert pending[17].meta["legacy"]["hash_hex"] == sha("md5")
+        assert models[2].meta["legacy"]["hash_algo"] == "SHA256"
+        assert models[2].mtime_ns == MTIME_NS
+        assert models[2].meta["legacy"]["updated_at_ms"] == CREATED_MS + 5
+        assert models[2].meta["legacy"]["dir_path"] == "/gone/loras"
+        assert models[1].meta["legacy"]["dir_path"] == str(quirks.files["kept"].parent)
+
+    # the user's notes at the top level, every key; legacy columns under "legacy"
+    kept = models[1]
+    assert kept.meta["description"] == "my favourite style"
+    assert kept.meta["prompts"] == {"positive": "a cat", "negative": "blurry"}
+    assert kept.meta["images"] == ["/media/model_1_1724000000_preview.png"]
+    assert (kept.meta["community_links"], kept.meta["rating"]) == (
+        "https://civitai.com/models/1",
+        5,
+    )
+    assert kept.meta["legacy"]["id"] == 1
+    assert kept.meta["legacy"]["source"] == str(quirks.path.resolve())
+    assert kept.meta["legacy"]["created_at_ms"] == CREATED_MS
+    assert kept.created_at == datetime(2024, 8, 18, 16, 53, 20, 123000, tzinfo=timezone.utc)
+    assert (kept.path, kept.name, kept.type, kept.size_bytes) == (
+        str(quirks.files["kept"]), "kept.safetensors", "lora", 400)  # fmt: skip
+    assert pending[10].meta["legacy"]["extra_json_raw"] == "{not json"
+    assert models[11].meta["legacy"]["meta_json"] == {"scanner": {"v": 1}}
+    assert pending[14].meta["legacy"]["extra_json"] == [1, 2]
+    assert pending[15].meta["x"] == 1
+    assert pending[15].meta["legacy"]["extra_json_shadowed"] == {
+        "legacy": "mine",
+        "previous_paths": 3,
+    }
+    assert pending[16].meta["a"] == 2
+    assert pending[16].meta["b"] == 3
+    assert pending[16].meta["legacy"]["extra_json_raw"] == '{"a": 1, "a": 2, "b": 3}'
+
+    # names, types, paths
+    assert (models[3].name, models[3].type, models[3].meta["legacy"]["type"]) == (
+        "upper.pt", "embedding", "Embedding")  # fmt: skip
+    assert models[9].name == "win.ckpt"
+    assert models[9].path == "C:\\ComfyUI\\models\\checkpoints\\win.ckpt"
+    assert pending[4].name == "empty.safetensors"
+    assert pending[4].source == str(quirks.path.resolve())
+
+    # tags: colours normalised, unreadable ones kept where they were used
+    colours = {t.name: t.color for t, _ in db.list_tags()}
+    assert colours == {
+        "checkpoint": None, "lora": None, "embedding": None, "vae": None, "upscale": None,
+        "ultralytics": None, "other": None, "fav": "#ff8800", "sky": "#87ceeb",
+        "deep": "#abcdef", "plain": None, "odd": None, "green": "#00ff00", "unused": "#123456",
+    }  # fmt: skip
+    assert tags_of(db, sha("kept")) == ["fav", "lora", "odd"]
+    assert kept.meta["legacy"]["tag_colors"] == {"odd": "blurple"}
+    assert pending[4].tags == [  # in legacy tag id order
+        {"name": "checkpoint", "color": None},
+        {"name": "odd", "color": None},
+        {"name": "green", "color": "#00ff00"},
+    ]
+    assert pending[4].meta["legacy"]["tag_colors"] == {"odd": "blurple"}
+    assert tags_of(db, sha("upper")) == ["embedding", "plain"]
+    with db.session_scope() as s:
+        fav = s.scalar(select(Tag).where(Tag.name == "fav"))
+        assert fav is not None
+        assert fav.created_at == datetime(2020, 9, 13, 12, 26, 40, tzinfo=timezone.utc)
+
+    # two rows, one content: one model, a duplicate row, tags merged into the model
+    copy = pending[13]
+    assert (copy.status, copy.sha256, copy.path) == (
+        "duplicate",
+        sha("copy"),
+        str(quirks.files["copy2"]),
+    )
+    assert copy.last_error == f"same content as {quirks.files['copy1']}"
+    assert copy.meta["description"] == "the copy"  # the duplicate keeps its own notes
+    assert tags_of(db, sha("copy")) == ["checkpoint", "deep", "fav", "sky"]
+    assert models[12].path == str(quirks.files["copy1"])
+
+    # warnings name the row and the reason
+    reasons = {(w["table"], w["legacy_id"]): w["reason"] for w in report.warnings}
+    assert "staged to be hashed" in reasons[("models", 6)]
+    assert "file changed since it was hashed" in reasons[("models", 8)]
+    assert "not valid JSON" in reasons[("models", 10)]
+    assert reasons[("models", 13)].startswith("duplicate: same content as")
+    assert "model 999, which does not exist" in reasons[("model_tags", 999)]
+    assert "tag 555, which does not exist" in reasons[("model_tags", 1)]
+    assert "blurple" in reasons[("tags", 12)]
+
+
+def test_running_it_again_changes_nothing(db: DatabaseManager, quirks: Quirks) -> None:
+    first = import_legacy_data(quirks.path, with_batch(db, 3))
+    before = snapshot(db)
+    again = import_legacy_data(quirks.path, with_batch(db, 5))
+    assert snapshot(db) == before
+    assert again.already_present == again.rows_read == first.rows_read
+    assert (again.imported, again.staged, again.duplicates, again.tags_created) == (0, 0, 0, 0)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_half_way_is_completed_by_running_again(
+    db: DatabaseManager, quirks: Quirks
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def crash_after_first_batch(done: int, total: int) -> None:
+        calls.append((done, total))
+        raise Crash
+
+    small = with_batch(db, 5)
+    with pytest.raises(Crash):
+        import_legacy_data(quirks.path, small, progress=crash_after_first_batch)
+    assert calls == [(5, len(quirks.rows))]
+    counts = db.catalog_counts()
+    in_place = counts["models"] + sum(db.staging_counts().values())
+    assert in_place == 5  # the first batch, whole
+    resumed = import_legacy_data(quirks.path, small)
+    assert resumed.already_present == 5
+    assert resumed.accounted == resumed.rows_read
+    after_crash = snapshot(db)
+
+    empty_catalog(db)
+    clean = import_legacy_data(quirks.path, small)
+    assert clean.already_present == 0
+    assert snapshot(db) == after_crash
+
+
+def test_progress_after_each_batch(db: DatabaseManager, tmp_path: Path) -> None:
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=[LegacyModel(i, f"/m/{i}") for i in range(1, 11)]
+    )
+    calls: list[tuple[int, int]] = []
+    import_legacy_data(path, with_batch(db, 4), progress=lambda *a: calls.append(a))
+    assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+# -- the catalog is never overwritten -----------------------------------------------
+
+
+def test_a_catalog_row_is_never_overwritten(db: DatabaseManager, tmp_path: Path) -> None:
+    db.upsert_model({"sha256": sha("x"), "path": "/m/clash", "meta": {"description": "v3"}})
+    db.upsert_model({"sha256": sha("y"), "path": "/m/original"})
+    db.upsert_model(
+        {"sha256": sha("z"), "path": "/m/same", "type": "other",
+         "meta": {"description": "v3 notes"}, "tags": ["v3-tag"]}
+    )  # fmt: skip
+    db.upsert_model({"sha256": sha("w"), "path": "/m/unhashed"})
+    rows = [
+        LegacyModel(1, "/m/clash", "lora", hash_hex=sha("other")),  # path known, other content
+        LegacyModel(2, "/m/elsewhere", "lora", hash_hex=sha("y")),  # content known elsewhere
+        LegacyModel(3, "/m/same", "lora", hash_hex=sha("z"),  # same content, same path
+                    extra_json='{"description": "legacy notes", "rating": 4}'),
+        LegacyModel(4, "/m/unhashed", "lora"),  # the worker will settle it
+    ]  # fmt: skip
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=rows, links=[(1, 2), (2, 2), (3, 2), (4, 2)]
+    )
+    report = import_legacy_data(path, db)
+    assert (report.conflicts, report.duplicates, report.merged, report.staged) == (1, 1, 1, 1)
+    assert report.accounted == report.rows_read == 4
+    pending = pending_by_legacy_id(db)
+    assert (pending[1].status, pending[1].sha256) == ("conflict", sha("other"))
+    assert pending[1].last_error is not None
+    assert sha("x") in pending[1].last_error
+    clash = db.get_model(sha("x"))
+    assert clash is not None
+    assert clash.meta == {"description": "v3"}
+    assert clash.tags == ()
+    assert (pending[2].status, pending[2].sha256) == ("duplicate", sha("y"))
+    assert [t.name for t in db.get_tags_for_model(sha("y"))] == ["lora"]
+    same = db.get_model(sha("z"))
+    assert same is not None
+    assert same.meta["description"] == "v3 notes"
+    assert same.meta["rating"] == 4
+    assert same.meta["legacy"]["id"] == 3
+    assert same.type == "lora"
+    assert [t.name for t in same.tags] == ["lora", "v3-tag"]
+    assert pending[4].status == "pending"
+    assert db.get_model(sha("w")) is not None
+
+    before = snapshot(db)
+    again = import_legacy_data(path, db)
+    assert snapshot(db) == before
+    assert again.already_present == 4
+
+
+def test_rows_the_worker_finished_are_not_staged_again(db: DatabaseManager, tmp_path: Path) -> None:
+    live = tmp_path / "live.safetensors"
+    live.write_bytes(b"moved here")
+    rows = [
+        LegacyModel(1, "/gone/old-place.safetensors", "lora", hash_hex=sha("moved")),
+        LegacyModel(2, str(live), "lora"),  # same content, not hashed by the legacy app
+        LegacyModel(3, "/m/fresh.safetensors", "vae", extra_json='{"description": "d"}'),
+    ]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=[(2, 2), (3, 4)])
+    first = import_legacy_data(path, db)
+    assert (first.imported, first.staged) == (1, 2)
+
+    # what the worker does with a staged row: settle the hashed file, drop the row
+    for legacy_id, content, outcome in [
+        (2, "moved", Outcome.MOVED),
+        (3, "fresh", Outcome.IMPORTED),
+    ]:
+        with db.session_scope() as s:
+            row = s.scalar(select(PendingImport).where(PendingImport.legacy_id == legacy_id))
+            assert row is not None
+            item = HashedFile(
+                sha256=sha(content), path=row.path, name=row.name, type=row.type,
+                meta=row.meta, tags=[TagSpec.parse(t) for t in row.tags],
+            )  # fmt: skip
+            settled = settle_file(s, item, path_is_live=lambda p: Path(p).exists())
+            assert settled.outcome is outcome
+            s.delete(row)
+    before = snapshot(db)
+    assert before["pending"] == []
+
+    again = import_legacy_data(path, db)
+    assert snapshot(db) == before
+    assert again.already_present == 3
+    assert again.staged == again.duplicates == 0
+
+
+def test_a_path_staged_from_another_legacy_file_is_left_alone(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    rows = [LegacyModel(1, "/shared/a.safetensors", "lora")]
+    first = write_legacy_catalog(tmp_path / "one.sqlite3", rows=rows)
+    second = write_legacy_catalog(tmp_path / "two.sqlite3", rows=rows)
+    import_legacy_data(first, db)
+    report = import_legacy_data(second, db)
+    assert report.already_present == 1
+    assert f"imported already from {first.resolve()}" in report.warnings[0]["reason"]
+    assert [p.source for p in db.get_pending_imports()] == [str(first.resolve())]
+
+
+# -- the legacy file: refused when it is not one, and never written ------------------
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-sqlite", "version-9", "extra-table", "locked"])
+def test_a_bad_legacy_file_leaves_the_catalog_untouched(
+    db_url: str, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "hikaze_mm.sqlite3"
+    holder = None
+    if kind == "not-sqlite":
+        path.write_text("not a database")
+    elif kind == "version-9":
+        write_legacy_catalog(path, schema_version=9)
+    elif kind == "extra-table":
+        write_legacy_catalog(path, rows=[LegacyModel(1, "/m/a")])
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE plugins (x)")
+    elif kind == "locked":
+        write_legacy_catalog(path, rows=[LegacyModel(1, "/m/a")])
+        monkeypatch.setattr("modelvault.migration.legacy.LEGACY_BUSY_TIMEOUT_SECONDS", 0.05)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    db = DatabaseManager(db_url)
+    try:
+        with pytest.raises(LegacyDatabaseError, match=re.escape(f"the legacy catalog {path}")):
+            import_legacy_data(path, db)
+        assert inspect(db.engine).get_table_names() == []  # not even migrated
+        db.init_db()
+        with pytest.raises(LegacyDatabaseError):
+            import_legacy_data(path, db)
+        assert db.catalog_counts() == {"models": 0, "tags": 0, "links": 0}
+        assert sum(db.staging_counts().values()) == 0
+    finally:
+        db.dispose()
+        if holder is not None:
+            holder.close()
+
+
+def test_the_legacy_file_and_its_wal_are_byte_identical_afterwards(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=sha(str(i)) if i % 2 else "") for i in range(1, 30)]
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=rows, links=[(1, 1), (2, 2)], leave_wal=True
+    )
+    wal = Path(f"{path}-wal")
+    before = path.read_bytes(), wal.read_bytes()
+    report = import_legacy_data(path, with_batch(db, 7))
+    assert (report.imported, report.staged) == (15, 14)  # the rows live in the WAL only
+    assert (path.read_bytes(), wal.read_bytes()) == before
+
+
+def test_importing_while_the_legacy_app_holds_the_file_and_writes(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    rows = [LegacyModel(i, f"/m/{i}", "lora") for i in range(1, 11)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, wal=True)
+    app = hold_open_in_wal(path)
+    app.execute("BEGIN IMMEDIATE")  # the app is in the middle of a write
+    app.execute("UPDATE models SET name = 'renamed' WHERE id = 1")
+    written: list[int] = []
+
+    def app_keeps_writing(done: int, total: int) -> None:
+        if app.in_transaction:
+            app.execute("COMMIT")
+        if len(written) < 2:
+            new_id = 100 + len(written)
+            app.execute(
+                "INSERT INTO models (id, path, type, hash_hex, created_at) "
+                "VALUES (?, ?, 'vae', '', 0)",
+                (new_id, f"/m/new-{new_id}"),
+            )
+            written.append(new_id)
+
+    try:
+        report = import_legacy_data(path, with_batch(db, 4), progress=app_keeps_writing)
+    finally:
+        app.close()
+    assert report.rows_read == 12
+    assert report.staged == 12
+    names = {p.legacy_id: p.name for p in db.get_pending_imports()}
+    assert names[1] == "1"
+    assert names[100] == "new-100"
+
+
+def test_the_default_catalog_is_the_configured_one_migrated_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "data" / "catalog.sqlite3"
+    monkeypatch.setenv("MODELVAULT_DB_PATH", str(target))
+    monkeypatch.setenv("MODELVAULT_IMPORT_BATCH_SIZE", "2")
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=[LegacyModel(1, "/m/a", hash_hex=sha("a"))]
+    )
+    calls: list[tuple[int, int]] = []
+    report = import_legacy_data(str(path), progress=lambda *a: calls.append(a))
+    assert report.imported == 1
+    assert calls == [(1, 1)]
+    db = DatabaseManager(target)
+    try:
+        assert db.get_model(sha("a")) is not None
+    finally:
+        db.dispose()
+
+
+# -- it streams -----------------------------------------------------------------
+
+
+@contextmanager
+def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
+def test_no_query_per_row(db: DatabaseManager, tmp_path: Path) -> None:
+    """Four batches of 5 rows or of 80: the same statements (executemany counts once)."""
+    counts = []
+    for rows_per_batch in (5, 80):
+        n = 4 * rows_per_batch
+        rows = [
+            LegacyModel(i, f"/m/{i}", "lora", hash_hex=sha(str(i)) if i % 2 else "",
+                        extra_json='{"description": "x"}')
+            for i in range(1, n + 1)
+        ]  # fmt: skip
+        links = [(i, t) for i in range(1, n + 1) for t in (2, 8)]
+        path = write_legacy_catalog(
+            tmp_path / f"{n}.sqlite3",
+            rows=rows,
+            tags=[*system_tags(), LegacyTag(8, "x")],
+            links=links,
+        )
+        empty_catalog(db)
+        with statements_run(db) as statements:
+            report = import_legacy_data(path, with_batch(db, rows_per_batch))
+        assert report.imported == report.staged == n // 2
+        counts.append(len(statements))
+    assert counts[0] == counts[1]
+
+
+def test_warnings_are_capped_and_counted(db: DatabaseManager, tmp_path: Path) -> None:
+    n = MAX_WARNINGS + 7
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=(LegacyModel(i, f"/m/{i}", hash_hex="junk") for i in range(1, n + 1)),
+    )
+    report = import_legacy_data(path, db)
+    assert report.staged == n
+    assert (len(report.warnings), report.warnings_omitted) == (MAX_WARNINGS, 7)
+
+
+def test_the_report_is_plain_data() -> None:
+    report = ImportReport(legacy_path="/x", rows_read=3, imported=1, staged=1, already_present=1)
+    assert report.accounted == 3
+    assert json.loads(json.dumps(report.to_dict()))["already_present"] == 1

@@ -1,0 +1,307 @@
+"""The legacy catalog reader: layouts, refusals, read-only access, batches; and the
+writer of legacy files (``modelvault.migration.sample``) that the other tests use."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from modelvault import DatabaseManager, LegacyDatabaseError
+from modelvault.migration.legacy import LegacyLayout, LegacyRow, open_legacy
+from modelvault.migration.sample import (
+    SYSTEM_TAG_NAMES,
+    LegacyModel,
+    LegacyTag,
+    hold_open_in_wal,
+    system_tags,
+    write_legacy_catalog,
+)
+
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+def quirky_rows() -> list[LegacyModel]:
+    return [
+        LegacyModel(1, "/m/loras/a.safetensors", "lora", "a.safetensors", 10, SHA),
+        LegacyModel(2, "/m/loras/b.safetensors", "lora", None, None, ""),
+        LegacyModel(5, "C:\\ComfyUI\\models\\checkpoints\\c.ckpt", "checkpoint", hash_hex=None),
+        LegacyModel(6, "/m/vae/d.pt", "vae", hash_hex=f"  {SHA.upper()}\n", extra_json="{oops"),
+        LegacyModel(9, "/m/e.pt", "other", hash_hex="a1b2c3d4e5", meta_json='{"k": 1}'),
+    ]
+
+
+FOLDERS = {
+    1: "/m/loras",
+    2: "/m/loras",
+    5: "C:\\ComfyUI\\models\\checkpoints",
+    6: "/m/vae",
+    9: "/m",
+}
+
+
+def read_all(
+    path: Path, size: int = 2
+) -> tuple[list[LegacyRow], list[list[tuple[object, object]]]]:
+    with open_legacy(path) as legacy:
+        batches = list(legacy.batches(size))
+    rows = [row for batch in batches for row in batch.rows]
+    return rows, [batch.links for batch in batches]
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_both_layouts_are_recognised_and_read_back_exactly(tmp_path: Path, layout: int) -> None:
+    path = write_legacy_catalog(
+        tmp_path / "legacy.sqlite3",
+        layout=layout,
+        rows=quirky_rows(),
+        links=[(1, 2), (5, 1), (9, 7)],
+        hash_not_null=False,
+    )
+    with open_legacy(path) as legacy:
+        assert legacy.layout is LegacyLayout(layout)
+        assert legacy.count_models() == 5
+        assert [t.name for t in legacy.tags()] == list(SYSTEM_TAG_NAMES)
+    rows, _ = read_all(path)
+    written = quirky_rows()
+    assert [r.id for r in rows] == [w.id for w in written]
+    for row, want in zip(rows, written, strict=True):
+        assert (row.path, row.name, row.type, row.size_bytes, row.hash_hex) == (
+            want.path,
+            want.name,
+            want.type,
+            want.size_bytes,
+            want.hash_hex,
+        )
+        assert (row.created_at, row.meta_json, row.extra_json) == (
+            want.created_at,
+            want.meta_json,
+            want.extra_json,
+        )
+        if layout == 1:
+            assert (row.hash_algo, row.mtime_ns, row.updated_at) == ("sha256", None, None)
+            assert row.dir_path == FOLDERS[row.id]
+        else:
+            assert (row.dir_path, row.hash_algo, row.updated_at) == (None, None, None)
+
+
+def test_every_link_comes_once_in_the_batch_of_its_id_range(tmp_path: Path) -> None:
+    rows = [LegacyModel(i, f"/m/{i}") for i in (1, 2, 5, 6, 7)]
+    links = [(0, 1), (1, 1), (1, 2), (3, 1), (6, 99), (7, 1), (8, 1), (1000, 3)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO model_tags VALUES ('text-id', 1)")  # hand-edited junk
+    conn.commit()
+    conn.close()
+    got_rows, got_links = read_all(path, size=2)
+    assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]
+    # batches cover (-inf, 2], (2, 6], (6, 7], then everything after 7
+    assert got_links == [
+        [(0, 1), (1, 1), (1, 2)],
+        [(3, 1), (6, 99)],
+        [(7, 1)],
+        [(8, 1), (1000, 3), ("text-id", 1)],
+    ]
+
+
+def test_an_empty_catalog_has_one_batch_with_every_link(tmp_path: Path) -> None:
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", links=[(4, 1)])
+    assert read_all(path) == ([], [[(4, 1)]])
+
+
+def _bad_file(kind: str, folder: Path) -> tuple[Path, str]:
+    """A file that is not a legacy catalog, and what the error must say about it."""
+    target = folder / "hikaze_mm.sqlite3"
+    if kind == "missing":
+        return target, "does not exist"
+    if kind == "folder":
+        return folder, "is a folder, not a file: give the hikaze_mm.sqlite3 file inside it"
+    if kind == "folder-with-catalog":
+        write_legacy_catalog(target)
+        return folder, f"is a folder, not a file: did you mean {target}"
+    if kind == "empty":
+        target.write_bytes(b"")
+        return target, "is empty"
+    if kind == "text":
+        target.write_text("name,hash\nmodel,abc\n")
+        return target, "is not a SQLite database, or it is encrypted"
+    if kind == "encrypted":
+        target.write_bytes(bytes(range(256)) * 64)
+        return target, "is not a SQLite database, or it is encrypted"
+    if kind == "short-header":
+        target.write_bytes(b"SQLite format 3\x00" + b"\x10\x00")
+        return target, "is truncated"
+    if kind in ("truncated", "truncated-on-page", "damaged"):
+        rows = (LegacyModel(i, f"/m/{i}" + "x" * 200, extra_json="{}") for i in range(1, 400))
+        write_legacy_catalog(target, rows=rows)
+        data = target.read_bytes()
+        if kind == "truncated":
+            target.write_bytes(data[: len(data) // 2 + 10])
+        elif kind == "truncated-on-page":
+            target.write_bytes(data[: 4096 * 3])
+        else:  # scribble over the schema page (page 1 after its header)
+            target.write_bytes(data[:100] + b"\xff" * 3996 + data[4096:])
+        return target, "is damaged" if kind == "damaged" else "is truncated"
+    conn = sqlite3.connect(target)
+    if kind == "other-tables":
+        conn.close()
+        target.unlink()
+        write_legacy_catalog(target)
+        conn = sqlite3.connect(target)
+        conn.execute("CREATE TABLE notes (x)")
+        conn.commit()
+        conn.close()
+        return target, "has tables a legacy catalog never had (notes)"
+    if kind == "no-tables":
+        conn.execute("CREATE TABLE models (id INTEGER)")
+        conn.commit()
+        conn.close()
+        return target, "has no directories, model_tags, schema_version, tags tables"
+    conn.close()
+    target.unlink()
+    if kind == "version-3":
+        write_legacy_catalog(target, schema_version=3)
+        return target, "has schema_version 3, and only legacy layouts 1 and 2 are known"
+    if kind == "no-version":
+        write_legacy_catalog(target)
+        with sqlite3.connect(target) as conn:
+            conn.execute("DELETE FROM schema_version")
+        return target, "has no schema version"
+    if kind == "columns":
+        write_legacy_catalog(target, layout=1, schema_version=2)
+        return target, "has a models table unlike layout 2's one (it has unknown dir_path"
+    if kind == "v3-catalog":
+        db = DatabaseManager(target)
+        db.init_db()
+        db.dispose()
+        return target, "is a modelvault catalog, not a legacy one"
+    raise AssertionError(kind)
+
+
+BAD_FILES = [
+    "missing",
+    "folder",
+    "folder-with-catalog",
+    "empty",
+    "text",
+    "encrypted",
+    "short-header",
+    "truncated",
+    "truncated-on-page",
+    "damaged",
+    "other-tables",
+    "no-tables",
+    "version-3",
+    "no-version",
+    "columns",
+    "v3-catalog",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_anything_else_is_refused_in_one_sentence(tmp_path: Path, kind: str) -> None:
+    path, says = _bad_file(kind, tmp_path)
+    with pytest.raises(LegacyDatabaseError) as caught, open_legacy(path) as legacy:
+        list(legacy.batches(100))
+    message = str(caught.value)
+    assert message.startswith(f"the legacy catalog {path.resolve()} ")
+    assert says in message
+    assert message.endswith(".")
+    assert message.count(": ") == 1
+
+
+def test_a_locked_file_is_refused_after_a_short_wait(tmp_path: Path) -> None:
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=quirky_rows()[:1])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: no reader gets in
+    try:
+        with pytest.raises(LegacyDatabaseError, match="is locked by another program: close"):
+            open_legacy(path, busy_timeout_seconds=0.05)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with open_legacy(path) as legacy:  # and once it is free, it opens
+        assert legacy.count_models() == 1
+
+
+def test_the_engine_can_only_read(tmp_path: Path) -> None:
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=quirky_rows()[:1])
+    with open_legacy(path) as legacy, legacy.engine.connect() as conn:
+        assert "mode=ro" in str(legacy.engine.url)
+        for sql in ("DELETE FROM models", "CREATE TABLE t (x)", "PRAGMA user_version = 7"):
+            with pytest.raises(OperationalError, match=r"readonly|read-only|query_only"):
+                conn.exec_driver_sql(sql)
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM models").fetchone() == (1,)
+        assert check.execute("PRAGMA user_version").fetchone() == (0,)
+
+
+def test_rows_left_in_the_wal_are_read_and_no_byte_changes(tmp_path: Path) -> None:
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=quirky_rows(),
+        links=[(1, 2)],
+        leave_wal=True,
+        hash_not_null=False,
+    )
+    wal = Path(f"{path}-wal")
+    before = path.read_bytes(), wal.read_bytes()
+    assert len(before[1]) > 0
+    assert not Path(f"{path}-shm").exists()
+    rows, links = read_all(path)
+    assert [r.id for r in rows] == [1, 2, 5, 6, 9]  # they exist only in the WAL
+    assert links[0] == [(1, 2)]
+    assert (path.read_bytes(), wal.read_bytes()) == before
+
+
+def test_reading_while_the_legacy_app_writes(tmp_path: Path) -> None:
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=quirky_rows(), wal=True, hash_not_null=False
+    )
+    app = hold_open_in_wal(path)
+    insert = (
+        "INSERT INTO models (id, path, type, hash_hex, created_at) VALUES (?, ?, 'lora', '', 0)"
+    )
+    try:
+        seen: list[int] = []
+        with open_legacy(path) as legacy:
+            for number, batch in enumerate(legacy.batches(2), start=1):
+                seen.extend(row.id for row in batch.rows)
+                if number > 1 and app.in_transaction:
+                    app.execute("COMMIT")
+                if number <= 3:  # the app writes, and holds its write lock while we read on
+                    app.execute("BEGIN IMMEDIATE")
+                    app.execute(insert, (100 + number, f"/m/new-{100 + number}"))
+        assert seen == [1, 2, 5, 6, 9, 101, 102, 103]  # new rows come last, by id
+    finally:
+        app.close()
+
+
+def test_the_writer_refuses_to_overwrite_and_unknown_layouts(tmp_path: Path) -> None:
+    path = write_legacy_catalog(tmp_path / "l.sqlite3")
+    with pytest.raises(FileExistsError):
+        write_legacy_catalog(path)
+    with pytest.raises(ValueError, match="layout 3"):
+        write_legacy_catalog(tmp_path / "other.sqlite3", layout=3)
+
+
+def test_the_writer_keeps_tags_colours_and_orphans_as_given(tmp_path: Path) -> None:
+    tags = [*system_tags(), LegacyTag(8, "fav", "#F80", 1_700_000_000_000), LegacyTag(9, "x", "")]
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=[LegacyModel(1, "/m/a")],
+        tags=tags,
+        links=[(1, 8), (1, 77), (55, 9)],
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT * FROM tags WHERE id > 7").fetchall() == [
+            (8, "fav", "#F80", 1_700_000_000_000),
+            (9, "x", "", None),
+        ]
+        assert conn.execute("SELECT * FROM model_tags ORDER BY 1, 2").fetchall() == [
+            (1, 8),
+            (1, 77),
+            (55, 9),
+        ]
