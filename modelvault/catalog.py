@@ -9,6 +9,7 @@ delete the staging row).
 from __future__ import annotations
 
 import enum
+import json
 import ntpath
 import posixpath
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +40,8 @@ IN_CHUNK = 500
 # moved aside on import so neither side is lost).
 PREVIOUS_PATHS = "previous_paths"  # where a moved model's file used to be
 SUPERSEDED = "superseded"  # notes that gave way when two records of one content met
-RESERVED_META_KEYS = ("legacy", PREVIOUS_PATHS, SUPERSEDED)
+LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
+RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED)
 
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
@@ -168,19 +170,34 @@ def file_values(data: Mapping[str, Any], *, partial: bool = False) -> dict[str, 
             raise ValidationError(f"base {base!r} is not valid: give a text such as 'SDXL'.")
         values["base"] = base or None
     if "meta" in data or not partial:
-        meta = data.get("meta") or {}
-        if not isinstance(meta, Mapping):
-            raise ValidationError(
-                f"meta must be a JSON object (a mapping), not {type(meta).__name__}."
-            )
-        values["meta"] = dict(meta)
+        values["meta"] = json_object("meta", data.get("meta") or {})
     return values
 
 
+MAX_BIGINT = 2**63 - 1
+
+
 def _byte_count(key: str, value: object) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValidationError(f"{key} {value!r} is not valid: give a whole number >= 0.")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
+        raise ValidationError(
+            f"{key} {value!r} is not valid: give a whole number from 0 to {MAX_BIGINT}."
+        )
     return value
+
+
+def json_object(key: str, value: object) -> dict[str, Any]:
+    """A mapping that will go into a JSON column, checked now rather than at commit."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            f"{key} must be a JSON object (a mapping), not {type(value).__name__}."
+        )
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{key} cannot be stored as JSON: {exc}.") from None
+    return dict(value)
 
 
 def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
@@ -341,6 +358,10 @@ def combine_meta(
     """Both sides' notes in one ``meta``; the values that give way go to ``superseded``."""
     superseded = list(ours.pop(SUPERSEDED, []))
     theirs = {k: v for k, v in theirs.items() if k not in (SUPERSEDED, PREVIOUS_PATHS)}
+    if LEGACY not in ours and LEGACY in theirs:
+        # Where a model came from is bookkeeping, not a user's field: it is taken
+        # under every policy, so a later import recognises the row it came from.
+        ours[LEGACY] = theirs.pop(LEGACY)
     if policy == "replace":
         combined = {**ours, **theirs}
         lost = {k: v for k, v in ours.items() if k in theirs and theirs[k] != v}

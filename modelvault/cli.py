@@ -17,12 +17,16 @@ from typing import Any, NoReturn, TextIO
 
 from modelvault import __version__
 from modelvault.config import CONFLICT_POLICIES, Settings
-from modelvault.database import DatabaseManager
+from modelvault.database import DatabaseManager, as_url
+from modelvault.db.engine import is_sqlite, parse_url
 from modelvault.db.models import PendingStatus
 from modelvault.errors import ModelVaultError
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-UNFINISHED_STATUSES = ("failed", "conflict", "pending", "claimed")
+# Rows that need a person (failed, conflict) or are still waiting: after a run
+# meant to finish everything, either means "not done".
+NEEDS_ATTENTION = (PendingStatus.FAILED.value, PendingStatus.CONFLICT.value)
+UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -134,21 +138,32 @@ def describe_catalog(db: DatabaseManager) -> tuple[dict[str, Any], list[str]]:
     return {"catalog": catalog, "staging": staging}, lines
 
 
-def exit_code_for(staging: dict[str, int]) -> int:
-    return EXIT_UNFINISHED if any(staging.get(s) for s in UNFINISHED_STATUSES) else EXIT_OK
+def exit_code_for(staging: dict[str, int], statuses: Sequence[str] = UNFINISHED_STATUSES) -> int:
+    return EXIT_UNFINISHED if any(staging.get(s) for s in statuses) else EXIT_OK
 
 
 # -- commands -----------------------------------------------------------------
 
 
-def open_catalog(args: argparse.Namespace) -> DatabaseManager:
-    settings = Settings.from_env()
-    db = (
-        DatabaseManager(args.db, settings=settings)
-        if args.db
-        else DatabaseManager(settings=settings)
+def open_catalog(args: argparse.Namespace, *, create: bool = True) -> DatabaseManager:
+    """The catalog named by --db or the settings, migrated to the newest schema.
+
+    Commands that only look (``create=False``) refuse a SQLite file that does
+    not exist, so a mistyped --db says so instead of creating an empty catalog.
+    """
+    settings = Settings.from_env(
+        workers=getattr(args, "workers", None), conflict_policy=getattr(args, "conflict", None)
     )
+    url = parse_url(as_url(args.db) if args.db else settings.db_url)
+    database = url.database
+    if not create and is_sqlite(url) and database and not Path(database).exists():
+        raise ModelVaultError(
+            f"there is no catalog at {database}: check --db, or create one with "
+            "'modelvault init' or 'modelvault migrate LEGACY'."
+        )
+    db = DatabaseManager(args.db or None, settings=settings)
     db.init_db()
+    args.work_started = True  # from here on, an error is not bad input
     return db
 
 
@@ -187,8 +202,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     db = open_catalog(args)
     report = run_import(args, db)
     counts, lines = describe_catalog(db)
-    emit(args, {"import": report, **counts}, describe_import(report) + lines)
-    return EXIT_OK
+    # Staged rows are the point of stage 1; only rows that need a person count.
+    code = exit_code_for(counts["staging"], NEEDS_ATTENTION)
+    emit(args, {"import": report, **counts, "exit_code": code}, describe_import(report) + lines)
+    return code
 
 
 def run_workers(
@@ -286,14 +303,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    db = open_catalog(args)
+    db = open_catalog(args, create=False)
     counts, lines = describe_catalog(db)
     emit(args, {"url": db.display_url, **counts}, lines)
     return EXIT_OK
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    db = open_catalog(args)
+    db = open_catalog(args, create=False)
     rows = db.get_pending_imports(args.status, limit=args.limit)
     lines = [
         f"{row.status:<9} {row.attempts:>2}  {row.path}"
@@ -307,7 +324,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from modelvault.migration.worker import retry_pending
 
-    db = open_catalog(args)
+    db = open_catalog(args, create=False)
     statuses = tuple(args.status or ("failed", "missing"))
     count = retry_pending(db, statuses=statuses)
     emit(
@@ -319,7 +336,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_tags(args: argparse.Namespace) -> int:
-    db = open_catalog(args)
+    db = open_catalog(args, create=False)
     tags = db.list_tags()
     lines = [f"{tag.color or '-':<8} {count:>6}  {tag.name}" for tag, count in tags] or ["no tags"]
     emit(args, {"tags": [{"name": t.name, "color": t.color, "models": n} for t, n in tags]}, lines)
@@ -330,12 +347,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from modelvault.migration.demo import build_demo
 
     folder = Path(args.dir).expanduser().resolve()
-    legacy = build_demo(folder, file_mb=args.file_mb)
+    if not args.db:
+        args.db = str(folder / "catalog.sqlite3")
+    open_catalog(args).dispose()  # a catalog we cannot write fails before files are made
+    args.work_started = False
+    try:
+        legacy = build_demo(folder, file_mb=args.file_mb)
+    except OSError as exc:
+        raise ModelVaultError(
+            f"cannot build the demo in {folder}: {exc.strerror or exc}; choose another folder."
+        ) from exc
     if not args.json:
         print(f"demo: legacy catalog and model files in {folder}")
     args.legacy = str(legacy)
-    if not args.db:
-        args.db = str(folder / "catalog.sqlite3")
     return cmd_migrate(args)
 
 
@@ -353,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers = _Parser(add_help=False)
     workers.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         metavar="N",
         help="hashing threads (default: MODELVAULT_WORKERS or min(4, CPUs))",
     )
@@ -377,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         help_text: str,
         *parents: _Parser,
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(
-            name, help=help_text, description=help_text, parents=[common, *parents]
-        )
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
         p.set_defaults(handler=handler)
         return p
 
@@ -438,6 +460,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 256")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -450,19 +478,25 @@ def _positive_float(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args: argparse.Namespace | None = None
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
-            parser.print_help()
-            return EXIT_USAGE
+            raise UsageError(
+                "no command given: use one of init, import, migrate, worker, "
+                "status, pending, retry, tags, demo (see 'modelvault --help')"
+            )
         handler: Handler = args.handler
         return handler(args)
     except UsageError as exc:
         print(f"modelvault: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ModelVaultError as exc:
+        # Before the catalog is open, an error is bad input (nothing was written);
+        # after, the run itself failed.
         print(f"modelvault: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        started = args is not None and getattr(args, "work_started", False)
+        return EXIT_UNFINISHED if started else EXIT_USAGE
     except KeyboardInterrupt:
         print("modelvault: interrupted: run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED

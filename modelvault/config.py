@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from modelvault.errors import ConfigError
 
 ENV_PREFIX = "MODELVAULT_"
@@ -51,7 +54,8 @@ class Settings:
     db_url: str = field(
         default_factory=lambda: sqlite_url(default_data_dir() / DEFAULT_DB_FILENAME)
     )
-    hash_chunk_bytes: int = 1024 * 1024
+    # 2 MiB: measured best for hashing (see modelvault/hashing.py and bench/hash_bench.py).
+    hash_chunk_bytes: int = 2 * 1024 * 1024
     workers: int = field(default_factory=default_workers)
     lease_seconds: float = 120.0
     max_attempts: int = 5
@@ -90,6 +94,7 @@ class Settings:
                 "MODELVAULT_DB_URL and MODELVAULT_DB_PATH are both set: keep only one of them."
             )
         if url:
+            _check_url(url)
             values["db_url"] = url
         elif path:
             values["db_url"] = sqlite_url(path)
@@ -105,6 +110,16 @@ class Settings:
             return cls(**values)
         except ConfigError as exc:
             raise ConfigError(_name_variable(str(exc), values, env)) from None
+
+
+def _check_url(url: str) -> None:
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"MODELVAULT_DB_URL={url!r} is not a database URL: use e.g. "
+            "postgresql://user@host/db, or MODELVAULT_DB_PATH for a SQLite file."
+        ) from None
 
 
 def _name_variable(message: str, values: Mapping[str, Any], env: Mapping[str, str]) -> str:

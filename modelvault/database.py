@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, delete, func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
 from modelvault import catalog
@@ -88,7 +89,7 @@ class DatabaseManager:
         if isinstance(target, Engine):
             self.engine = target
         else:
-            url = self.settings.db_url if target is None else _as_url(target)
+            url = self.settings.db_url if target is None else as_url(target)
             self.engine = create_catalog_engine(
                 url, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds
             )
@@ -176,6 +177,8 @@ class DatabaseManager:
                 f"the catalog at {self.display_url} failed: {_driver_message(exc)}; "
                 "check that the database is reachable and writable."
             ) from exc
+        except StatementError as exc:  # a value that could not be turned into SQL
+            raise ValidationError(f"a value cannot be stored: {exc.orig}.") from exc
 
     # -- models ---------------------------------------------------------------
 
@@ -357,7 +360,8 @@ class DatabaseManager:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _as_url(target: str | os.PathLike[str]) -> str:
+def as_url(target: str | os.PathLike[str]) -> str:
+    """A URL as it is; anything else is the path of a SQLite file."""
     text_target = os.fspath(target)
     return text_target if "://" in text_target else sqlite_url(text_target)
 
@@ -391,9 +395,25 @@ def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
     values["status"] = _statuses([data.get("status") or PendingStatus.PENDING.value])[0]  # type: ignore[index]
     if data.get("sha256") is not None:
         values["sha256"] = normalize_sha256(data["sha256"])
-    for key in ("created_at", "legacy_id", "source", "attempts", "last_error"):
-        if data.get(key) is not None:
-            values[key] = data[key]
+    created_at = data.get("created_at")
+    if created_at is not None:
+        if not isinstance(created_at, datetime) or created_at.tzinfo is None:
+            raise ValidationError(
+                f"created_at {created_at!r} is not valid: give a timezone-aware datetime."
+            )
+        values["created_at"] = created_at
+    for key in ("legacy_id", "attempts"):
+        number = data.get(key)
+        if number is not None:
+            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+                raise ValidationError(f"{key} {number!r} is not valid: give a whole number >= 0.")
+            values[key] = number
+    for key in ("source", "last_error"):
+        text_value = data.get(key)
+        if text_value is not None:
+            if not isinstance(text_value, str):
+                raise ValidationError(f"{key} {text_value!r} is not valid: give a text.")
+            values[key] = text_value
     return values
 
 

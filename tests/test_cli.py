@@ -172,6 +172,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "bad status": (["pending", "--db", db, "--status", "lost"], "--status"),
         "no legacy": (["migrate", "--db", db], "LEGACY"),
         "unknown command": (["frobnicate"], "frobnicate"),
+        "no command": ([], "no command given"),
+        "no such catalog": (["status", "--db", db], "there is no catalog at"),
+        "unwritable demo": (["demo", str(blocker / "demo")], "cannot create the catalog folder"),
     }
 
 
@@ -187,6 +190,9 @@ CASES = [
     "bad status",
     "no legacy",
     "unknown command",
+    "no command",
+    "no such catalog",
+    "unwritable demo",
 ]
 
 

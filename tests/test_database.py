@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,9 @@ def test_a_path_cannot_change_hands_silently(db: DatabaseManager) -> None:
         ({"sha256": SHA_A, "path": "  "}, "not a path"),
         ({"sha256": SHA_A, "path": "/x", "size_bytes": -1}, "size_bytes -1"),
         ({"sha256": SHA_A, "path": "/x", "meta": [1]}, "meta must be a JSON object"),
+        ({"sha256": SHA_A, "path": "/x", "meta": {"x": float("nan")}}, "cannot be stored as JSON"),
+        ({"sha256": SHA_A, "path": "/x", "meta": {"x": object()}}, "cannot be stored as JSON"),
+        ({"sha256": SHA_A, "path": "/x", "size_bytes": 2**70}, "from 0 to"),
         ({"sha256": SHA_A, "path": "/x", "colour": "red"}, "unknown model field"),
         ({"sha256": SHA_A, "path": "/x", "tags": [""]}, "not a tag name"),
         ({"sha256": SHA_A, "path": "/x", "tags": [{"name": "t", "color": "blurple"}]}, "colour"),
@@ -167,6 +170,12 @@ def test_pending_imports(db: DatabaseManager) -> None:
         db.add_pending_import({"path": "/m/d", "status": "lost"})
     with pytest.raises(ValidationError, match="unknown staging field"):
         db.add_pending_import({"path": "/m/d", "hash": "x"})
+    with pytest.raises(ValidationError, match="timezone-aware"):
+        db.add_pending_import({"path": "/m/d", "created_at": datetime(2024, 1, 1)})
+    with pytest.raises(ValidationError, match="legacy_id 'abc'"):
+        db.add_pending_import({"path": "/m/d", "legacy_id": "abc"})
+    with pytest.raises(ValidationError, match="attempts -3"):
+        db.add_pending_import({"path": "/m/d", "attempts": -3})
     assert [r.path for r in db.get_pending_imports()] == ["C:\\models\\b.ckpt", "/m/c"]
     assert [r.path for r in db.get_pending_imports("missing")] == ["/m/c"]
     assert [r.path for r in db.get_pending_imports(["pending", "missing"], limit=1)] == [

@@ -33,7 +33,7 @@ def parse_url(url: str) -> URL:
     except ArgumentError as exc:
         raise ConfigError(
             f"{url!r} is not a database URL: use e.g. sqlite:///path/catalog.sqlite3 "
-            "or postgresql+psycopg://user@host/db, or a plain file path."
+            "or postgresql://user@host/db."
         ) from exc
 
 

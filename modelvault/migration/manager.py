@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -123,6 +124,8 @@ class MigrationManager:
         self._thread: threading.Thread | None = None
         self._subscribers: list[Subscriber] = []
         self._last_publish = 0.0
+        self._outbox: deque[MigrationStatus] = deque()
+        self._delivering = threading.RLock()
         self._staging_counts: dict[str, int] = {}
 
     @classmethod
@@ -156,13 +159,13 @@ class MigrationManager:
 
     def pause_processing(self) -> None:
         """Pause hashing within a fraction of a second; the hashes in progress are kept."""
-        with self._lock:
+        with self._changing():
             self._control.pause()
             if self._state is MigrationState.PROCESSING:
                 self._set_state(MigrationState.PAUSED)
 
     def resume_processing(self) -> None:
-        with self._lock:
+        with self._changing():
             self._control.resume()
             if self._state is MigrationState.PAUSED:
                 self._set_state(MigrationState.PROCESSING)
@@ -211,7 +214,7 @@ class MigrationManager:
     # -- the run --------------------------------------------------------------
 
     def _start(self, legacy_path: str | None, workers: int | None, policy: str | None) -> bool:
-        with self._lock:
+        with self._changing():
             if self._state in RUNNING_STATES:
                 return False
             paused = self._control.paused and not self._control.stopped
@@ -260,7 +263,7 @@ class MigrationManager:
 
     def _begin_processing(self) -> None:
         files, size = self.db.claimable_totals()
-        with self._lock:
+        with self._changing():
             self._progress.files_total, self._progress.bytes_total = files, size
             self._progress.samples.append((time.monotonic(), 0))
             self._set_state(
@@ -269,24 +272,27 @@ class MigrationManager:
 
     def _finish(self, state: MigrationState) -> None:
         self._refresh_counts()
-        with self._lock:
+        with self._changing():
             self._set_state(state)
 
     def _fail(self, message: str) -> None:
-        with self._lock:
+        with self._changing():
             self._progress.error = message
             self._progress.errors.append(message)
             self._set_state(MigrationState.FAILED)
 
     def _on_import(self, done: int, total: int) -> None:
+        # Between batches (each is committed): a pause holds the import here too.
+        while not self._control.wait_until_running(1.0):
+            pass
         if self._control.stopped:
             raise _Stopped  # the importer commits per batch: re-running completes it
-        with self._lock:
+        with self._changing():
             self._progress.rows_imported, self._progress.rows_to_import = done, total
             self._publish(force=False)
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
-        with self._lock:
+        with self._changing():
             progress = self._progress
             if event.kind == "progress":
                 progress.bytes_done += event.bytes
@@ -316,6 +322,39 @@ class MigrationManager:
         with self._lock:
             self._staging_counts = counts
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Change the state under the lock; deliver what that published after it."""
+        with self._lock:
+            yield
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand queued snapshots to the subscribers, outside the lock, in order.
+
+        One thread delivers at a time; a thread that finds another delivering
+        leaves the queue to it, so a callback that waits for a thread calling
+        pause_processing() cannot deadlock, and a slow callback never holds up
+        the workers' progress counting.
+        """
+        while self._outbox:
+            if not self._delivering.acquire(blocking=False):
+                return
+            try:
+                while True:
+                    with self._lock:
+                        if not self._outbox:
+                            break
+                        snapshot = self._outbox.popleft()
+                        subscribers = list(self._subscribers)
+                    for callback in subscribers:
+                        try:
+                            callback(snapshot)
+                        except Exception:  # a broken UI callback must not break the migration
+                            log.exception("progress subscriber %r failed", callback)
+            finally:
+                self._delivering.release()
+
     def _set_state(self, state: MigrationState) -> None:
         self._state = state
         self._publish(force=True)
@@ -325,12 +364,7 @@ class MigrationManager:
         if not force and now - self._last_publish < PUBLISH_INTERVAL_SECONDS:
             return
         self._last_publish = now
-        snapshot = self._snapshot()
-        for callback in list(self._subscribers):
-            try:
-                callback(snapshot)
-            except Exception:  # a broken UI callback must not break the migration
-                log.exception("progress subscriber %r failed", callback)
+        self._outbox.append(self._snapshot())  # delivered by _deliver() once the lock is free
 
     def _snapshot(self) -> MigrationStatus:
         p = self._progress
