@@ -316,12 +316,12 @@ def settle_file(
         outcome = Outcome.MERGED
     elif path_is_live is not None and not path_is_live(model.path):
         previous = model.path
+        combine_fields(model, item, policy)  # first: notes that give way keep their own path
         model.path = item.path
         model.meta = {
             **model.meta,
             PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
         }
-        combine_fields(model, item, policy)
         outcome = Outcome.MOVED
     else:
         outcome = Outcome.DUPLICATE
@@ -372,7 +372,7 @@ def combine_meta(
         lost_path = their_path
     else:  # keep: the model's notes stay exactly as they are
         combined = dict(ours)
-        lost = {k: v for k, v in theirs.items() if ours.get(k) != v}
+        lost = {k: v for k, v in theirs.items() if k not in ours or ours[k] != v}
         lost_path = their_path
     entry = {"path": lost_path, "meta": lost}
     if lost and entry not in superseded:

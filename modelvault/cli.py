@@ -113,10 +113,14 @@ def emit(args: argparse.Namespace, data: dict[str, Any], lines: Sequence[str]) -
 def describe_import(report: dict[str, Any]) -> list[str]:
     lines = [
         f"legacy import: {report['rows_read']} rows read: {report['imported']} catalogued, "
-        f"{report['merged']} merged, {report['staged']} staged for hashing, "
+        f"{report['merged']} merged, {report['moved']} moved, "
+        f"{report['staged']} staged for hashing, "
         f"{report['duplicates']} duplicates, {report['conflicts']} conflicts, "
         f"{report['already_present']} already present; {report['tags_created']} tags created",
     ]
+    clashes = report.get("color_clashes") or []
+    if clashes:
+        lines.append(f"  {len(clashes)} tag colours differ from the catalog's (kept in meta)")
     warnings = report.get("warnings") or []
     if warnings:
         first = warnings[0]
@@ -190,7 +194,12 @@ def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
 
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.json else None
     try:
-        report = import_legacy_data(args.legacy, db, progress=bar.importing if bar else None)
+        report = import_legacy_data(
+            args.legacy,
+            db,
+            progress=bar.importing if bar else None,
+            policy=getattr(args, "conflict", None),
+        )
     finally:
         if bar:
             bar.close()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, inspect, select
 
-from modelvault import DatabaseManager, LegacyDatabaseError, Settings
+from modelvault import ConfigError, DatabaseManager, LegacyDatabaseError, Settings
 from modelvault.catalog import HashedFile, Outcome, TagSpec, settle_file
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import MAX_WARNINGS, ImportReport, import_legacy_data
@@ -369,6 +369,89 @@ def test_progress_after_each_batch(db: DatabaseManager, tmp_path: Path) -> None:
     calls: list[tuple[int, int]] = []
     import_legacy_data(path, with_batch(db, 4), progress=lambda *a: calls.append(a))
     assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_values_too_long_for_their_columns_are_kept_in_meta(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    long_type, long_name = "t" * 65, "n" * 600
+    rows = [
+        LegacyModel(1, "/m/1", long_type, long_name),  # lower case, too long: "other"
+        LegacyModel(2, "/m/2", "x" * 64, hash_hex=sha("2")),  # exactly the width: kept
+        LegacyModel(3, "/m/3", "LoRA " + "y" * 70, hash_hex=sha("3")),
+        LegacyModel(4, "/m/4", "lora", "4.safetensors", hash_hex=sha("4")),
+    ]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    import_legacy_data(path, db)
+    staged = pending_by_legacy_id(db)[1]
+    assert (staged.type, staged.meta["legacy"]["type"]) == ("other", long_type)
+    assert (staged.name, staged.meta["legacy"]["name"]) == (long_name[:512], long_name)
+    models = models_by_legacy_id(db)
+    assert models[2].type == "x" * 64
+    assert "type" not in models[2].meta["legacy"]
+    assert (models[3].type, models[3].meta["legacy"]["type"]) == ("other", rows[2].type)
+    assert "type" not in models[4].meta["legacy"]
+    assert "name" not in models[4].meta["legacy"]
+
+
+def test_a_tag_colour_that_gives_way_is_reported_and_kept(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    db.create_tag("fav", "#00ff00")  # the catalog has it already, in green
+    tags = [
+        *system_tags(),
+        LegacyTag(8, "fav", "#F00"),  # the catalog's colour stays
+        LegacyTag(9, "Red", "#f00"),  # one name once normalised: the first in id order wins
+        LegacyTag(10, "red ", "#00f"),
+        LegacyTag(11, "Green", "lime"),  # one name, one colour: no clash
+        LegacyTag(12, "green", "#0F0"),
+        LegacyTag(13, "blue", "#00f"),
+        LegacyTag(14, "faded", None),  # no colour: nothing to lose
+        LegacyTag(15, "FADED", "#123"),
+    ]
+    rows = [
+        LegacyModel(1, "/m/1", "lora", hash_hex=sha("1")),
+        LegacyModel(2, "/m/2", "lora"),
+        LegacyModel(3, "/m/3", "lora", hash_hex=sha("3")),
+    ]
+    links = [(1, 8), (1, 10), (1, 11), (2, 9), (2, 10), (3, 13), (3, 12), (3, 14)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, tags=tags, links=links)
+    report = import_legacy_data(path, db)
+    assert report.color_clashes == [
+        {"tag_id": 8, "tag": "fav", "color": "#F00", "tag_color": "#00ff00"},
+        {"tag_id": 10, "tag": "red ", "color": "#00f", "tag_color": "#ff0000"},
+    ]
+    assert report.unreadable_colors == []
+    reasons = {(w["table"], w["legacy_id"]): w["reason"] for w in report.warnings}
+    assert "'#F00' differs from '#00ff00'" in reasons[("tags", 8)]
+    colours = {t.name: t.color for t, _ in db.list_tags()}
+    assert (colours["fav"], colours["red"], colours["green"]) == ("#00ff00", "#ff0000", "#00ff00")
+    assert (colours["blue"], colours["faded"]) == ("#0000ff", "#112233")
+    models = models_by_legacy_id(db)
+    assert models[1].meta["legacy"]["tag_colors"] == {"fav": "#F00", "red ": "#00f"}
+    assert pending_by_legacy_id(db)[2].meta["legacy"]["tag_colors"] == {"red ": "#00f"}
+    assert "tag_colors" not in models[3].meta["legacy"]
+    assert tags_of(db, sha("1")) == ["fav", "green", "red"]
+
+    before = snapshot(db)
+    again = import_legacy_data(path, db)
+    assert snapshot(db) == before
+    assert again.color_clashes == report.color_clashes
+
+
+def test_an_unknown_conflict_policy_is_refused_before_anything_is_read(
+    db_url: str, tmp_path: Path
+) -> None:
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=[LegacyModel(1, "/m/a")])
+    db = DatabaseManager(db_url)
+    try:
+        with pytest.raises(
+            ConfigError, match="'overwrite' is not valid: use one of merge, keep, replace"
+        ):
+            import_legacy_data(path, db, policy="overwrite")
+        assert inspect(db.engine).get_table_names() == []
+    finally:
+        db.dispose()
 
 
 # -- the catalog is never overwritten -----------------------------------------------

@@ -106,6 +106,24 @@ def test_every_link_comes_once_in_the_batch_of_its_id_range(tmp_path: Path) -> N
     ]
 
 
+def test_a_path_is_found_only_where_it_is_stored_as_that_text(tmp_path: Path) -> None:
+    rows = [
+        LegacyModel(1, "/m/a"),
+        LegacyModel(2, "/m/blob"),  # made the blob b"/m/a" below
+        LegacyModel(3, "/m/a\x00"),
+        LegacyModel(4, "/m/A"),
+    ]
+    path = write_legacy_catalog(tmp_path / "legacy.sqlite3", rows=rows)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE models SET path = ? WHERE id = 2", (b"/m/a",))
+    conn.close()
+    with open_legacy(path) as legacy:
+        assert legacy.ids_with_path("/m/a") == [1]  # not the blob, nor the one with a NUL
+        assert legacy.ids_with_path("/m/a\x00") == [3]
+        assert legacy.ids_with_path("/m/a\ufffd") == []
+        assert legacy.ids_with_path("/m/b") == []
+
+
 def test_an_empty_catalog_has_one_batch_with_every_link(tmp_path: Path) -> None:
     path = write_legacy_catalog(tmp_path / "l.sqlite3", links=[(4, 1)])
     assert read_all(path) == ([], [[(4, 1)]])

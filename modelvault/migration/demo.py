@@ -15,9 +15,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelvault.migration.legacy import LEGACY_FILE_NAME
 from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
 
-LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
 MiB = 1024 * 1024
 
 

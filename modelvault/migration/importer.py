@@ -12,33 +12,51 @@ has the legacy ``size_bytes`` (one ``stat``; rows without a size are not
 checked). Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
-- its path is a model that a legacy import put there
-  (``meta.legacy`` present: directly, or by the worker)  -> ``already_present``
+- its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
+  as text) and, so cleaned, is the path of another legacy row: staging row
+  ``conflict`` at ``"<path> (legacy id N)"``, the stored path in
+  ``meta.legacy.path`` and why in ``last_error`` (``conflicts``). A path stored
+  as plain text always keeps its place; the same row gets the same path on
+  every run, so a re-run finds it staged.
+- its path is a model that a legacy import put there (``meta.legacy``, or a
+  ``meta.superseded[*].meta.legacy``, names a source: directly, by a merge or
+  move, or by the worker)                                -> ``already_present``
 - its path is a model the user catalogued by other means:
   same hash -> fields combined by the conflict policy, tags united (``merged``);
   another hash -> staging row ``conflict`` (``conflicts``);
   hash does not count -> staged for the worker to settle (``staged``)
 - the hash does not count                                -> staging row ``pending`` (``staged``)
 - the hash is new to the catalog                         -> a model with its tags (``imported``)
-- the content is catalogued at another path: if that model moved here from this
-  path (``meta.previous_paths``, the worker's doing) -> ``already_present``, else
-  staging row ``duplicate`` with ``sha256`` set and its tags merged into the
-  model (``duplicates``). Stage 1 never moves a model (``catalog.settle_file``
-  is called without ``path_is_live``): the duplicate row keeps the row's own
-  notes, which a move would have merged away.
+- the content is catalogued at another path:
+  if that model moved away from this row's path and holds this row (source and
+  legacy id, see above)                                  -> ``already_present``;
+  if that model's file is gone and this row's file exists, the model moves here
+  (``catalog.settle_file`` with ``path_is_live``): its old path goes to
+  ``meta.previous_paths``, fields and notes are combined by the policy, the
+  notes that give way are kept in ``meta.superseded`` with their path, tags
+  united (``moved``);
+  otherwise staging row ``duplicate`` with ``sha256`` set, keeping the row's own
+  notes, and its tags merged into the model (``duplicates``).
 
+The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted with executemany, which
 gives the same rows. A re-run therefore changes nothing, and a run that stopped
-half-way (each batch is atomic) is completed by running it again.
+half-way (each batch is atomic) is completed by running it again. A batch that
+breaks a unique key is written again only if the catalog changed meanwhile
+(another writer got in first); otherwise ``MigrationError`` says which rows.
 
 The report
 ----------
-``rows_read == imported + merged + staged + duplicates + conflicts +
+``rows_read == imported + merged + moved + staged + duplicates + conflicts +
 already_present`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
 ``{"table", "legacy_id", "reason"}`` (the rest are counted in
 ``warnings_omitted``, so memory stays flat); ``unreadable_colors`` lists every
-legacy tag colour that is not a colour.
+legacy tag colour that is not a colour, and ``color_clashes`` every readable one
+the v3 tag does not have (``{"tag_id", "tag", "color", "tag_color"}``): the tag
+existed in the catalog with another colour, or two legacy tags have one name
+once normalised (``"Red"`` and ``"red "``), and the first colour in legacy id
+order wins.
 
 The ``meta`` of a model or staging row
 --------------------------------------
@@ -61,17 +79,19 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "extra_json_shadowed": {...},  # extra_json keys named like modelvault's own
                                      # top-level keys ("legacy", "previous_paths",
                                      # "superseded")
-      "path", "name", "type",        # the stored value when it could not be used as is
-      "size_bytes",                  # (NUL in a path, a blank or too long name, a type
-                                     # not in lower case, a size that is not a count)
-      "tag_colors": {"tag": "raw"},  # colours of this row's tags that are not colours
+      "path", "name", "type",        # the stored value whenever it differs from the
+      "size_bytes",                  # column's (NUL in a path, a blank or too long
+                                     # name, a type not in lower case or too long, a
+                                     # value not stored as text, a size not a count)
+      "tag_colors": {"Tag": "raw"},  # colours of this row's tags that the v3 tag does
+                                     # not have, by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
     }
 
-An unreadable colour is kept in the report and in ``meta.legacy.tag_colors`` of
-every row that carries the tag; the v3 tag itself gets no colour (the user can
-give it one). Tags are created for every legacy tag, used or not, with the
-legacy ``created_at``.
+An unreadable or clashing colour is kept in the report and in
+``meta.legacy.tag_colors`` of every row that carries the legacy tag; an
+unreadable one gives the v3 tag no colour (the user can give it one). Tags are
+created for every legacy tag, used or not, with the legacy ``created_at``.
 """
 
 from __future__ import annotations
@@ -83,6 +103,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
@@ -93,7 +114,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelvault.catalog import (
+    LEGACY,
+    PREVIOUS_PATHS,
     RESERVED_META_KEYS,
+    SUPERSEDED,
     HashedFile,
     Outcome,
     TagSpec,
@@ -103,10 +127,11 @@ from modelvault.catalog import (
     insert_ignoring_duplicates,
     settle_file,
 )
+from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import UTCDateTime, utcnow
-from modelvault.errors import CatalogError, ValidationError
+from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
 from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
 from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
 
@@ -117,7 +142,8 @@ Progress = Callable[[int, int], None]
 MAX_WARNINGS = 1000
 LOOKUP_CHUNK = 1000  # keys per IN list: one or two queries per batch, far below any limit
 # A concurrent writer (a worker on PostgreSQL) may insert the same model between
-# our look-up and our insert; the batch is then read and written again.
+# our look-up and our insert; the batch is then read and written again, but only
+# if the catalog changed meanwhile: otherwise the same write would fail again.
 BATCH_ATTEMPTS = 3
 # User keys named like modelvault's own top-level meta keys (RESERVED_META_KEYS)
 # move under meta.legacy.extra_json_shadowed so neither side is lost.
@@ -141,8 +167,8 @@ PENDING_COLUMNS: tuple[str, ...] = (
 class ImportReport:
     """What an import did; ``to_dict()`` is fit for ``json.dumps``.
 
-    ``rows_read == imported + merged + staged + duplicates + conflicts +
-    already_present`` (see ``accounted``), on every run, first or not.
+    ``rows_read == imported + merged + moved + staged + duplicates + conflicts
+    + already_present`` (see ``accounted``), on every run, first or not.
     """
 
     legacy_path: str
@@ -150,6 +176,7 @@ class ImportReport:
     rows_read: int = 0
     imported: int = 0  # new models
     merged: int = 0  # combined into a model the user had catalogued at the same path
+    moved: int = 0  # the model of its content had a dead path: it now points at this row's file
     staged: int = 0  # pending_import rows waiting for the worker
     duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
     conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
@@ -157,6 +184,7 @@ class ImportReport:
     tags_created: int = 0
     orphan_links_skipped: int = 0
     unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
+    color_clashes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     warnings_omitted: int = 0
     seconds: float = 0.0
@@ -167,6 +195,7 @@ class ImportReport:
         return (
             self.imported
             + self.merged
+            + self.moved
             + self.staged
             + self.duplicates
             + self.conflicts
@@ -189,14 +218,24 @@ def import_legacy_data(
     db: DatabaseManager | None = None,
     *,
     progress: Progress | None = None,
+    policy: str | None = None,
 ) -> ImportReport:
     """Import a legacy catalog into ``db`` (default: the configured catalog).
+
+    ``policy`` (``merge``, ``keep`` or ``replace``; None: the catalog's
+    ``settings.conflict_policy``) decides how a legacy row combines with a model
+    that holds the same content (see ``catalog.combine_fields``); a value not
+    among those raises ``ConfigError`` before anything is read.
 
     The legacy file is checked first: anything that is not a legacy catalog
     raises ``LegacyDatabaseError`` before the catalog is touched. Then the
     catalog is migrated to the newest schema and the rows are imported batch by
     batch; ``progress(rows_done, rows_total)`` is called after each batch.
     """
+    if policy is not None and policy not in CONFLICT_POLICIES:
+        raise ConfigError(
+            f"conflict policy {policy!r} is not valid: use one of {', '.join(CONFLICT_POLICIES)}."
+        )
     started = time.monotonic()
     own_db = db is None
     with open_legacy(legacy_db_path) as legacy:
@@ -204,18 +243,20 @@ def import_legacy_data(
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
             catalog.init_db()
-            _Run(legacy, catalog, report, progress).run()
+            chosen = policy if policy is not None else catalog.settings.conflict_policy
+            _Run(legacy, catalog, report, progress, chosen).run()
         finally:
             if own_db:
                 catalog.dispose()
     report.seconds = round(time.monotonic() - started, 3)
     log.info(
-        "imported %s: %d rows read, %d imported, %d merged, %d staged, %d duplicates, "
-        "%d conflicts, %d already present, in %.1f s",
+        "imported %s: %d rows read, %d imported, %d merged, %d moved, %d staged, "
+        "%d duplicates, %d conflicts, %d already present, in %.1f s",
         report.legacy_path,
         report.rows_read,
         report.imported,
         report.merged,
+        report.moved,
         report.staged,
         report.duplicates,
         report.conflicts,
@@ -227,13 +268,19 @@ def import_legacy_data(
 
 @dataclass(slots=True)
 class _LegacyTag:
-    """A legacy tag in v3 form: ``spec`` is None when its name cannot be a v3 tag."""
+    """A legacy tag in v3 form: ``spec`` is None when its name cannot be a v3 tag.
+
+    ``key`` is its name as stored (the key of ``meta.legacy.tag_colors``);
+    ``color_clash`` is set when its colour is readable but the v3 tag has another.
+    """
 
     id: Any
     spec: TagSpec | None
+    key: str | None
     raw_name: Any
     raw_color: Any
     unreadable_color: bool
+    color_clash: bool = False
 
 
 @dataclass(slots=True)
@@ -250,6 +297,7 @@ class _Entry:
     meta: dict[str, Any]
     sha256: str | None
     tags: list[TagSpec]
+    path_clash: str | None = None  # why it is staged as a conflict at a path of its own
 
     def pending(
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
@@ -289,6 +337,7 @@ class _BatchResult:
 
     imported: int = 0
     merged: int = 0
+    moved: int = 0
     staged: int = 0
     duplicates: int = 0
     conflicts: int = 0
@@ -296,12 +345,25 @@ class _BatchResult:
     warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Marks:
+    """The legacy provenance a model carries: its ``meta.legacy`` and the
+    ``meta.legacy`` of every record that gave way to it (``meta.superseded``)."""
+
+    sources: frozenset[str] = frozenset()  # legacy files its records came from
+    rows: frozenset[tuple[str, Any]] = frozenset()  # (source, legacy id) of each
+    previous_paths: tuple[Any, ...] = ()  # where the model was before it moved
+
+
+_NO_MARKS = _Marks()
+
+
 @dataclass
 class _CatalogState:
     """What the catalog already holds for the paths and hashes of one batch."""
 
-    model_at: dict[str, tuple[str, str | None]]  # path -> (sha256, meta.legacy.source)
-    model_of: dict[str, tuple[str, Any]]  # sha256 -> (path, meta.previous_paths)
+    model_at: dict[str, tuple[str, _Marks]]  # path -> (sha256, its marks)
+    model_of: dict[str, tuple[str, _Marks]]  # sha256 -> (path, its marks)
     staged: dict[str, str | None]  # path -> source
 
 
@@ -314,13 +376,17 @@ class _Run:
         db: DatabaseManager,
         report: ImportReport,
         progress: Progress | None,
+        policy: str,
     ) -> None:
         self.legacy = legacy
         self.db = db
         self.report = report
         self.progress = progress
         self.source = str(legacy.path)
-        self.policy = db.settings.conflict_policy
+        self.policy = policy
+        # Paths that cleaning produced (NUL replaced, a blob or number read as text)
+        # -> the legacy id that holds it: only these can collide with another row's.
+        self.cleaned_paths: dict[str, int] = {}
         self.tags: dict[Any, _LegacyTag] = {}
         self.tag_ids: dict[str, int] = {}  # v3 tag name -> id, for the whole run
         self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
@@ -346,9 +412,11 @@ class _Run:
         """Normalise legacy tags and get or create them in the catalog (one transaction)."""
         now = utcnow()
         wanted: dict[str, dict[str, Any]] = {}
+        registered: list[_LegacyTag] = []
         for row in rows:
             tag = self._legacy_tag(row)
             self.tags[row.id] = tag
+            registered.append(tag)
             if tag.spec is not None and tag.spec.name not in wanted:
                 created = _from_ms(row.created_at) or now
                 wanted[tag.spec.name] = {
@@ -371,8 +439,33 @@ class _Run:
                 session, TAGS, [v for n, v in wanted.items() if n not in existing]
             )
             ids = ensure_tags(session, specs)
+            colors: dict[str, str | None] = {}
+            for names in chunked(list(wanted)):
+                query = select(Tag.name, Tag.color).where(Tag.name.in_(names))
+                colors.update((name, color) for name, color in session.execute(query))
         self.tag_ids.update(ids)
         self.report.tags_created += len(wanted.keys() - existing)
+        for tag in registered:
+            if tag.spec is not None and tag.spec.color is not None:
+                kept = colors.get(tag.spec.name)
+                if kept != tag.spec.color:
+                    self._color_clash(tag, kept)
+
+    def _color_clash(self, tag: _LegacyTag, kept: str | None) -> None:
+        """A readable legacy colour that the v3 tag does not have: another legacy
+        tag of the same name, or the catalog's own tag, gave it another colour."""
+        tag.color_clash = True
+        self.report.color_clashes.append(
+            {"tag_id": tag.id, "tag": tag.raw_name, "color": tag.raw_color, "tag_color": kept}
+        )
+        assert tag.spec is not None
+        self.report.warn(
+            "tags",
+            tag.id,
+            f"colour {tag.raw_color!r} differs from {kept!r}, the colour of the tag "
+            f"{tag.spec.name!r}; the tag keeps {kept!r}, and {tag.raw_color!r} is kept "
+            "in the meta of its models",
+        )
 
     def _legacy_tag(self, row: Any) -> _LegacyTag:
         raw_color = _jsonable(row.color)
@@ -404,7 +497,8 @@ class _Run:
                 row.id,
                 f"colour {raw_color!r} is not a colour; the tag is imported without one",
             )
-        return _LegacyTag(row.id, spec, _jsonable(row.name), raw_color, unreadable)
+        key = name if spec is not None else None
+        return _LegacyTag(row.id, spec, key, _jsonable(row.name), raw_color, unreadable)
 
     def _links_by_model(
         self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
@@ -446,12 +540,14 @@ class _Run:
             "id": row.id,
             "created_at_ms": _jsonable(row.created_at),
         }
-        raw_path = _text(row.path) or ""
-        path = _storable(raw_path)
-        if path is not raw_path:
-            legacy["path"] = raw_path
-            self.report.warn("models", row.id, "its path holds a NUL character; kept in meta")
-        size = _byte_count(row.size_bytes, "size_bytes", legacy)
+        raw_path = row.path
+        path_clash = None
+        if isinstance(raw_path, str) and "\x00" not in raw_path:
+            path: str = raw_path
+        else:
+            path, path_clash = self._cleaned_path(row.id, raw_path)
+            legacy["path"] = _jsonable(raw_path)
+        size = _legacy_count(row.size_bytes, "size_bytes", legacy)
         mtime_ns = None
         if self.legacy.layout is LegacyLayout.V1:
             mtime_ns = _layout1_fields(row, legacy)
@@ -475,7 +571,37 @@ class _Run:
             meta=meta,
             sha256=self._usable_hash(row, path, size, legacy),
             tags=self._row_tags(tag_ids, legacy),
+            path_clash=path_clash,
         )
+
+    def _cleaned_path(self, legacy_id: int, raw: Any) -> tuple[str, str | None]:
+        """The path of a row whose stored path is not storable text, and why it is
+        a conflict if that path is another row's (None when it is its own).
+
+        A path stored as text without NUL is unique in the legacy file and always
+        keeps its place. A cleaned one (NUL -> U+FFFD, a blob or number read as
+        text) may equal another row's path: it is then staged as a conflict at a
+        path of its own, ``"<path> (legacy id N)"``, the same on every run.
+        """
+        path = _storable(_text(raw) or "")
+        what = "holds a NUL character" if isinstance(raw, str) else "is not stored as text"
+        holder = self.cleaned_paths.get(path)
+        if holder is None:
+            holder = next(iter(self.legacy.ids_with_path(path)), None)
+        if holder is None:
+            self.cleaned_paths[path] = legacy_id
+            self.report.warn("models", legacy_id, f"its path {what}; it is read as {path!r}")
+            return path, None
+        candidate, n = f"{path} (legacy id {legacy_id})", 1
+        while candidate in self.cleaned_paths or self.legacy.ids_with_path(candidate):
+            n += 1
+            candidate = f"{path} (legacy id {legacy_id}, {n})"
+        self.cleaned_paths[candidate] = legacy_id
+        reason = (
+            f"its path {what} and reads as {path!r}, the path of legacy row {holder}; "
+            f"staged as a conflict at {candidate!r} (the stored path is in meta.legacy.path)"
+        )
+        return candidate, reason
 
     def _usable_hash(
         self, row: LegacyRow, path: str, size: int | None, legacy: dict[str, Any]
@@ -558,29 +684,38 @@ class _Run:
                     {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
                 )
                 continue
-            if tag.unreadable_color:
-                legacy.setdefault("tag_colors", {})[tag.spec.name] = tag.raw_color
+            if tag.unreadable_color or tag.color_clash:
+                legacy.setdefault("tag_colors", {})[tag.key] = tag.raw_color
             specs.setdefault(tag.spec.name, tag.spec)
         return list(specs.values())
 
     # -- writing --------------------------------------------------------------
 
     def _write(self, entries: list[_Entry]) -> None:
-        """Write one batch in one transaction, again if a concurrent writer got in first."""
+        """Write one batch in one transaction, again if a concurrent writer got in first.
+
+        A unique-key violation is tried again only when the catalog changed since
+        the batch was looked at (another writer got in between); otherwise the
+        same write would fail the same way, and ``MigrationError`` says so at once.
+        """
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             known_tags = dict(self.tag_ids)
+            looked_at: list[_CatalogState] = []
             try:
                 with self.db.session_scope(immediate=True) as session:
-                    result = self._write_batch(session, entries)
+                    result = self._write_batch(session, entries, looked_at)
                 break
             except CatalogError as exc:
                 self.tag_ids = known_tags  # ids of tags created in the rolled-back transaction
-                if not isinstance(exc.__cause__, IntegrityError) or attempt == BATCH_ATTEMPTS:
+                if not isinstance(exc.__cause__, IntegrityError) or not looked_at:
                     raise
+                if attempt == BATCH_ATTEMPTS or self._state_now(entries) == looked_at[0]:
+                    raise self._write_failed(entries, exc.__cause__) from exc.__cause__
                 log.info("batch collided with a concurrent writer; reading it again (%s)", exc)
         report = self.report
         report.imported += result.imported
         report.merged += result.merged
+        report.moved += result.moved
         report.staged += result.staged
         report.duplicates += result.duplicates
         report.conflicts += result.conflicts
@@ -588,8 +723,24 @@ class _Run:
         for legacy_id, reason in result.warnings:
             report.warn("models", legacy_id, reason)
 
-    def _write_batch(self, session: Session, entries: list[_Entry]) -> _BatchResult:
+    def _state_now(self, entries: Sequence[_Entry]) -> _CatalogState:
+        with self.db.session_scope() as session:
+            return _catalog_state(session, entries, self.queries)
+
+    def _write_failed(self, entries: Sequence[_Entry], exc: IntegrityError) -> MigrationError:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        return MigrationError(
+            f"legacy rows {entries[0].legacy_id} to {entries[-1].legacy_id} of {self.source} "
+            f"cannot be written to the catalog at {self.db.display_url} ({detail}); the "
+            "batches before them are in, and no other program changed the catalog meanwhile, "
+            "so trying again would fail the same way: please report this with the legacy file."
+        )
+
+    def _write_batch(
+        self, session: Session, entries: list[_Entry], looked_at: list[_CatalogState]
+    ) -> _BatchResult:
         state = _catalog_state(session, entries, self.queries)
+        looked_at.append(state)
         result = _BatchResult()
         now = utcnow()
         models: list[tuple[Any, ...]] = []
@@ -602,6 +753,11 @@ class _Run:
             if place == "stage":
                 staged.append(entry.pending(PendingStatus.PENDING, None, None, self.source))
                 result.staged += 1
+            elif place == "conflict":
+                why = entry.path_clash
+                staged.append(entry.pending(PendingStatus.CONFLICT, entry.sha256, why, self.source))
+                result.conflicts += 1
+                result.warnings.append((entry.legacy_id, f"conflict: {why}"))
             elif place == "settle":
                 colliding.append(entry)
             elif place == "new":
@@ -632,14 +788,18 @@ class _Run:
     def _place(
         self, entry: _Entry, state: _CatalogState, new_hashes: set[str], result: _BatchResult
     ) -> str:
-        """Where a row goes: "stage", "new", "present", or "settle" (settle_file decides)."""
+        """Where a row goes: "stage", "conflict", "new", "present", or "settle"
+        (``settle_file`` decides)."""
         if entry.path in state.staged:
-            self._already(entry, state.staged[entry.path], result)
+            source = state.staged[entry.path]
+            self._already(entry, frozenset() if source is None else {source}, result)
             return "present"
+        if entry.path_clash is not None:
+            return "conflict"
         held = state.model_at.get(entry.path)
         if held is not None:
-            if held[1] is not None:
-                self._already(entry, held[1], result)
+            if held[1].sources:
+                self._already(entry, held[1].sources, result)
                 return "present"
             return "stage" if entry.sha256 is None else "settle"
         if entry.sha256 is None:
@@ -649,19 +809,19 @@ class _Run:
         other = state.model_of.get(entry.sha256)
         if other is None:
             return "new"
-        previous = other[1]
-        if isinstance(previous, list) and entry.path in previous:
-            result.already_present += 1  # the worker moved the model away from this path
+        marks = other[1]
+        if entry.path in marks.previous_paths and (self.source, entry.legacy_id) in marks.rows:
+            result.already_present += 1  # the model moved away from this row's path since
             return "present"
         return "settle"
 
-    def _already(self, entry: _Entry, source: str | None, result: _BatchResult) -> None:
+    def _already(self, entry: _Entry, sources: AbstractSet[str], result: _BatchResult) -> None:
         result.already_present += 1
-        if source is not None and source != self.source:
+        if sources and self.source not in sources:
             result.warnings.append(
                 (
                     entry.legacy_id,
-                    f"{entry.path} was imported already from {source}; "
+                    f"{entry.path} was imported already from {', '.join(sorted(sources))}; "
                     "this row's tags and notes were not added",
                 )
             )
@@ -669,11 +829,17 @@ class _Run:
     def _settle(
         self, session: Session, entry: _Entry, result: _BatchResult
     ) -> list[tuple[Any, ...]]:
-        settled = settle_file(session, entry.hashed(), policy=self.policy, tag_cache=self.tag_ids)
+        # The model moves here only if this row's file is there and its own is gone.
+        live = os.path.exists if os.path.exists(entry.path) else None
+        settled = settle_file(
+            session, entry.hashed(), policy=self.policy, path_is_live=live, tag_cache=self.tag_ids
+        )
         if settled.outcome is Outcome.IMPORTED:
             result.imported += 1
-        elif settled.outcome in (Outcome.MERGED, Outcome.MOVED):
+        elif settled.outcome is Outcome.MERGED:
             result.merged += 1
+        elif settled.outcome is Outcome.MOVED:
+            result.moved += 1
         else:
             duplicate = settled.outcome is Outcome.DUPLICATE
             status = PendingStatus.DUPLICATE if duplicate else PendingStatus.CONFLICT
@@ -695,13 +861,13 @@ def _catalog_state(session: Session, entries: Sequence[_Entry], q: _Queries) -> 
     staged = dict(q.staged_by_path.fetch(session, paths))  # path -> source
     # Only models met already need their meta (none on a first import). It is read
     # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
-    details: dict[str, tuple[str | None, Any]] = {}
+    marks: dict[str, _Marks] = {}
     for chunk in chunked(sorted(set(model_at.values()) | model_of.keys())):
         rows = session.execute(select(Model.sha256, Model.meta).where(Model.sha256.in_(chunk)))
-        details.update((sha, _marks(meta)) for sha, meta in rows)
+        marks.update((sha, _marks(meta)) for sha, meta in rows)
     return _CatalogState(
-        model_at={path: (sha, details[sha][0]) for path, sha in model_at.items()},
-        model_of={sha: (path, details[sha][1]) for sha, path in model_of.items()},
+        model_at={path: (sha, marks.get(sha, _NO_MARKS)) for path, sha in model_at.items()},
+        model_of={sha: (path, marks.get(sha, _NO_MARKS)) for sha, path in model_of.items()},
         staged=staged,
     )
 
@@ -749,13 +915,34 @@ class _Queries:
     )
 
 
-def _marks(meta: Any) -> tuple[str | None, Any]:
-    """(meta.legacy.source, meta.previous_paths) of a catalogued model."""
+def _marks(meta: Any) -> _Marks:
+    """The legacy rows a catalogued model holds: its own ``meta.legacy`` and those
+    of the records that gave way to it (``meta.superseded[*].meta.legacy``), which
+    is where a row merged into a model that had one already keeps its provenance."""
     if not isinstance(meta, dict):
-        return None, None
-    legacy = meta.get("legacy")
-    source = legacy.get("source") if isinstance(legacy, dict) else None
-    return source if isinstance(source, str) else None, meta.get("previous_paths")
+        return _NO_MARKS
+    blocks = [meta.get(LEGACY)]
+    superseded = meta.get(SUPERSEDED)
+    if isinstance(superseded, list):
+        blocks.extend(
+            entry["meta"].get(LEGACY)
+            for entry in superseded
+            if isinstance(entry, dict) and isinstance(entry.get("meta"), dict)
+        )
+    sources: set[str] = set()
+    rows: set[tuple[str, Any]] = set()
+    for block in blocks:
+        if isinstance(block, dict) and isinstance(source := block.get("source"), str):
+            sources.add(source)
+            legacy_id = block.get("id")
+            if isinstance(legacy_id, int) and not isinstance(legacy_id, bool):
+                rows.add((source, legacy_id))
+    previous = meta.get(PREVIOUS_PATHS)
+    return _Marks(
+        frozenset(sources),
+        frozenset(rows),
+        tuple(p for p in previous if isinstance(p, str)) if isinstance(previous, list) else (),
+    )
 
 
 def _layout1_fields(row: LegacyRow, legacy: dict[str, Any]) -> int | None:
@@ -887,7 +1074,8 @@ def _from_ms(value: Any) -> datetime | None:
         return None
 
 
-def _byte_count(value: Any, key: str, legacy: dict[str, Any]) -> int | None:
+def _legacy_count(value: Any, key: str, legacy: dict[str, Any]) -> int | None:
+    """A legacy size (a count of bytes): the raw value goes to ``legacy[key]`` if it is not one."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -904,17 +1092,19 @@ def _storable(text: str) -> str:
 def _name(value: Any, path: str, legacy: dict[str, Any]) -> str:
     raw = _text(value)
     name = raw if raw is not None and raw.strip() else file_name(path) or path
-    if raw is not None and (name is not raw or "\x00" in raw or len(raw) > MAX_NAME):
-        legacy["name"] = raw  # blank, unstorable or too long in the legacy catalog
-    return _storable(name)[:MAX_NAME]
+    stored = _storable(name)[:MAX_NAME]
+    if value is not None and stored != value:
+        legacy["name"] = _jsonable(value)  # blank, unstorable, too long, or not text
+    return stored
 
 
 def _type(value: Any, legacy: dict[str, Any]) -> str:
     raw = _text(value)
     kind = normalize_type(raw if raw is None else _storable(raw))
-    if raw is not None and raw != kind:
-        legacy["type"] = raw
-    return kind if len(kind) <= MAX_TYPE else "other"
+    stored = kind if len(kind) <= MAX_TYPE else "other"
+    if value is not None and stored != value:
+        legacy["type"] = _jsonable(value)  # not lower case, padded, too long, or not text
+    return stored
 
 
 class _RepeatedKeys(Exception):

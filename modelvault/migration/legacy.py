@@ -73,7 +73,8 @@ class LegacyLayout(enum.IntEnum):
     V2 = 2  # current legacy
 
 
-MODEL_COLUMNS = {
+# The columns of the legacy ``models`` table in each layout.
+LEGACY_MODEL_COLUMNS = {
     LegacyLayout.V2: frozenset(LAYOUT2_MODEL_COLUMNS),
     LegacyLayout.V1: frozenset(LAYOUT2_MODEL_COLUMNS + LAYOUT1_ONLY_COLUMNS),
 }
@@ -137,6 +138,8 @@ _LINKS_AFTER = (
     "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? OR model_id IS NULL "
     "ORDER BY model_id, tag_id"
 )
+# Text compares equal only to text: a path stored as a blob or a number never matches.
+_IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
 _LINKS_ALL = "SELECT model_id, tag_id FROM model_tags ORDER BY model_id, tag_id"
 
 
@@ -162,6 +165,10 @@ class LegacyCatalog:
 
     def count_models(self) -> int:
         return int(self._query("SELECT count(*) FROM models")[0][0])
+
+    def ids_with_path(self, path: str) -> list[int]:
+        """The ids of the models whose path is stored as exactly this text (one indexed read)."""
+        return [row[0] for row in self._query(_IDS_WITH_PATH, (path,))]
 
     def tags(self, ids: Sequence[Any] | None = None) -> list[LegacyTagRow]:
         """All legacy tags, or those with the given ids."""
@@ -373,7 +380,7 @@ def _detect_layout(catalog: LegacyCatalog) -> LegacyLayout:
             "check that it is the legacy catalog, or update modelvault",
         )
     layout = LegacyLayout(version)
-    _check_columns(catalog, "models", MODEL_COLUMNS[layout], layout)
+    _check_columns(catalog, "models", LEGACY_MODEL_COLUMNS[layout], layout)
     return layout
 
 

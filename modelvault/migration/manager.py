@@ -236,7 +236,9 @@ class MigrationManager:
     def _run(self, legacy_path: str | None, workers: int | None, policy: str | None) -> None:
         try:
             if legacy_path is not None:
-                report = import_legacy_data(legacy_path, self.db, progress=self._on_import)
+                report = import_legacy_data(
+                    legacy_path, self.db, progress=self._on_import, policy=policy
+                )
                 with self._lock:
                     self._progress.import_report = report
             if self._control.stopped:

@@ -1,0 +1,283 @@
+"""Stage 1 when legacy rows meet each other or the catalog: moves, the conflict
+policies, paths that collide once cleaned, and writes that can never succeed.
+Every scenario is run twice: the second run must change nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from test_importer import (
+    pending_by_legacy_id,
+    sha,
+    snapshot,
+    statements_run,
+    tags_of,
+    with_batch,
+)
+
+from modelvault import DatabaseManager, Settings
+from modelvault.errors import MigrationError
+from modelvault.migration.importer import import_legacy_data
+from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+
+
+def live_file(folder: Path, name: str, data: bytes) -> str:
+    path = folder / "models" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def everywhere(meta: dict[str, Any], key: str) -> list[Any]:
+    """The values of ``key`` in a model's notes and in the notes that gave way."""
+    found = [meta[key]] if key in meta else []
+    found += [e["meta"][key] for e in meta.get("superseded", []) if key in e["meta"]]
+    return found
+
+
+@pytest.fixture
+def catalog_with(db_url: str) -> Iterator[Any]:
+    """A catalog on each backend with the given conflict policy in its settings."""
+    made: list[DatabaseManager] = []
+
+    def make(policy: str) -> DatabaseManager:
+        manager = DatabaseManager(db_url, settings=Settings(db_url=db_url, conflict_policy=policy))
+        manager.init_db()
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.dispose()
+
+
+# -- a model moves to the row whose file exists ----------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 10], ids=["batch-per-row", "one-batch"])
+def test_the_model_moves_to_the_row_whose_file_exists(
+    db: DatabaseManager, tmp_path: Path, batch: int
+) -> None:
+    live = live_file(tmp_path, "live.safetensors", b"0123456789")
+    alive = live_file(tmp_path, "alive.safetensors", b"abc")
+    rows = [
+        # the first copy is gone, the second is on disk: the model moves there
+        LegacyModel(1, "/gone/old.safetensors", "lora", hash_hex=sha("m"),
+                    extra_json='{"description": "old notes", "rating": 3}'),
+        LegacyModel(2, live, "lora", size_bytes=10, hash_hex=sha("m"),
+                    extra_json='{"description": "new notes"}'),
+        # both gone: nothing to move to, the second is a duplicate
+        LegacyModel(3, "/gone/a.safetensors", "vae", hash_hex=sha("d")),
+        LegacyModel(4, "/gone/b.safetensors", "vae", hash_hex=sha("d")),
+        # the first is on disk, the second gone: a duplicate, the model stays
+        LegacyModel(5, alive, "vae", hash_hex=sha("s")),
+        LegacyModel(6, "/gone/c.safetensors", "vae", hash_hex=sha("s")),
+    ]  # fmt: skip
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=rows,
+        tags=[*system_tags(), LegacyTag(8, "fav", "#f00")],
+        links=[(1, 2), (2, 8)],
+    )
+    report = import_legacy_data(path, with_batch(db, batch))
+    assert (report.imported, report.moved, report.duplicates, report.merged) == (3, 1, 2, 0)
+    assert report.accounted == report.rows_read == 6
+
+    moved = db.get_model(sha("m"))
+    assert moved is not None
+    assert moved.path == live
+    assert moved.meta["previous_paths"] == ["/gone/old.safetensors"]
+    assert (moved.meta["description"], moved.meta["rating"]) == ("old notes", 3)  # merge
+    assert moved.meta["legacy"]["id"] == 1
+    (gave_way,) = moved.meta["superseded"]
+    assert gave_way["path"] == live
+    assert gave_way["meta"]["description"] == "new notes"
+    assert gave_way["meta"]["legacy"]["id"] == 2
+    assert tags_of(db, sha("m")) == ["fav", "lora"]
+    pending = pending_by_legacy_id(db)
+    assert sorted(pending) == [4, 6]
+    assert {p.status for p in pending.values()} == {"duplicate"}
+    assert db.get_model(sha("d")) is not None
+    assert db.get_model(sha("d")).path == "/gone/a.safetensors"  # type: ignore[union-attr]
+    assert db.get_model(sha("s")).path == alive  # type: ignore[union-attr]
+
+    before = snapshot(db)
+    again = import_legacy_data(path, with_batch(db, batch))
+    assert snapshot(db) == before
+    assert again.already_present == again.rows_read == 6
+    assert again.warnings == []
+
+
+# -- a re-run changes nothing, under every policy ------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["merge", "keep", "replace"])
+def test_a_rerun_changes_nothing_under_every_policy(
+    catalog_with: Any, tmp_path: Path, policy: str
+) -> None:
+    db = catalog_with(policy)
+    kept = live_file(tmp_path, "kept.safetensors", b"kept")
+    moved_here = live_file(tmp_path, "here.safetensors", b"here")
+    other_here = live_file(tmp_path, "there.safetensors", b"there")
+    # what the user catalogued before the migration
+    db.upsert_model({"sha256": sha("a"), "path": kept, "type": "checkpoint",
+                     "meta": {"description": "mine"}, "tags": ["v3-tag"]})  # fmt: skip
+    db.upsert_model({"sha256": sha("b"), "path": "/m/b", "meta": {"legacy": "the user's own"}})
+    db.upsert_model({"sha256": sha("c"), "path": "/gone/c", "meta": {"description": "c notes"}})
+    # a model an earlier import of another legacy file put at a path now gone
+    earlier = write_legacy_catalog(
+        tmp_path / "earlier.sqlite3",
+        rows=[LegacyModel(9, "/gone/d", "vae", hash_hex=sha("d"), extra_json='{"x": "earlier"}')],
+    )
+    assert import_legacy_data(earlier, db).imported == 1
+
+    rows = [
+        LegacyModel(1, kept, "lora", size_bytes=4, hash_hex=sha("a"),
+                    extra_json='{"description": "legacy", "rating": 1}'),
+        LegacyModel(2, "/m/b", "lora", hash_hex=sha("b"), extra_json='{"description": "b"}'),
+        LegacyModel(3, moved_here, "lora", hash_hex=sha("c"), extra_json='{"rating": 2}'),
+        LegacyModel(4, other_here, "vae", hash_hex=sha("d"), extra_json='{"x": "later"}'),
+    ]  # fmt: skip
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=rows, links=[(1, 2), (2, 2), (3, 2), (4, 4)]
+    )
+    report = import_legacy_data(path, db)
+    assert (report.merged, report.moved, report.already_present) == (2, 2, 0)
+    assert report.accounted == report.rows_read == 4
+
+    a = db.get_model(sha("a"))
+    assert a is not None
+    assert sorted(everywhere(a.meta, "description")) == ["legacy", "mine"]  # nothing lost
+    assert a.meta["legacy"]["id"] == 1  # provenance is bookkeeping: taken under every policy
+    assert a.type == ("lora" if policy == "replace" else "checkpoint")
+    assert [t.name for t in a.tags] == ["lora", "v3-tag"]
+    b = db.get_model(sha("b"))
+    assert b is not None
+    assert "the user's own" in everywhere(b.meta, "legacy")
+    c = db.get_model(sha("c"))
+    assert c is not None
+    assert (c.path, c.meta["previous_paths"]) == (moved_here, ["/gone/c"])
+    assert (everywhere(c.meta, "description"), everywhere(c.meta, "rating")) == (["c notes"], [2])
+    d = db.get_model(sha("d"))
+    assert d is not None
+    assert d.path == other_here
+    assert sorted(everywhere(d.meta, "x")) == ["earlier", "later"]
+
+    before = snapshot(db)
+    again = import_legacy_data(path, db)
+    assert snapshot(db) == before
+    assert again.already_present == again.rows_read == 4
+    assert again.warnings == []  # every row is recognised as this file's own
+    before_earlier = snapshot(db)
+    assert import_legacy_data(earlier, db).already_present == 1  # /gone/d: moved from there
+    assert snapshot(db) == before_earlier
+
+
+def test_a_null_note_is_kept_under_keep(catalog_with: Any, tmp_path: Path) -> None:
+    db = catalog_with("keep")
+    db.upsert_model({"sha256": sha("a"), "path": "/m/a", "meta": {"description": "mine"}})
+    rows = [LegacyModel(1, "/m/a", hash_hex=sha("a"), extra_json='{"checked": null}')]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    assert import_legacy_data(path, db).merged == 1
+    model = db.get_model(sha("a"))
+    assert model is not None
+    assert everywhere(model.meta, "checked") == [None]
+
+
+def test_the_policy_argument_overrides_the_settings(db: DatabaseManager, tmp_path: Path) -> None:
+    assert db.settings.conflict_policy == "merge"
+    db.upsert_model({"sha256": sha("a"), "path": "/m/a", "type": "checkpoint", "name": "v3"})
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=[LegacyModel(1, "/m/a", "lora", "legacy", hash_hex=sha("a"))]
+    )
+    report = import_legacy_data(path, db, policy="replace")
+    assert report.merged == 1
+    model = db.get_model(sha("a"))
+    assert model is not None
+    assert (model.name, model.type) == ("legacy", "lora")
+
+
+# -- paths that become equal once cleaned ----------------------------------------------
+
+
+def legacy_with_colliding_paths(folder: Path) -> Path:
+    rows = [
+        LegacyModel(1, "/m/a\x00b", "lora", hash_hex=sha("1")),  # reads as /m/a\ufffdb
+        LegacyModel(2, "/m/a\ufffdb", "lora", hash_hex=sha("2")),
+        LegacyModel(3, "/m/blob-c", "lora", hash_hex=sha("3")),  # made a blob b"/m/c" below
+        LegacyModel(4, "/m/c", "lora", extra_json='{"description": "text"}'),
+        LegacyModel(5, "/m/blob-e", "lora", hash_hex=sha("5")),  # a blob, alone: b"/m/e"
+        LegacyModel(6, "/m/y\x00", "vae"),  # two cleaned paths that meet: /m/y\ufffd
+        LegacyModel(7, "/m/blob-y", "vae", hash_hex=sha("7")),  # b"/m/y\xef\xbf\xbd"
+        LegacyModel(8, "/m/a\ufffdb (legacy id 1)", "vae"),  # the first place it would take
+    ]
+    path = write_legacy_catalog(folder / "l.sqlite3", rows=rows, links=[(1, 2), (3, 2)])
+    with sqlite3.connect(path) as conn:
+        for legacy_id, blob in [(3, b"/m/c"), (5, b"/m/e"), (7, "/m/y\ufffd".encode())]:
+            conn.execute("UPDATE models SET path = ? WHERE id = ?", (blob, legacy_id))
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100], ids=["batch-per-row", "batch-3", "one-batch"])
+def test_paths_that_collide_once_cleaned_are_staged_as_conflicts(
+    db: DatabaseManager, tmp_path: Path, batch: int
+) -> None:
+    path = legacy_with_colliding_paths(tmp_path)
+    report = import_legacy_data(path, with_batch(db, batch))
+    assert (report.imported, report.conflicts, report.staged) == (2, 3, 3)
+    assert report.accounted == report.rows_read == 8
+
+    pending = pending_by_legacy_id(db)
+    first = pending[1]
+    assert (first.status, first.sha256) == ("conflict", sha("1"))
+    assert first.path == "/m/a\ufffdb (legacy id 1, 2)"  # "(legacy id 1)" is row 8's path
+    assert first.meta["legacy"]["path"] == "/m/a\x00b"
+    assert first.last_error is not None
+    assert "the path of legacy row 2" in first.last_error
+    assert first.tags == [{"name": "lora", "color": None}]
+    assert db.get_model(sha("2")).path == "/m/a\ufffdb"  # type: ignore[union-attr]
+    blob = pending[3]
+    assert (blob.status, blob.path, blob.meta["legacy"]["path"]) == (
+        "conflict", "/m/c (legacy id 3)", "/m/c")  # fmt: skip
+    assert (pending[4].status, pending[4].path) == ("pending", "/m/c")
+    assert db.get_model(sha("5")).path == "/m/e"  # type: ignore[union-attr]
+    assert pending[6].path == "/m/y\ufffd"
+    assert (pending[7].status, pending[7].path) == ("conflict", "/m/y\ufffd (legacy id 7)")
+    assert "legacy row 6" in (pending[7].last_error or "")
+    reasons = {w["legacy_id"]: w["reason"] for w in report.warnings}
+    assert reasons[1].startswith("conflict: its path holds a NUL character")
+    assert reasons[3].startswith("conflict: its path is not stored as text")
+
+    before = snapshot(db)
+    again = import_legacy_data(path, with_batch(db, batch))
+    assert snapshot(db) == before
+    assert again.already_present == again.rows_read == 8
+
+
+# -- a write that can never succeed is not tried again ------------------------------
+
+
+def test_a_write_that_fails_the_same_way_again_is_not_retried(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    with db.engine.begin() as conn:  # a rule of this catalog's own that the rows break
+        conn.execute(text("CREATE UNIQUE INDEX only_one_name ON models (name)"))
+    rows = [
+        LegacyModel(1, "/m/x", "lora", "same", hash_hex=sha("1")),
+        LegacyModel(2, "/m/y", "lora", "other", hash_hex=sha("2")),
+        LegacyModel(3, "/m/z", "lora", "same", hash_hex=sha("3")),
+    ]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    with (
+        statements_run(db) as statements,
+        pytest.raises(MigrationError, match=r"legacy rows 1 to 3 of .* trying again would fail"),
+    ):
+        import_legacy_data(path, db)
+    assert sum(s.startswith("INSERT INTO models") for s in statements) == 1
+    assert db.count_models() == 0
