@@ -1,0 +1,871 @@
+"""The staging table as a work queue: claim with a lease, renew, release, finish.
+
+Every statement that changes a claimed row carries the same guard, "still
+claimed by me and the lease has not run out", and its row count says whether
+the change happened. A worker that lost its lease (it stalled past the expiry
+and another worker took the row over) therefore can never finish, fail or
+release a row that is no longer its own.
+
+Per backend:
+
+- PostgreSQL: the candidates are selected ``FOR UPDATE SKIP LOCKED``, so workers
+  on many hosts claim disjoint rows without waiting for each other; times come
+  from the server clock (``now()``), so hosts with skewed clocks agree on leases.
+- SQLite: every writing transaction begins ``IMMEDIATE`` (the write lock is
+  taken at BEGIN), so a claim's SELECT and UPDATE cannot interleave with another
+  writer, and no transaction ever has to upgrade a read lock (which WAL refuses
+  with SQLITE_BUSY instead of waiting). Times come from this process's clock.
+
+None of these functions hash anything: the worker holds no transaction open
+while it reads a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Interval,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+
+from modelvault.catalog import (
+    HashedFile,
+    Outcome,
+    Settled,
+    TagSpec,
+    ensure_tags,
+    settle_file,
+)
+from modelvault.database import DatabaseManager
+from modelvault.db.engine import SQLITE_BEGIN
+from modelvault.db.models import (
+    FINAL_STATUSES,
+    Model,
+    PendingImport,
+    PendingStatus,
+    model_tags,
+)
+from modelvault.db.types import UTCDateTime, utcnow
+from modelvault.errors import CatalogError, ModelVaultError, ValidationError
+
+log = logging.getLogger(__name__)
+
+TABLE = cast(Table, PendingImport.__table__)
+COLUMNS = TABLE.c
+MODELS = cast(Table, Model.__table__)
+
+PENDING = PendingStatus.PENDING.value
+CLAIMED = PendingStatus.CLAIMED.value
+
+# A batch stops growing once its files add up to this much, so a worker never
+# sits on several multi-GB files that idle peers could be hashing. A row of
+# unknown size counts as a full budget (it is most likely a big model file).
+CLAIM_BYTE_BUDGET = 256 * 1024 * 1024
+
+# PostgreSQL errors after which the same transaction, run again, can succeed:
+# a unique key taken by a concurrent commit, a deadlock, a serialization failure.
+RETRYABLE_SQLSTATES = frozenset({"23505", "40P01", "40001"})
+FINISH_TRIES = 5
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """A staging row a worker holds, copied out of its session."""
+
+    id: int
+    path: str
+    name: str
+    type: str
+    base: str | None
+    size_bytes: int | None
+    created_at: datetime | None
+    meta: dict[str, Any]
+    tags: list[dict[str, Any]]
+    attempts: int
+
+    def hashed(self, sha256: str, size_bytes: int, mtime_ns: int) -> HashedFile:
+        """The catalog's view of this row once its content is known.
+
+        Tags go in name order so concurrent transactions on PostgreSQL insert
+        shared tag names in the same order (no lock-order deadlock).
+        """
+        chosen: dict[str, TagSpec] = {}
+        for spec in self.specs:  # a name given twice keeps its first colour, as ensure_tags does
+            if chosen.get(spec.name, spec).color is None or spec.name not in chosen:
+                chosen[spec.name] = spec
+        specs = sorted(chosen.values(), key=lambda s: s.name)
+        return HashedFile(
+            sha256=sha256,
+            path=self.path,
+            name=self.name,
+            type=self.type,
+            base=self.base,
+            size_bytes=size_bytes,
+            mtime_ns=mtime_ns,
+            created_at=self.created_at,
+            meta=self.meta,
+            tags=specs,
+        )
+
+    @functools.cached_property
+    def specs(self) -> list[TagSpec]:
+        """The staged tags, parsed once; ``ValidationError`` if one can never be stored."""
+        return [TagSpec.parse(entry) for entry in self.tags]
+
+    def tag_problem(self) -> ValidationError | None:
+        """Why the staged tags can never be stored, or None if they can."""
+        try:
+            self.specs  # noqa: B018 (parses and caches)
+        except ValidationError as exc:
+            return exc
+        return None
+
+
+_ROW_COLUMNS = (
+    COLUMNS.id,
+    COLUMNS.path,
+    COLUMNS.name,
+    COLUMNS.type,
+    COLUMNS.base,
+    COLUMNS.size_bytes,
+    COLUMNS.created_at,
+    COLUMNS.meta,
+    COLUMNS.tags,
+    COLUMNS.attempts,
+)
+
+
+class Statements:
+    """The queue's statements for one backend, built once.
+
+    Building a statement costs more than SQLite takes to run it, so each is
+    built once per backend with bind parameters: ``now``/``until`` (SQLite,
+    this process's clock) or ``lease``/``delay`` intervals added to the
+    server's ``now()`` (PostgreSQL), ``ids`` (an expanding list), ``owner``.
+    """
+
+    def __init__(self, postgresql: bool) -> None:
+        self.postgresql = postgresql
+        if postgresql:
+            now: Any = func.now()
+            until: Any = func.now() + bindparam("lease", type_=Interval())
+            retry_at: Any = func.now() + bindparam("delay", type_=Interval())
+        else:
+            now = bindparam("now", type_=UTCDateTime())
+            until = bindparam("until", type_=UTCDateTime())
+            retry_at = bindparam("retry_at", type_=UTCDateTime())
+        ids: Any = bindparam("ids", expanding=True)
+        guard = held(bindparam("owner"), ids, now)
+        closed = {"claimed_by": None, "lease_expires_at": None}
+        self.candidates = candidates(now, postgresql)
+        self.claim = (
+            update(TABLE)
+            .where(COLUMNS.id.in_(ids))
+            .values(status=CLAIMED, claimed_by=bindparam("owner"), lease_expires_at=until)
+            .returning(*_ROW_COLUMNS)
+        )
+        self.renew = update(TABLE).where(guard).values(lease_expires_at=until).returning(COLUMNS.id)
+        self.release = (
+            update(TABLE)
+            .where(
+                COLUMNS.id.in_(ids),
+                COLUMNS.status == CLAIMED,
+                COLUMNS.claimed_by == bindparam("owner"),
+            )
+            .values(status=PENDING, not_before=None, **closed)
+        )
+        self.lock_held = select(COLUMNS.id).where(guard).with_for_update()
+        # ON CONFLICT DO NOTHING: a model another worker committed meanwhile is
+        # skipped (and settled after), instead of failing the whole batch.
+        insert_ignoring = pg_insert if postgresql else sqlite_insert
+        self.insert_models = (
+            insert_ignoring(MODELS).on_conflict_do_nothing().returning(MODELS.c.sha256)
+        )
+        self.insert_links = insert_ignoring(model_tags).on_conflict_do_nothing()
+        self.known = select(MODELS.c.sha256, MODELS.c.path).where(
+            or_(
+                MODELS.c.sha256.in_(bindparam("shas", expanding=True)),
+                MODELS.c.path.in_(bindparam("paths", expanding=True)),
+            )
+        )
+        self.delete_held = delete(TABLE).where(guard)
+        settled_values: dict[str, Any] = {
+            "status": bindparam("new_status"),
+            "sha256": bindparam("new_sha256"),
+            "last_error": bindparam("new_error"),
+            "not_before": None,
+        }
+        self.close_held = update(TABLE).where(guard).values(**settled_values, **closed)
+        failed_values: dict[str, Any] = {
+            "status": bindparam("new_status"),
+            "attempts": bindparam("new_attempts"),
+            "last_error": bindparam("new_error"),
+        }
+        self.fail = update(TABLE).where(guard).values(**failed_values, not_before=None, **closed)
+        self.retry = (
+            update(TABLE).where(guard).values(**failed_values, not_before=retry_at, **closed)
+        )
+
+    def params(self, lease_seconds: float = 0.0, delay_seconds: float = 0.0) -> dict[str, Any]:
+        """The clock parameters: ``until`` is now + lease, ``retry_at`` now + delay."""
+        if self.postgresql:
+            return {
+                "lease": timedelta(seconds=lease_seconds),
+                "delay": timedelta(seconds=delay_seconds),
+            }
+        now = utcnow()
+        return {
+            "now": now,
+            "until": now + timedelta(seconds=lease_seconds),
+            "retry_at": now + timedelta(seconds=delay_seconds),
+        }
+
+
+@functools.cache
+def _statements_for(postgresql: bool) -> Statements:
+    return Statements(postgresql)
+
+
+def statements(bind: Connection | Session) -> Statements:
+    dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
+    return _statements_for(dialect.name == "postgresql")
+
+
+def claimable(now: Any) -> ColumnElement[bool]:
+    """Pending and out of back-off, or claimed by someone whose lease ran out."""
+    return or_(
+        and_(
+            COLUMNS.status == PENDING,
+            or_(COLUMNS.not_before.is_(None), COLUMNS.not_before <= now),
+        ),
+        and_(
+            COLUMNS.status == CLAIMED,
+            or_(COLUMNS.lease_expires_at.is_(None), COLUMNS.lease_expires_at <= now),
+        ),
+    )
+
+
+def candidates(now: Any, postgresql: bool) -> Select[Any]:
+    """The oldest claimable rows (id, size), at most ``limit`` of them.
+
+    PostgreSQL: one query, ``FOR UPDATE SKIP LOCKED``, so concurrent claimers
+    pass each other's rows by. SQLite (claims are serialised by BEGIN
+    IMMEDIATE): the same rows as three small ordered queries, because the one
+    with OR makes SQLite collect and sort every pending row on each claim (the
+    (status, not_before) index gives rows with no back-off in id order).
+    """
+    limit: Any = bindparam("limit")
+    if postgresql:
+        return (
+            select(COLUMNS.id, COLUMNS.size_bytes)
+            .where(claimable(now))
+            .order_by(COLUMNS.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    parts = [
+        and_(COLUMNS.status == PENDING, COLUMNS.not_before.is_(None)),
+        and_(COLUMNS.status == PENDING, COLUMNS.not_before <= now),
+        and_(
+            COLUMNS.status == CLAIMED,
+            or_(COLUMNS.lease_expires_at.is_(None), COLUMNS.lease_expires_at <= now),
+        ),
+    ]
+    ordered = [
+        select(COLUMNS.id, COLUMNS.size_bytes).where(part).order_by(COLUMNS.id).limit(limit)
+        for part in parts
+    ]
+    # SQLite allows ORDER BY and LIMIT in a UNION's members only inside subqueries.
+    members = [select(*sub.c) for sub in (q.subquery() for q in ordered)]
+    merged = union_all(*members).subquery()
+    return select(merged.c.id, merged.c.size_bytes).order_by(merged.c.id).limit(limit)
+
+
+def held(owner: Any, ids: Any, now: Any) -> ColumnElement[bool]:
+    """The guard of every change to a claimed row: still mine, lease still running."""
+    return and_(
+        COLUMNS.id.in_(ids),
+        COLUMNS.status == CLAIMED,
+        COLUMNS.claimed_by == owner,
+        COLUMNS.lease_expires_at > now,
+    )
+
+
+@contextmanager
+def transaction(db: DatabaseManager) -> Iterator[Connection]:
+    """A connection in one writing transaction (``BEGIN IMMEDIATE`` on SQLite).
+
+    Plain Core, no ORM session: these transactions are the per-row overhead.
+    """
+    try:
+        with writer_turn(db), db.engine.connect() as conn:
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()
+        raise CatalogError(
+            f"the catalog at {db.display_url} failed: "
+            f"{first[0] if first else type(exc.orig).__name__}; "
+            "check that the database is reachable and writable."
+        ) from exc
+
+
+_sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_sqlite_writers_lock = threading.Lock()
+
+
+def writer_turn(db: DatabaseManager) -> AbstractContextManager[Any]:
+    """Take turns, within this process, to write to a SQLite catalog.
+
+    SQLite has one writer at a time; a connection that finds the write lock
+    taken polls for it, sleeping up to tens of milliseconds between tries, so
+    workers of one pool that collide lose far more time than the writes take.
+    Threads of one process therefore queue on a lock of their own, which wakes
+    the next one at once. (Processes still meet SQLite's busy timeout.)
+    PostgreSQL has row locks: no turns.
+    """
+    if not db.is_sqlite:
+        return nullcontext()
+    with _sqlite_writers_lock:
+        lock = _sqlite_writers.get(db.engine)
+        if lock is None:
+            lock = _sqlite_writers[db.engine] = threading.Lock()
+    return lock
+
+
+def within_budget(candidates: Sequence[tuple[int, int | None]], budget: int) -> list[int]:
+    """The ids of the first candidates whose sizes fit ``budget`` (always at least one)."""
+    ids: list[int] = []
+    total = 0
+    for row_id, size in candidates:
+        total += budget if size is None else size
+        if ids and total > budget:
+            break
+        ids.append(row_id)
+    return ids
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What to claim: up to ``limit`` rows, within ``byte_budget``, for ``lease_seconds``."""
+
+    limit: int
+    lease_seconds: float
+    byte_budget: int = CLAIM_BYTE_BUDGET
+
+
+def claim_batch(
+    db: DatabaseManager,
+    owner: str,
+    *,
+    limit: int,
+    lease_seconds: float,
+    byte_budget: int = CLAIM_BYTE_BUDGET,
+) -> list[ClaimedRow]:
+    """Take up to ``limit`` claimable rows (oldest first) under a lease of ``owner``."""
+    with transaction(db) as conn:
+        return _claim(conn, owner, Claim(limit, lease_seconds, byte_budget))
+
+
+def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
+    sql = statements(conn)
+    clock = sql.params(claim.lease_seconds)
+    candidates = conn.execute(sql.candidates, {**clock, "limit": claim.limit}).all()
+    ids = within_budget([(r[0], r[1]) for r in candidates], claim.byte_budget)
+    if not ids:
+        return []
+    rows = conn.execute(sql.claim, {**clock, "ids": ids, "owner": owner}).all()
+    claimed = [
+        ClaimedRow(
+            id=r.id,
+            path=r.path,
+            name=r.name,
+            type=r.type,
+            base=r.base,
+            size_bytes=r.size_bytes,
+            created_at=r.created_at,
+            meta=dict(r.meta or {}),
+            tags=list(r.tags or []),
+            attempts=r.attempts,
+        )
+        for r in rows
+    ]
+    return sorted(claimed, key=lambda row: row.id)
+
+
+def renew(db: DatabaseManager, owner: str, ids: Collection[int], lease_seconds: float) -> set[int]:
+    """Extend the leases still held; returns the ids that are (the rest are lost)."""
+    if not ids:
+        return set()
+    with transaction(db) as conn:
+        sql = statements(conn)
+        params = {**sql.params(lease_seconds), "ids": list(ids), "owner": owner}
+        return {row_id for (row_id,) in conn.execute(sql.renew, params)}
+
+
+def release(db: DatabaseManager, owner: str, ids: Collection[int]) -> int:
+    """Hand rows back to the queue untouched (attempts unchanged); returns how many.
+
+    An expired lease nobody took over yet is still released: the row is ours
+    until another claim says otherwise, and handing it back makes it claimable
+    at once instead of at expiry.
+    """
+    if not ids:
+        return 0
+    with transaction(db) as conn:
+        return _rowcount(conn.execute(statements(conn).release, {"ids": list(ids), "owner": owner}))
+
+
+def record_failure(
+    db: DatabaseManager,
+    owner: str,
+    row: ClaimedRow,
+    message: str,
+    *,
+    max_attempts: int,
+    backoff_seconds: float,
+    final: bool = False,
+) -> str | None:
+    """Count a failed attempt: back to ``pending`` after a back-off, or ``failed``.
+
+    The back-off doubles with each attempt. ``final`` fails the row at once
+    (for errors no retry can cure). Returns the new status, or None if the
+    lease was lost (then the row is someone else's and nothing was written).
+    """
+    attempts = row.attempts + 1
+    status = PendingStatus.FAILED.value if final or attempts >= max_attempts else PENDING
+    delay = backoff_seconds * 2 ** (attempts - 1)
+    with transaction(db) as conn:
+        sql = statements(conn)
+        result = conn.execute(
+            sql.retry if status == PENDING else sql.fail,
+            {
+                **sql.params(delay_seconds=delay),
+                "ids": [row.id],
+                "owner": owner,
+                "new_status": status,
+                "new_attempts": attempts,
+                "new_error": message,
+            },
+        )
+        return status if _rowcount(result) == 1 else None
+
+
+def mark_missing(db: DatabaseManager, owner: str, row: ClaimedRow, message: str) -> bool:
+    """The file is gone: keep the row (tags, notes) as ``missing``. False if the lease was lost."""
+    with transaction(db) as conn:
+        sql = statements(conn)
+        result = conn.execute(
+            sql.fail,
+            {
+                **sql.params(),
+                "ids": [row.id],
+                "owner": owner,
+                "new_status": PendingStatus.MISSING.value,
+                "new_attempts": row.attempts + 1,
+                "new_error": message,
+            },
+        )
+        return _rowcount(result) == 1
+
+
+class TagCache:
+    """Tag ids the worker has seen, so most batches need no tag query at all.
+
+    ``catalog.ensure_tags`` skips every name found in the cache it is given,
+    and with it the filling-in of a colour the tag lacks. So a name is offered
+    as cached only when no colour is wanted for it, or when its tag is known to
+    have one (it cannot lose it: colours are filled, never cleared). That way
+    the catalog ends the same whether or not a restart emptied the cache.
+    """
+
+    def __init__(self) -> None:
+        self.coloured: dict[str, int] = {}  # tags known to have a colour
+        self.plain: dict[str, int] = {}  # tags that may have none
+
+    def view(self, specs: Iterable[TagSpec]) -> dict[str, int]:
+        """A cache for ``ensure_tags``/``settle_file`` asked for ``specs``."""
+        want_colour = {spec.name for spec in specs if spec.color is not None}
+        view = dict(self.coloured)
+        view.update((n, i) for n, i in self.plain.items() if n not in want_colour)
+        return view
+
+    def learn(self, specs: Iterable[TagSpec], view: dict[str, int]) -> None:
+        """Remember what ``view`` holds now that ``specs`` were ensured with it."""
+        for spec in specs:
+            tag_id = view.get(spec.name)
+            if tag_id is None:
+                continue
+            if spec.color is not None:  # it has a colour now: its own, or this one
+                self.coloured[spec.name] = tag_id
+                self.plain.pop(spec.name, None)
+            elif spec.name not in self.coloured:
+                self.plain[spec.name] = tag_id
+
+    def copy(self) -> TagCache:
+        other = TagCache()
+        other.coloured, other.plain = dict(self.coloured), dict(self.plain)
+        return other
+
+    def clear(self) -> None:
+        self.coloured.clear()
+        self.plain.clear()
+
+
+class LeaseLost(ModelVaultError):
+    """The row was taken over by another worker; this one must let it go."""
+
+
+def finish(
+    db: DatabaseManager,
+    owner: str,
+    row_id: int,
+    item: HashedFile,
+    *,
+    policy: str,
+    tag_cache: TagCache,
+    path_is_live: Callable[[str], bool] = os.path.exists,
+) -> Settled | None:
+    """``finish_batch`` for one row: its outcome, or None if the lease was lost."""
+    outcomes, _ = finish_batch(
+        db, owner, [(row_id, item)], policy=policy, tag_cache=tag_cache, path_is_live=path_is_live
+    )
+    return outcomes[row_id]
+
+
+def finish_batch(
+    db: DatabaseManager,
+    owner: str,
+    items: Sequence[tuple[int, HashedFile]],
+    *,
+    policy: str,
+    tag_cache: TagCache,
+    path_is_live: Callable[[str], bool] = os.path.exists,
+    claim_next: Claim | None = None,
+) -> tuple[dict[int, Settled | None], list[ClaimedRow]]:
+    """Settle hashed files and close their staging rows, all in ONE transaction.
+
+    First the rows still held (claimed by ``owner``, lease running) are locked
+    (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is held from BEGIN), so
+    the lease cannot change hands before the commit. Rows whose lease was lost
+    get None and nothing is written for them. For each held row the model and
+    its tags are written, then its staging row is deleted (or marked
+    ``duplicate``/``conflict``) under the lease guard. A crash at any instant
+    leaves, for every row, either the staging row or the finished model, never
+    both and never neither.
+
+    With ``claim_next`` the worker's next batch is claimed in the same
+    transaction (one commit fewer per batch); it is returned with the outcomes.
+
+    ``tag_cache`` is only updated when the transaction commits, so an id that
+    a rollback took back is never used again.
+    """
+    for attempt in range(1, FINISH_TRIES + 1):
+        cache = tag_cache.copy()
+        try:
+            with transaction(db) as conn, _LazySession(conn) as session:
+                outcomes = _settle_batch(conn, session, owner, items, policy, cache, path_is_live)
+                session.flush()
+                claimed = [] if claim_next is None else _claim(conn, owner, claim_next)
+        except LeaseLost:
+            return {row_id: None for row_id, _ in items}, []
+        except CatalogError as exc:
+            if attempt == FINISH_TRIES or not _retryable(exc):
+                raise
+            # A concurrent worker committed the same model or tag first (or
+            # PostgreSQL broke a deadlock): run again; the cache may hold ids of
+            # tags that someone deleted meanwhile, so start it afresh.
+            log.debug("finishing %d rows again after: %s", len(items), exc)
+            tag_cache.clear()
+            continue
+        tag_cache.coloured, tag_cache.plain = cache.coloured, cache.plain
+        return outcomes, claimed
+    raise AssertionError("unreachable")
+
+
+class _LazySession:
+    """An ORM session on the batch's connection, made only if something needs it.
+
+    It joins the connection's transaction (one commit for everything); most
+    batches of new files are written with Core statements alone.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._session: Session | None = None
+
+    def get(self) -> Session:
+        if self._session is None:
+            self._session = Session(bind=self.conn)
+        return self._session
+
+    def flush(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+
+    def __enter__(self) -> _LazySession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _settle_batch(
+    conn: Connection,
+    session: _LazySession,
+    owner: str,
+    items: Sequence[tuple[int, HashedFile]],
+    policy: str,
+    cache: TagCache,
+    path_is_live: Callable[[str], bool],
+) -> dict[int, Settled | None]:
+    sql = statements(conn)
+    ids = [row_id for row_id, _ in items]
+    guard = {**sql.params(), "owner": owner}
+    mine = set(conn.scalars(sql.lock_held, {**guard, "ids": ids}))
+    outcomes: dict[int, Settled | None] = dict.fromkeys(ids)
+    todo = [(row_id, item) for row_id, item in items if row_id in mine]
+    if not todo:
+        return outcomes
+    fresh, others = _split_fresh(conn, sql, todo)
+    if fresh:
+        inserted = _import_fresh(conn, sql, session, [item for _, item in fresh], cache)
+        outcomes.update((row_id, Settled(Outcome.IMPORTED)) for row_id, _ in fresh)
+        # Content a concurrent worker catalogued meanwhile: settle it like the rest.
+        lost = {row_id for row_id, item in fresh if item.sha256 not in inserted}
+        others = [(row_id, item) for row_id, item in todo if row_id in lost] + others
+    for row_id, item in others:
+        view = cache.view(item.tags)
+        outcomes[row_id] = settle_file(
+            session.get(), item, policy=policy, path_is_live=path_is_live, tag_cache=view
+        )
+        cache.learn(item.tags, view)
+    settled = {row_id: outcomes[row_id] for row_id, _ in todo}
+    shas = {row_id: item.sha256 for row_id, item in todo}
+    session.flush()
+    if _close_rows(conn, sql, guard, settled, shas) != len(todo):
+        raise LeaseLost("a lease changed hands under a lock")  # cannot happen; be safe
+    return outcomes
+
+
+def _split_fresh(
+    conn: Connection, sql: Statements, todo: Sequence[tuple[int, HashedFile]]
+) -> tuple[list[tuple[int, HashedFile]], list[tuple[int, HashedFile]]]:
+    """Split off the files whose content and path the catalog has never seen.
+
+    Those become new models in a few bulk statements; everything else goes
+    through ``settle_file`` one by one. The first copy of new content counts as
+    fresh and later copies in the same batch go to ``settle_file`` after it,
+    so the outcome is the one the rows would get one at a time in this order.
+    """
+    shas = [item.sha256 for _, item in todo]
+    paths = [item.path for _, item in todo]
+    known_shas: set[str] = set()
+    known_paths: set[str] = set()
+    for sha, path in conn.execute(sql.known, {"shas": shas, "paths": paths}):
+        known_shas.add(sha)
+        known_paths.add(path)
+    fresh, others = [], []
+    for row_id, item in todo:
+        if item.sha256 in known_shas or item.path in known_paths:
+            others.append((row_id, item))
+        else:
+            fresh.append((row_id, item))
+            known_shas.add(item.sha256)
+    return fresh, others
+
+
+def _import_fresh(
+    conn: Connection,
+    sql: Statements,
+    session: _LazySession,
+    items: Sequence[HashedFile],
+    cache: TagCache,
+) -> set[str]:
+    """What ``settle_file`` does for new content at a free path, for many files at once.
+
+    Returns the sha256 of the models inserted. One that a concurrent worker
+    committed meanwhile (PostgreSQL waits for it) is skipped rather than failing
+    the transaction, and left to the caller. Models go in sha256 order and tags
+    in name order, so concurrent batches take their locks in the same order.
+    """
+    stamp = utcnow()
+    result = conn.execute(
+        sql.insert_models,
+        [
+            {
+                "sha256": item.sha256,
+                "path": item.path,
+                "name": item.name,
+                "type": item.type,
+                "base": item.base,
+                "size_bytes": item.size_bytes,
+                "mtime_ns": item.mtime_ns,
+                "meta": dict(item.meta),
+                "created_at": item.created_at or stamp,
+                "updated_at": stamp,
+            }
+            for item in sorted(items, key=lambda i: i.sha256)
+        ],
+    )
+    inserted = set(result.scalars())
+    done = [item for item in items if item.sha256 in inserted]
+    specs = sorted((spec for item in done for spec in item.tags), key=lambda s: s.name)
+    if not specs:
+        return inserted
+    view = cache.view(specs)
+    if all(spec.name in view for spec in specs):
+        tag_ids = view  # every tag known, none lacking a colour it is given: no query
+    else:
+        tag_ids = ensure_tags(session.get(), specs, view)
+        cache.learn(specs, view)
+    # What catalog.link_tags does, as one prepared statement.
+    links = {(item.sha256, tag_ids[spec.name]) for item in done for spec in item.tags}
+    conn.execute(
+        sql.insert_links,
+        [{"model_sha256": sha, "tag_id": tag_id} for sha, tag_id in sorted(links)],
+    )
+    return inserted
+
+
+def _close_rows(
+    conn: Connection,
+    sql: Statements,
+    guard: dict[str, Any],
+    settled: dict[int, Settled | None],
+    shas: dict[int, str],
+) -> int:
+    """Delete the rows that became models, mark the others; returns the rows changed."""
+    done = [
+        row_id
+        for row_id, result in settled.items()
+        if result is not None
+        and result.outcome in (Outcome.IMPORTED, Outcome.MERGED, Outcome.MOVED)
+    ]
+    changed = 0
+    if done:
+        changed += _rowcount(conn.execute(sql.delete_held, {**guard, "ids": done}))
+    for row_id, result in settled.items():
+        if result is None or row_id in done:
+            continue
+        status = (
+            PendingStatus.DUPLICATE
+            if result.outcome is Outcome.DUPLICATE
+            else PendingStatus.CONFLICT
+        )
+        params = {
+            **guard,
+            "ids": [row_id],
+            "new_status": status.value,
+            "new_sha256": shas[row_id],
+            "new_error": result.reason,
+        }
+        changed += _rowcount(conn.execute(sql.close_held, params))
+    return changed
+
+
+def _retryable(exc: CatalogError) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, IntegrityError) and cause.orig is not None:
+        return getattr(cause.orig, "sqlstate", None) == "23505"
+    if isinstance(cause, DBAPIError) and cause.orig is not None:
+        return getattr(cause.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+    return False
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What is left for the workers, seen at one instant."""
+
+    unfinished: int  # rows pending or claimed
+    wait_seconds: float | None  # until the next row may become claimable; None if none
+
+
+def queue_state(db: DatabaseManager) -> QueueState:
+    """How many rows are unfinished and how long until one may become claimable.
+
+    Rows in back-off and rows leased by other workers (alive or dead) count as
+    unfinished: a pool waits for them rather than leaving them behind.
+    """
+    pending = COLUMNS.status == PENDING
+    with db.session_scope() as session:
+        pg = session.get_bind().dialect.name == "postgresql"
+        columns: list[Any] = [
+            func.count(),
+            func.count().filter(pending & COLUMNS.not_before.is_(None)),
+            func.min(COLUMNS.not_before).filter(pending),
+            func.min(COLUMNS.lease_expires_at).filter(COLUMNS.status == CLAIMED),
+        ]
+        if pg:
+            columns.append(func.now())
+        row = session.execute(select(*columns).where(COLUMNS.status.in_([PENDING, CLAIMED]))).one()
+    count, ready, next_retry, next_expiry = row[:4]
+    if not count:
+        return QueueState(0, None)
+    due = [t for t in (next_retry, next_expiry) if t is not None]
+    if ready or not due:
+        return QueueState(count, 0.0)
+    now: datetime = row[4] if pg else utcnow()
+    return QueueState(count, max(0.0, (min(due) - now).total_seconds()))
+
+
+def retry_pending(db: DatabaseManager, statuses: Iterable[str] = ("failed", "missing")) -> int:
+    """Put rows in the given final statuses back in the queue; returns how many.
+
+    Attempts start again from zero, back-off and last error are cleared.
+    """
+    wanted = [str(s) for s in statuses]
+    allowed = {s.value for s in FINAL_STATUSES}
+    for status in wanted:
+        if status not in allowed:
+            raise ValidationError(
+                f"{status!r} cannot be retried: use one of {', '.join(sorted(allowed))}."
+            )
+    if not wanted:
+        return 0
+    with db.session_scope(immediate=True) as session:
+        result = session.execute(
+            update(TABLE)
+            .where(COLUMNS.status.in_(wanted))
+            .values(
+                status=PENDING,
+                attempts=0,
+                not_before=None,
+                last_error=None,
+                claimed_by=None,
+                lease_expires_at=None,
+            )
+        )
+        return _rowcount(result)
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)

@@ -1,0 +1,681 @@
+"""Stage 2: workers that hash the staged files and move them into the catalog.
+
+A ``MigrationWorker`` is a thread that loops: claim a small batch of staging
+rows under a lease (``modelvault.migration.queue``), hash each file with no
+transaction open, then settle the hashed files in the catalog and close their
+staging rows in one transaction that only commits for rows whose lease is
+still its own (and claims the next batch in it). Each row's model, tags, links
+and staging row change together or not at all; many tiny files share a
+commit, a big file gets one of its own. While a long file is read, the lease
+is renewed every quarter of its length, paused or not.
+
+``process_pending`` runs a pool of such workers until nothing is left to claim
+and returns a ``WorkerReport``. One ``HashControl`` pauses, resumes or stops the
+whole pool; ``on_event`` receives ``WorkerEvent``s from the worker threads, for
+progress bars, rates and ETAs.
+
+What becomes of a row (DESIGN.md, "The pipeline and its guarantees"):
+
+=========================  =====================================================
+file hashed, settled       model imported / merged / moved; staging row deleted
+same content, live path    staging row ``duplicate`` (sha256 set, tags merged)
+path holds other content   staging row ``conflict`` (sha256 and reason kept)
+file not found             staging row ``missing`` (attempts counted)
+I/O error, file changed    back to ``pending`` after a doubling back-off, then
+                           ``failed`` after ``max_attempts``, with the last error
+tags that cannot be stored ``failed`` at once (no retry can cure them)
+stop, or lease lost        handed back untouched / left to the new owner
+=========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from modelvault.catalog import Outcome, Settled
+from modelvault.config import CONFLICT_POLICIES, Settings
+from modelvault.database import DatabaseManager
+from modelvault.errors import (
+    CatalogError,
+    ConfigError,
+    FileChangedError,
+    HashCancelled,
+    MigrationError,
+    ValidationError,
+)
+from modelvault.hashing import FileDigest, HashControl, hash_file_digest
+from modelvault.migration import queue
+from modelvault.migration.queue import ClaimedRow
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EVENT_KINDS",
+    "MigrationWorker",
+    "WorkerEvent",
+    "WorkerReport",
+    "process_pending",
+    "retry_pending",
+]
+
+# How often a paused or stopping worker looks at its flags, and how often the
+# hashing loop calls back while paused (to renew leases and notice a stop).
+HEARTBEAT_SECONDS = 0.1
+# How often an idle worker looks for new work when rows are leased by others or
+# waiting out a back-off (it wakes earlier when one is due, or at once on stop).
+POLL_SECONDS = 0.5
+MIN_IDLE_SECONDS = 0.02
+# Hashed rows are settled together once they add up to this much, or after this
+# long, or at the end of their batch (one transaction for many tiny files).
+FINISH_EVERY_BYTES = 64 * 1024 * 1024
+FINISH_EVERY_SECONDS = 1.0
+
+EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released")
+
+EventCallback = Callable[["WorkerEvent"], None]
+
+_worker_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """Something a worker did, sent to ``on_event`` from the worker's thread.
+
+    ``kind`` is one of:
+
+    - ``claimed``: the worker starts on the row; ``bytes`` = its staged size (0 if unknown);
+    - ``progress``: ``bytes`` more of the file were hashed;
+    - ``paused``: the worker noticed the pause and holds still (``path`` is the
+      file whose hash is kept, or ``""`` between files; ``bytes`` read so far);
+    - ``finished``: the row reached its final place; ``outcome`` is imported,
+      merged, moved, duplicate, conflict, missing or failed; ``bytes`` = the
+      file's size when hashed (0 if it was not); ``sha256`` when known;
+    - ``error``: an attempt failed (``message``); ``outcome`` is ``retried`` when
+      the row will be tried again (a ``finished`` follows otherwise);
+    - ``released``: the row went back to the queue (``message`` says why: a
+      stop, or a lease lost to another worker).
+
+    For ``error`` and ``released``, ``bytes`` is what was read of the file in
+    this attempt and will be read again: subtract it to keep a progress bar honest.
+    """
+
+    kind: str
+    worker: str
+    row_id: int
+    path: str
+    bytes: int = 0
+    outcome: str | None = None
+    message: str | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class WorkerReport:
+    """What a worker, or a pool, did. ``bytes_hashed`` counts every byte read."""
+
+    imported: int = 0
+    merged: int = 0
+    moved: int = 0
+    duplicate: int = 0
+    conflict: int = 0
+    missing: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+    workers: int = 1
+
+    @property
+    def finished(self) -> int:
+        """Rows that reached a final place."""
+        return (
+            self.imported
+            + self.merged
+            + self.moved
+            + self.duplicate
+            + self.conflict
+            + self.missing
+            + self.failed
+        )
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    @classmethod
+    def combine(cls, reports: Iterable[WorkerReport], *, seconds: float) -> WorkerReport:
+        parts = list(reports)
+        total = cls(seconds=seconds, workers=len(parts))
+        for part in parts:
+            for f in fields(cls):
+                if f.name not in ("seconds", "workers"):
+                    setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["finished"] = self.finished
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+class QueueSignal:
+    """Lets the workers of one pool wake each other when one has changed the queue.
+
+    An idle worker waits for rows leased by its peers; instead of polling, it
+    sleeps until a peer finishes a batch (or hands rows back), then looks again.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait(self, generation: int, timeout: float) -> bool:
+        """Wait until the queue changed since ``generation``; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._generation != generation, timeout)
+
+
+class _Stopping(Exception):
+    """Raised from the progress callback to leave a hash when the worker must stop."""
+
+
+class _LeaseLost(Exception):
+    """Raised from the progress callback when another worker took the row over."""
+
+
+class MigrationWorker(threading.Thread):
+    """A thread that hashes staged files until the queue is empty or it is stopped.
+
+    ``control`` pauses, resumes and stops it (share one with other workers to
+    control them together); ``stop_event`` stops only the workers that share it.
+    With ``exit_when_idle=False`` the worker keeps polling for new rows until
+    stopped (for an app that keeps staging files while it runs).
+
+    After ``join()``, ``report`` says what it did and ``error`` holds the
+    exception that ended it early, if any (its rows were handed back first).
+    """
+
+    def __init__(
+        self,
+        db: DatabaseManager,
+        *,
+        settings: Settings | None = None,
+        policy: str | None = None,
+        control: HashControl | None = None,
+        on_event: EventCallback | None = None,
+        stop_event: threading.Event | None = None,
+        name: str | None = None,
+        exit_when_idle: bool = True,
+        signal: QueueSignal | None = None,
+    ) -> None:
+        super().__init__(name=name or f"modelvault-worker-{next(_worker_numbers)}", daemon=True)
+        self.db = db
+        self.settings = settings or db.settings
+        self.policy = check_policy(policy or self.settings.conflict_policy)
+        self.control = control or HashControl()
+        self.stop_event = stop_event or threading.Event()
+        self.on_event = on_event
+        self.exit_when_idle = exit_when_idle
+        self.signal = signal or QueueSignal()
+        # Unique per thread and run: a restarted worker never mistakes a dead
+        # predecessor's leases for its own.
+        self.owner = (
+            f"{socket.gethostname()[:100]}:{os.getpid()}:{self.name[:40]}:{uuid.uuid4().hex[:12]}"
+        )
+        self.report = WorkerReport()
+        self.error: BaseException | None = None
+        self.done = threading.Event()  # set last thing in run(), after the rows went back
+        self._held: dict[int, ClaimedRow] = {}  # claimed and not yet finished
+        self._hashed: list[tuple[ClaimedRow, FileDigest]] = []  # hashed, not yet settled
+        self._hashed_since = 0.0
+        self._next_batch: list[ClaimedRow] = []  # claimed with the last commit, not started
+        self._tag_cache = queue.TagCache()
+        self._renew_every = max(self.settings.lease_seconds / 4, HEARTBEAT_SECONDS)
+        self._next_renew = 0.0
+        self._current: ClaimedRow | None = None  # the row being hashed
+        self._hashing_id = 0  # the row _row_bytes belongs to
+        self._row_bytes = 0
+        self._pause_announced = False
+
+    # -- control --------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to stop soon; the rows it holds go back to the queue."""
+        self.stop_event.set()
+        self.signal.notify()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the worker is done (its rows handed back); False on timeout.
+
+        Prefer this to ``join()`` where Ctrl-C may strike: in CPython 3.11 a
+        KeyboardInterrupt that lands in ``join(timeout)`` marks a thread that
+        is still running as finished, so the next ``join()`` returns at once and
+        the process may exit while the worker is still handing its rows back.
+        """
+        return self.done.wait(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set() or self.control.stopped
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self._loop()
+        except _Stopping:
+            pass
+        except Exception as exc:  # recorded for the pool; the rows are handed back below
+            self.error = exc
+            log.exception("worker %s failed", self.name)
+        finally:
+            self._finish_hashed_quietly()
+            self._release_held("stopped")
+            self.report.seconds = time.monotonic() - started
+            self.signal.notify()
+            self.done.set()
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            if self.control.paused:
+                self._hold_while_paused()
+                continue
+            generation = self.signal.generation
+            batch, self._next_batch = self._next_batch, []
+            if not batch:
+                batch = queue.claim_batch(
+                    self.db,
+                    self.owner,
+                    limit=self.settings.worker_batch_size,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+            if batch:
+                self._run_batch(batch)
+                self.signal.notify()
+                continue
+            state = queue.queue_state(self.db)
+            if state.wait_seconds is None and self.exit_when_idle:
+                return
+            due = POLL_SECONDS if state.wait_seconds is None else state.wait_seconds
+            # Never spin: a row that looks claimable may be in another worker's claim.
+            self._idle(min(max(due, MIN_IDLE_SECONDS), POLL_SECONDS), generation)
+
+    def _idle(self, seconds: float, generation: int) -> None:
+        """Wait ``seconds``, or less if a peer changes the queue or a stop arrives."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.signal.wait(generation, min(left, HEARTBEAT_SECONDS)):
+                return
+
+    def _hold_while_paused(self) -> None:
+        """Paused between files: keep the leases of the batch alive, do nothing else."""
+        while self.control.paused and not self.stopping:
+            self._announce_pause()
+            self._maybe_renew()
+            self.control.wait_until_running(HEARTBEAT_SECONDS)  # wakes at once on resume
+        self._pause_announced = False
+
+    def _run_batch(self, batch: list[ClaimedRow]) -> None:
+        """Hash the rows of a batch, and settle the hashed ones in few transactions."""
+        self._held.update((row.id, row) for row in batch)
+        self._next_renew = time.monotonic() + self._renew_every
+        for row in batch:
+            if self.control.paused:
+                self._finish_hashed()  # commit what is done before holding still
+                self._hold_while_paused()
+            if self.stopping:
+                raise _Stopping  # run() commits what is hashed and hands the rest back
+            if row.id in self._held:  # not lost while an earlier file was hashed
+                digest = self._hash(row)
+                if digest is not None:
+                    self._hashed.append((row, digest))
+            if self._finish_due():
+                self._finish_hashed()
+            self._maybe_renew()
+        self._finish_hashed(claim_next=True)
+
+    def _finish_due(self) -> bool:
+        """Commit hashed rows once they add up, so a crash never costs much re-reading."""
+        if not self._hashed:
+            return False
+        size = sum(digest.size_bytes for _, digest in self._hashed)
+        first_done = self._hashed_since or time.monotonic()
+        return size >= FINISH_EVERY_BYTES or time.monotonic() - first_done >= FINISH_EVERY_SECONDS
+
+    # -- one row --------------------------------------------------------------
+
+    def _hash(self, row: ClaimedRow) -> FileDigest | None:
+        """Hash the row's file; on failure, record it and return None."""
+        self._hashing_id, self._row_bytes = row.id, 0
+        self._emit("claimed", row, bytes=row.size_bytes or 0)
+        problem = row.tag_problem()  # before the file is read: no hash can cure it
+        if problem is not None:
+            self._give_up(row, f"its tags cannot be stored: {problem}", final=True)
+            return None
+        self._current = row
+        try:
+            digest = hash_file_digest(
+                row.path,
+                chunk_size=self.settings.hash_chunk_bytes,
+                control=self.control,
+                on_progress=self._on_progress,
+                heartbeat_seconds=HEARTBEAT_SECONDS,
+            )
+        except (HashCancelled, _Stopping):
+            raise _Stopping from None  # the row is still held: run() hands it back
+        except _LeaseLost:
+            self._released(row, "lease lost: another worker took the file over")
+            return None
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            self._missing(row, exc)
+            return None
+        except FileChangedError as exc:
+            self._give_up(row, str(exc))  # counts as an attempt: the next one may find it settled
+            return None
+        except OSError as exc:
+            self._give_up(row, describe_os_error(exc))
+            return None
+        finally:
+            self._current = None
+        self.report.files_hashed += 1
+        if not self._hashed:
+            self._hashed_since = time.monotonic()
+        return digest
+
+    def _finish_hashed(self, *, claim_next: bool = False) -> None:
+        """Settle every hashed row in one transaction (see ``queue.finish_batch``).
+
+        With ``claim_next``, the next batch is claimed in the same transaction.
+        """
+        hashed, self._hashed = self._hashed, []
+        if not hashed:
+            return
+        items = [(row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns)) for row, d in hashed]
+        claim = None
+        if claim_next and not self.stopping and not self.control.paused:
+            claim = queue.Claim(self.settings.worker_batch_size, self.settings.lease_seconds)
+        try:
+            outcomes, claimed = queue.finish_batch(
+                self.db,
+                self.owner,
+                items,
+                policy=self.policy,
+                tag_cache=self._tag_cache,
+                claim_next=claim,
+            )
+        except ValidationError as exc:
+            if len(hashed) > 1:  # find the row that cannot be stored: one at a time
+                for one in hashed:
+                    self._hashed = [one]
+                    self._finish_hashed()
+                return
+            row, _ = hashed[0]
+            self._give_up(row, f"cannot be catalogued: {exc}", final=True)
+            return
+        self._held.update((row.id, row) for row in claimed)  # so a stop hands them back
+        self._next_batch = claimed
+        for row, digest in hashed:
+            self._report_outcome(row, digest, outcomes[row.id])
+
+    def _report_outcome(self, row: ClaimedRow, digest: FileDigest, settled: Settled | None) -> None:
+        self._held.pop(row.id, None)
+        if settled is None:
+            self._released(row, "lease lost before the file could be catalogued")
+            return
+        outcome = settled.outcome.value
+        self.report.count(outcome)
+        if settled.outcome is Outcome.CONFLICT:
+            log.info("%s: conflict: %s", row.path, settled.reason)
+        self._emit(
+            "finished",
+            row,
+            bytes=digest.size_bytes,
+            outcome=outcome,
+            message=settled.reason,
+            sha256=digest.sha256,
+        )
+
+    def _missing(self, row: ClaimedRow, exc: OSError) -> None:
+        message = f"file not found: {exc.filename or row.path}"
+        if not queue.mark_missing(self.db, self.owner, row, message):
+            self._released(row, "lease lost")
+            return
+        self.report.missing += 1
+        self._emit("error", row, bytes=self._bytes_read(row), outcome="missing", message=message)
+        self._emit("finished", row, outcome="missing", message=message)
+
+    def _give_up(self, row: ClaimedRow, message: str, *, final: bool = False) -> None:
+        """Count a failed attempt: retried after a back-off, or failed for good."""
+        status = queue.record_failure(
+            self.db,
+            self.owner,
+            row,
+            message,
+            max_attempts=self.settings.max_attempts,
+            backoff_seconds=self.settings.retry_backoff_seconds,
+            final=final,
+        )
+        if status is None:
+            self._released(row, "lease lost")
+            return
+        outcome = "retried" if status == queue.PENDING else "failed"
+        self.report.count(outcome)
+        log.info("%s: attempt %d: %s (%s)", row.path, row.attempts + 1, message, outcome)
+        self._emit("error", row, bytes=self._bytes_read(row), outcome=outcome, message=message)
+        if outcome == "failed":
+            self._emit("finished", row, outcome="failed", message=message)
+
+    def _released(self, row: ClaimedRow, why: str) -> None:
+        self._held.pop(row.id, None)
+        self.report.released += 1
+        log.info("%s: %s", row.path, why)
+        self._emit("released", row, bytes=self._bytes_read(row), message=why)
+
+    def _bytes_read(self, row: ClaimedRow) -> int:
+        """What was read of ``row``'s file in its last attempt (to take back from progress)."""
+        return self._row_bytes if row.id == self._hashing_id else 0
+
+    # -- leases ---------------------------------------------------------------
+
+    def _on_progress(self, n: int) -> None:
+        """Called by the hashing loop after each chunk, and every heartbeat while paused."""
+        if n:
+            self._row_bytes += n
+            self.report.bytes_hashed += n
+            self._pause_announced = False
+            if self.on_event is not None and self._current is not None:
+                self._emit("progress", self._current, bytes=n)
+        elif self.control.paused:
+            self._announce_pause()
+        if self.stop_event.is_set():
+            raise _Stopping
+        if time.monotonic() >= self._next_renew:
+            self._renew()
+            if self._current is not None and self._current.id not in self._held:
+                raise _LeaseLost
+
+    def _maybe_renew(self) -> None:
+        if self._held and time.monotonic() >= self._next_renew:
+            self._renew()
+
+    def _renew(self) -> None:
+        self._next_renew = time.monotonic() + self._renew_every
+        kept = queue.renew(self.db, self.owner, self._held.keys(), self.settings.lease_seconds)
+        for row_id in [i for i in self._held if i not in kept]:
+            row = self._held[row_id]
+            if row is not self._current:  # the current row is reported by _process
+                self._released(row, "lease lost: another worker took the file over")
+            else:
+                self._held.pop(row_id)
+
+    def _finish_hashed_quietly(self) -> None:
+        """On the way out: commit what was hashed, unless the catalog is what failed."""
+        try:
+            self._finish_hashed()
+        except Exception as exc:  # the rows stay claimed; their leases run out
+            log.warning("worker %s could not commit its last files: %s", self.name, exc)
+            self._hashed = []
+
+    def _release_held(self, why: str) -> None:
+        if not self._held:
+            return
+        rows = list(self._held.values())
+        try:
+            queue.release(self.db, self.owner, self._held.keys())
+        except CatalogError as exc:  # the leases run out by themselves
+            log.warning("worker %s could not hand its rows back: %s", self.name, exc)
+        for row in rows:
+            self._released(row, why)
+
+    # -- events ---------------------------------------------------------------
+
+    def _announce_pause(self) -> None:
+        if self._pause_announced:
+            return
+        self._pause_announced = True
+        current = self._current
+        if current is not None:
+            self._emit("paused", current, bytes=self._row_bytes)
+        elif self.on_event is not None:
+            self._send(WorkerEvent("paused", self.name, 0, ""))
+
+    def _emit(self, kind: str, row: ClaimedRow, **values: Any) -> None:
+        if self.on_event is not None:
+            self._send(WorkerEvent(kind, self.name, row.id, row.path, **values))
+
+    def _send(self, event: WorkerEvent) -> None:
+        assert self.on_event is not None
+        try:
+            self.on_event(event)
+        except Exception:  # a broken progress display must not lose rows
+            log.exception("on_event callback failed on %s", event)
+
+
+def check_policy(policy: str) -> str:
+    if policy not in CONFLICT_POLICIES:
+        raise ConfigError(
+            f"conflict policy {policy!r} is not valid: use one of {', '.join(CONFLICT_POLICIES)}."
+        )
+    return policy
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for ``last_error``: what failed, without a traceback."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {reason}"
+
+
+def process_pending(
+    db: DatabaseManager | None = None,
+    *,
+    workers: int | None = None,
+    settings: Settings | None = None,
+    policy: str | None = None,
+    control: HashControl | None = None,
+    on_event: EventCallback | None = None,
+) -> WorkerReport:
+    """Hash everything in the staging queue with a pool of workers, then return.
+
+    Returns when no row is pending or claimed any more (rows in back-off are
+    waited for), or soon after ``control.stop()``, with the rows not finished
+    handed back. ``db`` defaults to the catalog named by ``settings`` (migrated
+    to the newest schema first); ``workers`` to ``settings.workers``; ``policy``
+    to ``settings.conflict_policy``. If a worker fails (e.g. the catalog becomes
+    unreachable), the others stop too and ``MigrationError`` is raised.
+    """
+    own_db = db is None
+    if db is None:
+        db = DatabaseManager(settings=settings)
+        db.init_db()
+    try:
+        return _run_pool(db, workers, settings or db.settings, policy, control, on_event)
+    finally:
+        if own_db:
+            db.dispose()
+
+
+def _run_pool(
+    db: DatabaseManager,
+    workers: int | None,
+    settings: Settings,
+    policy: str | None,
+    control: HashControl | None,
+    on_event: EventCallback | None,
+) -> WorkerReport:
+    count = settings.workers if workers is None else workers
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"workers {count!r} is not valid: use a whole number of at least 1.")
+    control = control or HashControl()
+    stop = threading.Event()
+    signal = QueueSignal()
+    pool = [
+        MigrationWorker(
+            db,
+            settings=settings,
+            policy=policy,
+            control=control,
+            on_event=on_event,
+            stop_event=stop,
+            name=f"modelvault-worker-{i + 1}",
+            signal=signal,
+        )
+        for i in range(count)
+    ]
+    started = time.monotonic()
+    for worker in pool:
+        worker.start()
+    try:
+        _wait_all(pool)
+    except BaseException:  # e.g. KeyboardInterrupt: hand the rows back before leaving
+        pool[0].stop()  # they share the stop event
+        _wait_all(pool)
+        raise
+    report = WorkerReport.combine((w.report for w in pool), seconds=time.monotonic() - started)
+    errors = [w.error for w in pool if w.error is not None]
+    if errors:
+        raise MigrationError(
+            f"a worker stopped on an error: {errors[0]}; the rows it held are back in the "
+            "queue: fix the cause and run the workers again."
+        ) from errors[0]
+    return report
+
+
+def _wait_all(pool: list[MigrationWorker]) -> None:
+    """Wait for every worker to be done; the first one that fails stops the others."""
+    alive = list(pool)
+    while alive:
+        for worker in list(alive):
+            if worker.wait(HEARTBEAT_SECONDS):
+                alive.remove(worker)
+                if worker.error is not None:
+                    worker.stop()  # the others share its stop event
+
+
+def retry_pending(db: DatabaseManager, statuses: Iterable[str] = ("failed", "missing")) -> int:
+    """Put rows with these final statuses back in the queue (attempts from zero)."""
+    return queue.retry_pending(db, statuses)

@@ -1,0 +1,605 @@
+"""Stage 2, the worker: every staged row reaches its final place, on every backend.
+
+Real catalogs (SQLite file, PostgreSQL), real files under tmp_path. Time is
+never faked: where a lease must have run out, the test says so by writing the
+expiry into the row, as a stalled worker's clock would have it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from modelvault import (
+    ConfigError,
+    DatabaseManager,
+    MigrationError,
+    Settings,
+    ValidationError,
+)
+from modelvault.catalog import Outcome
+from modelvault.db.models import Model, PendingImport, Tag, model_tags
+from modelvault.db.types import utcnow
+from modelvault.migration import queue
+from modelvault.migration.worker import (
+    WorkerEvent,
+    WorkerReport,
+    process_pending,
+    retry_pending,
+)
+
+FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
+
+
+def make_file(folder: Path, name: str, data: bytes) -> tuple[str, str]:
+    """A real file; returns its path and SHA-256."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path), hashlib.sha256(data).hexdigest()
+
+
+def stage(db: DatabaseManager, path: str, **fields: Any) -> int:
+    return db.add_pending_import({"path": path, **fields}).id
+
+
+def staging(db: DatabaseManager) -> dict[str, PendingImport]:
+    with db.session_scope() as s:
+        return {row.path: row for row in s.scalars(select(PendingImport))}
+
+
+def tags_of(db: DatabaseManager, sha: str) -> dict[str, str | None]:
+    model = db.get_model(sha)
+    assert model is not None, f"no model {sha}"
+    return {t.name: t.color for t in model.tags}
+
+
+class Events:
+    """Collects worker events (list.append is atomic: safe from worker threads)."""
+
+    def __init__(self) -> None:
+        self.items: list[WorkerEvent] = []
+
+    def __call__(self, event: WorkerEvent) -> None:
+        self.items.append(event)
+
+    def of(self, kind: str, path: str | None = None) -> list[WorkerEvent]:
+        return [e for e in self.items if e.kind == kind and (path is None or e.path == path)]
+
+
+def test_new_files_become_models_with_their_coloured_tags(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    a, sha_a = make_file(tmp_path, "loras/a.safetensors", b"a" * 10_000)
+    b, sha_b = make_file(tmp_path, "ckpt/b.ckpt", b"b" * 3_000_000)
+    stage(
+        db,
+        a,
+        type="LoRA",
+        base="SDXL",
+        meta={"description": "my style"},
+        tags=[{"name": "Style", "color": "RED"}, {"name": "fav", "color": None}],
+        size_bytes=10_000,
+    )
+    stage(db, b, tags=[{"name": "style", "color": "#00ff00"}])
+    events = Events()
+
+    report = process_pending(db, settings=FAST, on_event=events, workers=1)  # in id order
+
+    assert (report.imported, report.finished, report.files_hashed) == (2, 2, 2)
+    assert report.bytes_hashed == 3_010_000
+    model = db.get_model(sha_a)
+    assert model is not None
+    assert (model.path, model.name, model.type, model.base, model.size_bytes) == (
+        a,
+        "a.safetensors",
+        "lora",
+        "SDXL",
+        10_000,
+    )
+    assert model.meta == {"description": "my style"}
+    assert model.mtime_ns == Path(a).stat().st_mtime_ns
+    # A tag that exists keeps its colour: the first row to create "style" set it.
+    assert tags_of(db, sha_a) == {"style": "#ff0000", "fav": None}
+    assert tags_of(db, sha_b) == {"style": "#ff0000"}
+    assert staging(db) == {}
+    finished = {e.path: e for e in events.of("finished")}
+    assert finished[b].outcome == "imported"
+    assert (finished[b].sha256, finished[b].bytes) == (sha_b, 3_000_000)
+    assert sum(e.bytes for e in events.of("progress", b)) == 3_000_000
+    assert [e.bytes for e in events.of("claimed", a)] == [10_000]
+    assert report.to_dict()["imported"] == 2
+
+
+def test_a_missing_file_keeps_its_row_tags_and_notes(db: DatabaseManager, tmp_path: Path) -> None:
+    gone = str(tmp_path / "gone.safetensors")
+    stage(db, gone, meta={"notes": "keep me"}, tags=[{"name": "red", "color": "red"}])
+    events = Events()
+
+    report = process_pending(db, settings=FAST, on_event=events)
+
+    row = staging(db)[gone]
+    assert (row.status, row.attempts, row.sha256) == ("missing", 1, None)
+    assert row.last_error == f"file not found: {gone}"
+    assert (row.meta, row.tags) == ({"notes": "keep me"}, [{"name": "red", "color": "#ff0000"}])
+    assert (row.claimed_by, row.lease_expires_at) == (None, None)
+    assert (report.missing, report.files_hashed) == (1, 0)
+    assert [e.outcome for e in events.of("finished")] == ["missing"]
+    assert db.count_models() == 0
+
+
+def test_io_errors_are_retried_with_back_off_then_fail(db: DatabaseManager, tmp_path: Path) -> None:
+    # Opening a directory fails with an OSError on every attempt (even as root,
+    # where permission bits would not stop us).
+    folder = tmp_path / "not-a-file.ckpt"
+    folder.mkdir()
+    stage(db, str(folder), tags=[{"name": "keep"}])
+    events = Events()
+    settings = Settings(retry_backoff_seconds=0.2, max_attempts=3)
+
+    report = process_pending(db, settings=settings, on_event=events)
+
+    row = staging(db)[str(folder)]
+    assert (row.status, row.attempts, row.not_before) == ("failed", 3, None)
+    assert row.last_error == "IsADirectoryError: Is a directory"
+    assert row.tags == [{"name": "keep", "color": None}]
+    assert (report.retried, report.failed) == (2, 1)
+    assert [e.outcome for e in events.of("error")] == ["retried", "retried", "failed"]
+    # The pool waited out both back-offs (0.2 s, then 0.4 s) instead of giving up.
+    assert report.seconds >= 0.6
+
+
+def test_back_off_doubles_with_each_attempt(db: DatabaseManager, tmp_path: Path) -> None:
+    stage(db, str(tmp_path / "x"))
+    (row,) = queue.claim_batch(db, "w1", limit=5, lease_seconds=60)
+    before = utcnow()
+    assert queue.record_failure(db, "w1", row, "boom", max_attempts=5, backoff_seconds=100) == (
+        "pending"
+    )
+    first = staging(db)[row.path]
+    assert first.not_before is not None
+    assert timedelta(seconds=99) <= first.not_before - before <= timedelta(seconds=102)
+    assert queue.claim_batch(db, "w1", limit=5, lease_seconds=60) == []  # still backing off
+    wait = queue.queue_state(db).wait_seconds
+    assert wait is not None
+    assert 90 < wait <= 100
+    _expire(db, not_before=True)  # the back-off has passed
+    (again,) = queue.claim_batch(db, "w2", limit=5, lease_seconds=60)
+    assert again.attempts == 1
+    before = utcnow()
+    queue.record_failure(db, "w2", again, "boom", max_attempts=5, backoff_seconds=100)
+    second = staging(db)[row.path]
+    assert second.not_before is not None
+    assert timedelta(seconds=199) <= second.not_before - before <= timedelta(seconds=202)
+    assert (second.attempts, second.last_error) == (2, "boom")
+
+
+def test_content_at_another_live_path_is_a_duplicate(db: DatabaseManager, tmp_path: Path) -> None:
+    original, sha = make_file(tmp_path, "a/model.safetensors", b"same bytes")
+    copy, _ = make_file(tmp_path, "b/copy.safetensors", b"same bytes")
+    db.upsert_model(
+        {"sha256": sha, "path": original, "tags": [{"name": "mine", "color": "#111111"}]}
+    )
+    stage(
+        db,
+        copy,
+        meta={"notes": "legacy notes"},
+        tags=[{"name": "mine", "color": "#222222"}, {"name": "copied", "color": "blue"}],
+    )
+
+    report = process_pending(db, settings=FAST)
+
+    row = staging(db)[copy]
+    assert (row.status, row.sha256) == ("duplicate", sha)
+    assert row.last_error == f"same content as {original}"
+    assert row.meta == {"notes": "legacy notes"}
+    model = db.get_model(sha)
+    assert model is not None
+    assert model.path == original
+    assert tags_of(db, sha) == {"mine": "#111111", "copied": "#0000ff"}
+    assert (report.duplicate, report.files_hashed) == (1, 1)
+
+
+def test_two_staged_copies_give_one_model_and_one_duplicate(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    first, sha = make_file(tmp_path, "one.bin", b"twin")
+    second, _ = make_file(tmp_path, "two.bin", b"twin")
+    stage(db, first, tags=[{"name": "a"}])
+    stage(db, second, tags=[{"name": "b", "color": "#abcdef"}])
+
+    report = process_pending(db, settings=FAST, workers=1)
+
+    assert (report.imported, report.duplicate) == (1, 1)
+    model = db.get_model(sha)
+    assert model is not None
+    assert model.path == first
+    assert tags_of(db, sha) == {"a": None, "b": "#abcdef"}
+    assert list(staging(db)) == [second]
+
+
+def test_content_whose_catalogued_file_is_gone_moves_there(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    new, sha = make_file(tmp_path, "new/place.safetensors", b"moved bytes")
+    old = str(tmp_path / "old/place.safetensors")  # no longer on disk
+    db.upsert_model(
+        {
+            "sha256": sha,
+            "path": old,
+            "meta": {"notes": "precious"},
+            "tags": [{"name": "kept", "color": "#123456"}],
+        }
+    )
+    stage(db, new, tags=[{"name": "added"}])
+
+    report = process_pending(db, settings=FAST)
+
+    model = db.get_model(sha)
+    assert model is not None
+    assert model.path == new
+    assert model.meta == {"notes": "precious", "previous_paths": [old]}
+    assert tags_of(db, sha) == {"kept": "#123456", "added": None}
+    assert staging(db) == {}
+    assert report.moved == 1
+
+
+def test_a_path_catalogued_with_other_content_is_a_conflict(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    path, sha = make_file(tmp_path, "m.safetensors", b"new content")
+    other = "f" * 64
+    db.upsert_model({"sha256": other, "path": path, "tags": ["old"]})
+    stage(db, path, tags=[{"name": "new"}])
+
+    report = process_pending(db, settings=FAST)
+
+    row = staging(db)[path]
+    assert (row.status, row.sha256) == ("conflict", sha)
+    assert row.last_error is not None
+    assert other in row.last_error
+    assert sha in row.last_error
+    assert db.get_model(sha) is None
+    assert tags_of(db, other) == {"old": None}
+    assert db.get_tag("new") is None  # a conflict writes nothing
+    assert report.conflict == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "via_settings", "expected", "superseded"),
+    [
+        ("merge", False, ("old name", "SDXL", {"a": 1, "b": 3}), {"a": 2}),
+        ("keep", False, ("old name", None, {"a": 1}), {"a": 2, "b": 3}),
+        ("replace", False, ("new name", "SDXL", {"a": 2, "b": 3}), {"a": 1}),
+        ("replace", True, ("new name", "SDXL", {"a": 2, "b": 3}), {"a": 1}),
+    ],
+)
+def test_the_conflict_policy_decides_how_fields_combine(
+    db: DatabaseManager,
+    tmp_path: Path,
+    policy: str,
+    via_settings: bool,
+    expected: tuple[str, str | None, dict[str, int]],
+    superseded: dict[str, int],
+) -> None:
+    path, sha = make_file(tmp_path, "m.safetensors", b"catalogued already")
+    db.upsert_model(
+        {
+            "sha256": sha,
+            "path": path,
+            "name": "old name",
+            "meta": {"a": 1},
+            "tags": [{"name": "x", "color": "#111111"}],
+        }
+    )
+    stage(
+        db,
+        path,
+        name="new name",
+        base="SDXL",
+        meta={"a": 2, "b": 3},
+        tags=[{"name": "x", "color": "#222222"}, {"name": "y"}],
+    )
+    if via_settings:
+        report = process_pending(db, settings=Settings(conflict_policy=policy))
+    else:
+        settings = Settings(conflict_policy="keep" if policy != "keep" else "replace")
+        report = process_pending(db, settings=settings, policy=policy)
+
+    model = db.get_model(sha)
+    assert model is not None
+    name, base, meta = expected
+    # The notes that gave way are kept too (catalog.combine_meta).
+    assert (model.name, model.base, model.meta) == (
+        name,
+        base,
+        {**meta, "superseded": [{"path": path, "meta": superseded}]},
+    )
+    assert tags_of(db, sha) == {"x": "#111111", "y": None}  # tags are always united
+    assert staging(db) == {}
+    assert report.merged == 1
+
+
+def test_a_file_that_changes_while_hashed_is_hashed_again(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    path, _ = make_file(tmp_path, "growing.bin", b"x" * 64 * 1024)
+    stage(db, path)
+    events = Events()
+    changed = threading.Event()
+
+    def on_event(event: WorkerEvent) -> None:
+        events(event)
+        if event.kind == "progress" and not changed.is_set():
+            changed.set()
+            with open(path, "ab") as f:  # written mid-hash, from the worker's own thread
+                f.write(b"more")
+
+    settings = Settings(hash_chunk_bytes=4096, retry_backoff_seconds=0)
+    report = process_pending(db, settings=settings, on_event=on_event)
+
+    final_sha = hashlib.sha256(b"x" * 64 * 1024 + b"more").hexdigest()
+    model = db.get_model(final_sha)
+    assert model is not None
+    assert model.size_bytes == 64 * 1024 + 4
+    (error,) = events.of("error")
+    assert error.outcome == "retried"
+    assert error.message is not None
+    assert f"{path} changed while it was being hashed" in error.message
+    assert error.bytes > 0  # what the first attempt read, for a progress bar to take back
+    assert (report.retried, report.imported, report.files_hashed) == (1, 1, 1)
+
+
+def test_a_tag_named_twice_keeps_the_colour_it_was_given(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    one, sha_one = make_file(tmp_path, "one.bin", b"one")
+    two, sha_two = make_file(tmp_path, "two.bin", b"two")
+    stage(db, one, tags=[{"name": "x", "color": None}, {"name": "X", "color": "red"}])
+    stage(db, two, tags=[{"name": "y", "color": "blue"}, {"name": "y", "color": None}])
+
+    process_pending(db, settings=FAST)
+
+    assert tags_of(db, sha_one) == {"x": "#ff0000"}
+    assert tags_of(db, sha_two) == {"y": "#0000ff"}
+
+
+def test_a_colour_given_later_fills_a_tag_that_had_none(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    # Hashed by one worker in one run, so its tag cache knows "t" when the
+    # third row comes: the colour must be filled all the same.
+    for i, colour in enumerate([None, None, "#abcdef", "#000000"]):
+        path, _ = make_file(tmp_path, f"{i}.bin", bytes([i]))
+        stage(db, path, tags=[{"name": "t", "color": colour}], size_bytes=1)
+
+    process_pending(db, settings=FAST, workers=1)
+
+    tag = db.get_tag("t")
+    assert tag is not None
+    assert tag.color == "#abcdef"  # filled once, never overwritten
+
+
+def test_staged_tags_that_cannot_be_stored_fail_at_once(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    path, _ = make_file(tmp_path, "m.bin", b"data")
+    with db.session_scope() as s:  # written behind the facade's back, as a broken tool might
+        s.add(PendingImport(path=path, name="m.bin", tags=[{"name": "ok", "color": "nocolour"}]))
+
+    report = process_pending(db, settings=FAST)
+
+    row = staging(db)[path]
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.last_error is not None
+    assert "nocolour" in row.last_error
+    assert (report.failed, report.files_hashed, report.retried) == (1, 0, 0)
+
+
+def test_retry_pending_puts_failed_and_missing_rows_back(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    later = tmp_path / "later.bin"
+    broken = tmp_path / "broken.bin"
+    broken.mkdir()
+    stage(db, str(later), tags=[{"name": "t"}])
+    stage(db, str(broken))
+    process_pending(db, settings=Settings(max_attempts=1))
+    assert {p: r.status for p, r in staging(db).items()} == {
+        str(later): "missing",
+        str(broken): "failed",
+    }
+    later.write_bytes(b"here now")
+    broken.rmdir()
+    broken.write_bytes(b"fixed")
+
+    assert retry_pending(db, statuses=("missing",)) == 1
+    row = staging(db)[str(later)]
+    assert (row.status, row.attempts, row.last_error, row.not_before) == ("pending", 0, None, None)
+    assert retry_pending(db) == 1  # failed and missing by default
+    report = process_pending(db, settings=FAST)
+
+    assert report.imported == 2
+    assert staging(db) == {}
+    assert tags_of(db, hashlib.sha256(b"here now").hexdigest()) == {"t": None}
+    with pytest.raises(ValidationError, match="'pending' cannot be retried"):
+        retry_pending(db, statuses=("pending",))
+
+
+def test_a_dead_workers_expired_leases_are_taken_over(db: DatabaseManager, tmp_path: Path) -> None:
+    paths = [make_file(tmp_path, f"{i}.bin", bytes([i]) * 100)[0] for i in range(3)]
+    for path in paths:
+        stage(db, path, size_bytes=100)
+    dead = queue.claim_batch(db, "dead-worker", limit=10, lease_seconds=1)
+    assert [r.path for r in dead] == paths
+
+    # The lease runs out after one second: the pool waits for it, then takes over.
+    report = process_pending(db, settings=FAST)
+
+    assert report.imported == 3
+    assert staging(db) == {}
+    ids = [r.id for r in dead]
+    assert queue.renew(db, "dead-worker", ids, 60) == set()
+    assert queue.release(db, "dead-worker", ids) == 0
+
+
+def test_nothing_is_written_for_a_row_whose_lease_was_lost(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    path, sha = make_file(tmp_path, "m.bin", b"content")
+    stage(db, path, tags=[{"name": "t", "color": "red"}])
+    (mine,) = queue.claim_batch(db, "slow", limit=1, lease_seconds=60)
+    _expire(db)  # "slow" stalled past its lease...
+    (theirs,) = queue.claim_batch(db, "fast", limit=1, lease_seconds=60)  # ...and lost the row
+    assert theirs.id == mine.id
+    item = mine.hashed(sha, 7, 1)
+
+    assert (
+        queue.finish(db, "slow", mine.id, item, policy="merge", tag_cache=queue.TagCache()) is None
+    )
+    assert queue.record_failure(db, "slow", mine, "x", max_attempts=3, backoff_seconds=0) is None
+    assert queue.mark_missing(db, "slow", mine, "x") is False
+    assert queue.renew(db, "slow", [mine.id], 60) == set()
+    assert queue.release(db, "slow", [mine.id]) == 0
+    with db.session_scope() as s:  # the rolled-back finish left no model, tag or link
+        assert s.scalar(select(func.count()).select_from(Model)) == 0
+        assert s.scalar(select(func.count()).select_from(Tag)) == 0
+        assert s.scalar(select(func.count()).select_from(model_tags)) == 0
+    row = staging(db)[path]
+    assert (row.status, row.claimed_by, row.attempts) == ("claimed", "fast", 0)
+
+    settled = queue.finish(db, "fast", theirs.id, item, policy="merge", tag_cache=queue.TagCache())
+    assert settled is not None
+    assert settled.outcome is Outcome.IMPORTED
+    assert tags_of(db, sha) == {"t": "#ff0000"}
+
+
+def test_an_expired_lease_nobody_took_is_released_but_not_finished(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    path, sha = make_file(tmp_path, "m.bin", b"content")
+    stage(db, path)
+    (row,) = queue.claim_batch(db, "w", limit=1, lease_seconds=60)
+    _expire(db)
+    cache = queue.TagCache()
+    assert (
+        queue.finish(db, "w", row.id, row.hashed(sha, 7, 1), policy="merge", tag_cache=cache)
+        is None
+    )
+    assert queue.release(db, "w", [row.id]) == 1
+    released = staging(db)[path]
+    assert (released.status, released.claimed_by, released.lease_expires_at) == (
+        "pending",
+        None,
+        None,
+    )
+    assert released.attempts == 0
+
+
+def test_claims_are_disjoint_oldest_first_and_bounded_in_bytes(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    mib = 1024 * 1024
+    for i, size in enumerate([100 * mib, 100 * mib, 100 * mib, 10, None, 10]):
+        stage(db, str(tmp_path / f"{i}.bin"), size_bytes=size)
+    first = queue.claim_batch(db, "a", limit=8, lease_seconds=60)
+    second = queue.claim_batch(db, "b", limit=8, lease_seconds=60)
+    third = queue.claim_batch(db, "c", limit=8, lease_seconds=60)
+    fourth = queue.claim_batch(db, "d", limit=8, lease_seconds=60)
+    names = [[Path(r.path).name for r in batch] for batch in (first, second, third, fourth)]
+    # 256 MiB per batch; a row of unknown size counts as a whole batch.
+    assert names == [["0.bin", "1.bin"], ["2.bin", "3.bin"], ["4.bin"], ["5.bin"]]
+    assert queue.claim_batch(db, "e", limit=8, lease_seconds=60) == []
+    owners = {r.path: r.claimed_by for r in staging(db).values()}
+    assert sorted(owners.values()) == ["a", "a", "b", "b", "c", "d"]
+    state = queue.queue_state(db)
+    assert state.unfinished == 6
+    assert state.wait_seconds is not None
+    assert 50 < state.wait_seconds <= 60
+
+
+def test_within_budget_always_takes_one_row() -> None:
+    assert queue.within_budget([], 10) == []
+    assert queue.within_budget([(1, 50), (2, 1)], 10) == [1]
+    assert queue.within_budget([(1, 4), (2, 6), (3, 1)], 10) == [1, 2]
+    assert queue.within_budget([(1, None), (2, 1)], 10) == [1]
+    assert queue.within_budget([(1, 10), (2, 0)], 10) == [1, 2]
+
+
+def test_a_broken_event_callback_loses_nothing(db: DatabaseManager, tmp_path: Path) -> None:
+    path, sha = make_file(tmp_path, "m.bin", b"data")
+    stage(db, path)
+
+    def broken(event: WorkerEvent) -> None:
+        raise RuntimeError("the progress bar fell over")
+
+    report = process_pending(db, settings=FAST, on_event=broken)
+
+    assert report.imported == 1
+    assert db.get_model(sha) is not None
+
+
+def test_process_pending_opens_the_configured_catalog(db_url: str, tmp_path: Path) -> None:
+    path, sha = make_file(tmp_path, "m.bin", b"data")
+    db = DatabaseManager(db_url)
+    db.init_db()
+    stage(db, path)
+    db.dispose()
+
+    report = process_pending(settings=Settings(db_url=db_url, workers=3))
+
+    assert (report.imported, report.workers) == (1, 3)
+    check = DatabaseManager(db_url)
+    assert check.get_model(sha) is not None
+    check.dispose()
+
+
+def test_bad_arguments_are_refused(db: DatabaseManager) -> None:
+    with pytest.raises(ConfigError, match="workers 0"):
+        process_pending(db, workers=0)
+    with pytest.raises(ConfigError, match="'newest'"):
+        process_pending(db, policy="newest")
+
+
+def test_a_catalog_failure_stops_the_pool_with_a_clear_error(tmp_path: Path) -> None:
+    empty = DatabaseManager(tmp_path / "never-initialised.sqlite3")
+    with pytest.raises(MigrationError, match="a worker stopped on an error"):
+        process_pending(empty, workers=2)
+    empty.dispose()
+
+
+def test_report_adds_up_and_serialises() -> None:
+    one = WorkerReport(imported=2, failed=1, bytes_hashed=10, files_hashed=2)
+    two = WorkerReport(duplicate=1, retried=3, bytes_hashed=5, files_hashed=1)
+    total = WorkerReport.combine([one, two], seconds=1.23456)
+    assert total.to_dict() == {
+        "imported": 2,
+        "merged": 0,
+        "moved": 0,
+        "duplicate": 1,
+        "conflict": 0,
+        "missing": 0,
+        "failed": 1,
+        "retried": 3,
+        "released": 0,
+        "files_hashed": 3,
+        "bytes_hashed": 15,
+        "seconds": 1.235,
+        "workers": 2,
+        "finished": 4,
+    }
+
+
+def _expire(db: DatabaseManager, *, not_before: bool = False) -> None:
+    """Move leases (or back-offs) into the past, as if their time had run out."""
+    past = utcnow() - timedelta(seconds=1)
+    values = {"not_before": past} if not_before else {"lease_expires_at": past}
+    column = PendingImport.not_before if not_before else PendingImport.lease_expires_at
+    with db.session_scope() as s:
+        s.execute(update(PendingImport).where(column.is_not(None)).values(**values))
