@@ -9,12 +9,17 @@ release a row that is no longer its own.
 Per backend:
 
 - PostgreSQL: the candidates are selected ``FOR UPDATE SKIP LOCKED``, so workers
-  on many hosts claim disjoint rows without waiting for each other; times come
-  from the server clock (``now()``), so hosts with skewed clocks agree on leases.
+  on many hosts claim disjoint rows without waiting for each other; a finish
+  locks its rows ``FOR UPDATE`` before writing; new models go in with ``ON
+  CONFLICT DO NOTHING`` so two hosts finishing copies of one file don't fail,
+  the loser is settled as a duplicate. Times come from the server clock
+  (``now()``), so hosts with skewed clocks agree on leases.
 - SQLite: every writing transaction begins ``IMMEDIATE`` (the write lock is
   taken at BEGIN), so a claim's SELECT and UPDATE cannot interleave with another
   writer, and no transaction ever has to upgrade a read lock (which WAL refuses
-  with SQLITE_BUSY instead of waiting). Times come from this process's clock.
+  with SQLITE_BUSY instead of waiting). Threads of one process take turns on a
+  lock of their own first (``writer_turn``). Times come from this process's
+  clock. Needs SQLite 3.35+ (RETURNING).
 
 None of these functions hash anything: the worker holds no transaction open
 while it reads a file.
