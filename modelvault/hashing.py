@@ -153,14 +153,18 @@ def hash_file_digest(
         before = os.fstat(mine.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise HashingError(f"{name} is not a regular file, so it cannot be hashed.")
-        # A second handle, not a shared fd: each thread seeks its own (pread is not on Windows).
-        with open(name, "rb", buffering=0) as theirs:
-            if not os.path.samestat(before, os.fstat(theirs.fileno())):
-                raise FileChangedError(f"{name} was replaced while it was being opened.")
-            for handle in (mine, theirs):
-                _advise_sequential(handle)
-            sha = hashlib.sha256()
-            total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
+        sha = hashlib.sha256()
+        if before.st_size < chunk:
+            # One chunk: a relay's second handle and thread would cost more than the work.
+            total = _single_read(mine, sha, before.st_size, checkpoint, report)
+        else:
+            # A second handle, not a shared fd: each thread seeks its own (no pread on Windows).
+            with open(name, "rb", buffering=0) as theirs:
+                if not os.path.samestat(before, os.fstat(theirs.fileno())):
+                    raise FileChangedError(f"{name} was replaced while it was being opened.")
+                for handle in (mine, theirs):
+                    _advise_sequential(handle)
+                total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
         after = os.fstat(mine.fileno())
 
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
@@ -225,6 +229,22 @@ def _read_at(handle: io.FileIO, offset: int, buffer: memoryview) -> int:
             break
         filled += n
     return filled
+
+
+def _single_read(
+    handle: io.FileIO,
+    sha: _Hash,
+    size: int,
+    checkpoint: Callable[[], None],
+    report: Callable[[int], None],
+) -> int:
+    """Hash a file smaller than one chunk in the calling thread; return the bytes hashed."""
+    checkpoint()
+    buffer = memoryview(bytearray(size + 1))  # one byte more: a file that grew is caught
+    n = _read_at(handle, 0, buffer)
+    sha.update(buffer[:n])
+    _report_some(report, n)
+    return n
 
 
 class _Turns:

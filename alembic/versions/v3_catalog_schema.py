@@ -97,6 +97,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_pending_import_status_not_before"), "pending_import", ["status", "not_before"]
     )
+    op.create_index(op.f("ix_pending_import_status_id"), "pending_import", ["status", "id"])
 
 
 def downgrade() -> None:

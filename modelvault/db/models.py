@@ -125,6 +125,9 @@ class PendingImport(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_STATUS_VALUES})", name="status"),
         Index(None, "status", "not_before"),
+        # Workers claim the oldest claimable rows: without this, PostgreSQL scans
+        # the primary key past every row in a final status on each claim.
+        Index(None, "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -122,6 +122,8 @@ class MigrationManager:
         self._progress = _Progress()
         self._control = HashControl()
         self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._finished.set()  # no run yet
         self._subscribers: list[Subscriber] = []
         self._last_publish = 0.0
         self._outbox: deque[MigrationStatus] = deque()
@@ -177,11 +179,9 @@ class MigrationManager:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the run to end; True if it has (or none was running)."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        # An Event, not Thread.join: a KeyboardInterrupt landing in join() can
+        # leave the thread marked finished while it is still handing rows back.
+        return self._finished.wait(timeout)
 
     @property
     def running(self) -> bool:
@@ -224,6 +224,7 @@ class MigrationManager:
             self._progress = _Progress(legacy_path=legacy_path, started=time.monotonic())
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
             self._set_state(first)
+            self._finished.clear()
             self._thread = threading.Thread(
                 target=self._run,
                 args=(legacy_path, workers, policy),
@@ -262,6 +263,8 @@ class MigrationManager:
         except Exception as exc:  # the thread must always end in a final state
             log.exception("migration failed")
             self._fail(f"unexpected error: {exc!r}")
+        finally:
+            self._finished.set()
 
     def _begin_processing(self) -> None:
         files, size = self.db.claimable_totals()
