@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -12,16 +13,32 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run(
+    command: list[str], env: dict[str, str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, check=False, env=env, **kwargs
+    )
+
+
 @pytest.mark.slow
 def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
-    python = env_dir / ("Scripts" if sys.platform == "win32" else "bin") / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)],
-        capture_output=True,
-        text=True,
-        check=False,
+    scripts = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
+    # Nothing may lead the fresh environment back to the checkout.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    install = run(
+        [
+            str(scripts / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(REPO),
+        ],
+        env,
         timeout=600,
     )
     assert install.returncode == 0, install.stdout + install.stderr
@@ -32,21 +49,14 @@ def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> 
         "db = DatabaseManager(sys.argv[1])\n"
         "print(db.init_db(), db.current_revision())\n"
     )
-    run = subprocess.run(
-        [str(python), "-c", program, str(tmp_path / "catalog.sqlite3")],
+    migrated = run(
+        [str(scripts / "python"), "-c", program, str(tmp_path / "catalog.sqlite3")],
+        env,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
         timeout=120,
     )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["v3", "v3"]
-    version = subprocess.run(
-        [str(env_dir / "bin" / "modelvault"), "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.split() == ["v3", "v3"]
+    version = run([str(scripts / "modelvault"), "--version"], env, timeout=60)
+    assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("modelvault "), version.stdout + version.stderr
