@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from modelvault.database import DatabaseManager  # noqa: E402
 from modelvault.hashing import DEFAULT_CHUNK_SIZE, hash_file  # noqa: E402
 
 GIB = 1024**3
@@ -185,6 +186,18 @@ def _worker_module() -> object | None:
     return worker
 
 
+def _timed_pool(db: DatabaseManager, workers: int | None, count: int) -> float:
+    """Seconds for process_pending to catalogue ``count`` staged files (db is disposed)."""
+    from modelvault.migration.worker import process_pending
+
+    start = time.perf_counter()
+    report = process_pending(db, workers=workers)
+    seconds = time.perf_counter() - start
+    db.dispose()
+    assert report.imported == count, report
+    return seconds
+
+
 def bench_pool(args: argparse.Namespace) -> None:
     """(b) the worker pool on 8 files of 256 MiB vs ``openssl dgst -sha256`` over them in turn.
 
@@ -198,7 +211,6 @@ def bench_pool(args: argparse.Namespace) -> None:
         print("(b) worker pool: not yet available (modelvault.migration.worker cannot be imported)")
         return
     from modelvault import DatabaseManager, Settings
-    from modelvault.migration.worker import process_pending
 
     count, size, target = 8, 256 * MIB, 0.6
     chunk = int(args.chunk_mib * MIB) if args.chunk_mib else DEFAULT_CHUNK_SIZE
@@ -216,12 +228,7 @@ def bench_pool(args: argparse.Namespace) -> None:
                 db.add_pending_import({"path": str(path), "size_bytes": size})
             for path in files:
                 _warm(path)
-            start = time.perf_counter()
-            report = process_pending(db, workers=workers)
-            seconds = time.perf_counter() - start
-            db.dispose()
-            assert report.imported == count, report
-            return seconds
+            return _timed_pool(db, workers, count)
 
         def openssl_seconds() -> float:
             for path in files:
@@ -286,7 +293,6 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
     from modelvault import DatabaseManager, Settings
     from modelvault.db.models import PendingImport
     from modelvault.db.types import utcnow
-    from modelvault.migration.worker import process_pending
 
     count, target = 20_000, 3.0
     rng = random.Random(20_000)
@@ -370,12 +376,7 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
 
         def worker_seconds(run: int, workers: int | None) -> float:
             db, _ = staged(f"worker-{run}-{workers}.sqlite3")
-            start = time.perf_counter()
-            report = process_pending(db, workers=workers)
-            seconds = time.perf_counter() - start
-            db.dispose()
-            assert report.imported == count, report
-            return seconds
+            return _timed_pool(db, workers, count)
 
         print(
             f"(c) rows/s through the worker, {count} tiny files, best of {args.repeat} "

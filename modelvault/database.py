@@ -122,7 +122,7 @@ class DatabaseManager:
         script = ScriptDirectory.from_config(alembic_config())
         head = script.get_current_head()
         assert head is not None, "the packaged migrations have no head revision"
-        with self._translate_errors(), self.engine.connect() as conn:
+        with self.translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 if conn.dialect.name == "postgresql":
@@ -146,7 +146,7 @@ class DatabaseManager:
         return head
 
     def current_revision(self) -> str | None:
-        with self._translate_errors(), self.engine.connect() as conn:
+        with self.translate_errors(), self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     # -- sessions -------------------------------------------------------------
@@ -160,14 +160,16 @@ class DatabaseManager:
         writes later fails at once ("database is locked", no busy wait) if
         another connection committed in between. Other backends ignore it.
         """
-        with self._translate_errors(), self.engine.connect() as conn:
+        with self.translate_errors(), self.engine.connect() as conn:
             if immediate:
                 conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
                 yield session
 
     @contextmanager
-    def _translate_errors(self) -> Iterator[None]:
+    def translate_errors(self) -> Iterator[None]:
+        """Driver errors become ``CatalogError`` (or ``ValidationError`` for a value
+        that cannot be stored), chained, with a hint of what to do."""
         try:
             yield
         except ModelVaultError:

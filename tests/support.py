@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: its wait() is an interval between looks
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(0.01)
 
 
 def write_file(path: Path, size: int, seed: int, *, sparse: bool = False) -> str:

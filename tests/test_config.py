@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ def test_defaults_put_the_catalog_in_the_user_data_folder(tmp_path: Path) -> Non
     settings = Settings.from_env({})
     assert settings.db_url == sqlite_url(default_data_dir() / "modelvault.sqlite3")
     assert str(tmp_path / "xdg-data" / "modelvault") in settings.db_url
-    assert 1 <= settings.workers <= 4
+    assert settings.workers == min(4, os.cpu_count() or 1)
     assert settings.conflict_policy == "merge"
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import legacy_with_files
+from support import legacy_with_files, wait_for
 
 from modelvault import DatabaseManager
 from modelvault.migration.manager import (
@@ -18,13 +16,6 @@ from modelvault.migration.manager import (
     MigrationStatus,
     get_manager,
 )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

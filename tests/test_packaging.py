@@ -16,9 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 def run(
     command: list[str], env: dict[str, str], **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, capture_output=True, text=True, check=False, env=env, **kwargs
-    )
+    return subprocess.run(command, capture_output=True, text=True, check=False, env=env, **kwargs)
 
 
 @pytest.mark.slow

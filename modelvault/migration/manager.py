@@ -121,7 +121,6 @@ class MigrationManager:
         self._state = MigrationState.IDLE
         self._progress = _Progress()
         self._control = HashControl()
-        self._thread: threading.Thread | None = None
         self._finished = threading.Event()
         self._finished.set()  # no run yet
         self._subscribers: list[Subscriber] = []
@@ -225,13 +224,13 @@ class MigrationManager:
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
             self._set_state(first)
             self._finished.clear()
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._run,
                 args=(legacy_path, workers, policy),
                 name="modelvault-migration",
                 daemon=True,
             )
-            self._thread.start()
+            thread.start()
         return True
 
     def _run(self, legacy_path: str | None, workers: int | None, policy: str | None) -> None:

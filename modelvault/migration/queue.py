@@ -120,11 +120,8 @@ class ClaimedRow:
         Tags go in name order so concurrent transactions on PostgreSQL insert
         shared tag names in the same order (no lock-order deadlock).
         """
-        chosen: dict[str, TagSpec] = {}
-        for spec in self.specs:  # a name given twice keeps its first colour, as ensure_tags does
-            if chosen.get(spec.name, spec).color is None or spec.name not in chosen:
-                chosen[spec.name] = spec
-        specs = sorted(chosen.values(), key=lambda s: s.name)
+        # sorted() is stable: a name given twice keeps its first colour in ensure_tags.
+        specs = sorted(self.specs, key=lambda s: s.name)
         return HashedFile(
             sha256=sha256,
             path=self.path,
@@ -328,18 +325,10 @@ def transaction(db: DatabaseManager) -> Iterator[Connection]:
 
     Plain Core, no ORM session: these transactions are the per-row overhead.
     """
-    try:
-        with writer_turn(db), db.engine.connect() as conn:
-            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-            with conn.begin():
-                yield conn
-    except DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()
-        raise CatalogError(
-            f"the catalog at {db.display_url} failed: "
-            f"{first[0] if first else type(exc.orig).__name__}; "
-            "check that the database is reachable and writable."
-        ) from exc
+    with writer_turn(db), db.translate_errors(), db.engine.connect() as conn:
+        conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        with conn.begin():
+            yield conn
 
 
 _sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
