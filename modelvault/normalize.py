@@ -228,3 +228,51 @@ def normalize_type(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         return "other"
     return value.strip().lower()
+
+
+# ComfyUI's model folder names (models/<folder>) and the model type each holds.
+# The legacy app stored the folder name itself as the type; the scan reads types
+# from the same folders. Singular names map to themselves.
+COMFYUI_FOLDER_TYPES: dict[str, str] = {
+    "checkpoints": "checkpoint",
+    "loras": "lora",
+    "lycoris": "lora",
+    "embeddings": "embedding",
+    "textual_inversion": "embedding",
+    "upscale_models": "upscale",
+    "latent_upscale_models": "upscale",
+    "vae": "vae",
+    "vae_approx": "vae_approx",
+    "controlnet": "controlnet",
+    "t2i_adapter": "controlnet",
+    "diffusion_models": "diffusion_model",
+    "unet": "diffusion_model",
+    "clip": "text_encoder",
+    "text_encoders": "text_encoder",
+    "clip_vision": "clip_vision",
+    "style_models": "style_model",
+    "gligen": "gligen",
+    "hypernetworks": "hypernetwork",
+    "photomaker": "photomaker",
+    "classifiers": "classifier",
+    "model_patches": "model_patch",
+    "audio_encoders": "audio_encoder",
+    "diffusers": "diffusers",
+    "ultralytics": "ultralytics",
+    "ultralytics_bbox": "ultralytics",
+    "ultralytics_segm": "ultralytics",
+    "sams": "sam",
+    "ipadapter": "ipadapter",
+    "animatediff_models": "animatediff",
+    "insightface": "insightface",
+}
+
+
+def model_type_for_folder(folder: object) -> str:
+    """The model type of a ComfyUI model folder name (``loras`` -> ``lora``).
+
+    A name ComfyUI does not know is kept as a type of its own (lower-case,
+    trimmed), so nothing the user named is lost; no name at all is ``other``.
+    """
+    kind = normalize_type(folder)
+    return COMFYUI_FOLDER_TYPES.get(kind, kind)
