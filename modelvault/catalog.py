@@ -41,7 +41,8 @@ IN_CHUNK = 500
 PREVIOUS_PATHS = "previous_paths"  # where a moved model's file used to be
 SUPERSEDED = "superseded"  # notes that gave way when two records of one content met
 LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
-RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED)
+PREVIEWS = "previews"  # images in the catalog's store: {"sha256", "file", "source"}
+RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS)
 
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
@@ -341,6 +342,8 @@ def combine_fields(model: Model, item: HashedFile, policy: str) -> None:
     overwrites. Notes are never lost: a ``meta`` value that gives way to the
     other side's (the incoming one under merge and keep, the model's own under
     replace) is kept in ``meta["superseded"]`` with the path it came from.
+    Preview lists (``meta["previews"]``) are united under every policy: an image
+    is never dropped.
     """
     replace = policy == "replace"
     if policy != "keep":
@@ -358,6 +361,7 @@ def combine_meta(
     """Both sides' notes in one ``meta``; the values that give way go to ``superseded``."""
     superseded = list(ours.pop(SUPERSEDED, []))
     theirs = {k: v for k, v in theirs.items() if k not in (SUPERSEDED, PREVIOUS_PATHS)}
+    previews = _united_previews(ours, theirs)
     if LEGACY not in ours and LEGACY in theirs:
         # Where a model came from is bookkeeping, not a user's field: it is taken
         # under every policy, so a later import recognises the row it came from.
@@ -379,4 +383,22 @@ def combine_meta(
         superseded.append(entry)
     if superseded:
         combined[SUPERSEDED] = superseded
+    if previews is not None:
+        combined[PREVIEWS] = previews
     return combined
+
+
+def _united_previews(ours: dict[str, Any], theirs: dict[str, Any]) -> list[Any] | None:
+    """Both preview lists in one, ours first, each entry once; both sides lose the
+    key so the policy never weighs it. None (keys left alone) unless every side
+    that has one holds a list."""
+    lists = [side[PREVIEWS] for side in (ours, theirs) if PREVIEWS in side]
+    if not lists or not all(isinstance(value, list) for value in lists):
+        return None
+    ours.pop(PREVIEWS, None)
+    theirs.pop(PREVIEWS, None)
+    united: list[Any] = []
+    for entry in (entry for value in lists for entry in value):
+        if entry not in united:
+            united.append(entry)
+    return united

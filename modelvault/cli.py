@@ -122,6 +122,9 @@ def describe_import(report: dict[str, Any]) -> list[str]:
     if clashes:
         lines.append(f"  {len(clashes)} tag colours differ from the catalog's (kept in meta)")
     warnings = report.get("warnings") or []
+    images = report.get("images")
+    if images:
+        lines.append(describe_images(images))
     if warnings:
         first = warnings[0]
         lines.append(
@@ -129,6 +132,16 @@ def describe_import(report: dict[str, Any]) -> list[str]:
             f"{first['table']} {first['legacy_id']}: {first['reason']}"
         )
     return lines
+
+
+def describe_images(images: dict[str, Any]) -> str:
+    line = (
+        f"  preview images: {images['copied']} copied, {images['present']} already stored, "
+        f"{images['missing']} missing, {images['failed']} not copied"
+    )
+    if images["unreferenced"]:
+        line += f"; {images['unreferenced']} files no row names are left in {images['folder']}"
+    return line
 
 
 def describe_catalog(db: DatabaseManager) -> tuple[dict[str, Any], list[str]]:
@@ -149,7 +162,12 @@ def exit_code_for(staging: dict[str, int], statuses: Sequence[str] = UNFINISHED_
 # -- commands -----------------------------------------------------------------
 
 
-def open_catalog(args: argparse.Namespace, *, create: bool = True) -> DatabaseManager:
+def open_catalog(
+    args: argparse.Namespace,
+    *,
+    create: bool = True,
+    check: Callable[[DatabaseManager], None] | None = None,
+) -> DatabaseManager:
     """The catalog named by --db or the settings, migrated to the newest schema.
 
     Commands that only look (``create=False``) refuse a SQLite file that does
@@ -166,6 +184,8 @@ def open_catalog(args: argparse.Namespace, *, create: bool = True) -> DatabaseMa
             "'modelvault init' or 'modelvault migrate LEGACY'."
         )
     db = DatabaseManager(args.db or None, settings=settings)
+    if check is not None:
+        check(db)  # bad input found before anything is written
     db.init_db()
     args.work_started = True  # from here on, an error is not bad input
     return db
@@ -176,6 +196,17 @@ def check_legacy_file(path: str) -> None:
     from modelvault.migration.legacy import open_legacy
 
     open_legacy(path).close()
+
+
+def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
+    """Refuse a bad --images folder, or images with no store to copy them to."""
+    from modelvault.images import check_image_folders
+
+    def check(db: DatabaseManager) -> None:
+        images = getattr(args, "images", None)
+        check_image_folders(args.legacy, images, db.images_dir, db.display_url)
+
+    return check
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -199,6 +230,7 @@ def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
             db,
             progress=bar.importing if bar else None,
             policy=getattr(args, "conflict", None),
+            images_dir=getattr(args, "images", None),
         )
     finally:
         if bar:
@@ -208,7 +240,7 @@ def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
 
 def cmd_import(args: argparse.Namespace) -> int:
     check_legacy_file(args.legacy)
-    db = open_catalog(args)
+    db = open_catalog(args, check=check_images(args))
     report = run_import(args, db)
     counts, lines = describe_catalog(db)
     # Staged rows are the point of stage 1; only rows that need a person count.
@@ -301,7 +333,7 @@ def finish_processing(
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     check_legacy_file(args.legacy)
-    db = open_catalog(args)
+    db = open_catalog(args, check=check_images(args))
     report = run_import(args, db)
     return finish_processing(args, db, {"import": report}, describe_import(report))
 
@@ -415,12 +447,26 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("init", cmd_init, "create or upgrade the catalog")
+    legacy = _Parser(add_help=False)
+    legacy.add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
+    legacy.add_argument(
+        "--images",
+        metavar="DIR",
+        help="the legacy preview images (default: images/ beside LEGACY)",
+    )
     command(
-        "import", cmd_import, "stage 1: read a legacy catalog into the catalog and the queue"
-    ).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
+        "import",
+        cmd_import,
+        "stage 1: read a legacy catalog into the catalog and the queue",
+        legacy,
+    )
     command(
-        "migrate", cmd_migrate, "both stages: import a legacy catalog, then hash the queue", workers
-    ).add_argument("legacy", metavar="LEGACY", help="the legacy hikaze_mm.sqlite3 file")
+        "migrate",
+        cmd_migrate,
+        "both stages: import a legacy catalog, then hash the queue",
+        workers,
+        legacy,
+    )
     command(
         "worker",
         cmd_worker,

@@ -66,6 +66,9 @@ class Settings:
     # for small files, where fewer, larger transactions are faster.
     worker_batch_size: int = 32
     sqlite_busy_timeout_seconds: float = 30.0
+    # The preview image store; None: images/ beside a SQLite catalog file (a
+    # PostgreSQL or in-memory catalog then has none). See DatabaseManager.images_dir.
+    images_dir: Path | None = None
 
     def __post_init__(self) -> None:
         _check_range("hash_chunk_bytes", self.hash_chunk_bytes, 4096, 1 << 30)
@@ -83,6 +86,8 @@ class Settings:
             )
         if not self.db_url.strip():
             raise ConfigError("db_url is empty: give a SQLAlchemy URL or use a file path.")
+        if self.images_dir is not None:
+            object.__setattr__(self, "images_dir", _image_folder(self.images_dir))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -138,6 +143,16 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"{name} {value!r} is not valid: use a number from {low:g} to {high:g}.")
 
 
+def _image_folder(value: object) -> Path:
+    """An absolute folder path (it is created on the first image stored)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigError(f"images_dir {value!r} is not valid: give the path of a folder.")
+    folder = Path(value).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"images_dir {str(folder)!r} is not valid: it is a file, not a folder.")
+    return folder
+
+
 _SIZE_SUFFIXES = {
     "": 1,
     "k": 1024,
@@ -190,6 +205,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "import_batch_size": _parse_int,
     "worker_batch_size": _parse_int,
     "sqlite_busy_timeout_seconds": _parse_float,
+    "images_dir": Path,
 }
 
 

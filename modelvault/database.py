@@ -30,11 +30,13 @@ from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
+    ConfigError,
     ModelVaultError,
     NotFoundError,
     SchemaVersionError,
     ValidationError,
 )
+from modelvault.images import ImageStore, default_store
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
@@ -105,6 +107,29 @@ class DatabaseManager:
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.engine)
+
+    @property
+    def images_dir(self) -> Path | None:
+        """The absolute folder of the catalog's preview image store, or None if it has none.
+
+        ``settings.images_dir`` (``MODELVAULT_IMAGES_DIR``) when set, else the
+        folder ``images/`` beside a SQLite catalog file; a PostgreSQL or
+        in-memory catalog has a store only when the setting names one. The
+        folder is created when the first image is stored.
+        """
+        return default_store(self.engine.url, self.settings.images_dir)
+
+    def preview_path(self, preview: Mapping[str, Any] | str) -> Path:
+        """The absolute path of a stored preview: an entry of a model's
+        ``meta["previews"]``, or its ``file``. ``ValidationError`` for anything
+        that is not a stored name, ``ConfigError`` if the catalog has no store."""
+        folder = self.images_dir
+        if folder is None:
+            raise ConfigError(
+                f"the catalog at {self.display_url} has no image store: "
+                "set MODELVAULT_IMAGES_DIR to the folder of its preview images."
+            )
+        return ImageStore(folder).path_of(preview)
 
     def dispose(self) -> None:
         """Close pooled connections (only those of an engine we created)."""

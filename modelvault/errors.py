@@ -36,6 +36,10 @@ class SchemaVersionError(CatalogError):
     """The catalog's schema revision is one this version of modelvault does not know."""
 
 
+class ImageStoreError(ModelVaultError):
+    """The catalog's preview image store cannot be written (disk full, no permission, ...)."""
+
+
 class LegacyDatabaseError(ModelVaultError):
     """The file given as a legacy catalog is not one that modelvault can read."""
 

@@ -78,7 +78,7 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "extra_json_raw": "...",       # extra_json text that is not JSON (or repeats keys)
       "extra_json_shadowed": {...},  # extra_json keys named like modelvault's own
                                      # top-level keys ("legacy", "previous_paths",
-                                     # "superseded")
+                                     # "superseded", "previews")
       "path", "name", "type",        # the stored value whenever it differs from the
       "size_bytes",                  # column's (NUL in a path, a blank or too long
                                      # name, a type not in lower case or too long, a
@@ -87,6 +87,11 @@ look for them, and under ``"legacy"`` what has no v3 column::
                                      # not have, by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
     }
+
+``previews`` lists the images ``images`` names (``/media/<file>``), copied into
+the catalog's image store: ``{"sha256", "file", "source"}`` (``file`` is the name
+in the store, ``source`` the legacy URL); ``images`` stays as it was. The
+report's ``images`` counts them (``modelvault.images.ImageReport``).
 
 An unreadable or clashing colour is kept in the report and in
 ``meta.legacy.tag_colors`` of every row that carries the legacy tag; an
@@ -132,6 +137,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
+from modelvault.images import ImageReport, ImageStore, LegacyImages, check_image_folders
 from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
 from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
 
@@ -187,6 +193,7 @@ class ImportReport:
     color_clashes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     warnings_omitted: int = 0
+    images: ImageReport | None = None  # the preview images (modelvault.images)
     seconds: float = 0.0
 
     @property
@@ -219,6 +226,7 @@ def import_legacy_data(
     *,
     progress: Progress | None = None,
     policy: str | None = None,
+    images_dir: str | os.PathLike[str] | None = None,
 ) -> ImportReport:
     """Import a legacy catalog into ``db`` (default: the configured catalog).
 
@@ -231,6 +239,10 @@ def import_legacy_data(
     raises ``LegacyDatabaseError`` before the catalog is touched. Then the
     catalog is migrated to the newest schema and the rows are imported batch by
     batch; ``progress(rows_done, rows_total)`` is called after each batch.
+
+    The preview images the rows name are copied from ``images_dir`` (default:
+    ``images/`` beside the legacy file) into the catalog's image store, and
+    listed in each row's ``meta.previews`` (see ``modelvault.images``).
     """
     if policy is not None and policy not in CONFLICT_POLICIES:
         raise ConfigError(
@@ -242,9 +254,17 @@ def import_legacy_data(
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
+            store = catalog.images_dir
+            folder = check_image_folders(legacy.path, images_dir, store, catalog.display_url)
+            images = LegacyImages(
+                folder,
+                None if store is None else ImageStore(store),
+                lambda legacy_id, reason: report.warn("models", legacy_id, reason),
+            )
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
-            _Run(legacy, catalog, report, progress, chosen).run()
+            _Run(legacy, catalog, report, progress, chosen, images).run()
+            report.images = images.finish()
         finally:
             if own_db:
                 catalog.dispose()
@@ -377,8 +397,10 @@ class _Run:
         report: ImportReport,
         progress: Progress | None,
         policy: str,
+        images: LegacyImages,
     ) -> None:
         self.legacy = legacy
+        self.images = images
         self.db = db
         self.report = report
         self.progress = progress
@@ -560,6 +582,7 @@ class _Run:
                 f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
             )
         meta = self._user_meta(row, legacy)
+        self.images.add_previews(row.id, meta)
         return _Entry(
             legacy_id=row.id,
             path=path,

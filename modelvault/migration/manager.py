@@ -147,12 +147,16 @@ class MigrationManager:
         *,
         workers: int | None = None,
         policy: str | None = None,
+        images_dir: str | os.PathLike[str] | None = None,
     ) -> bool:
         """Import the legacy file, then hash what was staged; returns at once.
 
-        Returns False (and starts nothing) if a migration is already running.
+        ``images_dir``: the legacy preview images (default ``images/`` beside the
+        legacy file; see ``import_legacy_data``). Returns False (and starts
+        nothing) if a migration is already running.
         """
-        return self._start(os.fspath(legacy_db_path), workers, policy)
+        images = None if images_dir is None else os.fspath(images_dir)
+        return self._start(os.fspath(legacy_db_path), workers, policy, images)
 
     def start_processing(self, *, workers: int | None = None, policy: str | None = None) -> bool:
         """Only stage 2: hash what is staged (e.g. after a restart). False if running."""
@@ -212,7 +216,13 @@ class MigrationManager:
 
     # -- the run --------------------------------------------------------------
 
-    def _start(self, legacy_path: str | None, workers: int | None, policy: str | None) -> bool:
+    def _start(
+        self,
+        legacy_path: str | None,
+        workers: int | None,
+        policy: str | None,
+        images_dir: str | None = None,
+    ) -> bool:
         with self._changing():
             if self._state in RUNNING_STATES:
                 return False
@@ -226,18 +236,28 @@ class MigrationManager:
             self._finished.clear()
             thread = threading.Thread(
                 target=self._run,
-                args=(legacy_path, workers, policy),
+                args=(legacy_path, workers, policy, images_dir),
                 name="modelvault-migration",
                 daemon=True,
             )
             thread.start()
         return True
 
-    def _run(self, legacy_path: str | None, workers: int | None, policy: str | None) -> None:
+    def _run(
+        self,
+        legacy_path: str | None,
+        workers: int | None,
+        policy: str | None,
+        images_dir: str | None,
+    ) -> None:
         try:
             if legacy_path is not None:
                 report = import_legacy_data(
-                    legacy_path, self.db, progress=self._on_import, policy=policy
+                    legacy_path,
+                    self.db,
+                    progress=self._on_import,
+                    policy=policy,
+                    images_dir=images_dir,
                 )
                 with self._lock:
                     self._progress.import_report = report

@@ -1,0 +1,397 @@
+"""Preview images: the catalog's content-addressed store, and their migration.
+
+The store is a folder owned by the catalog (``DatabaseManager.images_dir``):
+each image is kept once, as ``<sha256>.<ext>`` (the SHA-256 of its bytes, the
+lower-case extension of the name it came with), written atomically (a temporary
+file in the store folder, fsync, rename, fsync of the folder) and read back to
+check it. Images never go into the database; a model's ``meta.previews`` lists
+its images as ``{"sha256", "file", "source"}``.
+
+The legacy app kept previews in the folder ``images/`` beside its database and
+named them in ``extra_json.images`` by URLs ``/media/<file>``. ``LegacyImages``
+copies each image a row names into the store. The legacy folder is only ever
+read: a file is checked with ``stat`` before it is opened, opened read-only and
+non-blocking (a FIFO cannot hang the import), and never changed or moved. Only
+a plain file name directly in that folder is taken from a URL: ``..``, folders,
+absolute paths and links leading out of the folder are refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from modelvault.catalog import PREVIEWS
+from modelvault.errors import ConfigError, ImageStoreError, ValidationError
+
+MEDIA_PREFIX = "/media/"  # how the legacy app's URLs name a file of its images folder
+LEGACY_IMAGES_FOLDER = "images"  # beside the legacy database
+STORE_FOLDER = "images"  # the default store: beside a SQLite catalog file
+MAX_LISTED = 100  # unreferenced file names listed in the report (all are counted)
+CHUNK = 1 << 20
+_EXTENSION = re.compile(r"[a-z0-9]{1,10}")
+_STORED_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
+# Read-only and non-blocking: opening a FIFO must not wait for a writer.
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+class _SourceProblem(Exception):
+    """An image of the legacy folder that cannot be taken (the reason is the message)."""
+
+
+def default_store(url: URL, configured: Path | None) -> Path | None:
+    """The store of the catalog at ``url``: the configured folder, else ``images/``
+    beside a SQLite catalog file; None for any other catalog (PostgreSQL,
+    in-memory SQLite), which needs ``MODELVAULT_IMAGES_DIR``."""
+    if configured is not None:
+        return configured
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or "mode=memory" in (url.query.get("mode") or ""):
+        return None
+    return Path(database).expanduser().absolute().parent / STORE_FOLDER
+
+
+def is_stored_name(name: object) -> bool:
+    """Whether ``name`` is a file name the store writes (``<sha256>`` or ``<sha256>.<ext>``)."""
+    return isinstance(name, str) and _STORED_NAME.fullmatch(name) is not None
+
+
+def stored_name(sha256: str, source_name: str) -> str:
+    """``<sha256>.<ext>``, the extension taken from the source name (lower case, at
+    most 10 letters or digits; none at all if it has no such extension)."""
+    _, dot, ext = source_name.rpartition(".")
+    ext = ext.lower()
+    return f"{sha256}.{ext}" if dot and _EXTENSION.fullmatch(ext) else sha256
+
+
+def media_file(url: object) -> str | None:
+    """The file a legacy ``/media/<file>`` URL names, or None for any other URL.
+
+    Raises ``ValidationError`` for a media URL that is not a plain file name
+    (``..``, a folder, an absolute or drive path, NUL).
+    """
+    if not isinstance(url, str) or not url.startswith(MEDIA_PREFIX):
+        return None
+    name = url[len(MEDIA_PREFIX) :]
+    if not name or name in (".", "..") or any(c in name for c in "/\\:\x00"):
+        raise ValidationError(f"{url!r} does not name a file directly in the images folder")
+    return name
+
+
+def check_image_folders(
+    legacy_path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None,
+    store: Path | None,
+    catalog: str,
+) -> Path:
+    """The legacy images folder to read, checked before anything is written.
+
+    ``images_dir`` given but not a folder, images to copy but no store (a
+    PostgreSQL catalog without ``MODELVAULT_IMAGES_DIR``), or a store that is the
+    legacy folder or inside it: one sentence, as ``ConfigError``/``ValidationError``.
+    """
+    if images_dir is not None:
+        folder = Path(images_dir).expanduser().absolute()
+        if not folder.is_dir():
+            raise ValidationError(
+                f"the images folder {folder} does not exist or is not a folder: give the "
+                "folder of the legacy preview images (images/ beside hikaze_mm.sqlite3)."
+            )
+    else:
+        folder = Path(legacy_path).expanduser().absolute().parent / LEGACY_IMAGES_FOLDER
+        if not folder.is_dir():
+            return folder  # no images to read: every URL will count as missing
+    if store is None:
+        if _has_files(folder):
+            raise ConfigError(
+                f"the legacy preview images in {folder} need an image store, and the catalog "
+                f"at {catalog} has none: set MODELVAULT_IMAGES_DIR to a folder for them."
+            )
+        return folder
+    if store.exists() and not store.is_dir():
+        raise ConfigError(f"the image store {store} is not a folder: set MODELVAULT_IMAGES_DIR.")
+    real_store = Path(os.path.realpath(store))
+    real_folder = Path(os.path.realpath(folder))
+    if real_store == real_folder or real_folder in real_store.parents:
+        raise ConfigError(
+            f"the image store {store} would be inside the legacy images folder {folder}, which "
+            "is only ever read: set MODELVAULT_IMAGES_DIR to another folder."
+        )
+    return folder
+
+
+def _has_files(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(not entry.is_dir(follow_symlinks=False) for entry in entries)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    sha256: str
+    file: str  # the name in the store
+    copied: bool  # False: the store held it already
+
+
+class ImageStore:
+    """The content-addressed folder of preview images (created on first write)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder).expanduser().absolute()
+
+    def path_of(self, preview: Mapping[str, Any] | str) -> Path:
+        """The absolute path of a preview: a ``meta.previews`` entry or its ``file``."""
+        return self.folder / preview_file(preview)
+
+    def add(self, source: Path) -> StoredImage:
+        """Copy a regular file into the store unless it holds those bytes already.
+
+        Problems of the source raise ``_SourceProblem`` (the caller warns and goes
+        on); problems of the store raise ``ImageStoreError``, with no temporary
+        file left behind.
+        """
+        digest = _hash_source(source)
+        name = stored_name(digest, source.name)
+        target = self.folder / name
+        if _hash_stored(target) == digest:
+            return StoredImage(digest, name, copied=False)
+        self._write(source, target, digest)
+        return StoredImage(digest, name, copied=True)
+
+    def _write(self, source: Path, target: Path, digest: str) -> None:
+        with self._writing(f"writing {target.name}"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self.folder, prefix=".incoming-", suffix=".part")
+        try:
+            with self._writing(f"writing {target.name}"), os.fdopen(fd, "wb") as out:
+                copied = hashlib.sha256()
+                for chunk in _read_source(source):
+                    copied.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if copied.hexdigest() != digest:
+                raise _SourceProblem("it changed while it was being copied")
+            if _hash_stored(Path(temp)) != digest:
+                raise ImageStoreError(
+                    f"the image store {self.folder} gave back other bytes than were written "
+                    f"for {target.name}: check the disk."
+                )
+            with self._writing(f"writing {target.name}"):
+                os.chmod(temp, 0o644)
+                os.replace(temp, target)
+                _fsync_folder(self.folder)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            hint = (
+                "free some space"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else ("check that it is a folder you can write")
+            )
+            raise ImageStoreError(
+                f"the image store {self.folder} failed while {what} "
+                f"({exc.strerror or exc}): {hint}, or set MODELVAULT_IMAGES_DIR to another folder."
+            ) from exc
+
+
+def _open_source(path: Path) -> int:
+    """A read-only descriptor on a regular file, checked before and after opening."""
+    try:
+        before = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(before.st_mode):
+            raise _SourceProblem("it is not a regular file")
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        raise _SourceProblem(f"it cannot be read ({exc.strerror or exc})") from exc
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(
+        after.st_mode
+    ):
+        os.close(fd)
+        raise _SourceProblem("it was replaced while it was being opened")
+    return fd
+
+
+def _read_source(path: Path) -> Iterator[bytes]:
+    fd = _open_source(path)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, CHUNK)
+            except OSError as exc:
+                raise _SourceProblem(f"it cannot be read ({exc.strerror or exc})") from exc
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _hash_source(path: Path) -> str:
+    digest = hashlib.sha256()
+    for chunk in _read_source(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_stored(path: Path) -> str | None:
+    """The SHA-256 of a file in the store, or None if there is no readable file."""
+    try:
+        return _hash_source(path)
+    except _SourceProblem:
+        return None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable (POSIX; Windows cannot open a folder, nor needs to)."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ImageReport:
+    """What happened to the legacy preview images (part of ``ImportReport``)."""
+
+    folder: str  # the legacy images folder that was read
+    store: str | None  # the catalog's image store
+    copied: int = 0  # images written to the store
+    present: int = 0  # images the store held already (a re-run copies nothing)
+    missing: int = 0  # named by a URL but not in the folder
+    failed: int = 0  # named by a URL but refused or unreadable (see the warnings)
+    unreferenced: int = 0  # files in the folder that no row names, left where they are
+    unreferenced_files: list[str] = field(default_factory=list)  # the first MAX_LISTED
+
+
+Warn = Callable[[Any, str], None]
+
+
+class LegacyImages:
+    """Copies the images the rows of one import name into the store."""
+
+    def __init__(self, folder: Path, store: ImageStore | None, warn: Warn) -> None:
+        self.folder = folder
+        self.real_folder = os.path.realpath(folder)
+        self.store = store
+        self.warn = warn
+        self.report = ImageReport(str(folder), None if store is None else str(store.folder))
+        self.named: set[str] = set()
+
+    def add_previews(self, legacy_id: Any, meta: dict[str, Any]) -> None:
+        """Copy the images ``meta["images"]`` names and list them in ``meta["previews"]``."""
+        urls = meta.get("images")
+        previews = []
+        for url in [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else []:
+            preview = self._preview(legacy_id, url)
+            if preview is not None and preview not in previews:
+                previews.append(preview)
+        if previews:
+            meta[PREVIEWS] = previews
+
+    def _preview(self, legacy_id: Any, url: Any) -> dict[str, str] | None:
+        try:
+            name = media_file(url)
+        except ValidationError as exc:
+            self._failed(legacy_id, f"preview image {exc}; it is not copied")
+            return None
+        if name is None:
+            return None
+        self.named.add(name)
+        path = self.folder / name
+        real = os.path.realpath(path)
+        if not os.path.lexists(path):
+            self.report.missing += 1
+            self.warn(legacy_id, f"preview image {name} is not in {self.folder}")
+            return None
+        if os.path.dirname(real) != self.real_folder:
+            self._failed(legacy_id, f"preview image {path} links out of the images folder")
+            return None
+        if self.store is None:  # only when the folder had no files when the import began
+            self._failed(legacy_id, f"preview image {path} appeared, but there is no image store")
+            return None
+        try:
+            stored = self.store.add(Path(real))
+        except _SourceProblem as exc:
+            self._failed(legacy_id, f"preview image {path} is not copied: {exc}")
+            return None
+        if stored.copied:
+            self.report.copied += 1
+        else:
+            self.report.present += 1
+        return {"sha256": stored.sha256, "file": stored.file, "source": url}
+
+    def _failed(self, legacy_id: Any, reason: str) -> None:
+        self.report.failed += 1
+        self.warn(legacy_id, reason)
+
+    def finish(self) -> ImageReport:
+        """Count the files of the folder that no row named (older previews: the
+        legacy app left the previous one behind on every upload)."""
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if entry.name in self.named or entry.is_dir(follow_symlinks=False):
+                        continue
+                    self.report.unreferenced += 1
+                    if len(self.report.unreferenced_files) < MAX_LISTED:
+                        self.report.unreferenced_files.append(entry.name)
+        except OSError:
+            pass  # no folder: nothing left behind
+        self.report.unreferenced_files.sort()
+        return self.report
+
+
+def preview_file(preview: Mapping[str, Any] | str) -> str:
+    """The store name of a preview given as a ``meta.previews`` entry or a name."""
+    file = preview.get("file") if isinstance(preview, Mapping) else preview
+    if not is_stored_name(file):
+        raise ValidationError(
+            f"{file!r} is not the name of a stored preview: give an entry of meta.previews."
+        )
+    assert isinstance(file, str)
+    return file
+
+
+__all__ = [
+    "ImageReport",
+    "ImageStore",
+    "LegacyImages",
+    "check_image_folders",
+    "default_store",
+    "media_file",
+    "preview_file",
+    "stored_name",
+]
