@@ -137,7 +137,8 @@ def describe_import(report: dict[str, Any]) -> list[str]:
 def describe_images(images: dict[str, Any]) -> str:
     line = (
         f"  preview images: {images['copied']} copied, {images['present']} already stored, "
-        f"{images['missing']} missing, {images['failed']} not copied"
+        f"{images['missing']} missing, {images['failed']} not copied, "
+        f"{images['earlier']} earlier previews kept with their models"
     )
     if images["unreferenced"]:
         line += f"; {images['unreferenced']} files no row names are left in {images['folder']}"

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from modelvault.catalog import PREVIEWS
+from modelvault.catalog import LEGACY, PREVIEWS
 from modelvault.errors import ConfigError, ImageStoreError, ValidationError
 
 MEDIA_PREFIX = "/media/"  # how the legacy app's URLs name a file of its images folder
@@ -121,7 +121,7 @@ def check_image_folders(
         if not folder.is_dir():
             return folder  # no images to read: every URL will count as missing
     if store is None:
-        if _has_files(folder):
+        if _file_names(folder):
             raise ConfigError(
                 f"the legacy preview images in {folder} need an image store, and the catalog "
                 f"at {catalog} has none: set MODELVAULT_IMAGES_DIR to a folder for them."
@@ -139,12 +139,13 @@ def check_image_folders(
     return folder
 
 
-def _has_files(folder: Path) -> bool:
+def _file_names(folder: Path) -> list[str]:
+    """The names in a folder that are not folders (none if it cannot be listed)."""
     try:
         with os.scandir(folder) as entries:
-            return any(not entry.is_dir(follow_symlinks=False) for entry in entries)
+            return [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
     except OSError:
-        return False
+        return []
 
 
 @dataclass(frozen=True)
@@ -288,11 +289,12 @@ class ImageReport:
 
     folder: str  # the legacy images folder that was read
     store: str | None  # the catalog's image store
-    copied: int = 0  # images written to the store
-    present: int = 0  # images the store held already (a re-run copies nothing)
+    copied: int = 0  # files written to the store (named by a URL, or earlier previews)
+    present: int = 0  # files the store held already (a re-run copies nothing)
     missing: int = 0  # named by a URL but not in the folder
     failed: int = 0  # named by a URL but refused or unreadable (see the warnings)
-    unreferenced: int = 0  # files in the folder that no row names, left where they are
+    earlier: int = 0  # no URL names them, but their name gives their row: kept with it
+    unreferenced: int = 0  # no row names or claims them: left where they are
     unreferenced_files: list[str] = field(default_factory=list)  # the first MAX_LISTED
 
 
@@ -300,7 +302,16 @@ Warn = Callable[[Any, str], None]
 
 
 class LegacyImages:
-    """Copies the images the rows of one import name into the store."""
+    """Copies the images the rows of one import name into the store.
+
+    The legacy app names a preview ``model_<legacy id>_<ms>_<name>`` and leaves
+    the previous one behind when a new one is uploaded. Those earlier previews
+    are the user's work too: a file no URL names whose name gives the legacy id
+    of a row is copied as well and listed in that row's
+    ``meta.legacy.earlier_previews`` (same form as ``meta.previews``, ``source``
+    being the URL it had). Files no row claims are counted, listed in the
+    report, and left where they are.
+    """
 
     def __init__(self, folder: Path, store: ImageStore | None, warn: Warn) -> None:
         self.folder = folder
@@ -308,10 +319,16 @@ class LegacyImages:
         self.store = store
         self.warn = warn
         self.report = ImageReport(str(folder), None if store is None else str(store.folder))
-        self.named: set[str] = set()
+        self.named: set[str] = set()  # named by a row's URL
+        self.claimed: set[str] = set()  # kept as an earlier preview of its row
+        self.by_row: dict[int, list[str]] = {}  # legacy id -> files named after it
+        for name in sorted(_file_names(self.folder), key=_upload_order):
+            if (match := _UPLOADED.fullmatch(name)) is not None:
+                self.by_row.setdefault(int(match[1]), []).append(name)
 
     def add_previews(self, legacy_id: Any, meta: dict[str, Any]) -> None:
-        """Copy the images ``meta["images"]`` names and list them in ``meta["previews"]``."""
+        """Copy the images ``meta["images"]`` names and list them in
+        ``meta["previews"]``; then the row's earlier previews, if any."""
         urls = meta.get("images")
         previews = []
         for url in [urls] if isinstance(urls, str) else urls if isinstance(urls, list) else []:
@@ -320,6 +337,9 @@ class LegacyImages:
                 previews.append(preview)
         if previews:
             meta[PREVIEWS] = previews
+        earlier = self._earlier(legacy_id)
+        if earlier and isinstance(meta.get(LEGACY), dict):
+            meta[LEGACY]["earlier_previews"] = earlier
 
     def _preview(self, legacy_id: Any, url: Any) -> dict[str, str] | None:
         try:
@@ -330,48 +350,64 @@ class LegacyImages:
         if name is None:
             return None
         self.named.add(name)
-        path = self.folder / name
-        real = os.path.realpath(path)
-        if not os.path.lexists(path):
+        if not os.path.lexists(self.folder / name):
             self.report.missing += 1
             self.warn(legacy_id, f"preview image {name} is not in {self.folder}")
             return None
-        if os.path.dirname(real) != self.real_folder:
-            self._failed(legacy_id, f"preview image {path} links out of the images folder")
-            return None
-        if self.store is None:  # only when the folder had no files when the import began
-            self._failed(legacy_id, f"preview image {path} appeared, but there is no image store")
-            return None
         try:
-            stored = self.store.add(Path(real))
+            return self._copy(name, url)
         except _SourceProblem as exc:
-            self._failed(legacy_id, f"preview image {path} is not copied: {exc}")
+            self._failed(legacy_id, f"preview image {self.folder / name} is not copied: {exc}")
             return None
+
+    def _earlier(self, legacy_id: Any) -> list[dict[str, str]]:
+        names = self.by_row.pop(legacy_id, []) if isinstance(legacy_id, int) else []
+        earlier = []
+        for name in names:
+            if name in self.named:
+                continue
+            try:
+                earlier.append(self._copy(name, MEDIA_PREFIX + name))
+            except _SourceProblem as exc:
+                self.warn(legacy_id, f"earlier preview {self.folder / name} is not copied: {exc}")
+                continue
+            self.claimed.add(name)
+            self.report.earlier += 1
+        return earlier
+
+    def _copy(self, name: str, source: str) -> dict[str, str]:
+        """Store a file of the folder; its ``meta.previews`` entry."""
+        real = os.path.realpath(self.folder / name)
+        if os.path.dirname(real) != self.real_folder:
+            raise _SourceProblem("it links out of the images folder")
+        if self.store is None:  # only when the folder had no files when the import began
+            raise _SourceProblem("the catalog has no image store")
+        stored = self.store.add(Path(real))
         if stored.copied:
             self.report.copied += 1
         else:
             self.report.present += 1
-        return {"sha256": stored.sha256, "file": stored.file, "source": url}
+        return {"sha256": stored.sha256, "file": stored.file, "source": source}
 
     def _failed(self, legacy_id: Any, reason: str) -> None:
         self.report.failed += 1
         self.warn(legacy_id, reason)
 
     def finish(self) -> ImageReport:
-        """Count the files of the folder that no row named (older previews: the
-        legacy app left the previous one behind on every upload)."""
-        try:
-            with os.scandir(self.folder) as entries:
-                for entry in entries:
-                    if entry.name in self.named or entry.is_dir(follow_symlinks=False):
-                        continue
-                    self.report.unreferenced += 1
-                    if len(self.report.unreferenced_files) < MAX_LISTED:
-                        self.report.unreferenced_files.append(entry.name)
-        except OSError:
-            pass  # no folder: nothing left behind
-        self.report.unreferenced_files.sort()
+        """Count the files of the folder that no row named or claimed."""
+        left = sorted(set(_file_names(self.folder)) - self.named - self.claimed)
+        self.report.unreferenced = len(left)
+        self.report.unreferenced_files = left[:MAX_LISTED]
         return self.report
+
+
+_UPLOADED = re.compile(r"model_(\d+)_(\d+)_.+", re.DOTALL)
+
+
+def _upload_order(name: str) -> tuple[int, str]:
+    """Oldest upload first (the legacy name carries its time in milliseconds)."""
+    match = _UPLOADED.fullmatch(name)
+    return (int(match[2]) if match else 0, name)
 
 
 def preview_file(preview: Mapping[str, Any] | str) -> str:

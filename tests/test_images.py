@@ -77,6 +77,8 @@ class Legacy:
         (self.images / "model_1_1724000000_a.png").write_bytes(PNG)
         (self.images / "model_2_1724000000_b.JPG").write_bytes(JPEG)
         (self.images / "model_1_1723000000_old.png").write_bytes(OLD)  # replaced by a.png
+        (self.images / "model_99_1724000000_z.png").write_bytes(OLD + b"z")  # no row 99
+        (self.images / "notes.txt").write_bytes(b"the user's notes")
         (root / "outside.png").write_bytes(b"not the user's preview")
         os.symlink(root / "outside.png", self.images / "escape.png")
         os.symlink(self.images / "gone.png", self.images / "dangling.png")
@@ -148,16 +150,17 @@ def test_images_are_copied_verified_and_the_source_is_untouched(
     assert images == {
         "folder": str(legacy.images),
         "store": str(store),
-        "copied": 2,
+        "copied": 3,
         "present": 1,  # row 5 names row 1's image: stored once
         "missing": 1,
         "failed": 11,  # every URL of row 4 but the remote one and the number
-        "unreferenced": 1,
-        "unreferenced_files": ["model_1_1723000000_old.png"],
+        "earlier": 1,
+        "unreferenced": 2,
+        "unreferenced_files": ["model_99_1724000000_z.png", "notes.txt"],
     }
     assert folder_state(legacy.images) == before
     assert sorted(p.name for p in store.iterdir()) == sorted(
-        [f"{sha(PNG)}.png", f"{sha(JPEG)}.jpg"]
+        [f"{sha(PNG)}.png", f"{sha(JPEG)}.jpg", f"{sha(OLD)}.png"]
     )
     assert (store / f"{sha(PNG)}.png").read_bytes() == PNG
     assert (store / f"{sha(JPEG)}.jpg").read_bytes() == JPEG
@@ -167,6 +170,11 @@ def test_images_are_copied_verified_and_the_source_is_untouched(
     assert meta["images"] == [url]
     assert meta["previews"] == [{"sha256": sha(PNG), "file": f"{sha(PNG)}.png", "source": url}]
     assert catalog.preview_path(meta["previews"][0]) == store / f"{sha(PNG)}.png"
+    old = "model_1_1723000000_old.png"
+    assert meta["legacy"]["earlier_previews"] == [
+        {"sha256": sha(OLD), "file": f"{sha(OLD)}.png", "source": f"/media/{old}"}
+    ]
+    assert catalog.preview_path(meta["legacy"]["earlier_previews"][0]).read_bytes() == OLD
     assert "previews" not in meta_of(catalog, "c" * 64)
     assert "previews" not in meta_of(catalog, "d" * 64)
     reasons = " ".join(w["reason"] for w in report.warnings if w["legacy_id"] == 4)
@@ -187,7 +195,7 @@ def test_a_re_run_copies_nothing_and_the_worker_carries_previews(
 
     again = import_without_hanging(legacy.path, catalog)
     assert again.images is not None
-    assert (again.images.copied, again.images.present) == (0, 3)
+    assert (again.images.copied, again.images.present, again.images.earlier) == (0, 4, 1)
     assert folder_state(store) == stored  # not even rewritten in place
 
     url = "/media/model_2_1724000000_b.JPG"
@@ -419,14 +427,17 @@ def test_the_command_copies_and_reports_images(
     catalog = tmp_path / "catalog.sqlite3"
     assert main(["import", str(legacy.path), "--db", str(catalog)]) == 0
     out = capsys.readouterr().out
-    assert "preview images: 2 copied, 1 already stored, 1 missing, 11 not copied" in out
-    assert f"1 files no row names are left in {legacy.images}" in out
+    assert (
+        "preview images: 3 copied, 1 already stored, 1 missing, 11 not copied, "
+        "1 earlier previews kept with their models"
+    ) in out
+    assert f"2 files no row names are left in {legacy.images}" in out
     elsewhere = tmp_path / "moved-images"
     os.rename(legacy.images, elsewhere)
     argv = ["migrate", str(legacy.path), "--db", str(catalog), "--images", str(elsewhere)]
     assert main([*argv, "--json"]) == 0
     images = json.loads(capsys.readouterr().out)["import"]["images"]
-    assert (images["copied"], images["present"], images["folder"]) == (0, 3, str(elsewhere))
+    assert (images["copied"], images["present"], images["folder"]) == (0, 4, str(elsewhere))
 
 
 def test_the_command_refuses_a_bad_images_folder(

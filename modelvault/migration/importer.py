@@ -86,6 +86,8 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "tag_colors": {"Tag": "raw"},  # colours of this row's tags that the v3 tag does
                                      # not have, by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
+      "earlier_previews": [...],     # previews the legacy app replaced but left in its
+                                     # images folder, stored like meta.previews
     }
 
 ``previews`` lists the images ``images`` names (``/media/<file>``), copied into
