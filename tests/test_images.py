@@ -290,7 +290,7 @@ def test_the_manager_passes_images_dir_on(catalog: DatabaseManager, tmp_path: Pa
 
 
 def test_a_catalog_without_a_store_refuses_images_before_writing(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if is_sqlite(db_url):
         db_url = "sqlite://"  # in memory: no folder to keep images beside
@@ -303,6 +303,8 @@ def test_a_catalog_without_a_store_refuses_images_before_writing(
     with pytest.raises(ConfigError, match="no image store"):
         db.preview_path("a" * 64 + ".png")
     db.dispose()
+    monkeypatch.setenv("MODELVAULT_IMAGES_DIR", str(tmp_path / "store"))
+    assert DatabaseManager(db_url).images_dir == tmp_path / "store"
 
 
 def test_the_store_may_not_be_the_legacy_folder(tmp_path: Path) -> None:
