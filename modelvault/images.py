@@ -65,8 +65,8 @@ def default_store(url: URL, configured: Path | None) -> Path | None:
     database = url.database or ""
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
-    if database.startswith("file:") or "mode=memory" in (url.query.get("mode") or ""):
-        return None
+    if database.startswith("file:") or url.query.get("mode") == "memory":
+        return None  # a URI filename: memory or not, no folder we can be sure of
     return Path(database).expanduser().absolute().parent / STORE_FOLDER
 
 
