@@ -38,7 +38,7 @@ from modelvault.errors import ConfigError, ImageStoreError, ValidationError
 MEDIA_PREFIX = "/media/"  # how the legacy app's URLs name a file of its images folder
 LEGACY_IMAGES_FOLDER = "images"  # beside the legacy database
 STORE_FOLDER = "images"  # the default store: beside a SQLite catalog file
-MAX_LISTED = 100  # unreferenced file names listed in the report (all are counted)
+MAX_LISTED = 100  # missing and unreferenced files listed in the report (all are counted)
 CHUNK = 1 << 20
 _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 _STORED_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
@@ -292,6 +292,7 @@ class ImageReport:
     copied: int = 0  # files written to the store (named by a URL, or earlier previews)
     present: int = 0  # files the store held already (a re-run copies nothing)
     missing: int = 0  # named by a URL but not in the folder
+    missing_files: list[dict[str, Any]] = field(default_factory=list)  # {"legacy_id", "file"}
     failed: int = 0  # named by a URL but refused or unreadable (see the warnings)
     earlier: int = 0  # no URL names them, but their name gives their row: kept with it
     unreferenced: int = 0  # no row names or claims them: left where they are
@@ -351,8 +352,11 @@ class LegacyImages:
             return None
         self.named.add(name)
         if not os.path.lexists(self.folder / name):
+            # Listed in the report, not warned: a folder that was never copied
+            # along would otherwise push every other warning out.
             self.report.missing += 1
-            self.warn(legacy_id, f"preview image {name} is not in {self.folder}")
+            if len(self.report.missing_files) < MAX_LISTED:
+                self.report.missing_files.append({"legacy_id": legacy_id, "file": name})
             return None
         try:
             return self._copy(name, url)
