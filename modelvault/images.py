@@ -41,6 +41,7 @@ STORE_FOLDER = "images"  # the default store: beside a SQLite catalog file
 MAX_LISTED = 100  # missing and unreferenced files listed in the report (all are counted)
 CHUNK = 1 << 20
 _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
+_NOT_PLAIN = re.compile(r"[/\\:\x00]")  # a folder, a drive, or NUL: not a plain file name
 _STORED_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
 # Read-only and non-blocking: opening a FIFO must not wait for a writer.
 _READ_FLAGS = (
@@ -92,7 +93,7 @@ def media_file(url: object) -> str | None:
     if not isinstance(url, str) or not url.startswith(MEDIA_PREFIX):
         return None
     name = url[len(MEDIA_PREFIX) :]
-    if not name or name in (".", "..") or any(c in name for c in "/\\:\x00"):
+    if name in ("", ".", "..") or _NOT_PLAIN.search(name):
         raise ValidationError(f"{url!r} does not name a file directly in the images folder")
     return name
 
@@ -320,7 +321,8 @@ class LegacyImages:
         self.store = store
         self.warn = warn
         self.report = ImageReport(str(folder), None if store is None else str(store.folder))
-        self.named: set[str] = set()  # named by a row's URL
+        self.folder_exists = folder.is_dir()
+        self.named: set[str] = set()  # files of the folder a row's URL names
         self.claimed: set[str] = set()  # kept as an earlier preview of its row
         self.by_row: dict[int, list[str]] = {}  # legacy id -> files named after it
         for name in sorted(_file_names(self.folder), key=_upload_order):
@@ -350,14 +352,14 @@ class LegacyImages:
             return None
         if name is None:
             return None
-        self.named.add(name)
-        if not os.path.lexists(self.folder / name):
+        if not self.folder_exists or not os.path.lexists(self.folder / name):
             # Listed in the report, not warned: a folder that was never copied
             # along would otherwise push every other warning out.
             self.report.missing += 1
             if len(self.report.missing_files) < MAX_LISTED:
                 self.report.missing_files.append({"legacy_id": legacy_id, "file": name})
             return None
+        self.named.add(name)  # only names of files there: memory stays bounded by the folder
         try:
             return self._copy(name, url)
         except _SourceProblem as exc:
