@@ -329,6 +329,20 @@ class LegacyImages:
             if (match := _UPLOADED.fullmatch(name)) is not None:
                 self.by_row.setdefault(int(match[1]), []).append(name)
 
+    @classmethod
+    def checked(
+        cls,
+        legacy_path: str | os.PathLike[str],
+        images_dir: str | os.PathLike[str] | None,
+        store: Path | None,
+        catalog: str,
+        warn: Warn,
+    ) -> LegacyImages:
+        """For an import into ``catalog`` (its URL) with image store ``store``,
+        after ``check_image_folders``: call it before anything is written."""
+        folder = check_image_folders(legacy_path, images_dir, store, catalog)
+        return cls(folder, None if store is None else ImageStore(store), warn)
+
     def add_previews(self, legacy_id: Any, meta: dict[str, Any]) -> None:
         """Copy the images ``meta["images"]`` names and list them in
         ``meta["previews"]``; then the row's earlier previews, if any."""

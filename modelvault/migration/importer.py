@@ -104,6 +104,7 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import math
@@ -139,7 +140,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
-from modelvault.images import ImageReport, ImageStore, LegacyImages, check_image_folders
+from modelvault.images import ImageReport, LegacyImages
 from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
 from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
 
@@ -256,12 +257,12 @@ def import_legacy_data(
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
-            store = catalog.images_dir
-            folder = check_image_folders(legacy.path, images_dir, store, catalog.display_url)
-            images = LegacyImages(
-                folder,
-                None if store is None else ImageStore(store),
-                lambda legacy_id, reason: report.warn("models", legacy_id, reason),
+            images = LegacyImages.checked(
+                legacy.path,
+                images_dir,
+                catalog.images_dir,
+                catalog.display_url,
+                functools.partial(report.warn, "models"),
             )
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
