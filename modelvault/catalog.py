@@ -284,7 +284,7 @@ def settle_file(
       overwrites), tags always united: a tag is never dropped;
     - content catalogued at another path: if ``path_is_live`` says that copy is
       gone, the model moves here (policy applied as above); otherwise this is a
-      ``DUPLICATE`` and its tags are merged into the model;
+      ``DUPLICATE`` and its tags and previews are merged into the model;
     - the path catalogued with other content: ``CONFLICT``, nothing written.
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
@@ -325,6 +325,7 @@ def settle_file(
         }
         outcome = Outcome.MOVED
     else:
+        unite_previews(model, item.meta)  # like tags: images of the content join the model
         outcome = Outcome.DUPLICATE
     session.flush()
     if item.tags:
@@ -386,6 +387,13 @@ def combine_meta(
     if previews is not None:
         combined[PREVIEWS] = previews
     return combined
+
+
+def unite_previews(model: Model, meta: Mapping[str, Any]) -> None:
+    """Add the previews of another record of the model's content to the model's."""
+    previews = _united_previews(dict(model.meta), dict(meta))
+    if previews is not None and previews != model.meta.get(PREVIEWS):
+        model.meta = {**model.meta, PREVIEWS: previews}
 
 
 def _united_previews(ours: dict[str, Any], theirs: dict[str, Any]) -> list[Any] | None:

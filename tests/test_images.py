@@ -250,6 +250,23 @@ def test_previews_follow_a_model_that_moves(catalog: DatabaseManager, tmp_path: 
     assert meta_of(catalog, sha(b"moved content"))["previews"] == [ours, theirs]
 
 
+def test_a_duplicate_adds_its_previews_to_the_model(
+    catalog: DatabaseManager, tmp_path: Path
+) -> None:
+    first, copy = tmp_path / "a.safetensors", tmp_path / "copy.safetensors"
+    first.write_bytes(b"copied content")
+    copy.write_bytes(b"copied content")
+    ours = {"sha256": "1" * 64, "file": "1" * 64 + ".png", "source": "/media/ours.png"}
+    theirs = {"sha256": "2" * 64, "file": "2" * 64 + ".png", "source": "/media/theirs.png"}
+    digest = sha(b"copied content")
+    catalog.upsert_model({"sha256": digest, "path": str(first), "meta": {"previews": [ours]}})
+    catalog.add_pending_import({"path": str(copy), "meta": {"previews": [theirs]}})
+    assert process_pending(catalog, workers=1).to_dict()["duplicate"] == 1
+    assert meta_of(catalog, digest)["previews"] == [ours, theirs]
+    (row,) = catalog.get_pending_imports("duplicate")
+    assert row.meta["previews"] == [theirs]  # the row keeps its own notes too
+
+
 def test_a_legacy_key_named_previews_is_kept_aside(
     catalog: DatabaseManager, tmp_path: Path
 ) -> None:
