@@ -25,6 +25,7 @@ from modelvault import DatabaseManager, Settings
 from modelvault.errors import FileChangedError, NotRegularFileError
 from modelvault.hashing import hash_file, hash_file_digest
 from modelvault.migration.worker import (
+    WorkerEvent,
     WorkerReport,
     classify_os_error,
     process_pending,
@@ -218,3 +219,54 @@ def test_the_worker_hashes_again_a_file_renamed_over_mid_hash(
     assert "the path names another file now" in error.message
     assert (report.retried, report.imported, report.finished, report.released) == (1, 1, 1, 0)
     assert staging(db) == {}
+
+
+def test_every_row_is_counted_once_under_the_outcome_it_got(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    new_a, _ = make_file(tmp_path, "a.safetensors", b"a" * 5000)
+    new_b, _ = make_file(tmp_path, "b.safetensors", b"b" * 5000)
+    copy, _ = make_file(tmp_path, "copy.safetensors", b"a" * 5000)
+    changing, _ = make_file(tmp_path, "changing.safetensors", b"c" * 64 * 1024)
+    folder = tmp_path / "folder.ckpt"
+    folder.mkdir()
+    gone = str(tmp_path / "gone.safetensors")
+    for path in (new_a, new_b, copy, changing, str(folder), gone):
+        stage(db, path)
+
+    events = Events()
+
+    def on_event(event: WorkerEvent) -> None:
+        events(event)
+        first_read = len(events.of("progress", changing)) == 1
+        if event.kind == "progress" and event.path == changing and first_read:
+            with open(changing, "ab") as f:  # changes under its first attempt only
+                f.write(b"more")
+
+    report = run_with_deadline(
+        lambda: process_pending(db, workers=1, settings=FAST, on_event=on_event)
+    )
+
+    counts = {k: v for k, v in report.to_dict().items() if isinstance(v, int) and v}
+    del counts["bytes_hashed"]
+    assert counts == {
+        "imported": 3,  # a, b, and changing on its second attempt
+        "duplicate": 1,
+        "missing": 1,
+        "failed": 1,
+        "retried": 1,
+        "files_hashed": 4,  # a, b, copy, changing (its failed attempt hashed no file)
+        "workers": 1,
+        "finished": 6,
+    }
+    finished = {e.path: e.outcome for e in events.of("finished")}
+    assert len(events.of("finished")) == len(finished) == 6
+    assert finished[copy] == "duplicate"
+    assert (finished[gone], finished[str(folder)], finished[changing]) == (
+        "missing",
+        "failed",
+        "imported",
+    )
+    assert sorted(str(e.outcome) for e in events.of("error")) == ["failed", "missing", "retried"]
+    assert events.of("released") == events.of("abandoned") == []
+    assert len(events.of("claimed")) == 7  # six rows, one of them twice

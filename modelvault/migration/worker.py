@@ -748,9 +748,15 @@ def _run_pool(
     report = WorkerReport.combine((w.report for w in pool), seconds=time.monotonic() - started)
     errors = [w.error for w in pool if w.error is not None]
     if errors:
+        where = (
+            "the rows it held are back in the queue"
+            if not report.abandoned
+            else f"{report.abandoned} rows could not be handed back (the catalog failed): the "
+            "next run on this host takes them over at once, others after their lease"
+        )
         raise MigrationError(
-            f"a worker stopped on an error: {errors[0]}; the rows it held are back in the "
-            "queue: fix the cause and run the workers again."
+            f"a worker stopped on an error: {errors[0]}; {where}: "
+            "fix the cause and run the workers again."
         ) from errors[0]
     return report
 
