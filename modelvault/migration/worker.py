@@ -49,7 +49,6 @@ from modelvault.catalog import Outcome, Settled
 from modelvault.config import CONFLICT_POLICIES, Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
-    CatalogError,
     ConfigError,
     HashCancelled,
     HashingError,
@@ -313,12 +312,14 @@ class MigrationWorker(threading.Thread):
             self.error = exc
             log.exception("worker %s failed", self.name)
         finally:
-            self._finish_hashed_quietly()
-            self._release_held("stopped")
-            owner.stopped(self.owner)
-            self.report.seconds = time.monotonic() - started
-            self.signal.notify()
-            self.done.set()
+            try:
+                self._finish_hashed_quietly()
+                self._release_held("stopped")
+            finally:  # whatever happened, wait() must return
+                owner.stopped(self.owner)
+                self.report.seconds = time.monotonic() - started
+                self.signal.notify()
+                self.done.set()
 
     def _loop(self) -> None:
         while not self.stopping:
@@ -588,7 +589,7 @@ class MigrationWorker(threading.Thread):
         while True:
             try:
                 return queue.release(self.db, self.owner, ids)
-            except CatalogError as exc:
+            except Exception as exc:  # the last chance to hand them back: any failure may pass
                 if time.monotonic() + pause > deadline:
                     log.warning(
                         "worker %s could not hand its %d rows back: %s; the next run on this "
