@@ -15,9 +15,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import reset_postgres
 from sqlalchemy import create_engine, select, text
 from support import wait_for
 from test_worker import MidHash, make_file, stage, staging
@@ -26,6 +28,7 @@ from test_worker_processes import Child
 
 from modelvault import DatabaseManager, Settings
 from modelvault.db.models import PendingImport
+from modelvault.db.types import utcnow
 from modelvault.migration import owner, worker
 from modelvault.migration.worker import MigrationWorker, process_pending
 
@@ -117,11 +120,17 @@ def test_rows_left_claimed_by_a_failed_worker_are_taken_over_at_once(
     assert all(db.get_model(sha) is not None for sha in digests.values())
 
 
+@pytest.fixture
+def pg_url(postgres_database: str) -> str:
+    """An empty PostgreSQL catalog (skips when no server is configured)."""
+    reset_postgres(postgres_database)
+    return postgres_database
+
+
 def test_a_postgresql_pool_whose_backends_are_killed_hands_every_row_back(
-    db_url: str, tmp_path: Path
+    pg_url: str, tmp_path: Path
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the SQLite case is test_a_catalog_locked_mid_run_gets_every_row_back")
+    db_url = pg_url
     db = DatabaseManager(db_url, settings=SETTINGS)
     db.init_db()
     digests = stage_files(db, tmp_path / "files")
@@ -211,6 +220,20 @@ def test_rows_of_a_killed_worker_process_are_taken_over_without_waiting_for_the_
     assert staging(db) == {}
 
 
+def owner_of_an_exited_process() -> str:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from modelvault.migration.owner import new_owner; print(new_owner('w'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    ).stdout.strip()
+
+
 def test_only_provably_dead_owners_are_dead(tmp_path: Path) -> None:
     mine = owner.new_owner("modelvault-worker-1")
     owner.running(mine)
@@ -218,17 +241,7 @@ def test_only_provably_dead_owners_are_dead(tmp_path: Path) -> None:
     owner.stopped(mine)
     assert owner.provably_dead(mine)  # one that has ended
 
-    gone = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from modelvault.migration.owner import new_owner as n;print(n('w'))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-    ).stdout.strip()
+    gone = owner_of_an_exited_process()
     assert gone.split(":")[0] == mine.split(":")[0]
     assert owner.provably_dead(gone)  # that process has exited
 
@@ -237,3 +250,28 @@ def test_only_provably_dead_owners_are_dead(tmp_path: Path) -> None:
     assert not owner.provably_dead(f"{host}:{pid}:modelvault-worker-1:0123456789ab")  # old form
     assert not owner.provably_dead("dead-worker")
     assert len(owner.new_owner("x" * 300)) <= 200
+
+
+def test_a_running_worker_takes_over_rows_of_a_worker_that_died_meanwhile(
+    db: DatabaseManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "ORPHAN_CHECK_SECONDS", 0.1)
+    runner = MigrationWorker(db, settings=SETTINGS, exit_when_idle=False)
+    runner.start()
+    path, sha = make_file(tmp_path, "orphan.safetensors", b"o" * 5000)
+    with db.session_scope() as s:  # claimed for another hour by a process that has exited
+        s.add(
+            PendingImport(
+                path=path,
+                name="orphan",
+                status="claimed",
+                claimed_by=owner_of_an_exited_process(),
+                lease_expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+    try:
+        wait_for(lambda: db.get_model(sha) is not None, "the orphan to be taken over", DEADLINE)
+    finally:
+        runner.stop()
+        assert runner.wait(DEADLINE)
+    assert (runner.report.imported, runner.report.released) == (1, 0)

@@ -85,6 +85,8 @@ FINISH_EVERY_SECONDS = 1.0
 
 EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
 
+# How often a worker waiting for leased rows checks whether their owner died.
+ORPHAN_CHECK_SECONDS = 5.0
 # How long a stopping worker keeps trying to hand its rows back to a failing catalog.
 RELEASE_PATIENCE_SECONDS = 5.0
 
@@ -276,6 +278,7 @@ class MigrationWorker(threading.Thread):
         self._hashing_id = 0  # the row _row_bytes belongs to
         self._row_bytes = 0
         self._pause_announced = False
+        self._next_orphan_check = 0.0
 
     # -- control --------------------------------------------------------------
 
@@ -304,7 +307,7 @@ class MigrationWorker(threading.Thread):
         started = time.monotonic()
         owner.running(self.owner)
         try:
-            queue.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
+            self._take_over_orphans()
             self._loop()
         except _Stopping:
             pass
@@ -342,9 +345,17 @@ class MigrationWorker(threading.Thread):
             state = queue.queue_state(self.db)
             if state.wait_seconds is None and self.exit_when_idle:
                 return
+            check = bool(state.wait_seconds) and time.monotonic() >= self._next_orphan_check
+            if check and self._take_over_orphans():  # rows of a worker that died meanwhile
+                continue
             due = POLL_SECONDS if state.wait_seconds is None else state.wait_seconds
             # Never spin: a row that looks claimable may be in another worker's claim.
             self._idle(min(max(due, MIN_IDLE_SECONDS), POLL_SECONDS), generation)
+
+    def _take_over_orphans(self) -> int:
+        """Hand back the rows of workers on this host that provably died (see ``owner``)."""
+        self._next_orphan_check = time.monotonic() + ORPHAN_CHECK_SECONDS
+        return queue.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
 
     def _idle(self, seconds: float, generation: int) -> None:
         """Wait ``seconds``, or less if a peer changes the queue or a stop arrives."""
