@@ -9,6 +9,7 @@ handed back or its owner was known dead, never because its lease ran out.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -78,15 +79,20 @@ def sqlite_db(tmp_path: Path) -> Iterator[tuple[DatabaseManager, Path]]:
 
 
 def test_a_catalog_locked_mid_run_gets_every_row_back(
-    sqlite_db: tuple[DatabaseManager, Path], tmp_path: Path
+    sqlite_db: tuple[DatabaseManager, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="modelvault.migration.worker")
     db, path = sqlite_db
     digests = stage_files(db, tmp_path / "files")
     # Another program takes the write lock while a file is hashed, past the busy timeout.
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     runner = start_worker(db, lambda: locker.execute("BEGIN EXCLUSIVE"))
 
-    wait_for(lambda: runner.error is not None, "the worker to fail on the lock", DEADLINE)
+    wait_for(
+        lambda: any("trying again" in r.getMessage() for r in caplog.records),
+        "the worker to fail on the lock, and to fail handing its rows back once",
+        DEADLINE,
+    )
     locker.execute("ROLLBACK")  # the catalog is back while the worker hands its rows back
     assert runner.wait(DEADLINE)
     locker.close()

@@ -610,6 +610,7 @@ class MigrationWorker(threading.Thread):
                         exc,
                     )
                     return None
+                log.info("worker %s: handing rows back failed, trying again: %s", self.name, exc)
             time.sleep(pause)  # not the stop event: it is set when we get here
             pause = min(pause * 2, 1.0)
 
