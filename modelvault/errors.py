@@ -48,8 +48,12 @@ class HashingError(ModelVaultError, OSError):
     """A file could not be hashed."""
 
 
+class NotRegularFileError(HashingError):
+    """The path names a directory, FIFO, socket or device: it is never opened or hashed."""
+
+
 class FileChangedError(HashingError):
-    """A file changed (size or modification time) while it was being hashed."""
+    """A file changed (size or modification time) or was replaced while it was being hashed."""
 
 
 class HashCancelled(ModelVaultError):

@@ -32,7 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelvault.errors import FileChangedError, HashCancelled, HashingError, ValidationError
+from modelvault.errors import (
+    FileChangedError,
+    HashCancelled,
+    NotRegularFileError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -46,6 +51,7 @@ __all__ = [
     "HashControl",
     "hash_file",
     "hash_file_digest",
+    "open_regular_file",
 ]
 
 # 2 MiB, by measurement (2-core Xeon with SHA-NI and 4 MiB of L2, a 2 GiB cached file):
@@ -131,9 +137,11 @@ def hash_file_digest(
 
     Raises ``HashCancelled`` when ``control`` is stopped, ``FileChangedError``
     when the file's size or mtime changed meanwhile (or fewer/more bytes than its
-    size could be read), ``HashingError`` for something that is not a regular
-    file, and the ``OSError`` of opening or reading as it is (``FileNotFoundError``,
-    ``PermissionError``, ``IsADirectoryError``...).
+    size could be read), or when the path names another file at the end (one was
+    renamed over it), ``NotRegularFileError`` for a directory, FIFO, socket or
+    device (refused before it is opened: nothing ever blocks on one; see
+    ``open_regular_file``), and the ``OSError`` of ``stat``, opening or reading
+    as it is (``FileNotFoundError``, ``PermissionError``...).
     """
     chunk = _checked_chunk_size(chunk_size)
     if not heartbeat_seconds > 0:
@@ -149,17 +157,15 @@ def hash_file_digest(
         if control.stopped:
             raise HashCancelled(f"Hashing {name} was stopped.")
 
-    with open(name, "rb", buffering=0) as mine:
+    with open_regular_file(name) as mine:
         before = os.fstat(mine.fileno())
-        if not stat.S_ISREG(before.st_mode):
-            raise HashingError(f"{name} is not a regular file, so it cannot be hashed.")
         sha = hashlib.sha256()
         if before.st_size < chunk:
             # One chunk: a relay's second handle and thread would cost more than the work.
             total = _single_read(mine, sha, before.st_size, checkpoint, report)
         else:
             # A second handle, not a shared fd: each thread seeks its own (no pread on Windows).
-            with open(name, "rb", buffering=0) as theirs:
+            with open_regular_file(name) as theirs:
                 if not os.path.samestat(before, os.fstat(theirs.fileno())):
                     raise FileChangedError(f"{name} was replaced while it was being opened.")
                 for handle in (mine, theirs):
@@ -178,6 +184,7 @@ def hash_file_digest(
             f"{name} changed while it was being hashed: "
             f"read {total} bytes of a file of {before.st_size}."
         )
+    _check_path_still_names(name, before)
     return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
 
 
@@ -197,6 +204,80 @@ def hash_file(
         on_progress=on_progress,
         heartbeat_seconds=heartbeat_seconds,
     ).sha256
+
+
+def open_regular_file(path: StrPath) -> io.FileIO:
+    """Open ``path`` for reading without ever blocking, and only if it is a regular file.
+
+    A FIFO would block ``open()`` until a writer comes, a device may never end
+    or may act on being opened: the path is ``stat``-ed first (following
+    symlinks) and anything but a regular file is refused unopened with
+    ``NotRegularFileError``. The open itself is non-blocking, and the descriptor
+    is checked again, in case the path was swapped for something else meanwhile
+    (``FileChangedError`` if it names another file now). Other failures are the
+    ``OSError`` of ``stat`` or ``open`` as it is.
+    """
+    name = os.fspath(path)
+    seen = os.stat(name)
+    _require_regular(name, seen)
+    fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+    try:
+        opened = os.fstat(fd)
+        _require_regular(name, opened)
+        if not os.path.samestat(seen, opened):
+            raise FileChangedError(f"{name} was replaced while it was being opened.")
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)  # a regular file reads the same either way; be plain
+        return io.FileIO(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows only: no newline translation
+
+
+def _require_regular(name: str, st: os.stat_result) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    raise NotRegularFileError(
+        f"{name} is {_kind_of(st.st_mode)}, not a regular file, so it cannot be hashed."
+    )
+
+
+def _kind_of(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    return next((what for test, what in kinds if test(mode)), "a special file")
+
+
+def _check_path_still_names(name: str, read: os.stat_result) -> None:
+    """The path must still name the file that was read, unchanged: else FileChangedError.
+
+    The descriptor's own checks cannot see a file renamed over the path while
+    it was hashed (``mv new.bin model.bin``): the old file is read to its end,
+    intact, but it is not what the path holds any more.
+    """
+    try:
+        now = os.stat(name)
+    except FileNotFoundError:
+        gone = f"{name} was removed or renamed while it was being hashed."
+        raise FileChangedError(gone) from None
+    if _identity(now) != _identity(read):
+        raise FileChangedError(
+            f"{name} was replaced while it was being hashed: the path names another file now."
+        )
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _checked_chunk_size(chunk_size: int | None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from support import legacy_with_files, wait_for
 
 from modelvault import DatabaseManager
 from modelvault.migration.manager import (
+    MAILBOX_SIZE,
     MigrationManager,
     MigrationState,
     MigrationStatus,
@@ -32,6 +34,7 @@ def test_full_migration_reports_states_and_progress(
     assert manager.start_full_migration(legacy, workers=2) is True
     assert manager.start_full_migration(legacy) is False  # one run at a time
     assert manager.wait(120)
+    assert manager.flush(60)  # subscribers are called back from a thread of their own
     unsubscribe()
     status = manager.status()
     assert status.state is MigrationState.DONE
@@ -141,3 +144,90 @@ def test_one_manager_per_catalog(
     monkeypatch.setenv("MODELVAULT_DB_PATH", str(tmp_path / "default.sqlite3"))
     assert get_manager() is get_manager()
     assert get_manager().status(refresh=False).state is MigrationState.IDLE
+
+
+def in_time(call: Callable[[], object], what: str) -> None:
+    """Run ``call`` in a daemon thread; fail (never hang) if it does not return in time."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    wait_for(lambda: not thread.is_alive(), what, 30)
+
+
+class Blocking:
+    """A subscriber that blocks on its first call until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.called = threading.Event()
+        self.seen: list[MigrationStatus] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, status: MigrationStatus) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.seen.append(status)
+        self.called.set()
+        self.release.wait()
+
+
+def test_a_subscriber_that_blocks_stalls_nothing(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    legacy, _ = legacy_with_files(tmp_path, 12, size=64 << 10)
+    blocking = Blocking()
+    manager.subscribe(blocking)
+    try:
+        in_time(lambda: manager.start_full_migration(legacy, workers=2), "start to return")
+        assert blocking.called.wait(30)
+        in_time(manager.pause_processing, "pause to return")
+        in_time(manager.resume_processing, "resume to return")
+        assert manager.wait(60)  # the whole migration ran while the subscriber was stuck
+        assert manager.status().state is MigrationState.DONE
+        assert db.count_models() == 12
+        assert len(blocking.seen) == 1
+        assert not manager.flush(0.1)  # the delivery thread is still stuck in the callback
+    finally:
+        blocking.release.set()
+    assert manager.flush(30)
+    # What piled up meanwhile was coalesced: a few states, the latest one last.
+    assert 2 <= len(blocking.seen) <= MAILBOX_SIZE + 1
+    assert blocking.seen[-1].state is MigrationState.DONE
+    assert blocking.seen[-1].files_done == 12
+    assert blocking.threads == {"modelvault-subscribers"}
+
+
+def test_stop_and_wait_work_while_a_subscriber_blocks_forever(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    legacy, _ = legacy_with_files(tmp_path, 4, size=256 << 20, sparse=True)
+    blocking = Blocking()
+    manager.subscribe(blocking)
+    try:
+        manager.start_full_migration(legacy, workers=1)
+        assert blocking.called.wait(30)
+        in_time(manager.stop, "stop to return")
+        assert manager.wait(60)
+        assert manager.status().state in (MigrationState.STOPPED, MigrationState.DONE)
+        assert db.staging_counts()["claimed"] == 0
+    finally:
+        blocking.release.set()
+    assert manager.flush(30)
+
+
+def test_a_subscriber_may_call_the_manager(
+    manager: MigrationManager, db: DatabaseManager, tmp_path: Path
+) -> None:
+    legacy, _ = legacy_with_files(tmp_path, 3)
+    states: list[MigrationState] = []
+
+    def reentrant(status: MigrationStatus) -> None:
+        states.append(manager.status(refresh=False).state)
+        if status.state is MigrationState.PROCESSING:
+            manager.pause_processing()
+            manager.resume_processing()
+
+    manager.subscribe(reentrant)
+    manager.start_full_migration(legacy)
+    assert manager.wait(60)
+    assert manager.flush(30)
+    assert manager.status().state is MigrationState.DONE
+    assert states[-1] is MigrationState.DONE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,22 @@ class Events:
         return [e for e in self.items if e.kind == kind and (path is None or e.path == path)]
 
 
+class MidHash(Events):
+    """Events that also run ``action`` once, at the first progress event: mid-hash,
+    in the worker's thread, while the hash waits for the callback to return."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        super().__init__()
+        self.action = action
+        self.done = threading.Event()
+
+    def __call__(self, event: WorkerEvent) -> None:
+        super().__call__(event)
+        if event.kind == "progress" and not self.done.is_set():
+            self.done.set()
+            self.action()
+
+
 def test_new_files_become_models_with_their_coloured_tags(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
@@ -134,22 +151,33 @@ def test_a_missing_file_keeps_its_row_tags_and_notes(db: DatabaseManager, tmp_pa
     assert db.count_models() == 0
 
 
-def test_io_errors_are_retried_with_back_off_then_fail(db: DatabaseManager, tmp_path: Path) -> None:
-    # Opening a directory fails with an OSError on every attempt (even as root,
-    # where permission bits would not stop us).
-    folder = tmp_path / "not-a-file.ckpt"
-    folder.mkdir()
-    stage(db, str(folder), tags=[{"name": "keep"}])
+def test_transient_errors_are_retried_with_back_off_then_fail(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    # A file that grows while every attempt reads it: a real error a retry might cure.
+    path, _ = make_file(tmp_path, "growing.ckpt", b"x" * 64 * 1024)
+    stage(db, path, tags=[{"name": "keep"}])
     events = Events()
-    settings = Settings(retry_backoff_seconds=0.2, max_attempts=3)
+    armed = threading.Event()
 
-    report = process_pending(db, settings=settings, on_event=events)
+    def on_event(event: WorkerEvent) -> None:
+        events(event)
+        if event.kind == "claimed":
+            armed.set()
+        elif event.kind == "progress" and armed.is_set():
+            armed.clear()
+            with open(path, "ab") as f:  # written mid-attempt, from the worker's own thread
+                f.write(b"more")
 
-    row = staging(db)[str(folder)]
+    settings = Settings(retry_backoff_seconds=0.2, max_attempts=3, hash_chunk_bytes=4096)
+    report = process_pending(db, settings=settings, on_event=on_event)
+
+    row = staging(db)[path]
     assert (row.status, row.attempts, row.not_before) == ("failed", 3, None)
-    assert row.last_error == "IsADirectoryError: Is a directory"
+    assert row.last_error is not None
+    assert f"{path} changed while it was being hashed" in row.last_error
     assert row.tags == [{"name": "keep", "color": None}]
-    assert (report.retried, report.failed) == (2, 1)
+    assert (report.retried, report.failed, report.finished) == (2, 1, 1)
     assert [e.outcome for e in events.of("error")] == ["retried", "retried", "failed"]
     # The pool waited out both back-offs (0.2 s, then 0.4 s) instead of giving up.
     assert report.seconds >= 0.6
@@ -331,16 +359,12 @@ def test_a_file_that_changes_while_hashed_is_hashed_again(
 ) -> None:
     path, _ = make_file(tmp_path, "growing.bin", b"x" * 64 * 1024)
     stage(db, path)
-    events = Events()
-    changed = threading.Event()
 
-    def on_event(event: WorkerEvent) -> None:
-        events(event)
-        if event.kind == "progress" and not changed.is_set():
-            changed.set()
-            with open(path, "ab") as f:  # written mid-hash, from the worker's own thread
-                f.write(b"more")
+    def grow() -> None:
+        with open(path, "ab") as f:
+            f.write(b"more")
 
+    events = on_event = MidHash(grow)
     settings = Settings(hash_chunk_bytes=4096, retry_backoff_seconds=0)
     report = process_pending(db, settings=settings, on_event=on_event)
 
@@ -446,7 +470,7 @@ def test_a_dead_workers_expired_leases_are_taken_over(db: DatabaseManager, tmp_p
     assert staging(db) == {}
     ids = [r.id for r in dead]
     assert queue.renew(db, "dead-worker", ids, 60) == set()
-    assert queue.release(db, "dead-worker", ids) == 0
+    assert queue.release(db, "dead-worker", ids) == set()
 
 
 def test_nothing_is_written_for_a_row_whose_lease_was_lost(
@@ -466,7 +490,7 @@ def test_nothing_is_written_for_a_row_whose_lease_was_lost(
     assert queue.record_failure(db, "slow", mine, "x", max_attempts=3, backoff_seconds=0) is None
     assert queue.mark_missing(db, "slow", mine, "x") is False
     assert queue.renew(db, "slow", [mine.id], 60) == set()
-    assert queue.release(db, "slow", [mine.id]) == 0
+    assert queue.release(db, "slow", [mine.id]) == set()
     with db.session_scope() as s:  # the rolled-back finish left no model, tag or link
         assert s.scalar(select(func.count()).select_from(Model)) == 0
         assert s.scalar(select(func.count()).select_from(Tag)) == 0
@@ -492,7 +516,7 @@ def test_an_expired_lease_nobody_took_is_released_but_not_finished(
         queue.finish(db, "w", row.id, row.hashed(sha, 7, 1), policy="merge", tag_cache=cache)
         is None
     )
-    assert queue.release(db, "w", [row.id]) == 1
+    assert queue.release(db, "w", [row.id]) == {row.id}
     released = staging(db)[path]
     assert (released.status, released.claimed_by, released.lease_expires_at) == (
         "pending",
@@ -587,6 +611,7 @@ def test_report_adds_up_and_serialises() -> None:
         "missing": 0,
         "failed": 1,
         "retried": 3,
+        "abandoned": 0,
         "released": 0,
         "files_hashed": 3,
         "bytes_hashed": 15,

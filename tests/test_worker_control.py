@@ -288,7 +288,7 @@ def test_a_worker_that_loses_its_lease_mid_file_lets_the_row_go(
         assert released.bytes == sum(e.bytes for e in timeline.of("progress"))
         assert row_of(db, str(path)).claimed_by == "thief"
         assert db.count_models() == 0
-        assert queue.release(db, "thief", [taken.id]) == 1  # the thief gives it back
+        assert queue.release(db, "thief", [taken.id]) == {taken.id}  # the thief gives it back
     finally:
         control.resume()
     report = pool.result()
@@ -299,12 +299,18 @@ def test_a_worker_that_loses_its_lease_mid_file_lets_the_row_go(
 
 
 def test_a_pool_waiting_out_a_back_off_stops_at_once(db: DatabaseManager, tmp_path: Path) -> None:
-    folder = tmp_path / "unreadable.ckpt"
-    folder.mkdir()  # every attempt fails
-    db.add_pending_import({"path": str(folder)})
+    path = tmp_path / "growing.ckpt"
+    path.write_bytes(b"x" * 64 * 1024)
+    db.add_pending_import({"path": str(path)})
+
+    def grow(event: WorkerEvent) -> None:  # the file changes under the first attempt
+        if event.kind == "progress" and event.bytes and path.stat().st_size == 64 * 1024:
+            with path.open("ab") as f:
+                f.write(b"more")
+
     control = HashControl()
-    timeline = Timeline()
-    settings = Settings(retry_backoff_seconds=600, max_attempts=3)
+    timeline = Timeline(grow)
+    settings = Settings(retry_backoff_seconds=600, max_attempts=3, hash_chunk_bytes=4096)
     pool = Pool(db, settings=settings, control=control, on_event=timeline)
 
     timeline.wait_for("error")  # the first attempt failed: ten minutes of back-off ahead
@@ -312,7 +318,7 @@ def test_a_pool_waiting_out_a_back_off_stops_at_once(db: DatabaseManager, tmp_pa
     report = pool.result(timeout=5)
 
     assert (report.retried, report.failed) == (1, 0)
-    row = row_of(db, str(folder))
+    row = row_of(db, str(path))
     assert (row.status, row.attempts) == ("pending", 1)
     assert row.not_before is not None
     assert row.not_before > utcnow() + timedelta(seconds=500)

@@ -14,8 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 10.0  # the rate is measured over this much recent time
 PUBLISH_INTERVAL_SECONDS = 0.2  # progress events at most this often (state changes at once)
 RECENT_ERRORS = 20
+MAILBOX_SIZE = 16  # state changes queued for a slow subscriber; progress coalesces
 
 
 class MigrationState(str, enum.Enum):
@@ -123,10 +123,8 @@ class MigrationManager:
         self._control = HashControl()
         self._finished = threading.Event()
         self._finished.set()  # no run yet
-        self._subscribers: list[Subscriber] = []
         self._last_publish = 0.0
-        self._outbox: deque[MigrationStatus] = deque()
-        self._delivering = threading.RLock()
+        self._mailbox = _Mailbox()
         self._staging_counts: dict[str, int] = {}
 
     @classmethod
@@ -164,13 +162,13 @@ class MigrationManager:
 
     def pause_processing(self) -> None:
         """Pause hashing within a fraction of a second; the hashes in progress are kept."""
-        with self._changing():
+        with self._lock:
             self._control.pause()
             if self._state is MigrationState.PROCESSING:
                 self._set_state(MigrationState.PAUSED)
 
     def resume_processing(self) -> None:
-        with self._changing():
+        with self._lock:
             self._control.resume()
             if self._state is MigrationState.PAUSED:
                 self._set_state(MigrationState.PROCESSING)
@@ -195,17 +193,20 @@ class MigrationManager:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(status)`` on every state change and on progress (a few
-        times a second at most), from the manager's threads. Returns an
-        unsubscribe function. Keep callbacks quick; hand off to your UI thread."""
-        with self._lock:
-            self._subscribers.append(callback)
+        times a second at most). Returns an unsubscribe function.
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+        Callbacks run one after another in the manager's delivery thread, never
+        in the thread that started, paused or stopped the run and never under a
+        lock: a callback may call the manager. A slow one misses progress
+        snapshots (it gets the latest when it returns), and one that never
+        returns holds up only later deliveries, never the migration, ``stop()``
+        or ``wait()``. Hand off to your UI thread.
+        """
+        return self._mailbox.subscribe(callback)
 
-        return unsubscribe
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every status published so far reached the subscribers; False on timeout."""
+        return self._mailbox.flush(timeout)
 
     def status(self, *, refresh: bool = True) -> MigrationStatus:
         """The current snapshot; ``refresh`` re-reads the staging counts from the catalog."""
@@ -223,7 +224,7 @@ class MigrationManager:
         policy: str | None,
         images_dir: str | None = None,
     ) -> bool:
-        with self._changing():
+        with self._lock:
             if self._state in RUNNING_STATES:
                 return False
             paused = self._control.paused and not self._control.stopped
@@ -287,7 +288,7 @@ class MigrationManager:
 
     def _begin_processing(self) -> None:
         files, size = self.db.claimable_totals()
-        with self._changing():
+        with self._lock:
             self._progress.files_total, self._progress.bytes_total = files, size
             self._progress.samples.append((time.monotonic(), 0))
             self._set_state(
@@ -296,11 +297,11 @@ class MigrationManager:
 
     def _finish(self, state: MigrationState) -> None:
         self._refresh_counts()
-        with self._changing():
+        with self._lock:
             self._set_state(state)
 
     def _fail(self, message: str) -> None:
-        with self._changing():
+        with self._lock:
             self._progress.error = message
             self._progress.errors.append(message)
             self._set_state(MigrationState.FAILED)
@@ -311,16 +312,16 @@ class MigrationManager:
             pass
         if self._control.stopped:
             raise _Stopped  # the importer commits per batch: re-running completes it
-        with self._changing():
+        with self._lock:
             self._progress.rows_imported, self._progress.rows_to_import = done, total
             self._publish(force=False)
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
-        with self._changing():
+        with self._lock:
             progress = self._progress
             if event.kind == "progress":
                 progress.bytes_done += event.bytes
-            elif event.kind in ("error", "released"):
+            elif event.kind in ("error", "released", "abandoned"):
                 # Those bytes will be read again: take them back so the bar stays honest.
                 progress.bytes_done -= event.bytes
                 if event.kind == "error" and event.message:
@@ -346,39 +347,6 @@ class MigrationManager:
         with self._lock:
             self._staging_counts = counts
 
-    @contextmanager
-    def _changing(self) -> Iterator[None]:
-        """Change the state under the lock; deliver what that published after it."""
-        with self._lock:
-            yield
-        self._deliver()
-
-    def _deliver(self) -> None:
-        """Hand queued snapshots to the subscribers, outside the lock, in order.
-
-        One thread delivers at a time; a thread that finds another delivering
-        leaves the queue to it, so a callback that waits for a thread calling
-        pause_processing() cannot deadlock, and a slow callback never holds up
-        the workers' progress counting.
-        """
-        while self._outbox:
-            if not self._delivering.acquire(blocking=False):
-                return
-            try:
-                while True:
-                    with self._lock:
-                        if not self._outbox:
-                            break
-                        snapshot = self._outbox.popleft()
-                        subscribers = list(self._subscribers)
-                    for callback in subscribers:
-                        try:
-                            callback(snapshot)
-                        except Exception:  # a broken UI callback must not break the migration
-                            log.exception("progress subscriber %r failed", callback)
-            finally:
-                self._delivering.release()
-
     def _set_state(self, state: MigrationState) -> None:
         self._state = state
         self._publish(force=True)
@@ -388,7 +356,7 @@ class MigrationManager:
         if not force and now - self._last_publish < PUBLISH_INTERVAL_SECONDS:
             return
         self._last_publish = now
-        self._outbox.append(self._snapshot())  # delivered by _deliver() once the lock is free
+        self._mailbox.post(self._snapshot())  # never waits: the delivery thread calls back
 
     def _snapshot(self) -> MigrationStatus:
         p = self._progress
@@ -414,6 +382,71 @@ class MigrationManager:
             import_report=p.import_report.to_dict() if p.import_report else None,
             worker_report=p.worker_report.to_dict() if p.worker_report else None,
         )
+
+
+class _Mailbox:
+    """Statuses on their way to the subscribers: a bounded queue and ONE delivery thread.
+
+    ``post`` never waits and never calls a subscriber, so no caller's thread
+    (an app's, a worker's, the manager's) can be stalled by one. A status
+    replaces a queued one of the same state (progress coalesces: a slow
+    subscriber gets the latest, not a backlog); state changes queue up to
+    ``MAILBOX_SIZE``, the oldest dropped beyond. The thread is a daemon that
+    starts when there is something to deliver and ends when there is nothing
+    left, so a subscriber that never returns strands only that thread.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._queue: deque[MigrationStatus] = deque()
+        self._subscribers: list[Subscriber] = []
+        self._delivering = False
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        with self._changed:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._changed:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def post(self, status: MigrationStatus) -> None:
+        with self._changed:
+            if not self._subscribers:
+                return
+            if self._queue and self._queue[-1].state is status.state:
+                self._queue[-1] = status
+            else:
+                self._queue.append(status)
+                while len(self._queue) > MAILBOX_SIZE:
+                    self._queue.popleft()
+            if not self._delivering:
+                self._delivering = True
+                threading.Thread(
+                    target=self._deliver, name="modelvault-subscribers", daemon=True
+                ).start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._delivering, timeout)
+
+    def _deliver(self) -> None:
+        while True:
+            with self._changed:
+                if not self._queue:
+                    self._delivering = False
+                    self._changed.notify_all()
+                    return
+                status = self._queue.popleft()
+                subscribers = list(self._subscribers)
+            for callback in subscribers:  # outside the lock: a callback may call the manager
+                try:
+                    callback(status)
+                except Exception:  # a broken UI callback must not break the migration
+                    log.exception("progress subscriber %r failed", callback)
 
 
 class _Stopped(MigrationError):

@@ -201,6 +201,7 @@ class Statements:
                 COLUMNS.claimed_by == bindparam("owner"),
             )
             .values(status=PENDING, not_before=None, **closed)
+            .returning(COLUMNS.id)
         )
         self.lock_held = select(COLUMNS.id).where(guard).with_for_update()
         # ON CONFLICT DO NOTHING: a model another worker committed meanwhile is
@@ -424,17 +425,46 @@ def renew(db: DatabaseManager, owner: str, ids: Collection[int], lease_seconds: 
         return {row_id for (row_id,) in conn.execute(sql.renew, params)}
 
 
-def release(db: DatabaseManager, owner: str, ids: Collection[int]) -> int:
-    """Hand rows back to the queue untouched (attempts unchanged); returns how many.
+def release(db: DatabaseManager, owner: str, ids: Collection[int]) -> set[int]:
+    """Hand rows back to the queue untouched (attempts unchanged); returns the ids handed back.
 
     An expired lease nobody took over yet is still released: the row is ours
     until another claim says otherwise, and handing it back makes it claimable
-    at once instead of at expiry.
+    at once instead of at expiry. The ids missing from the answer were taken
+    over by another worker.
     """
     if not ids:
+        return set()
+    with transaction(db) as conn:
+        params = {"ids": list(ids), "owner": owner}
+        return set(conn.scalars(statements(conn).release, params))
+
+
+def take_over_orphans(
+    db: DatabaseManager, owner_prefix: str, is_dead: Callable[[str], bool]
+) -> int:
+    """Hand back the rows of owners (named ``owner_prefix...``) that ``is_dead``; returns how many.
+
+    Their leases may run for long yet; a worker that provably died will never
+    renew or release them. Only reads unless there is something to take over.
+    """
+    claimed = (COLUMNS.status == CLAIMED) & COLUMNS.claimed_by.startswith(
+        owner_prefix, autoescape=True
+    )
+    with db.session_scope() as session:
+        owners = session.scalars(select(COLUMNS.claimed_by).where(claimed).distinct()).all()
+    dead = [owner for owner in owners if owner is not None and is_dead(owner)]
+    if not dead:
         return 0
     with transaction(db) as conn:
-        return _rowcount(conn.execute(statements(conn).release, {"ids": list(ids), "owner": owner}))
+        result = conn.execute(
+            update(TABLE)
+            .where(COLUMNS.status == CLAIMED, COLUMNS.claimed_by.in_(dead))
+            .values(status=PENDING, not_before=None, claimed_by=None, lease_expires_at=None)
+        )
+        taken = _rowcount(result)
+    log.info("handed back %d rows of %d workers that died: %s", taken, len(dead), dead)
+    return taken
 
 
 def record_failure(

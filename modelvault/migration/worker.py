@@ -21,8 +21,13 @@ file hashed, settled       model imported / merged / moved; staging row deleted
 same content, live path    staging row ``duplicate`` (sha256 set, tags merged)
 path holds other content   staging row ``conflict`` (sha256 and reason kept)
 file not found             staging row ``missing`` (attempts counted)
-I/O error, file changed    back to ``pending`` after a doubling back-off, then
-                           ``failed`` after ``max_attempts``, with the last error
+I/O error, stale handle,   back to ``pending`` after a doubling back-off, then
+file changed or replaced,  ``failed`` after ``max_attempts``, with the last error
+permission denied
+folder, FIFO, socket,      ``failed`` at once with the reason (no retry can cure
+device, name too long,     it, see ``classify_os_error``); a FIFO or device is
+symlink loop, relative     never opened for reading, so nothing blocks on one
+path, ENOTDIR
 tags that cannot be stored ``failed`` at once (no retry can cure them)
 stop, or lease lost        handed back untouched / left to the new owner
 =========================  =====================================================
@@ -30,13 +35,12 @@ stop, or lease lost        handed back untouched / left to the new owner
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -45,15 +49,15 @@ from modelvault.catalog import Outcome, Settled
 from modelvault.config import CONFLICT_POLICIES, Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
-    CatalogError,
     ConfigError,
-    FileChangedError,
     HashCancelled,
+    HashingError,
     MigrationError,
+    NotRegularFileError,
     ValidationError,
 )
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
-from modelvault.migration import queue
+from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,12 @@ MIN_IDLE_SECONDS = 0.02
 FINISH_EVERY_BYTES = 64 * 1024 * 1024
 FINISH_EVERY_SECONDS = 1.0
 
-EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released")
+EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
+
+# How often a worker waiting for leased rows checks whether their owner died.
+ORPHAN_CHECK_SECONDS = 5.0
+# How long a stopping worker keeps trying to hand its rows back to a failing catalog.
+RELEASE_PATIENCE_SECONDS = 5.0
 
 EventCallback = Callable[["WorkerEvent"], None]
 
@@ -102,10 +111,16 @@ class WorkerEvent:
     - ``error``: an attempt failed (``message``); ``outcome`` is ``retried`` when
       the row will be tried again (a ``finished`` follows otherwise);
     - ``released``: the row went back to the queue (``message`` says why: a
-      stop, or a lease lost to another worker).
+      stop, or a lease lost to another worker);
+    - ``abandoned``: the worker ended but could not hand the row back (the
+      catalog failed): it stays claimed until the next run on this host takes it
+      over, or its lease runs out.
 
-    For ``error`` and ``released``, ``bytes`` is what was read of the file in
-    this attempt and will be read again: subtract it to keep a progress bar honest.
+    Every row a worker claims gets exactly one ``finished``, ``released`` or
+    ``abandoned`` per claim (a ``retried`` error ends that claim too). For
+    ``error``, ``released`` and ``abandoned``, ``bytes`` is what was read of the
+    file in this attempt and will be read again: subtract it to keep a progress
+    bar honest.
     """
 
     kind: str
@@ -123,7 +138,12 @@ class WorkerEvent:
 
 @dataclass
 class WorkerReport:
-    """What a worker, or a pool, did. ``bytes_hashed`` counts every byte read."""
+    """What a worker, or a pool, did. ``bytes_hashed`` counts every byte read.
+
+    Each claim of a row is counted once: under its final outcome, ``retried``
+    (back in the queue after a back-off), ``released`` (handed back untouched,
+    or lost to another worker) or ``abandoned`` (left claimed: the catalog failed).
+    """
 
     imported: int = 0
     merged: int = 0
@@ -134,6 +154,7 @@ class WorkerReport:
     failed: int = 0
     retried: int = 0
     released: int = 0
+    abandoned: int = 0
     files_hashed: int = 0
     bytes_hashed: int = 0
     seconds: float = 0.0
@@ -242,9 +263,7 @@ class MigrationWorker(threading.Thread):
         self.signal = signal or QueueSignal()
         # Unique per thread and run: a restarted worker never mistakes a dead
         # predecessor's leases for its own.
-        self.owner = (
-            f"{socket.gethostname()[:100]}:{os.getpid()}:{self.name[:40]}:{uuid.uuid4().hex[:12]}"
-        )
+        self.owner = owner.new_owner(self.name)
         self.report = WorkerReport()
         self.error: BaseException | None = None
         self.done = threading.Event()  # set last thing in run(), after the rows went back
@@ -259,6 +278,7 @@ class MigrationWorker(threading.Thread):
         self._hashing_id = 0  # the row _row_bytes belongs to
         self._row_bytes = 0
         self._pause_announced = False
+        self._next_orphan_check = 0.0
 
     # -- control --------------------------------------------------------------
 
@@ -285,7 +305,9 @@ class MigrationWorker(threading.Thread):
 
     def run(self) -> None:
         started = time.monotonic()
+        owner.running(self.owner)
         try:
+            self._take_over_orphans()
             self._loop()
         except _Stopping:
             pass
@@ -293,11 +315,14 @@ class MigrationWorker(threading.Thread):
             self.error = exc
             log.exception("worker %s failed", self.name)
         finally:
-            self._finish_hashed_quietly()
-            self._release_held("stopped")
-            self.report.seconds = time.monotonic() - started
-            self.signal.notify()
-            self.done.set()
+            try:
+                self._finish_hashed_quietly()
+                self._release_held("stopped")
+            finally:  # whatever happened, wait() must return
+                owner.stopped(self.owner)
+                self.report.seconds = time.monotonic() - started
+                self.signal.notify()
+                self.done.set()
 
     def _loop(self) -> None:
         while not self.stopping:
@@ -320,9 +345,17 @@ class MigrationWorker(threading.Thread):
             state = queue.queue_state(self.db)
             if state.wait_seconds is None and self.exit_when_idle:
                 return
+            check = bool(state.wait_seconds) and time.monotonic() >= self._next_orphan_check
+            if check and self._take_over_orphans():  # rows of a worker that died meanwhile
+                continue
             due = POLL_SECONDS if state.wait_seconds is None else state.wait_seconds
             # Never spin: a row that looks claimable may be in another worker's claim.
             self._idle(min(max(due, MIN_IDLE_SECONDS), POLL_SECONDS), generation)
+
+    def _take_over_orphans(self) -> int:
+        """Hand back the rows of workers on this host that provably died (see ``owner``)."""
+        self._next_orphan_check = time.monotonic() + ORPHAN_CHECK_SECONDS
+        return queue.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
 
     def _idle(self, seconds: float, generation: int) -> None:
         """Wait ``seconds``, or less if a peer changes the queue or a stop arrives."""
@@ -377,6 +410,10 @@ class MigrationWorker(threading.Thread):
         if problem is not None:
             self._give_up(row, f"its tags cannot be stored: {problem}", final=True)
             return None
+        problem_path = path_problem(row.path)
+        if problem_path is not None:
+            self._give_up(row, problem_path, final=True)
+            return None
         self._current = row
         try:
             digest = hash_file_digest(
@@ -391,14 +428,12 @@ class MigrationWorker(threading.Thread):
         except _LeaseLost:
             self._released(row, "lease lost: another worker took the file over")
             return None
-        except (FileNotFoundError, NotADirectoryError) as exc:
+        except FileNotFoundError as exc:
             self._missing(row, exc)
             return None
-        except FileChangedError as exc:
-            self._give_up(row, str(exc))  # counts as an attempt: the next one may find it settled
-            return None
-        except OSError as exc:
-            self._give_up(row, describe_os_error(exc))
+        except OSError as exc:  # FileChangedError counts too: the next try may find it settled
+            message, permanent = classify_os_error(exc)
+            self._give_up(row, message, final=permanent)
             return None
         finally:
             self._current = None
@@ -465,6 +500,7 @@ class MigrationWorker(threading.Thread):
         if not queue.mark_missing(self.db, self.owner, row, message):
             self._released(row, "lease lost")
             return
+        self._held.pop(row.id, None)
         self.report.missing += 1
         self._emit("error", row, bytes=self._bytes_read(row), outcome="missing", message=message)
         self._emit("finished", row, outcome="missing", message=message)
@@ -483,6 +519,7 @@ class MigrationWorker(threading.Thread):
         if status is None:
             self._released(row, "lease lost")
             return
+        self._held.pop(row.id, None)
         outcome = "retried" if status == queue.PENDING else "failed"
         self.report.count(outcome)
         log.info("%s: attempt %d: %s (%s)", row.path, row.attempts + 1, message, outcome)
@@ -537,20 +574,55 @@ class MigrationWorker(threading.Thread):
         """On the way out: commit what was hashed, unless the catalog is what failed."""
         try:
             self._finish_hashed()
-        except Exception as exc:  # the rows stay claimed; their leases run out
+        except Exception as exc:  # still held: _release_held hands them back unsettled
             log.warning("worker %s could not commit its last files: %s", self.name, exc)
             self._hashed = []
 
     def _release_held(self, why: str) -> None:
+        """Hand back every row still held; each is counted once, as what became of it."""
         if not self._held:
             return
         rows = list(self._held.values())
-        try:
-            queue.release(self.db, self.owner, self._held.keys())
-        except CatalogError as exc:  # the leases run out by themselves
-            log.warning("worker %s could not hand its rows back: %s", self.name, exc)
+        released = self._hand_back([row.id for row in rows])
         for row in rows:
-            self._released(row, why)
+            if released is None:
+                self._abandoned(row)
+            elif row.id in released:
+                self._released(row, why)
+            else:
+                self._released(row, "lease lost: another worker took the file over")
+
+    def _hand_back(self, ids: list[int]) -> set[int] | None:
+        """``queue.release``, tried again for a while (the catalog may be back in a
+        moment: a lock released, a connection restored); None if it never worked."""
+        deadline = time.monotonic() + RELEASE_PATIENCE_SECONDS
+        pause = MIN_IDLE_SECONDS
+        while True:
+            try:
+                return queue.release(self.db, self.owner, ids)
+            except Exception as exc:  # the last chance to hand them back: any failure may pass
+                if time.monotonic() + pause > deadline:
+                    log.warning(
+                        "worker %s could not hand its %d rows back: %s; the next run on this "
+                        "host takes them over, elsewhere they wait for their leases to run out",
+                        self.name,
+                        len(ids),
+                        exc,
+                    )
+                    return None
+                log.info("worker %s: handing rows back failed, trying again: %s", self.name, exc)
+            time.sleep(pause)  # not the stop event: it is set when we get here
+            pause = min(pause * 2, 1.0)
+
+    def _abandoned(self, row: ClaimedRow) -> None:
+        self._held.pop(row.id, None)
+        self.report.abandoned += 1
+        self._emit(
+            "abandoned",
+            row,
+            bytes=self._bytes_read(row),
+            message="left claimed: the catalog failed before it could be handed back",
+        )
 
     # -- events ---------------------------------------------------------------
 
@@ -588,6 +660,37 @@ def describe_os_error(exc: OSError) -> str:
     """One line for ``last_error``: what failed, without a traceback."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {reason}"
+
+
+# What no retry can cure: the path itself is wrong (too long, a symlink loop, a
+# file where a folder should be, a folder where a file should be).
+PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR})
+
+
+def classify_os_error(exc: OSError) -> tuple[str, bool]:
+    """``(message, permanent)`` for a failed attempt at hashing a file.
+
+    Permanent (``failed`` at once): not a regular file, and the errnos in
+    ``PERMANENT_ERRNOS``. Everything else is worth a retry after a back-off: an
+    I/O error, a stale NFS handle, a file that changed while it was read, a
+    permission that may be granted (``FileNotFoundError`` is ``missing``, handled
+    before this).
+    """
+    if isinstance(exc, HashingError):  # our own sentence: which file, what is wrong
+        return str(exc), isinstance(exc, NotRegularFileError)
+    return describe_os_error(exc), exc.errno in PERMANENT_ERRNOS
+
+
+def path_problem(path: str) -> str | None:
+    """Why a staged path can never be hashed, before anything touches it; None if it may be."""
+    if "\0" in path:
+        return f"{path!r} contains a NUL character, which no file name can hold."
+    if not os.path.isabs(path):
+        return (
+            f"{path} is a relative path: it depends on the folder the worker runs in; "
+            "stage the file by its absolute path."
+        )
+    return None
 
 
 def process_pending(
@@ -658,9 +761,15 @@ def _run_pool(
     report = WorkerReport.combine((w.report for w in pool), seconds=time.monotonic() - started)
     errors = [w.error for w in pool if w.error is not None]
     if errors:
+        where = (
+            "the rows it held are back in the queue"
+            if not report.abandoned
+            else f"{report.abandoned} rows could not be handed back (the catalog failed): the "
+            "next run on this host takes them over at once, others after their lease"
+        )
         raise MigrationError(
-            f"a worker stopped on an error: {errors[0]}; the rows it held are back in the "
-            "queue: fix the cause and run the workers again."
+            f"a worker stopped on an error: {errors[0]}; {where}: "
+            "fix the cause and run the workers again."
         ) from errors[0]
     return report
 
