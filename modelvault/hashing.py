@@ -206,7 +206,7 @@ def hash_file(
     ).sha256
 
 
-def open_regular_file(path: StrPath) -> io.FileIO:
+def open_regular_file(path: StrPath, *, follow_symlinks: bool = True) -> io.FileIO:
     """Open ``path`` for reading without ever blocking, and only if it is a regular file.
 
     A FIFO would block ``open()`` until a writer comes, a device may never end
@@ -215,12 +215,14 @@ def open_regular_file(path: StrPath) -> io.FileIO:
     ``NotRegularFileError``. The open itself is non-blocking, and the descriptor
     is checked again, in case the path was swapped for something else meanwhile
     (``FileChangedError`` if it names another file now). Other failures are the
-    ``OSError`` of ``stat`` or ``open`` as it is.
+    ``OSError`` of ``stat`` or ``open`` as it is. With ``follow_symlinks=False``
+    a symbolic link is refused like any other file that is not regular.
     """
     name = os.fspath(path)
-    seen = os.stat(name)
+    seen = os.stat(name, follow_symlinks=follow_symlinks)
     _require_regular(name, seen)
-    fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
+    no_follow = 0 if follow_symlinks else _O_NOFOLLOW
+    fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY | no_follow)
     try:
         opened = os.fstat(fd)
         _require_regular(name, opened)
@@ -236,6 +238,7 @@ def open_regular_file(path: StrPath) -> io.FileIO:
 
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows only: no newline translation
 
 
@@ -254,6 +257,7 @@ def _kind_of(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symbolic link"),
     )
     return next((what for test, what in kinds if test(mode)), "a special file")
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -33,7 +33,14 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from modelvault.catalog import LEGACY, PREVIEWS
-from modelvault.errors import ConfigError, ImageStoreError, ValidationError
+from modelvault.errors import (
+    ConfigError,
+    FileChangedError,
+    ImageStoreError,
+    NotRegularFileError,
+    ValidationError,
+)
+from modelvault.hashing import open_regular_file
 
 MEDIA_PREFIX = "/media/"  # how the legacy app's URLs name a file of its images folder
 LEGACY_IMAGES_FOLDER = "images"  # beside the legacy database
@@ -43,16 +50,6 @@ CHUNK = 1 << 20
 _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 _NOT_PLAIN = re.compile(r"[/\\:\x00]")  # a folder, a drive, or NUL: not a plain file name
 _STORED_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
-# Read-only and non-blocking: opening a FIFO must not wait for a writer.
-_READ_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-
-
 class _SourceProblem(Exception):
     """An image of the legacy folder that cannot be taken (the reason is the message)."""
 
@@ -225,37 +222,28 @@ class ImageStore:
             ) from exc
 
 
-def _open_source(path: Path) -> int:
-    """A read-only descriptor on a regular file, checked before and after opening."""
+def _open_source(path: Path) -> io.FileIO:
+    """The image opened read-only, never blocking, only if it is a regular file (not a link)."""
     try:
-        before = os.stat(path, follow_symlinks=False)
-        if not stat.S_ISREG(before.st_mode):
-            raise _SourceProblem("it is not a regular file")
-        fd = os.open(path, _READ_FLAGS)
+        return open_regular_file(path, follow_symlinks=False)
+    except NotRegularFileError as exc:
+        raise _SourceProblem("it is not a regular file") from exc
+    except FileChangedError as exc:
+        raise _SourceProblem("it was replaced while it was being opened") from exc
     except OSError as exc:
         raise _SourceProblem(f"it cannot be read ({exc.strerror or exc})") from exc
-    after = os.fstat(fd)
-    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(
-        after.st_mode
-    ):
-        os.close(fd)
-        raise _SourceProblem("it was replaced while it was being opened")
-    return fd
 
 
 def _read_source(path: Path) -> Iterator[bytes]:
-    fd = _open_source(path)
-    try:
+    with _open_source(path) as source:
         while True:
             try:
-                chunk = os.read(fd, CHUNK)
+                chunk = source.read(CHUNK)
             except OSError as exc:
                 raise _SourceProblem(f"it cannot be read ({exc.strerror or exc})") from exc
             if not chunk:
                 return
             yield chunk
-    finally:
-        os.close(fd)
 
 
 def _hash_source(path: Path) -> str:
