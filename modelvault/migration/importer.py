@@ -7,9 +7,15 @@ read-only engine (``modelvault.migration.legacy``) in batches of
 Where each legacy row goes
 --------------------------
 A legacy hash counts when it is 64 hex digits after trimming (any case; stored
-lower-case), its algorithm is sha256 (layout 1), and the file is gone or still
-has the legacy ``size_bytes`` (one ``stat``; rows without a size are not
-checked). Then, in this order:
+lower-case), its algorithm is sha256 (layout 1), and the file provably did not
+change since the legacy app saw it (one ``stat``): the file is gone (or its path
+is not one of this machine, such as a Windows path here), or it has the legacy
+``size_bytes`` and was last written (layout 2) at or before the row's
+``created_at``, in whole milliseconds, or (layout 1) exactly at ``mtime_ns``.
+The legacy app's re-scan stores a file's new size but keeps its old hash, so
+the size alone proves nothing. Any other usable hash is kept in
+``meta.legacy.hash_hex`` with the reason in ``meta.legacy.hash_ignored``, and
+the row is staged to be hashed. Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
 - its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
@@ -617,8 +623,8 @@ class _Run:
             self.legacy.layout is LegacyLayout.V1 and str(row.hash_algo).strip().lower() != "sha256"
         ):
             why = f"its hash algorithm is {row.hash_algo!r}, not sha256"
-        elif size is not None:
-            why = self._size_changed(row.id, path, size)
+        else:
+            why = self._file_changed(row, path, size)
         usable = sha if why is None else None
         if raw and raw != usable:
             legacy["hash_hex"] = raw
@@ -627,26 +633,36 @@ class _Run:
             self.report.warn("models", row.id, why + "; staged to be hashed")
         return usable
 
-    def _size_changed(self, legacy_id: int, path: str, size: int) -> str | None:
-        """Why the legacy hash no longer describes the file, or None if it may."""
+    def _file_changed(self, row: LegacyRow, path: str, size: int | None) -> str | None:
+        """Why the legacy hash may not describe the file, or None when it provably does.
+
+        The legacy app's re-scan stores a file's new size but keeps the old hash
+        (LEGACY.md), so the size alone proves nothing. The file is unchanged when
+        it has the legacy size and (layout 2) was last written at or before the
+        row's ``created_at``, which the app set once, when it first saw the file,
+        or (layout 1) its mtime is the stored ``mtime_ns``. A gone file keeps the
+        legacy hash: it is all anyone will ever know of it.
+        """
+        if not os.path.isabs(path):
+            return None  # not a path of this machine (a Windows path here): nothing to read
         try:
-            actual = os.stat(path).st_size
+            stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None  # gone: the legacy hash is all we will ever know
+            return None
         except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:
-                self.report.warn(
-                    "models",
-                    legacy_id,
-                    f"its size could not be checked ({exc}); its hash is trusted",
-                )
-            return None
-        if actual == size:
-            return None
-        return (
-            f"the file changed since it was hashed "
-            f"(size {size} in the legacy catalog, {actual} now)"
-        )
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # no file can have this path
+            return f"its file could not be checked ({exc})"
+        if size is None:
+            return "the legacy catalog has no size for its file, so nothing shows it is unchanged"
+        if stat.st_size != size:
+            return (
+                f"the file changed since it was hashed "
+                f"(size {size} in the legacy catalog, {stat.st_size} now)"
+            )
+        if self.legacy.layout is LegacyLayout.V1:
+            return _changed_since_mtime(row.mtime_ns, stat.st_mtime_ns)
+        return _written_after_created(row.created_at, stat.st_mtime_ns)
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
@@ -942,6 +958,33 @@ def _marks(meta: Any) -> _Marks:
         frozenset(sources),
         frozenset(rows),
         tuple(p for p in previous if isinstance(p, str)) if isinstance(previous, list) else (),
+    )
+
+
+def _changed_since_mtime(stored: Any, mtime_ns: int) -> str | None:
+    """Layout 1: the file is the one hashed only if its mtime is the stored ``mtime_ns``."""
+    if not isinstance(stored, int) or isinstance(stored, bool):
+        return f"its legacy mtime_ns {stored!r} is not a time, so nothing shows it is unchanged"
+    if stored == mtime_ns:
+        return None
+    return (
+        f"the file was written since it was hashed "
+        f"(mtime_ns {stored} in the legacy catalog, {mtime_ns} now)"
+    )
+
+
+def _written_after_created(created_ms: Any, mtime_ns: int) -> str | None:
+    """Layout 2: the file is the one hashed only if it was last written at or before
+    the row's ``created_at`` (compared in whole milliseconds, the column's unit)."""
+    created = _from_ms(created_ms)
+    if created is None:
+        return f"its created_at {created_ms!r} is not a time, so nothing shows it is unchanged"
+    if mtime_ns // 1_000_000 <= created_ms:
+        return None
+    written = EPOCH + timedelta(microseconds=mtime_ns // 1000)
+    return (
+        f"the file was written at {written.isoformat()}, after the legacy app first saw it "
+        f"({created.isoformat()}), so its legacy hash may be of other bytes"
     )
 
 

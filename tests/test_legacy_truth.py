@@ -1,0 +1,150 @@
+"""Stage 1 on legacy catalogs written the way the legacy app writes them
+(LEGACY.md, "How the legacy app really wrote these rows"), on every backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_importer import models_by_legacy_id, pending_by_legacy_id
+
+from modelvault import DatabaseManager
+from modelvault.migration.importer import import_legacy_data
+from modelvault.migration.sample import rescanned, scanned, write_legacy_catalog
+from modelvault.migration.worker import process_pending
+
+SCAN_MS = 1_724_000_000_000  # when the legacy app first saw the files
+BEFORE_SCAN_NS = (SCAN_MS - 60_000) * 1_000_000
+AFTER_SCAN_NS = (SCAN_MS + 60_000) * 1_000_000
+
+
+def model_file(folder: Path, name: str, data: bytes, mtime_ns: int = BEFORE_SCAN_NS) -> Path:
+    path = folder / "models" / "loras" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def write_over(path: Path, data: bytes, mtime_ns: int = AFTER_SCAN_NS) -> None:
+    """The user (or a download tool) writes the file again after the scan."""
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- 1. a legacy hash counts only for a file that provably did not change ---------------
+
+
+@pytest.mark.parametrize("layout", [2, 1])
+def test_an_unchanged_file_keeps_its_legacy_hash(
+    db: DatabaseManager, tmp_path: Path, layout: int
+) -> None:
+    file = model_file(tmp_path, "a.safetensors", b"a" * 100)
+    row = scanned(1, file, "loras", created_at=SCAN_MS)
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", layout=layout, rows=[row])
+    report = import_legacy_data(legacy, db)
+    assert (report.imported, report.staged) == (1, 0)
+    assert models_by_legacy_id(db)[1].sha256 == digest(b"a" * 100)
+
+
+def test_rescan_after_an_append_is_hashed_again(db: DatabaseManager, tmp_path: Path) -> None:
+    file = model_file(tmp_path, "a.safetensors", b"old bytes")
+    row = scanned(1, file, "loras", created_at=SCAN_MS)
+    with file.open("ab") as out:
+        out.write(b" and more")
+    os.utime(file, ns=(AFTER_SCAN_NS, AFTER_SCAN_NS))
+    row = rescanned(row)  # the size is the file's now, the hash the old bytes'
+    assert (row.size_bytes, row.hash_hex) == (18, digest(b"old bytes"))
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=[row])
+
+    report = import_legacy_data(legacy, db)
+    assert (report.imported, report.staged) == (0, 1)
+    staged = pending_by_legacy_id(db)[1]
+    assert (staged.status, staged.sha256) == ("pending", None)
+    assert staged.meta["legacy"]["hash_hex"] == digest(b"old bytes")
+    assert "after the legacy app first saw it" in staged.meta["legacy"]["hash_ignored"]
+    assert any(w["legacy_id"] == 1 and "staged to be hashed" in w["reason"]
+               for w in report.warnings)  # fmt: skip
+    process_pending(db, workers=1)
+    assert db.get_model(digest(b"old bytes and more")) is not None
+    assert db.get_model(digest(b"old bytes")) is None
+
+
+@pytest.mark.parametrize("layout", [2, 1])
+def test_a_same_size_overwrite_is_hashed_again(
+    db: DatabaseManager, tmp_path: Path, layout: int
+) -> None:
+    file = model_file(tmp_path, "a.safetensors", b"AAAA")
+    row = scanned(1, file, "loras", created_at=SCAN_MS)
+    write_over(file, b"BBBB")
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", layout=layout, rows=[rescanned(row)])
+    report = import_legacy_data(legacy, db)
+    assert (report.imported, report.staged) == (0, 1)
+    why = pending_by_legacy_id(db)[1].meta["legacy"]["hash_ignored"]
+    if layout == 1:
+        assert f"mtime_ns {BEFORE_SCAN_NS} in the legacy catalog, {AFTER_SCAN_NS} now" in why
+    else:
+        assert "after the legacy app first saw it" in why
+
+
+def test_created_at_is_compared_in_whole_milliseconds(db: DatabaseManager, tmp_path: Path) -> None:
+    last_in_ms = model_file(tmp_path, "a.bin", b"a", mtime_ns=SCAN_MS * 1_000_000 + 999_999)
+    next_ms = model_file(tmp_path, "b.bin", b"b", mtime_ns=(SCAN_MS + 1) * 1_000_000)
+    rows = [scanned(1, last_in_ms, "loras", created_at=SCAN_MS),
+            scanned(2, next_ms, "loras", created_at=SCAN_MS)]  # fmt: skip
+    import_legacy_data(write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows), db)
+    assert sorted(models_by_legacy_id(db)) == [1]
+    assert sorted(pending_by_legacy_id(db)) == [2]
+
+
+def test_a_live_file_without_a_legacy_size_is_hashed_again(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    file = model_file(tmp_path, "a.bin", b"a")
+    row = replace(scanned(1, file, "loras", created_at=SCAN_MS), size_bytes=None)
+    import_legacy_data(write_legacy_catalog(tmp_path / "l.sqlite3", rows=[row]), db)
+    assert "no size" in pending_by_legacy_id(db)[1].meta["legacy"]["hash_ignored"]
+
+
+def test_a_layout1_live_file_without_mtime_ns_is_hashed_again(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    file = model_file(tmp_path, "a.bin", b"a")
+    row = replace(scanned(1, file, "loras", created_at=SCAN_MS), mtime_ns=None)
+    import_legacy_data(write_legacy_catalog(tmp_path / "l.sqlite3", layout=1, rows=[row]), db)
+    why = pending_by_legacy_id(db)[1].meta["legacy"]["hash_ignored"]
+    assert "mtime_ns None is not a time" in why
+
+
+def test_a_copy_with_the_old_bytes_is_not_a_duplicate_of_a_changed_file(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    original = model_file(tmp_path, "original.safetensors", b"version 1")
+    copy = tmp_path / "models" / "loras" / "copy.safetensors"
+    shutil.copy2(original, copy)  # the old bytes, and the old mtime
+    rows = [
+        scanned(1, original, "loras", created_at=SCAN_MS, extra_json='{"description": "o"}'),
+        scanned(2, copy, "loras", created_at=SCAN_MS + 5, extra_json='{"description": "c"}'),
+    ]
+    write_over(original, b"version 2")  # same size, other bytes; the re-scan keeps the hash
+    rows[0] = rescanned(rows[0])  # fmt: skip
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+
+    report = import_legacy_data(legacy, db)
+    assert (report.imported, report.staged, report.duplicates) == (1, 1, 0)
+    old = db.get_model(digest(b"version 1"))
+    assert old is not None
+    assert (old.path, old.meta["description"]) == (str(copy), "c")
+    process_pending(db, workers=1)
+    new = db.get_model(digest(b"version 2"))
+    assert new is not None
+    assert (new.path, new.meta["description"]) == (str(original), "o")
+    assert pending_by_legacy_id(db) == {}
