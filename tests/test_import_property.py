@@ -30,10 +30,20 @@ from modelvault.catalog import file_name
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, write_legacy_catalog
-from modelvault.normalize import parse_color, parse_sha256
+from modelvault.normalize import model_type_for_folder, parse_color, parse_sha256
 
 HASHES = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4)]  # the 4th: catalog only
-TYPES = ["checkpoint", "lora", "LoRA", "vae", "other", "", "  Embedding "]
+TYPES = [
+    "checkpoint",
+    "lora",
+    "LoRA",
+    "vae",
+    "other",
+    "",
+    "  Embedding ",
+    "loras",
+    "Upscale_Models",
+]
 COLOURS = ["#fff", "#ABCDEF", "#a1b2c3", "red", "RebeccaPurple", "", "  ", "junk", None]
 CATALOG_TAGS = {"fav": "#00ff00", "lora": None, "red": "#ff0000", "pre": "#123456"}
 RESERVED = ("legacy", "previous_paths")
@@ -436,11 +446,12 @@ def _check_notes(row: LegacyModel, values_of: Any) -> None:
 
 
 def _check_columns(row: LegacyModel, place: Model | PendingImport, legacy: dict[str, Any]) -> None:
-    kind = _clean(row.type).strip().lower() or "other"
-    kind = kind if len(kind) <= MAX_TYPE else "other"
+    kind = model_type_for_folder(_clean(row.type))
+    path = _clean(row.path)
+    file_as_type = kind == (file_name(path).strip().lower() or "other")
+    kind = kind if len(kind) <= MAX_TYPE and not file_as_type else "other"
     assert place.type == kind
     assert legacy.get("type", kind) == row.type
-    path = _clean(row.path)
     name = row.name if row.name is not None and row.name.strip() else file_name(path) or path
     name = _clean(name)[:MAX_NAME]
     assert place.name == name

@@ -10,11 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_importer import models_by_legacy_id, pending_by_legacy_id
+from test_importer import models_by_legacy_id, pending_by_legacy_id, sha, tags_of
 
 from modelvault import DatabaseManager
 from modelvault.migration.importer import import_legacy_data
-from modelvault.migration.sample import rescanned, scanned, write_legacy_catalog
+from modelvault.migration.sample import (
+    LegacyModel,
+    LegacyTag,
+    rescanned,
+    scanned,
+    system_tags,
+    write_legacy_catalog,
+)
 from modelvault.migration.worker import process_pending
 
 SCAN_MS = 1_724_000_000_000  # when the legacy app first saw the files
@@ -148,3 +155,37 @@ def test_a_copy_with_the_old_bytes_is_not_a_duplicate_of_a_changed_file(
     assert new is not None
     assert (new.path, new.meta["description"]) == (str(original), "o")
     assert pending_by_legacy_id(db) == {}
+
+
+# -- 3. model types are ComfyUI's, tags stay as the user had them -----------------------
+
+
+def test_types_are_comfyui_types_and_tags_stay(db: DatabaseManager, tmp_path: Path) -> None:
+    rows = [
+        LegacyModel(1, "/gone/models/loras/a.safetensors", "loras", hash_hex=sha("a")),
+        LegacyModel(2, "/gone/models/checkpoints/b.ckpt", "checkpoints", hash_hex=sha("b")),
+        LegacyModel(3, "/gone/models/upscale_models/c.pth", "upscale_models", hash_hex=sha("c")),
+        LegacyModel(4, "/gone/models/clip/d.safetensors", "clip", hash_hex=sha("d")),
+        LegacyModel(5, "/gone/models/my_stuff/e.bin", "my_stuff", hash_hex=sha("e")),
+        LegacyModel(6, "/gone/models/vae/f.pt", "vae", hash_hex=sha("f")),
+        # a file directly in a models root: the legacy app used its file name as type
+        LegacyModel(7, "/gone/models/Loose.safetensors", "loose.safetensors", hash_hex=sha("g")),
+        LegacyModel(8, "C:\\ComfyUI\\models\\h.ckpt", "h.ckpt", hash_hex=sha("h")),
+    ]  # fmt: skip
+    tags = [*system_tags(), LegacyTag(8, "loras"), LegacyTag(9, "checkpoints", "#00ff00")]
+    legacy = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=rows, tags=tags, links=[(1, 8), (2, 9), (7, 7)]
+    )
+    import_legacy_data(legacy, db)
+    models = models_by_legacy_id(db)
+    assert {i: m.type for i, m in models.items()} == {
+        1: "lora", 2: "checkpoint", 3: "upscale", 4: "text_encoder", 5: "my_stuff",
+        6: "vae", 7: "other", 8: "other",
+    }  # fmt: skip
+    assert {i: m.meta["legacy"].get("type") for i, m in models.items()} == {
+        1: "loras", 2: "checkpoints", 3: "upscale_models", 4: "clip", 5: None, 6: None,
+        7: "loose.safetensors", 8: "h.ckpt",
+    }  # fmt: skip
+    assert tags_of(db, sha("a")) == ["loras"]
+    assert tags_of(db, sha("b")) == ["checkpoints"]
+    assert db.get_tag("checkpoints").color == "#00ff00"  # type: ignore[union-attr]

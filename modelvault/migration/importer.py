@@ -44,6 +44,15 @@ the row is staged to be hashed. Then, in this order:
   otherwise staging row ``duplicate`` with ``sha256`` set, keeping the row's own
   notes, and its tags merged into the model (``duplicates``).
 
+A row's ``type`` is ComfyUI's model type for the legacy value, which the
+legacy app took from the folder name (``normalize.model_type_for_folder``:
+``loras`` -> ``lora``, ``checkpoints`` -> ``checkpoint``, ``upscale_models`` ->
+``upscale``, a folder ComfyUI does not know is kept as its own type). A file
+directly in a models root got its own file name as type: that says nothing of
+what it is, so it is ``other``. The stored value goes to ``meta.legacy.type``
+whenever it differs. Tags are migrated as the user had them (a tag ``loras``
+stays ``loras``).
+
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted with executemany, which
@@ -87,8 +96,9 @@ look for them, and under ``"legacy"`` what has no v3 column::
                                      # "superseded")
       "path", "name", "type",        # the stored value whenever it differs from the
       "size_bytes",                  # column's (NUL in a path, a blank or too long
-                                     # name, a type not in lower case or too long, a
-                                     # value not stored as text, a size not a count)
+                                     # name, a type that is a folder name or a file
+                                     # name, not in lower case or too long, a value
+                                     # not stored as text, a size not a count)
       "tag_colors": {"Tag": "raw"},  # colours of this row's tags that the v3 tag does
                                      # not have, by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
@@ -139,7 +149,13 @@ from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
 from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
-from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
+from modelvault.normalize import (
+    model_type_for_folder,
+    normalize_tag_name,
+    normalize_type,
+    parse_color,
+    parse_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +586,7 @@ class _Run:
             legacy_id=row.id,
             path=path,
             name=_name(row.name, path, legacy),
-            type=_type(row.type, legacy),
+            type=_type(row.type, path, legacy),
             size_bytes=size,
             mtime_ns=mtime_ns,
             created_at=created_at,
@@ -1141,12 +1157,17 @@ def _name(value: Any, path: str, legacy: dict[str, Any]) -> str:
     return stored
 
 
-def _type(value: Any, legacy: dict[str, Any]) -> str:
+def _type(value: Any, path: str, legacy: dict[str, Any]) -> str:
+    """ComfyUI's model type for the legacy type, which the legacy app took from the
+    folder name (``loras`` -> ``lora``); a file directly in a models root got its
+    own file name as type, which says nothing of what it is: ``other``."""
     raw = _text(value)
-    kind = normalize_type(raw if raw is None else _storable(raw))
+    kind = model_type_for_folder(raw if raw is None else _storable(raw))
+    if kind == normalize_type(file_name(path)):
+        kind = "other"
     stored = kind if len(kind) <= MAX_TYPE else "other"
     if value is not None and stored != value:
-        legacy["type"] = _jsonable(value)  # not lower case, padded, too long, or not text
+        legacy["type"] = _jsonable(value)  # a folder name, a file name, not lower case, ...
     return stored
 
 
