@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_importer import models_by_legacy_id, pending_by_legacy_id, sha, tags_of
+from test_importer import models_by_legacy_id, pending_by_legacy_id, sha, tags_of, with_batch
 
 from modelvault import DatabaseManager
 from modelvault.migration.importer import import_legacy_data
@@ -189,3 +193,97 @@ def test_types_are_comfyui_types_and_tags_stay(db: DatabaseManager, tmp_path: Pa
     assert tags_of(db, sha("a")) == ["loras"]
     assert tags_of(db, sha("b")) == ["checkpoints"]
     assert db.get_tag("checkpoints").color == "#00ff00"  # type: ignore[union-attr]
+
+
+# -- 4. no byte of the legacy file is lost, no single cell stops the import ------------
+
+NOT_UTF8 = bytes.fromhex("7b2261223a22ff227d")  # {"a":"\xff"}
+
+
+def legacy_of(folder: Path, count: int) -> Path:
+    rows = [LegacyModel(i, f"/gone/m{i}.safetensors", "loras", hash_hex=sha(str(i)),
+                        extra_json=f'{{"n": {i}}}') for i in range(1, count + 1)]  # fmt: skip
+    return write_legacy_catalog(folder / "l.sqlite3", rows=rows, links=[(i, 2) for i in (1, 45)])
+
+
+def edit(legacy: Path, sql: str, *params: object) -> None:
+    """Change the file the way a hand edit (or another program) could."""
+    with closing(sqlite3.connect(legacy)) as conn, conn:
+        conn.execute(sql, params)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_text_that_is_not_utf8_stops_nothing(db: DatabaseManager, tmp_path: Path) -> None:
+    legacy = legacy_of(tmp_path, 50)
+    edit(legacy, "UPDATE models SET extra_json = CAST(x'7b2261223a22ff227d' AS TEXT) WHERE id = 45")
+    edit(legacy, "UPDATE models SET name = CAST(? AS TEXT) WHERE id = 46", b"caf\xe9.ckpt")
+    report = import_legacy_data(legacy, with_batch(db, 10))
+    assert (report.rows_read, report.imported) == (50, 50)
+    models = models_by_legacy_id(db)
+    assert models[45].meta["a"] == "\ufffd"
+    assert models[45].meta["legacy"]["extra_json_bytes_b64"] == b64(NOT_UTF8)
+    assert base64.b64decode(models[45].meta["legacy"]["extra_json_bytes_b64"]) == NOT_UTF8
+    assert tags_of(db, sha("45")) == ["lora"]
+    assert models[46].name == "caf\ufffd.ckpt"
+    assert models[46].meta["legacy"]["name_bytes_b64"] == b64(b"caf\xe9.ckpt")
+    assert models[44].meta == {"n": 44, "legacy": models[44].meta["legacy"]}
+    assert "extra_json_bytes_b64" not in models[44].meta["legacy"]
+    reasons = {(w["legacy_id"], w["reason"].split(";")[0]) for w in report.warnings}
+    assert (45, "its extra_json is text that is not UTF-8") in reasons
+    assert (46, "its name is text that is not UTF-8") in reasons
+    again = import_legacy_data(legacy, with_batch(db, 10))
+    assert again.already_present == 50
+
+
+def test_blob_values_keep_their_bytes(db: DatabaseManager, tmp_path: Path) -> None:
+    legacy = legacy_of(tmp_path, 3)
+    edit(legacy, "UPDATE models SET extra_json = ? WHERE id = 2", b'{"a": 1}')
+    edit(legacy, "UPDATE models SET meta_json = ? WHERE id = 3", b"\x00\xff\x10binary")
+    report = import_legacy_data(legacy, db)
+    assert report.imported == 3
+    models = models_by_legacy_id(db)
+    assert models[2].meta["a"] == 1
+    assert models[2].meta["legacy"]["extra_json_bytes_b64"] == b64(b'{"a": 1}')
+    assert models[3].meta["legacy"]["meta_json_bytes_b64"] == b64(b"\x00\xff\x10binary")
+    assert (3, "its meta_json is a BLOB") in {
+        (w["legacy_id"], w["reason"].split(";")[0]) for w in report.warnings
+    }
+
+
+def test_a_staged_row_with_such_bytes_is_finished_by_the_worker(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    files = [model_file(tmp_path, f"{i}.bin", b"data %d" % i) for i in range(3)]
+    rows = [LegacyModel(i + 1, str(f), "loras") for i, f in enumerate(files)]
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    edit(legacy, "UPDATE models SET extra_json = CAST(x'7b2261223a22ff227d' AS TEXT) WHERE id = 2")
+    assert import_legacy_data(legacy, db).staged == 3
+    assert process_pending(db, workers=1).imported == 3
+    model = db.get_model(digest(b"data 1"))
+    assert model is not None
+    assert model.meta["legacy"]["extra_json_bytes_b64"] == b64(NOT_UTF8)
+
+
+@pytest.mark.parametrize("column", ["extra_json", "meta_json"])
+def test_json_too_deep_to_write_back_is_kept_as_text(
+    db: DatabaseManager, tmp_path: Path, column: str
+) -> None:
+    legacy = legacy_of(tmp_path, 5)
+    # A fresh interpreter reads this (json.loads), but cannot write it back nested
+    # in a model's meta, nor read it in the deeper stack of a worker.
+    deep = '{"a": ' + "[" * 985 + "]" * 985 + "}"
+    shallow = '{"a": ' + "[" * 150 + "]" * 150 + "}"
+    edit(legacy, f"UPDATE models SET {column} = ? WHERE id = 3", deep)
+    edit(legacy, f"UPDATE models SET {column} = ? WHERE id = 4", shallow)
+    report = import_legacy_data(legacy, with_batch(db, 2))
+    assert (report.rows_read, report.imported) == (5, 5)
+    models = models_by_legacy_id(db)
+    assert models[3].meta["legacy"][f"{column}_raw"] == deep
+    assert "a" not in models[3].meta
+    assert any(w["legacy_id"] == 3 and f"{column} is nested deeper than" in w["reason"]
+               for w in report.warnings)  # fmt: skip
+    read = models[4].meta if column == "extra_json" else models[4].meta["legacy"]["meta_json"]
+    assert json.dumps(read["a"]) == "[" * 150 + "]" * 150

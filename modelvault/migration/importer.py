@@ -88,9 +88,16 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "hash_ignored": "why",         # why a hash-like value was not used
       "hash_algo", "dir_path", "mtime_ns", "updated_at_ms",   # layout 1 columns
       "meta_json": {...},            # legacy meta_json, parsed
-      "meta_json_raw": "...",        # ...or its text when it is not JSON
+      "meta_json_raw": "...",        # ...or its text when it is not JSON (or nested
+                                     # deeper than MAX_JSON_DEPTH levels)
       "extra_json": [...],           # extra_json that is JSON but not an object
-      "extra_json_raw": "...",       # extra_json text that is not JSON (or repeats keys)
+      "extra_json_raw": "...",       # extra_json text that is not JSON, repeats keys,
+                                     # or is nested deeper than MAX_JSON_DEPTH levels
+      "<column>_bytes_b64": "...",   # the exact bytes, base64 (RFC 4648, padded), of
+                                     # a value stored as a BLOB or as TEXT that is not
+                                     # UTF-8 (e.g. "extra_json_bytes_b64"); the column
+                                     # and the keys above get it decoded as UTF-8 with
+                                     # U+FFFD for each invalid byte
       "extra_json_shadowed": {...},  # extra_json keys named like modelvault's own
                                      # top-level keys ("legacy", "previous_paths",
                                      # "superseded")
@@ -104,6 +111,10 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
     }
 
+No single cell stops the import: a value that is not UTF-8 text or is a BLOB
+is read as bytes and kept as above, with a warning naming the row; JSON that
+cannot be stored is kept as text, like invalid JSON.
+
 An unreadable or clashing colour is kept in the report and in
 ``meta.legacy.tag_colors`` of every row that carries the legacy tag; an
 unreadable one gives the v3 tag no colour (the user can give it one). Tags are
@@ -112,11 +123,13 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -148,7 +161,13 @@ from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
-from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
+from modelvault.migration.legacy import (
+    LegacyCatalog,
+    LegacyLayout,
+    LegacyRow,
+    NotUtf8Text,
+    open_legacy,
+)
 from modelvault.normalize import (
     model_type_for_folder,
     normalize_tag_name,
@@ -170,6 +189,10 @@ BATCH_ATTEMPTS = 3
 # User keys named like modelvault's own top-level meta keys (RESERVED_META_KEYS)
 # move under meta.legacy.extra_json_shadowed so neither side is lost.
 MAX_NAME, MAX_TYPE = 512, 64  # the v3 column widths
+# Far deeper than any real note, far below what the JSON encoder manages (about
+# 990 levels, fewer the deeper the stack it runs in).
+MAX_JSON_DEPTH = 200
+REPEATED_KEYS = "repeats keys"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 MODELS = cast(Table, Model.__table__)
@@ -562,6 +585,7 @@ class _Run:
             "id": row.id,
             "created_at_ms": _jsonable(row.created_at),
         }
+        self._keep_bytes(row, legacy)
         raw_path = row.path
         path_clash = None
         if isinstance(raw_path, str) and "\x00" not in raw_path:
@@ -595,6 +619,21 @@ class _Run:
             tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
         )
+
+    def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
+        """Keep the exact bytes of every value stored as a BLOB or as TEXT that is
+        not UTF-8 in ``meta.legacy.<column>_bytes_b64``: the columns get the text
+        decoded with replacement characters, which loses the bytes."""
+        for column, value in zip(row._fields, row, strict=True):
+            if isinstance(value, bytes):
+                legacy[f"{column}_bytes_b64"] = base64.b64encode(value).decode("ascii")
+                what = "text that is not UTF-8" if isinstance(value, NotUtf8Text) else "a BLOB"
+                self.report.warn(
+                    "models",
+                    row.id,
+                    f"its {column} is {what}; it is read with replacement characters, and "
+                    f"its exact bytes are kept in meta.legacy.{column}_bytes_b64",
+                )
 
     def _cleaned_path(self, legacy_id: int, raw: Any) -> tuple[str, str | None]:
         """The path of a row whose stored path is not storable text, and why it is
@@ -684,16 +723,17 @@ class _Run:
         meta: dict[str, Any] | None = None
         meta_json = _text(row.meta_json)
         if meta_json is not None:
-            value, ok, _ = _parse_json(meta_json)
+            value, problem = _parse_json(meta_json)
+            ok = problem in (None, REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
-                self.report.warn("models", row.id, "meta_json is not valid JSON; its text is kept")
+                self.report.warn("models", row.id, f"meta_json {problem}; its text is kept")
         extra = _text(row.extra_json)
         if extra is not None:
-            value, ok, repeated = _parse_json(extra)
-            if not ok or repeated:
+            value, problem = _parse_json(extra)
+            ok = problem in (None, REPEATED_KEYS)
+            if problem is not None:
                 legacy["extra_json_raw"] = extra
-                problem = "repeats keys" if ok else "is not valid JSON"
                 self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
                 shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
@@ -1191,15 +1231,37 @@ _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_r
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _parse_json(text: str) -> tuple[Any, bool, bool]:
-    """(value, is valid JSON, repeats a key). Repeated keys keep the last value, as
-    every JSON reader does; the caller keeps the text so the others survive too."""
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """(value, what is wrong with it). Repeated keys keep the last value, as every
+    JSON reader does; the caller keeps the text so the others survive too. JSON
+    nested deeper than ``MAX_JSON_DEPTH`` is read as not JSON: it cannot be
+    written back (the encoder recurses, and the catalog nests meta further)."""
+    # Counting brackets is quick and spares nearly every row the closer look.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
+        return None, f"is nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        return _STRICT_JSON.decode(text), True, False
+        return _STRICT_JSON.decode(text), None
     except _RepeatedKeys:
-        return _JSON.decode(text), True, True
+        return _JSON.decode(text), REPEATED_KEYS
     except (ValueError, RecursionError):
-        return None, False, False
+        return None, "is not valid JSON"
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than ``MAX_JSON_DEPTH``."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif mark in "]}":
+            depth -= 1
+    return False
 
 
 __all__ = ["ImportReport", "Progress", "import_legacy_data"]

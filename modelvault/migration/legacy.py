@@ -13,6 +13,10 @@ longer than one batch. Each batch carries the ``model_tags`` rows whose
 ``model_id`` falls in the id range it covers, so links that point at a missing
 model show up in the batch of their range (the last batch covers the range
 after the last model, so every link is seen exactly once).
+
+A TEXT value that is not UTF-8 stops nothing: the batch that holds one is read
+again with a text factory that gives such values as ``NotUtf8Text`` (their
+exact bytes); BLOB values are ``bytes``. The importer keeps both byte for byte.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ class LegacyRow(NamedTuple):
     """One row of the legacy ``models`` table, as stored (no cleaning yet).
 
     Values are what SQLite holds, so a hand-edited file may put any type in any
-    column; the importer decides what each value means. The last four fields
+    column (a BLOB is ``bytes``, TEXT that is not UTF-8 ``NotUtf8Text``); the
+    importer decides what each value means. The last four fields
     exist in layout 1 only and are None in layout 2.
     """
 
@@ -188,20 +193,14 @@ class LegacyCatalog:
         select_models = _select_models(self.layout)
         last_id: int | None = None
         while True:
-            with self._reading() as cursor:
-                rows = cursor.execute(
-                    select_models, (_MIN_ID if last_id is None else last_id, size)
-                )
-                batch = [LegacyRow(*row) for row in rows.fetchall()]
-                if not batch:
-                    break
-                top = batch[-1].id
-                if last_id is None:
-                    links = cursor.execute(_LINKS_UP_TO, (top,)).fetchall()
-                else:
-                    links = cursor.execute(_LINKS_IN_RANGE, (last_id, top)).fetchall()
-            yield LegacyBatch(batch, links)
-            last_id = top
+            try:
+                batch = self._batch(select_models, last_id, size, tolerant=False)
+            except _NotUtf8:  # rare: read this batch again, the slower way that keeps bytes
+                batch = self._batch(select_models, last_id, size, tolerant=True)
+            if batch is None:
+                break
+            yield batch
+            last_id = batch.rows[-1].id
         with self._reading() as cursor:
             if last_id is None:
                 tail = cursor.execute(_LINKS_ALL).fetchall()
@@ -209,23 +208,66 @@ class LegacyCatalog:
                 tail = cursor.execute(_LINKS_AFTER, (last_id,)).fetchall()
         yield LegacyBatch([], tail)
 
+    def _batch(
+        self, select_models: str, last_id: int | None, size: int, *, tolerant: bool
+    ) -> LegacyBatch | None:
+        with self._reading(tolerant=tolerant) as cursor:
+            rows = cursor.execute(select_models, (_MIN_ID if last_id is None else last_id, size))
+            batch = [LegacyRow(*row) for row in rows.fetchall()]
+            if not batch:
+                return None
+            top = batch[-1].id
+            if last_id is None:
+                links = cursor.execute(_LINKS_UP_TO, (top,)).fetchall()
+            else:
+                links = cursor.execute(_LINKS_IN_RANGE, (last_id, top)).fetchall()
+        return LegacyBatch(batch, links)
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._reading() as cursor:
             rows: list[Any] = cursor.execute(sql, params).fetchall()
         return rows
 
     @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """A cursor on the read-only connection; driver errors become one clear sentence."""
+    def _reading(self, *, tolerant: bool = True) -> Iterator[Any]:
+        """A cursor on the read-only connection; driver errors become one clear sentence.
+
+        ``tolerant`` reads TEXT that is not UTF-8 as ``NotUtf8Text`` (its bytes);
+        otherwise such a value raises ``_NotUtf8``, and the caller reads again
+        tolerantly (a callable per text value costs a third more per row).
+        """
         try:
             with self.engine.connect() as conn:
-                cursor = conn.connection.cursor()
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.text_factory = _text_or_bytes if tolerant else str
+                cursor = raw.cursor()
                 try:
                     yield cursor
                 finally:
                     cursor.close()
+        except sqlite3.OperationalError as exc:
+            if not tolerant and "could not decode to utf-8" in str(exc).lower():
+                raise _NotUtf8 from exc
+            raise _read_error(self.path, exc) from exc
         except (sqlite3.Error, DBAPIError) as exc:
             raise _read_error(self.path, exc) from exc
+
+
+class NotUtf8Text(bytes):
+    """A TEXT value of the legacy file that is not UTF-8, as its exact bytes (a
+    BLOB value is plain ``bytes``)."""
+
+
+class _NotUtf8(Exception):
+    """A TEXT value that is not UTF-8 was met by a read that expects UTF-8."""
+
+
+def _text_or_bytes(value: bytes) -> str | NotUtf8Text:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8Text(value)
 
 
 _MIN_ID = -(2**63)
