@@ -9,14 +9,19 @@ import json
 import os
 import shutil
 import sqlite3
-from contextlib import closing
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect
 from test_importer import models_by_legacy_id, pending_by_legacy_id, sha, tags_of, with_batch
 
-from modelvault import DatabaseManager
+from modelvault import DatabaseManager, LegacyDatabaseError
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import (
     LegacyModel,
@@ -287,3 +292,123 @@ def test_json_too_deep_to_write_back_is_kept_as_text(
                for w in report.warnings)  # fmt: skip
     read = models[4].meta if column == "extra_json" else models[4].meta["legacy"]["meta_json"]
     assert json.dumps(read["a"]) == "[" * 150 + "]" * 150
+
+
+# -- 5. the legacy file is checked first, and read without leaving anything beside it ---
+
+
+def damaged_legacy(folder: Path) -> Path:
+    """A legacy file whose pages in the middle were overwritten (header intact)."""
+    rows = [
+        LegacyModel(
+            i,
+            f"/gone/{i:05d}.bin",
+            "loras",
+            hash_hex=sha(str(i)),
+            extra_json=json.dumps({"description": "x" * 200}),
+        )
+        for i in range(1, 2001)
+    ]
+    folder.mkdir()
+    legacy = write_legacy_catalog(folder / "hikaze_mm.sqlite3", rows=rows)
+    page_size, pages = 4096, legacy.stat().st_size // 4096
+    assert pages > 100
+    with legacy.open("r+b") as out:
+        out.seek(page_size * (pages // 2))
+        out.write(b"\x55" * page_size * 4)
+    return legacy
+
+
+def test_a_damaged_file_is_refused_before_anything_is_written(db_url: str, tmp_path: Path) -> None:
+    legacy = damaged_legacy(tmp_path / "legacy")
+    db = DatabaseManager(db_url)
+    try:
+        with pytest.raises(LegacyDatabaseError, match="is damaged") as caught:
+            import_legacy_data(legacy, db)
+        assert str(caught.value).startswith(f"the legacy catalog {legacy} is damaged (")
+        assert str(caught.value).endswith(": restore it from a backup.")
+        assert inspect(db.engine).get_table_names() == []
+    finally:
+        db.dispose()
+
+
+def test_the_command_line_says_so_in_one_line_with_exit_2(tmp_path: Path) -> None:
+    legacy = damaged_legacy(tmp_path / "legacy")
+    catalog = tmp_path / "new" / "catalog.sqlite3"
+    result = subprocess.run(
+        [sys.executable, "-m", "modelvault", "import", str(legacy), "--db", str(catalog)],
+        capture_output=True, text=True, check=False, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "is damaged" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("leave_wal", [True, False], ids=["rows-in-wal", "checkpointed"])
+def test_a_wal_file_leaves_nothing_beside_it(
+    db: DatabaseManager, tmp_path: Path, leave_wal: bool
+) -> None:
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    rows = [LegacyModel(i, f"/gone/{i}.bin", "loras", hash_hex=sha(str(i))) for i in (1, 2, 3)]
+    legacy = write_legacy_catalog(
+        folder / "hikaze_mm.sqlite3", rows=rows, wal=True, leave_wal=leave_wal
+    )
+    before = listing(folder)
+    assert sorted(before) == ["hikaze_mm.sqlite3", "hikaze_mm.sqlite3-wal"][: 1 + leave_wal]
+    assert import_legacy_data(legacy, db).imported == 3
+    assert listing(folder) == before
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """Run as the unprivileged user ``nobody`` (effective ids), back to root after."""
+    os.setegid(NOBODY)
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to become the user nobody")
+def test_a_wal_file_in_a_folder_the_user_cannot_write_is_read_whole(db_url: str) -> None:
+    # Under a folder of its own: pytest's tmp_path is closed to other users.
+    shared = Path(tempfile.mkdtemp(prefix="modelvault-test-"))
+    try:
+        shared.chmod(0o755)
+        folder, out = shared / "legacy", shared / "out"
+        folder.mkdir()
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        rows = [LegacyModel(i, f"/gone/{i}.bin", "loras", hash_hex=sha(str(i))) for i in (1, 2)]
+        legacy = write_legacy_catalog(folder / "hikaze_mm.sqlite3", rows=rows, leave_wal=True)
+        before = listing(folder)
+        folder.chmod(0o555)
+        postgres = db_url.startswith("postgresql")
+        url = db_url if postgres else str(out / "catalog.sqlite3")
+        # Load every module while root can read them all (the interpreter is in /root).
+        warm_up = DatabaseManager(db_url if postgres else str(out / "warm-up.sqlite3"))
+        import_legacy_data(legacy, warm_up).to_dict()
+        warm_up.dispose()
+        catalog = DatabaseManager(url)
+        with as_nobody():
+            with pytest.raises(PermissionError):
+                (folder / "probe").touch()  # the folder really is not writable
+            report = import_legacy_data(legacy, catalog)
+        assert report.accounted == report.rows_read == 2
+        assert catalog.get_model(sha("1")) is not None  # the rows were only in the -wal
+        assert catalog.get_model(sha("2")) is not None
+        assert listing(folder) == before
+        catalog.dispose()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -5,6 +5,9 @@ refuses anything else with a ``LegacyDatabaseError`` that says, in one sentence,
 which file and what is wrong with it. The file is only ever opened through a
 read-only SQLite URI (``mode=ro``), with ``query_only`` on as well: the legacy app
 may still be running, and its data must come out of the migration byte-identical.
+Nothing is ever created beside it: a WAL-mode file that SQLite could read only by
+creating a ``-shm`` there is copied (with its ``-wal``) into a private folder, and
+the copy is read. A file that fails ``PRAGMA quick_check`` is refused as damaged.
 
 Rows are read in keyset-paginated batches (``WHERE id > ? ORDER BY id LIMIT ?``),
 each batch in its own short read, so the memory used stays flat however large the
@@ -24,7 +27,9 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +48,9 @@ LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
 # The legacy app's transactions are short; waiting longer than this for its lock
 # means it holds the file exclusively, and the user is better told so.
 LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
+
+# A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
+COPY_ATTEMPTS = 3
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -149,12 +157,19 @@ _LINKS_ALL = "SELECT model_id, tag_id FROM model_tags ORDER BY model_id, tag_id"
 
 
 class LegacyCatalog:
-    """An open, validated legacy catalog. Use ``open_legacy`` to get one."""
+    """An open, validated legacy catalog. Use ``open_legacy`` to get one.
 
-    def __init__(self, path: Path, engine: Engine, layout: LegacyLayout) -> None:
+    ``path`` is the legacy file; ``copy``, when set, is the private folder
+    holding the snapshot that is read instead (see ``open_legacy``).
+    """
+
+    def __init__(
+        self, path: Path, engine: Engine, layout: LegacyLayout, copy: Path | None = None
+    ) -> None:
         self.path = path
         self.engine = engine
         self.layout = layout
+        self.copy = copy
 
     def __enter__(self) -> LegacyCatalog:
         return self
@@ -167,6 +182,9 @@ class LegacyCatalog:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.copy is not None:
+            shutil.rmtree(self.copy, ignore_errors=True)
+            self.copy = None
 
     def count_models(self) -> int:
         return int(self._query("SELECT count(*) FROM models")[0][0])
@@ -280,21 +298,98 @@ def open_legacy(
 
     Raises ``LegacyDatabaseError`` for anything that is not a legacy catalog we
     know: a missing file, a folder, not SQLite (or encrypted), truncated, locked,
-    other tables, another schema_version.
+    other tables, another schema_version, or damaged (``PRAGMA quick_check``).
+    A WAL-mode file is read from a private copy unless the legacy app's ``-wal``
+    and ``-shm`` are both there and the folder is writable (see ``_needs_copy``).
     """
     file = Path(path).expanduser().resolve()
-    _check_file(file)
+    header = _check_file(file)
     if busy_timeout_seconds is None:
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
-    engine = read_only_engine(file, busy_timeout_seconds=busy_timeout_seconds)
+    copy = _private_copy(file) if _needs_copy(file, header) else None
+    read = file if copy is None else copy / file.name
+    catalog = LegacyCatalog(
+        file, read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds), LegacyLayout.V2
+    )
+    catalog.copy = copy
     try:
-        catalog = LegacyCatalog(file, engine, LegacyLayout.V2)
         catalog.layout = _detect_layout(catalog)
+        _check_integrity(catalog)
     except BaseException:
-        engine.dispose()
+        catalog.close()
         raise
     log.debug("opened legacy catalog %s (layout %d)", file, catalog.layout)
     return catalog
+
+
+def _needs_copy(file: Path, header: bytes) -> bool:
+    """Whether a WAL-mode file must be read from a private copy.
+
+    SQLite reads a WAL-mode database only through its ``-shm`` index: opened in
+    place without one, even read-only, it creates ``-shm`` (and an empty
+    ``-wal``) beside the file, or fails in a folder it cannot write. Both files
+    exist while the legacy app runs (or after it was killed); then, in a
+    writable folder, the file is read in place, sharing the app's locks. In
+    every other case the file and its ``-wal`` are copied and the copy is read:
+    a consistent snapshot, and nothing appears beside the legacy file.
+    ``immutable=1`` would need no copy, but it skips the ``-wal``, where the
+    newest rows may be.
+    """
+    wal_mode = header[18:20] == b"\x02\x02"  # read and write format versions 2: WAL
+    if not wal_mode:
+        return False
+    beside = [Path(f"{file}-wal"), Path(f"{file}-shm")]
+    return not all(p.exists() for p in beside) or not os.access(file.parent, os.W_OK)
+
+
+def _private_copy(file: Path) -> Path:
+    """Copy the file and its ``-wal`` into a new private folder; returns the folder.
+
+    A copy whose sources changed while it was made (the legacy app wrote) is
+    made again, so it is never a torn mix of two states.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="modelvault-legacy-"))
+    try:
+        for _attempt in range(COPY_ATTEMPTS):
+            before = _states(file)
+            for source in (file, Path(f"{file}-wal")):
+                if source.exists():
+                    shutil.copyfile(source, folder / source.name)
+            if _states(file) == before:
+                return folder
+        raise _error(
+            file,
+            "kept changing while it was being copied to be read",
+            "close the legacy app and try again",
+        )
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _error(
+            file, f"cannot be copied to be read ({exc.strerror or exc})", "check its permissions"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _states(file: Path) -> list[tuple[int, int] | None]:
+    states: list[tuple[int, int] | None] = []
+    for part in (file, Path(f"{file}-wal")):
+        try:
+            stat = part.stat()
+            states.append((stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            states.append(None)
+    return states
+
+
+def _check_integrity(catalog: LegacyCatalog) -> None:
+    """``PRAGMA quick_check``: a damaged file is refused before anything is written."""
+    problems = [str(row[0]) for row in catalog._query("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        first = problems[0] if problems else "no answer from the integrity check"
+        first = " ".join(first.replace("*** in database main ***", "").split())  # one line
+        raise _error(catalog.path, f"is damaged ({first})", "restore it from a backup")
 
 
 def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
@@ -309,8 +404,9 @@ def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
     return engine
 
 
-def _check_file(file: Path) -> None:
-    """Everything that can be told from the file itself, before SQLite opens it."""
+def _check_file(file: Path) -> bytes:
+    """Everything that can be told from the file itself, before SQLite opens it;
+    returns its header."""
     try:
         stat = file.stat()
     except FileNotFoundError:
@@ -337,6 +433,7 @@ def _check_file(file: Path) -> None:
             file, f"cannot be read ({exc.strerror or exc})", "check its permissions"
         ) from exc
     _check_header(file, header, stat.st_size)
+    return header
 
 
 def _check_header(file: Path, header: bytes, size: int) -> None:
