@@ -30,7 +30,7 @@ from modelvault.catalog import file_name
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, write_legacy_catalog
-from modelvault.normalize import model_type_for_folder, parse_color, parse_sha256
+from modelvault.normalize import model_type_for_folder, parse_color, parse_sha256, read_color
 
 HASHES = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4)]  # the 4th: catalog only
 TYPES = [
@@ -44,7 +44,10 @@ TYPES = [
     "loras",
     "Upscale_Models",
 ]
-COLOURS = ["#fff", "#ABCDEF", "#a1b2c3", "red", "RebeccaPurple", "", "  ", "junk", None]
+COLOURS = [
+    *("#fff", "#ABCDEF", "#a1b2c3", "red", "RebeccaPurple", "", "  ", "junk", None),
+    *("rgb(171, 205, 239)", "rgba(255, 0, 0, 0.5)", "#ff000080", "hsl(120 100% 50%)"),
+]
 CATALOG_TAGS = {"fav": "#00ff00", "lora": None, "red": "#ff0000", "pre": "#123456"}
 RESERVED = ("legacy", "previous_paths")
 LIVE_BYTES = b"live"
@@ -319,6 +322,12 @@ def _wanted(row: LegacyModel, content: dict[str, Any], tags: dict[int, LegacyTag
     return list(dict.fromkeys(names))
 
 
+def _inexact(colour: str | None) -> bool:
+    """A colour the catalog can hold only with something dropped (alpha) or rounded."""
+    read = read_color(colour)
+    return read is not None and not read[1]
+
+
 def _tag_colours(content: dict[str, Any]) -> tuple[set[int], set[int]]:
     """(ids of legacy tags whose colour is unreadable, ids whose colour gives way)."""
     readable: dict[int, str] = {}
@@ -415,7 +424,8 @@ def _check(
         kept = {
             tags[t].name: tags[t].color
             for t in carried
-            if (t in unreadable or t in clashes) and _tag_name(tags[t].name) is not None
+            if (t in unreadable or t in clashes or _inexact(tags[t].color))
+            and _tag_name(tags[t].name) is not None
         }
         assert legacy.get("tag_colors", {}) == kept
 

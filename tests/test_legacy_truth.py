@@ -31,7 +31,8 @@ from modelvault.migration.sample import (
     system_tags,
     write_legacy_catalog,
 )
-from modelvault.migration.worker import process_pending
+from modelvault.migration.worker import process_pending, retry_pending
+from modelvault.normalize import parse_color
 
 SCAN_MS = 1_724_000_000_000  # when the legacy app first saw the files
 BEFORE_SCAN_NS = (SCAN_MS - 60_000) * 1_000_000
@@ -412,3 +413,87 @@ def test_a_wal_file_in_a_folder_the_user_cannot_write_is_read_whole(db_url: str)
         catalog.dispose()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+# -- 7. CSS colours, and relative paths ---------------------------------------------------
+
+
+def test_css_colours_are_read_and_what_they_lose_is_kept(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    colours = {
+        8: ("rgb(255, 0, 0)", "#ff0000", True),
+        9: ("hsl(120, 100%, 50%)", "#00ff00", False),
+        10: ("#ff000080", "#ff0000", False),
+        11: ("rgba(0 0 255 / 50%)", "#0000ff", False),
+        12: ("#0f08", "#00ff00", False),
+        13: ("RGB(100%, 50%, 0%)", "#ff8000", False),
+        14: ("hsla(0.5turn, 100%, 25%, 1)", "#008080", False),
+    }
+    tags = [*system_tags(), *(LegacyTag(i, f"t{i}", raw) for i, (raw, _, _) in colours.items())]
+    rows = [LegacyModel(1, "/gone/a.bin", "loras", hash_hex=sha("a"))]
+    legacy = write_legacy_catalog(
+        tmp_path / "l.sqlite3", rows=rows, tags=tags, links=[(1, i) for i in colours]
+    )
+    report = import_legacy_data(legacy, db)
+    assert report.unreadable_colors == []
+    for i, (_, colour, _) in colours.items():
+        assert db.get_tag(f"t{i}").color == colour  # type: ignore[union-attr]
+    kept = models_by_legacy_id(db)[1].meta["legacy"]["tag_colors"]
+    assert kept == {f"t{i}": raw for i, (raw, _, exact) in colours.items() if not exact}
+
+
+@pytest.mark.parametrize(
+    ("value", "colour"),
+    [
+        ("rgb(255,0,0)", "#ff0000"),
+        ("rgb(255 0 0)", "#ff0000"),
+        ("rgba(255, 0, 0, 0.25)", "#ff0000"),
+        ("rgb(0 128 255 / 0.5)", "#0080ff"),
+        ("rgb(300, -5, 12.4)", "#ff000c"),  # clamped and rounded, as CSS does
+        ("hsl(0, 100%, 50%)", "#ff0000"),
+        ("hsl(240deg 100% 50%)", "#0000ff"),
+        ("hsl(3.1416rad, 100%, 50%)", "#00ffff"),
+        ("hsl(200grad 100% 50% / 10%)", "#00ffff"),
+        ("#ABCDEF80", "#abcdef"),
+        ("#abcd", "#aabbcc"),
+        ("abc", "#aabbcc"),
+        ("rgb(1, 2)", None),
+        ("rgb(1 2 3, 4)", None),
+        ("rgb(1, 2, 3 / 4)", None),
+        ("rgb(1deg, 2, 3)", None),
+        ("hsl(10%, 1%, 1%)", None),
+        ("rgb(a, b, c)", None),
+        ("abcd", None),  # without "#", 4 or 8 digits may be a word
+        ("#abcde", None),
+    ],
+)
+def test_parse_color_reads_css(value: str, colour: str | None) -> None:
+    assert parse_color(value) == colour
+
+
+@pytest.mark.parametrize("path", ["models/loras/a.safetensors", "a.bin", "C:a.bin", "\\a.bin"])
+def test_a_relative_path_is_never_read_from_the_current_folder(
+    db: DatabaseManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    here = tmp_path / "cwd"
+    (here / "models" / "loras").mkdir(parents=True)
+    (here / path).write_bytes(b"must not be read")
+    os.utime(here / path, ns=(BEFORE_SCAN_NS, BEFORE_SCAN_NS))
+    monkeypatch.chdir(here)
+    (here / "a2.bin").write_bytes(b"2")
+    rows = [LegacyModel(1, path, "loras", size_bytes=16, hash_hex=sha("x")),
+            scanned(2, here / "a2.bin", "loras")]  # fmt: skip
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    report = import_legacy_data(legacy, db)
+    assert (report.failed, report.accounted, report.rows_read) == (1, 2, 2)
+    failed = pending_by_legacy_id(db)[1]
+    assert (failed.status, failed.path, failed.sha256) == ("failed", path, None)
+    assert "relative" in (failed.last_error or "")
+    assert failed.meta["legacy"]["hash_hex"] == sha("x")
+    assert db.get_model(sha("x")) is None
+    assert import_legacy_data(legacy, db).already_present == 2  # a re-run finds it staged
+    retry_pending(db)
+    assert process_pending(db, workers=1).failed == 1
+    assert db.get_model(digest(b"must not be read")) is None
+    assert "relative" in (pending_by_legacy_id(db)[1].last_error or "")

@@ -18,6 +18,9 @@ the size alone proves nothing. Any other usable hash is kept in
 the row is staged to be hashed. Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
+- its path is relative (not absolute on any OS): it is never looked up from the
+  current folder                                         -> staging row ``failed``,
+  the reason in ``last_error`` (``failed``)
 - its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
   as text) and, so cleaned, is the path of another legacy row: staging row
   ``conflict`` at ``"<path> (legacy id N)"``, the stored path in
@@ -64,7 +67,7 @@ breaks a unique key is written again only if the catalog changed meanwhile
 The report
 ----------
 ``rows_read == imported + merged + moved + staged + duplicates + conflicts +
-already_present`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
+already_present + failed`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
 ``{"table", "legacy_id", "reason"}`` (the rest are counted in
 ``warnings_omitted``, so memory stays flat); ``unreadable_colors`` lists every
 legacy tag colour that is not a colour, and ``color_clashes`` every readable one
@@ -107,7 +110,9 @@ look for them, and under ``"legacy"`` what has no v3 column::
                                      # name, not in lower case or too long, a value
                                      # not stored as text, a size not a count)
       "tag_colors": {"Tag": "raw"},  # colours of this row's tags that the v3 tag does
-                                     # not have, by legacy tag name as stored
+                                     # not have (unreadable, clashing, or read with
+                                     # alpha dropped or rounded: rgba(), hsl(),
+                                     # #rrggbbaa), by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
     }
 
@@ -169,11 +174,13 @@ from modelvault.migration.legacy import (
     open_legacy,
 )
 from modelvault.normalize import (
+    RELATIVE_PATH,
+    is_absolute_path,
     model_type_for_folder,
     normalize_tag_name,
     normalize_type,
-    parse_color,
     parse_sha256,
+    read_color,
 )
 
 log = logging.getLogger(__name__)
@@ -213,7 +220,7 @@ class ImportReport:
     """What an import did; ``to_dict()`` is fit for ``json.dumps``.
 
     ``rows_read == imported + merged + moved + staged + duplicates + conflicts
-    + already_present`` (see ``accounted``), on every run, first or not.
+    + already_present + failed`` (see ``accounted``), on every run, first or not.
     """
 
     legacy_path: str
@@ -226,6 +233,7 @@ class ImportReport:
     duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
     conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
     already_present: int = 0  # put in place by an earlier run (or the worker since)
+    failed: int = 0  # pending_import rows "failed": their path cannot be used (relative)
     tags_created: int = 0
     orphan_links_skipped: int = 0
     unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +253,7 @@ class ImportReport:
             + self.duplicates
             + self.conflicts
             + self.already_present
+            + self.failed
         )
 
     def warn(self, table: str, legacy_id: Any, reason: str) -> None:
@@ -326,6 +335,7 @@ class _LegacyTag:
     raw_color: Any
     unreadable_color: bool
     color_clash: bool = False
+    color_kept: bool = True  # False: the v3 colour drops what the raw one says (alpha, ...)
 
 
 @dataclass(slots=True)
@@ -343,6 +353,7 @@ class _Entry:
     sha256: str | None
     tags: list[TagSpec]
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
+    unusable_path: str | None = None  # why it is staged as failed (a relative path)
 
     def pending(
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
@@ -387,6 +398,7 @@ class _BatchResult:
     duplicates: int = 0
     conflicts: int = 0
     already_present: int = 0
+    failed: int = 0
     warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -515,10 +527,12 @@ class _Run:
     def _legacy_tag(self, row: Any) -> _LegacyTag:
         raw_color = _jsonable(row.color)
         color = None
-        unreadable = False
+        unreadable = inexact = False
         if isinstance(raw_color, str) and raw_color.strip():
-            color = parse_color(raw_color)
-            unreadable = color is None
+            read = read_color(raw_color)
+            color = None if read is None else read[0]
+            unreadable = read is None
+            inexact = read is not None and not read[1]
         elif raw_color is not None and not isinstance(raw_color, str):
             unreadable = True  # a number or a blob; blank text is just "no colour"
         name = _text(row.name)
@@ -542,8 +556,17 @@ class _Run:
                 row.id,
                 f"colour {raw_color!r} is not a colour; the tag is imported without one",
             )
+        if inexact:
+            self.report.warn(
+                "tags",
+                row.id,
+                f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
+                "the colour as written is kept in the meta of its models",
+            )
         key = name if spec is not None else None
-        return _LegacyTag(row.id, spec, key, _jsonable(row.name), raw_color, unreadable)
+        return _LegacyTag(
+            row.id, spec, key, _jsonable(row.name), raw_color, unreadable, color_kept=not inexact
+        )
 
     def _links_by_model(
         self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
@@ -618,6 +641,7 @@ class _Run:
             sha256=self._usable_hash(row, path, size, legacy),
             tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
+            unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
 
     def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
@@ -698,6 +722,8 @@ class _Run:
         or (layout 1) its mtime is the stored ``mtime_ns``. A gone file keeps the
         legacy hash: it is all anyone will ever know of it.
         """
+        if not is_absolute_path(path):
+            return RELATIVE_PATH
         if not os.path.isabs(path):
             return None  # not a path of this machine (a Windows path here): nothing to read
         try:
@@ -756,7 +782,7 @@ class _Run:
                     {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
                 )
                 continue
-            if tag.unreadable_color or tag.color_clash:
+            if tag.unreadable_color or tag.color_clash or not tag.color_kept:
                 legacy.setdefault("tag_colors", {})[tag.key] = tag.raw_color
             specs.setdefault(tag.spec.name, tag.spec)
         return list(specs.values())
@@ -792,6 +818,7 @@ class _Run:
         report.duplicates += result.duplicates
         report.conflicts += result.conflicts
         report.already_present += result.already_present
+        report.failed += result.failed
         for legacy_id, reason in result.warnings:
             report.warn("models", legacy_id, reason)
 
@@ -830,6 +857,11 @@ class _Run:
                 staged.append(entry.pending(PendingStatus.CONFLICT, entry.sha256, why, self.source))
                 result.conflicts += 1
                 result.warnings.append((entry.legacy_id, f"conflict: {why}"))
+            elif place == "failed":
+                why = entry.unusable_path
+                staged.append(entry.pending(PendingStatus.FAILED, None, why, self.source))
+                result.failed += 1
+                result.warnings.append((entry.legacy_id, f"failed: {why}"))
             elif place == "settle":
                 colliding.append(entry)
             elif place == "new":
@@ -866,6 +898,8 @@ class _Run:
             source = state.staged[entry.path]
             self._already(entry, frozenset() if source is None else {source}, result)
             return "present"
+        if entry.unusable_path is not None:
+            return "failed"
         if entry.path_clash is not None:
             return "conflict"
         held = state.model_at.get(entry.path)

@@ -55,6 +55,7 @@ from modelvault.errors import (
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import queue
 from modelvault.migration.queue import ClaimedRow
+from modelvault.normalize import RELATIVE_PATH, is_absolute_path
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +377,9 @@ class MigrationWorker(threading.Thread):
         problem = row.tag_problem()  # before the file is read: no hash can cure it
         if problem is not None:
             self._give_up(row, f"its tags cannot be stored: {problem}", final=True)
+            return None
+        if not is_absolute_path(row.path):
+            self._give_up(row, RELATIVE_PATH, final=True)  # never read from the current folder
             return None
         self._current = row
         try:
