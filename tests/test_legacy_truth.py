@@ -19,10 +19,20 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
-from test_importer import models_by_legacy_id, pending_by_legacy_id, sha, tags_of, with_batch
+from test_importer import (
+    empty_catalog,
+    models_by_legacy_id,
+    pending_by_legacy_id,
+    sha,
+    snapshot,
+    tags_of,
+    with_batch,
+)
 
 from modelvault import DatabaseManager, LegacyDatabaseError
+from modelvault.migration import legacy as legacy_module
 from modelvault.migration.importer import import_legacy_data
+from modelvault.migration.legacy import open_legacy
 from modelvault.migration.sample import (
     LegacyModel,
     LegacyTag,
@@ -497,3 +507,50 @@ def test_a_relative_path_is_never_read_from_the_current_folder(
     assert process_pending(db, workers=1).failed == 1
     assert db.get_model(digest(b"must not be read")) is None
     assert "relative" in (pending_by_legacy_id(db)[1].last_error or "")
+
+
+# -- 6. memory stays flat: a batch holds a bounded number of links -----------------------
+
+
+def many_links(folder: Path) -> Path:
+    """Models with 0 to 12 tags, orphan links between and after them."""
+    tags = [*system_tags(), *(LegacyTag(i, f"tag {i}") for i in range(8, 30))]
+    rows = [LegacyModel(i, f"/gone/{i}.bin", "loras", hash_hex=sha(str(i)))
+            for i in (*range(1, 20), *range(40, 45))]  # fmt: skip
+    links = [(row.id, tag) for row in rows for tag in range(8, 8 + row.id % 13)]
+    links += [(30, 9), (31, 9), (31, 10), (99, 8), (100, 8), (100, 9)]  # orphans
+    return write_legacy_catalog(folder / "l.sqlite3", rows=rows, tags=tags, links=links)
+
+
+def test_batches_hold_a_bounded_number_of_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy_path = many_links(tmp_path)
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 7)
+    seen_rows, seen_links = [], []
+    with open_legacy(legacy_path) as legacy:
+        for batch in legacy.batches(5):
+            assert len(batch.links) <= 7 or len(batch.rows) == 1
+            seen_rows += [row.id for row in batch.rows]
+            seen_links += batch.links
+    with closing(sqlite3.connect(legacy_path)) as conn:
+        every_link = conn.execute("SELECT model_id, tag_id FROM model_tags").fetchall()
+        every_row = [i for (i,) in conn.execute("SELECT id FROM models ORDER BY id")]
+    assert seen_rows == every_row
+    assert sorted(seen_links) == sorted(every_link)  # each once
+
+
+def test_the_link_budget_changes_nothing_in_the_catalog(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = many_links(tmp_path)
+    db = DatabaseManager(db_url)
+    first = import_legacy_data(legacy, with_batch(db, 5))
+    whole = snapshot(db)
+    empty_catalog(db)
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 7)
+    second = import_legacy_data(legacy, with_batch(db, 5))
+    assert snapshot(db) == whole
+    assert second.orphan_links_skipped == first.orphan_links_skipped == 6
+    assert tags_of(db, sha("12")) == sorted(f"tag {i}" for i in range(8, 20))
+    db.dispose()

@@ -49,6 +49,9 @@ LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
 # means it holds the file exclusively, and the user is better told so.
 LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
 
+# A batch of models holds at most this many links (fewer models if need be), so
+# memory stays flat however many tags a model has; one model's links come whole.
+LINKS_PER_BATCH = 50_000
 # A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
 COPY_ATTEMPTS = 3
 
@@ -125,8 +128,9 @@ class LegacyTagRow(NamedTuple):
 
 class LegacyBatch(NamedTuple):
     """Models with ids in (previous batch's last id, this batch's last id], and the
-    ``model_tags`` rows whose model_id falls in that same range (orphans included).
-    The final batch has no rows and carries the links beyond the last model."""
+    ``model_tags`` rows whose model_id falls in that same range (orphans included),
+    at most ``LINKS_PER_BATCH`` of them unless one model has more. The final
+    batches have no rows and carry the links beyond the last model."""
 
     rows: list[LegacyRow]
     links: list[tuple[Any, Any]]
@@ -211,34 +215,42 @@ class LegacyCatalog:
         select_models = _select_models(self.layout)
         last_id: int | None = None
         while True:
+            budget = LINKS_PER_BATCH
             try:
-                batch = self._batch(select_models, last_id, size, tolerant=False)
+                batch = self._batch(select_models, last_id, size, tolerant=False, budget=budget)
             except _NotUtf8:  # rare: read this batch again, the slower way that keeps bytes
-                batch = self._batch(select_models, last_id, size, tolerant=True)
+                batch = self._batch(select_models, last_id, size, tolerant=True, budget=budget)
             if batch is None:
                 break
             yield batch
             last_id = batch.rows[-1].id
+        # The links past the last model, LINKS_PER_BATCH at a time, in one read.
         with self._reading() as cursor:
             if last_id is None:
-                tail = cursor.execute(_LINKS_ALL).fetchall()
+                cursor.execute(_LINKS_ALL)
             else:
-                tail = cursor.execute(_LINKS_AFTER, (last_id,)).fetchall()
-        yield LegacyBatch([], tail)
+                cursor.execute(_LINKS_AFTER, (last_id,))
+            while tail := cursor.fetchmany(LINKS_PER_BATCH):
+                yield LegacyBatch([], tail)
+        yield LegacyBatch([], [])
 
     def _batch(
-        self, select_models: str, last_id: int | None, size: int, *, tolerant: bool
+        self,
+        select_models: str,
+        last_id: int | None,
+        size: int,
+        *,
+        tolerant: bool,
+        budget: int,
     ) -> LegacyBatch | None:
         with self._reading(tolerant=tolerant) as cursor:
             rows = cursor.execute(select_models, (_MIN_ID if last_id is None else last_id, size))
             batch = [LegacyRow(*row) for row in rows.fetchall()]
             if not batch:
                 return None
-            top = batch[-1].id
-            if last_id is None:
-                links = cursor.execute(_LINKS_UP_TO, (top,)).fetchall()
-            else:
-                links = cursor.execute(_LINKS_IN_RANGE, (last_id, top)).fetchall()
+            links = _links(cursor, last_id, batch[-1].id, budget + 1)
+            if len(links) > budget:
+                batch, links = _cut(cursor, batch, links, last_id, budget)
         return LegacyBatch(batch, links)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -270,6 +282,30 @@ class LegacyCatalog:
             raise _read_error(self.path, exc) from exc
         except (sqlite3.Error, DBAPIError) as exc:
             raise _read_error(self.path, exc) from exc
+
+
+def _links(cursor: Any, after: int | None, top: int, limit: int | None) -> list[Any]:
+    """The links whose model_id is in (after, top] (all up to top when ``after`` is
+    None), at most ``limit`` of them."""
+    sql, params = (_LINKS_UP_TO, [top]) if after is None else (_LINKS_IN_RANGE, [after, top])
+    if limit is not None:
+        sql, params = sql + " LIMIT ?", [*params, limit]
+    rows: list[Any] = cursor.execute(sql, params).fetchall()
+    return rows
+
+
+def _cut(
+    cursor: Any, batch: list[LegacyRow], links: list[Any], after: int | None, budget: int
+) -> tuple[list[LegacyRow], list[Any]]:
+    """Fewer models, so that the batch's links stay within ``budget``: the models
+    whose links all came (those before the model of link number ``budget``), or,
+    when the first model alone has more, that model with all its links."""
+    cut = links[budget][0]
+    whole = [row for row in batch if row.id < cut]
+    if not whole:
+        return batch[:1], _links(cursor, after, batch[0].id, None)
+    top = whole[-1].id
+    return whole, [link for link in links if link[0] <= top]
 
 
 class NotUtf8Text(bytes):
