@@ -230,9 +230,10 @@ class LegacyCatalog:
                 cursor.execute(_LINKS_ALL)
             else:
                 cursor.execute(_LINKS_AFTER, (last_id,))
+            tail = cursor.fetchmany(LINKS_PER_BATCH)
+            yield LegacyBatch([], tail)  # always one, empty or not
             while tail := cursor.fetchmany(LINKS_PER_BATCH):
                 yield LegacyBatch([], tail)
-        yield LegacyBatch([], [])
 
     def _batch(
         self,
