@@ -30,6 +30,7 @@ from test_importer import (
 )
 
 from modelvault import DatabaseManager, LegacyDatabaseError
+from modelvault.migration import importer as importer_module
 from modelvault.migration import legacy as legacy_module
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.legacy import open_legacy
@@ -553,4 +554,39 @@ def test_the_link_budget_changes_nothing_in_the_catalog(
     assert snapshot(db) == whole
     assert second.orphan_links_skipped == first.orphan_links_skipped == 6
     assert tags_of(db, sha("12")) == sorted(f"tag {i}" for i in range(8, 20))
+    db.dispose()
+
+
+COLOURS = ["#f00", "blurple", None, "#ff000080", "#00f"]
+
+
+def test_small_tag_caches_change_nothing_in_the_catalog(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags registered a few at a time and looked up again batch by batch give the
+    very catalog and report that one pass over all of them gives."""
+    tags = [
+        *system_tags(),
+        *(LegacyTag(i, f"Tag {i % 9}" + " " * (i // 9), COLOURS[i % 5]) for i in range(8, 40)),
+    ]
+    rows = [LegacyModel(i, f"/gone/{i}.bin", "loras", hash_hex=sha(str(i))) for i in range(1, 30)]
+    links = [(i, t) for i in range(1, 30) for t in range(8 + i % 5, 40, 3)] + [(3, 77)]
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, tags=tags, links=links)
+    db = DatabaseManager(db_url)
+    first = import_legacy_data(legacy, with_batch(db, 4)).to_dict()
+    whole = snapshot(db)
+    kept = {i: m.meta["legacy"].get("tag_colors") for i, m in models_by_legacy_id(db).items()}
+    empty_catalog(db)
+    monkeypatch.setattr(importer_module, "TAG_CHUNK", 3)
+    monkeypatch.setattr(importer_module, "TAG_CACHE", 5)
+    second = import_legacy_data(legacy, with_batch(db, 4)).to_dict()
+    assert snapshot(db) == whole
+    assert {
+        i: m.meta["legacy"].get("tag_colors") for i, m in models_by_legacy_id(db).items()
+    } == kept
+    for key in ("tags_created", "unreadable_colors", "color_clashes", "orphan_links_skipped"):
+        assert second[key] == first[key], key
+    assert any(kept.values())
+    assert first["color_clashes"]
+    assert first["unreadable_colors"]
     db.dispose()

@@ -120,6 +120,11 @@ No single cell stops the import: a value that is not UTF-8 text or is a BLOB
 is read as bytes and kept as above, with a warning naming the row; JSON that
 cannot be stored is kept as text, like invalid JSON.
 
+Memory stays flat however many tags there are: legacy tags are registered
+``TAG_CHUNK`` at a time, and at most ``TAG_CACHE`` of them are kept between
+batches (a batch looks up again the ones its links need); a batch carries at
+most ``legacy.LINKS_PER_BATCH`` links (bench/import_bench.py --links-stress).
+
 An unreadable or clashing colour is kept in the report and in
 ``meta.legacy.tag_colors`` of every row that carries the legacy tag; an
 unreadable one gives the v3 tag no colour (the user can give it one). Tags are
@@ -188,6 +193,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 MAX_WARNINGS = 1000
+TAG_CHUNK = 10_000  # legacy tags registered per transaction
+TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 LOOKUP_CHUNK = 1000  # keys per IN list: one or two queries per batch, far below any limit
 # A concurrent writer (a worker on PostgreSQL) may insert the same model between
 # our look-up and our insert; the batch is then read and written again, but only
@@ -444,15 +451,19 @@ class _Run:
         # Paths that cleaning produced (NUL replaced, a blob or number read as text)
         # -> the legacy id that holds it: only these can collide with another row's.
         self.cleaned_paths: dict[str, int] = {}
-        self.tags: dict[Any, _LegacyTag] = {}
-        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id, for the whole run
+        # Caches, emptied when they outgrow TAG_CACHE (a legacy file may hold
+        # millions of tags): what a batch needs is looked up again.
+        self.tags: dict[Any, _LegacyTag] = {}  # legacy tag id -> the tag in v3 form
+        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id
         self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
         self.inserts: _Inserts | None = None
         self.queries = _Queries()
 
     def run(self) -> None:
         total = self.legacy.count_models()
-        self._register_tags(self.legacy.tags())
+        for chunk in self.legacy.tag_chunks(TAG_CHUNK):
+            self._forget_tags(len(chunk))
+            self._register_tags(chunk)
         for batch in self.legacy.batches(self.db.settings.import_batch_size):
             links = self._links_by_model(batch.rows, batch.links)
             entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
@@ -464,6 +475,43 @@ class _Run:
                 self.progress(done, max(total, done))
 
     # -- tags -----------------------------------------------------------------
+
+    def _forget_tags(self, coming: int) -> None:
+        """Empty the tag caches if ``coming`` more would take them past TAG_CACHE."""
+        if len(self.tags) + coming > TAG_CACHE:
+            self.tags.clear()
+            self.tag_ids.clear()
+
+    def _resolve_tags(self, needed: set[Any]) -> None:
+        """Put the legacy tags ``needed`` by a batch in ``self.tags`` (their v3 ids in
+        ``self.tag_ids``): from the cache, else read again from both files; a tag
+        the legacy app added since the tags were registered is registered now."""
+        self._forget_tags(len(needed))
+        unknown = sorted(needed - self.tags.keys() - self.missing_tags, key=repr)
+        if not unknown:
+            return
+        rows = self.legacy.tags(unknown)
+        found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
+        names = {tag.spec.name for tag in found.values() if tag.spec is not None}
+        in_catalog: dict[str, tuple[int, str | None]] = {}
+        with self.db.session_scope() as session:
+            for chunk in chunked(sorted(names)):
+                query = select(Tag.name, Tag.id, Tag.color).where(Tag.name.in_(chunk))
+                in_catalog.update((name, (i, color)) for name, i, color in session.execute(query))
+        added_since = []
+        for row in rows:
+            tag = found[row.id]
+            if tag.spec is not None and tag.spec.name not in in_catalog:
+                added_since.append(row)
+                continue
+            if tag.spec is not None:
+                tag_id, color = in_catalog[tag.spec.name]
+                self.tag_ids[tag.spec.name] = tag_id
+                tag.color_clash = tag.spec.color is not None and color != tag.spec.color
+            self.tags[row.id] = tag
+        if added_since:
+            self._register_tags(added_since)
+        self.missing_tags.update(t for t in unknown if t not in self.tags)
 
     def _register_tags(self, rows: Sequence[Any]) -> None:
         """Normalise legacy tags and get or create them in the catalog (one transaction)."""
@@ -524,7 +572,9 @@ class _Run:
             "in the meta of its models",
         )
 
-    def _legacy_tag(self, row: Any) -> _LegacyTag:
+    def _legacy_tag(self, row: Any, *, quiet: bool = False) -> _LegacyTag:
+        """The tag in v3 form; unless ``quiet`` (read again), what is odd is reported."""
+        report = ImportReport(legacy_path=self.source) if quiet else self.report
         raw_color = _jsonable(row.color)
         color = None
         unreadable = inexact = False
@@ -542,22 +592,22 @@ class _Run:
             spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
         except ValidationError as exc:
             spec = None
-            self.report.warn(
+            report.warn(
                 "tags",
                 row.id,
                 f"its name cannot be a tag name ({exc}); kept in the meta of its models",
             )
         if unreadable:
-            self.report.unreadable_colors.append(
+            report.unreadable_colors.append(
                 {"tag_id": row.id, "tag": _jsonable(row.name), "color": raw_color}
             )
-            self.report.warn(
+            report.warn(
                 "tags",
                 row.id,
                 f"colour {raw_color!r} is not a colour; the tag is imported without one",
             )
         if inexact:
-            self.report.warn(
+            report.warn(
                 "tags",
                 row.id,
                 f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
@@ -574,11 +624,7 @@ class _Run:
         """Group a batch's links by model; report and drop those pointing nowhere."""
         ids = {row.id for row in rows}
         links = list(links)
-        unknown = {t for m, t in links if m in ids and t not in self.tags} - self.missing_tags
-        if unknown:
-            # The legacy app may have added tags since we read them; ask once per id.
-            self._register_tags(self.legacy.tags(sorted(unknown, key=repr)))
-            self.missing_tags.update(t for t in unknown if t not in self.tags)
+        self._resolve_tags({t for m, t in links if m in ids})
         grouped: dict[int, list[Any]] = {}
         for model_id, tag_id in links:
             if model_id not in ids:

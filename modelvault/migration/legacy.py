@@ -210,6 +210,19 @@ class LegacyCatalog:
             found.extend(LegacyTagRow(*row) for row in rows)
         return found
 
+    def tag_chunks(self, size: int) -> Iterator[list[LegacyTagRow]]:
+        """All legacy tags in id order, ``size`` at a time, each chunk its own read."""
+        last_id = _MIN_ID
+        while True:
+            rows = self._query(
+                "SELECT id, name, color, created_at FROM tags WHERE id > ? ORDER BY id LIMIT ?",
+                (last_id, size),
+            )
+            if not rows:
+                return
+            yield [LegacyTagRow(*row) for row in rows]
+            last_id = rows[-1][0]
+
     def batches(self, size: int) -> Iterator[LegacyBatch]:
         """The models in id order, ``size`` at a time, each with the links of its id range."""
         select_models = _select_models(self.layout)
