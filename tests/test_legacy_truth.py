@@ -590,3 +590,17 @@ def test_small_tag_caches_change_nothing_in_the_catalog(
     assert first["color_clashes"]
     assert first["unreadable_colors"]
     db.dispose()
+
+
+def test_tag_names_and_colours_keep_their_bytes(db: DatabaseManager, tmp_path: Path) -> None:
+    tags = [*system_tags(), LegacyTag(8, "placeholder"), LegacyTag(9, "blue", "#00f")]
+    rows = [LegacyModel(1, "/gone/a.bin", "loras", hash_hex=sha("a"))]
+    legacy = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, tags=tags,
+                                  links=[(1, 8), (1, 9)])  # fmt: skip
+    edit(legacy, "UPDATE tags SET name = CAST(? AS TEXT) WHERE id = 8", b"caf\xe9")
+    edit(legacy, "UPDATE tags SET color = ? WHERE id = 9", b"#00f")
+    report = import_legacy_data(legacy, db)
+    assert tags_of(db, sha("a")) == ["blue", "caf\ufffd"]
+    kept = models_by_legacy_id(db)[1].meta["legacy"]["tag_bytes_b64"]
+    assert kept == {"8": {"name": b64(b"caf\xe9")}, "9": {"color": b64(b"#00f")}}
+    assert {w["legacy_id"] for w in report.warnings if w["table"] == "tags"} >= {8, 9}

@@ -114,6 +114,9 @@ look for them, and under ``"legacy"`` what has no v3 column::
                                      # alpha dropped or rounded: rgba(), hsl(),
                                      # #rrggbbaa), by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
+      "tag_bytes_b64": {"<legacy tag id>": {"name": "...", "color": "..."}},
+                                     # exact bytes (base64) of this row's tags' names
+                                     # and colours stored as BLOBs or non-UTF-8 text
     }
 
 No single cell stops the import: a value that is not UTF-8 text or is a BLOB
@@ -343,6 +346,7 @@ class _LegacyTag:
     unreadable_color: bool
     color_clash: bool = False
     color_kept: bool = True  # False: the v3 colour drops what the raw one says (alpha, ...)
+    raw_bytes: dict[str, str] | None = None  # {"name"/"color": base64} of bytes values
 
 
 @dataclass(slots=True)
@@ -613,9 +617,24 @@ class _Run:
                 f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
                 "the colour as written is kept in the meta of its models",
             )
+        raw_bytes = {
+            column: base64.b64encode(value).decode("ascii")
+            for column, value in (("name", row.name), ("color", row.color))
+            if isinstance(value, bytes)
+        }
+        for column in raw_bytes:
+            report.warn(
+                "tags",
+                row.id,
+                f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
+                f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
+                "its models",
+            )
         key = name if spec is not None else None
         return _LegacyTag(
-            row.id, spec, key, _jsonable(row.name), raw_color, unreadable, color_kept=not inexact
+            *(row.id, spec, key, _jsonable(row.name), raw_color, unreadable),
+            color_kept=not inexact,
+            raw_bytes=raw_bytes or None,
         )
 
     def _links_by_model(
@@ -823,6 +842,8 @@ class _Run:
         specs: dict[str, TagSpec] = {}
         for tag_id in tag_ids:
             tag = self.tags[tag_id]
+            if tag.raw_bytes:
+                legacy.setdefault("tag_bytes_b64", {})[str(tag.id)] = tag.raw_bytes
             if tag.spec is None:
                 legacy.setdefault("unusable_tags", []).append(
                     {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
