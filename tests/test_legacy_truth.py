@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from test_importer import (
     empty_catalog,
     models_by_legacy_id,
@@ -604,3 +604,25 @@ def test_tag_names_and_colours_keep_their_bytes(db: DatabaseManager, tmp_path: P
     kept = models_by_legacy_id(db)[1].meta["legacy"]["tag_bytes_b64"]
     assert kept == {"8": {"name": b64(b"caf\xe9")}, "9": {"color": b64(b"#00f")}}
     assert {w["legacy_id"] for w in report.warnings if w["table"] == "tags"} >= {8, 9}
+
+
+def test_a_row_the_catalog_cannot_take_fails_alone(db: DatabaseManager, tmp_path: Path) -> None:
+    files = [model_file(tmp_path, f"{i}.bin", b"data %d" % i) for i in range(3)]
+    legacy = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=[LegacyModel(i + 1, str(f), "loras") for i, f in enumerate(files)],
+    )
+    assert import_legacy_data(legacy, db).staged == 3
+    # A tag name no driver can encode (a lone surrogate), as a hand edit can leave it.
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE pending_import SET tags = :tags WHERE legacy_id = 2"),
+            {"tags": '[{"name": "bad \\ud800", "color": null}]'},
+        )
+    report = process_pending(db, workers=1)
+    assert (report.imported, report.failed) == (2, 1)
+    failed = pending_by_legacy_id(db)[2]
+    assert failed.status == "failed"
+    assert "cannot be catalogued" in (failed.last_error or "")
+    assert db.get_model(digest(b"data 0")) is not None
+    assert db.get_model(digest(b"data 2")) is not None

@@ -432,7 +432,9 @@ class MigrationWorker(threading.Thread):
                 tag_cache=self._tag_cache,
                 claim_next=claim,
             )
-        except ValidationError as exc:
+        except (ValidationError, ValueError, RecursionError) as exc:
+            # A row's data the catalog cannot take (a ValidationError, or an encoding
+            # error the driver raises as it is, e.g. a lone surrogate): fail that row.
             if len(hashed) > 1:  # find the row that cannot be stored: one at a time
                 for one in hashed:
                     self._hashed = [one]
