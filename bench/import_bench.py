@@ -2,6 +2,7 @@
 
     python bench/import_bench.py                 # 200,000 rows
     python bench/import_bench.py --rows 1000000  # the memory target's size
+    python bench/import_bench.py --links-stress  # peak RSS: 10M links; 1M tags
 
 Builds a layout-2 legacy catalog of N rows (half hashed, 3 tags each, the user's
 notes in extra_json, as the legacy app writes them), then, each in a child
@@ -263,5 +264,96 @@ def report(n: int, floor: Run, result: Run) -> int:
     return 0 if ok_ratio and ok_rss else 1
 
 
+# -- links stress: memory with many tags and links (optional mode) -------------------------
+
+STRESS_CHILD = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from modelvault import DatabaseManager, Settings
+from modelvault.migration.importer import import_legacy_data
+def peak_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+legacy, catalog = sys.argv[1], sys.argv[2]
+db = DatabaseManager(catalog, settings=Settings(db_url="sqlite:///" + catalog))
+db.init_db()
+base = peak_kib()
+started = time.perf_counter()
+report = import_legacy_data(legacy, db)
+assert report.rows_read == report.accounted, report
+print(json.dumps({{"seconds": time.perf_counter() - started, "base_kib": base,
+                   "peak_kib": peak_kib(), "imported": report.imported,
+                   "tags_created": report.tags_created}}))
+"""
+
+
+def stress_catalog(path: Path, models: int, tags: int, links_per_model: int) -> int:
+    """A legacy file of ``models`` hashed rows (files gone) and ``tags`` user tags,
+    each model linked to ``links_per_model`` of them; returns the number of links."""
+    first = len(SYSTEM_TAG_NAMES) + 1
+
+    def rows() -> Iterator[LegacyModel]:
+        for i in range(1, models + 1):
+            sha = hashlib.sha256(f"stress {i}".encode()).hexdigest()
+            yield LegacyModel(i, f"/stress/models/loras/m{i}.safetensors", "loras", hash_hex=sha)
+
+    def links() -> Iterator[tuple[int, int]]:
+        for i in range(1, models + 1):
+            start = (i * 7919) % tags
+            for k in range(links_per_model):
+                yield (i, first + (start + k) % tags)
+
+    user_tags = (LegacyTag(first + k, f"stress tag {k:07d}", "#336699") for k in range(tags))
+    write_legacy_catalog(path, rows=rows(), tags=[*system_tags(), *user_tags], links=links())
+    return models * links_per_model
+
+
+def links_stress(folder: Path, scale: float) -> bool:
+    """Peak RSS of the import for 1,000 models x 10,000 tags (10M links) and for
+    1M tags (``scale`` shrinks both for a quick look); True if both stay under
+    ``RSS_TARGET_BYTES``."""
+    cases = [
+        ("1,000 models x 10,000 tags", int(1000 * scale), 10_000, 10_000),
+        ("1,000,000 tags", 1000, int(1_000_000 * scale), 3),
+    ]
+    ok = True
+    for label, models, tags, per_model in cases:
+        legacy, catalog = (
+            fresh(folder, f"stress-{tags}.sqlite3"),
+            fresh(folder, "stress-cat.sqlite3"),
+        )
+        started = time.perf_counter()
+        links = stress_catalog(legacy, models, tags, min(per_model, tags))
+        built = time.perf_counter() - started
+        script = STRESS_CHILD.format(root=str(ROOT))
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(legacy), str(catalog)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        peak = run["peak_kib"] * 1024
+        verdict = "ok" if peak < RSS_TARGET_BYTES else "MISSED"
+        ok = ok and peak < RSS_TARGET_BYTES
+        print(
+            f"{label} ({models:,} models, {tags:,} tags, {links:,} links; built in {built:.0f} s):"
+            f" import {run['seconds']:.1f} s, peak RSS {peak / 1e6:.0f} MB"
+            f" (+{(run['peak_kib'] - run['base_kib']) * 1024 / 1e6:.0f} MB over its baseline),"
+            f" target < {RSS_TARGET_BYTES / 1e6:.0f} MB {verdict}"
+        )
+        legacy.unlink()
+        catalog.unlink()
+    return ok
+
+
+def links_stress_main() -> int:
+    parser = argparse.ArgumentParser(description="peak RSS with many tags and links")
+    parser.add_argument("--links-stress", action="store_true", required=True)
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the cases (0.1: 10x)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        return 0 if links_stress(Path(tmp), args.scale) else 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(links_stress_main() if "--links-stress" in sys.argv else main())

@@ -118,6 +118,8 @@ def describe_import(report: dict[str, Any]) -> list[str]:
         f"{report['duplicates']} duplicates, {report['conflicts']} conflicts, "
         f"{report['already_present']} already present; {report['tags_created']} tags created",
     ]
+    if report.get("failed"):
+        lines.append(f"  {report['failed']} staged as failed: their paths cannot be used")
     clashes = report.get("color_clashes") or []
     if clashes:
         lines.append(f"  {len(clashes)} tag colours differ from the catalog's (kept in meta)")

@@ -6,13 +6,14 @@ CRUD facade, the importer and the worker can never disagree.
 
 from __future__ import annotations
 
+import colorsys
+import math
 import re
+from pathlib import PurePosixPath, PureWindowsPath
 
 from modelvault.errors import ValidationError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HEX6 = re.compile(r"#[0-9a-f]{6}")
-_HEX3 = re.compile(r"#[0-9a-f]{3}")
 MAX_TAG_NAME = 200
 
 # CSS Color Module Level 4 named colours, so a tag the legacy app stored as
@@ -186,19 +187,100 @@ def normalize_sha256(value: object) -> str:
 
 
 def parse_color(value: object) -> str | None:
-    """``#rrggbb`` for ``#rrggbb``, ``#rgb``, ``rrggbb``, any case, or a CSS name; else None."""
+    """``#rrggbb`` for a CSS colour: ``#rrggbb``, ``#rgb``, ``#rrggbbaa``, ``#rgba``
+    (``#`` optional), a CSS name, ``rgb()``/``rgba()``/``hsl()``/``hsla()`` in
+    comma or space syntax with numbers or percentages; any case. Alpha is
+    dropped. None for anything else."""
+    read = read_color(value)
+    return None if read is None else read[0]
+
+
+def read_color(value: object) -> tuple[str, bool] | None:
+    """``(#rrggbb, exact)`` for what ``parse_color`` reads, or None. ``exact`` is
+    False when ``#rrggbb`` does not say all the value said: an alpha below 1, or
+    channels that had to be rounded or clamped (an ``hsl()`` colour, a
+    percentage, a fraction), so a caller can keep the value as it was."""
     if not isinstance(value, str):
         return None
     text = value.strip().lower()
     if text in CSS_COLORS:
-        return CSS_COLORS[text]
-    if text and not text.startswith("#"):
-        text = "#" + text
-    if _HEX6.fullmatch(text):
-        return text
-    if _HEX3.fullmatch(text):
-        return "#" + "".join(ch * 2 for ch in text[1:])
-    return None
+        return CSS_COLORS[text], True
+    function = _COLOR_FUNCTION.fullmatch(text)
+    if function is not None:
+        return _color_function(function.group(1), function.group(2))
+    digits = text[1:] if text.startswith("#") else text
+    # Without "#", only 3 or 6 digits: "face" or "deadbeef" may be words.
+    lengths = (3, 4, 6, 8) if text.startswith("#") else (3, 6)
+    if not _HEX.fullmatch(digits) or len(digits) not in lengths:
+        return None
+    if len(digits) in (3, 4):
+        digits = "".join(ch * 2 for ch in digits)
+    return "#" + digits[:6], digits[6:] in ("", "ff")
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+_COLOR_FUNCTION = re.compile(r"(rgba?|hsla?)\(\s*([^()]*?)\s*\)")
+_NUMBER = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)(%|deg|grad|rad|turn)?")
+_TURN = {None: 1.0, "deg": 1.0, "grad": 0.9, "rad": 180 / math.pi, "turn": 360.0}
+
+
+def _color_function(name: str, args: str) -> tuple[str, bool] | None:
+    """An ``rgb()``/``hsl()`` colour (CSS Color 4: legacy comma or modern space syntax)."""
+    if "," in args:
+        parts = [part.strip() for part in args.split(",")]
+        channels, alpha = parts[:3], (parts[3] if len(parts) == 4 else None)
+        if len(parts) not in (3, 4) or "/" in args:
+            return None
+    else:
+        main, slash, after = args.partition("/")
+        channels, alpha = main.split(), (after.strip() if slash else None)
+    numbers = [_NUMBER.fullmatch(part) for part in channels]
+    opacity = _alpha(alpha)
+    if len(channels) != 3 or opacity is None or not all(numbers):
+        return None
+    values = [(float(n.group(1)), n.group(2)) for n in numbers if n is not None]
+    rgb = _rgb(values) if name.startswith("rgb") else _hsl(values)
+    if rgb is None:
+        return None
+    exact = (
+        opacity >= 1.0
+        and name.startswith("rgb")
+        and all(
+            unit is None and number.is_integer() and 0 <= number <= 255 for number, unit in values
+        )
+    )
+    return "#" + "".join(f"{channel:02x}" for channel in rgb), exact
+
+
+def _alpha(text: str | None) -> float | None:
+    if text is None:
+        return 1.0
+    number = _NUMBER.fullmatch(text)
+    if number is None or number.group(2) not in (None, "%"):
+        return None
+    value = float(number.group(1)) / (100 if number.group(2) else 1)
+    return min(max(value, 0.0), 1.0)
+
+
+def _rgb(values: list[tuple[float, str | None]]) -> list[int] | None:
+    if any(unit not in (None, "%") for _, unit in values):
+        return None
+    return [_channel(number * 255 / 100 if unit else number) for number, unit in values]
+
+
+def _hsl(values: list[tuple[float, str | None]]) -> list[int] | None:
+    (hue, hue_unit), (sat, sat_unit), (light, light_unit) = values
+    if hue_unit == "%" or sat_unit not in (None, "%") or light_unit not in (None, "%"):
+        return None
+    turn = (hue * _TURN[hue_unit] / 360) % 1.0
+    s, lightness = (min(max(v / 100, 0.0), 1.0) for v in (sat, light))
+    return [_channel(c * 255) for c in colorsys.hls_to_rgb(turn, lightness, s)]
+
+
+def _channel(value: float) -> int:
+    """A channel rounded half up and clamped to 0..255, as CSS does (the epsilon
+    undoes float error: 25% lightness is 127.5, which floats make 127.4999...)."""
+    return min(max(math.floor(value + 0.5 + 1e-9), 0), 255)
 
 
 def normalize_color(value: str | None) -> str | None:
@@ -207,7 +289,9 @@ def normalize_color(value: str | None) -> str | None:
         return None
     color = parse_color(value)
     if color is None:
-        raise ValidationError(f"{value!r} is not a colour: use #rrggbb, #rgb or a CSS colour name.")
+        raise ValidationError(
+            f"{value!r} is not a colour: use #rrggbb, #rgb, rgb(), hsl() or a CSS colour name."
+        )
     return color
 
 
@@ -221,6 +305,19 @@ def normalize_tag_name(value: object) -> str:
             f"tag name {name[:40]!r}... is {len(name)} characters long: the most is {MAX_TAG_NAME}."
         )
     return name
+
+
+RELATIVE_PATH = (
+    "its path is relative, and nothing says what to: it is never looked up from the "
+    "current folder (give the file's absolute path)"
+)
+
+
+def is_absolute_path(path: str) -> bool:
+    """Absolute on some OS (``/a/b``, ``C:\\a``, ``\\\\server\\share``): the legacy app
+    wrote absolute, OS-native paths; a relative one is never resolved against
+    the current folder."""
+    return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()
 
 
 def normalize_type(value: object) -> str:

@@ -9,7 +9,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+from modelvault.migration.sample import (
+    LegacyModel,
+    LegacyTag,
+    scan_time_ms,
+    system_tags,
+    write_legacy_catalog,
+)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
@@ -58,6 +64,7 @@ def legacy_with_files(
         path = root / "models" / "loras" / f"model_{i:04d}.safetensors"
         sha = write_file(path, size, i, sparse=sparse)
         digests[str(path)] = sha
+        scanned_at = scan_time_ms(path.stat().st_mtime_ns)  # the legacy app saw it once written
         if i > count - missing:
             os.unlink(path)
         rows.append(
@@ -67,6 +74,7 @@ def legacy_with_files(
                 type="lora",
                 size_bytes=size,
                 hash_hex=sha if i <= hashed else "",
+                created_at=scanned_at,
                 extra_json=f'{{"description": "note {i}"}}',
             )
         )

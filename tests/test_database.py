@@ -99,6 +99,7 @@ def test_tags_are_trimmed_lower_case_unique_with_normal_colours(db: DatabaseMana
     assert db.get_tag("STYLE ART") == tag
     assert db.create_tag("plain").color is None
     assert db.create_tag("css", "RebeccaPurple").color == "#663399"
+    assert db.create_tag("css rgb", "rgb(1, 2, 3)").color == "#010203"
     with pytest.raises(AlreadyExistsError, match="'style art' exists already"):
         db.create_tag("style art", "#000000")
     for name, color, message in [
@@ -106,12 +107,12 @@ def test_tags_are_trimmed_lower_case_unique_with_normal_colours(db: DatabaseMana
         ("   ", None, "not a tag name"),
         ("x" * 300, None, "300 characters"),
         ("bad", "#12", "not a colour"),
-        ("bad", "rgb(1,2,3)", "not a colour"),
+        ("bad", "rgb(1,2)", "not a colour"),
     ]:
         with pytest.raises(ValidationError, match=message):
             db.create_tag(name, color)
     assert db.get_tag("bad") is None
-    assert [t.name for t, _ in db.list_tags()] == ["css", "plain", "style art"]
+    assert [t.name for t, _ in db.list_tags()] == ["css", "css rgb", "plain", "style art"]
 
 
 def test_tagging_and_untagging(db: DatabaseManager) -> None:

@@ -4,6 +4,7 @@ Every scenario is run twice: the second run must change nothing."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +24,23 @@ from test_importer import (
 from modelvault import DatabaseManager, Settings
 from modelvault.errors import MigrationError
 from modelvault.migration.importer import import_legacy_data
-from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+from modelvault.migration.sample import (
+    DEFAULT_CREATED_AT_MS,
+    LegacyModel,
+    LegacyTag,
+    system_tags,
+    write_legacy_catalog,
+)
+
+BEFORE_THE_SCAN_NS = (DEFAULT_CREATED_AT_MS - 60_000) * 1_000_000
 
 
 def live_file(folder: Path, name: str, data: bytes) -> str:
+    """A model file last written before the legacy app saw it (its rows' default created_at)."""
     path = folder / "models" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    os.utime(path, ns=(BEFORE_THE_SCAN_NS, BEFORE_THE_SCAN_NS))
     return str(path)
 
 
@@ -75,7 +86,7 @@ def test_the_model_moves_to_the_row_whose_file_exists(
         LegacyModel(3, "/gone/a.safetensors", "vae", hash_hex=sha("d")),
         LegacyModel(4, "/gone/b.safetensors", "vae", hash_hex=sha("d")),
         # the first is on disk, the second gone: a duplicate, the model stays
-        LegacyModel(5, alive, "vae", hash_hex=sha("s")),
+        LegacyModel(5, alive, "vae", size_bytes=3, hash_hex=sha("s")),
         LegacyModel(6, "/gone/c.safetensors", "vae", hash_hex=sha("s")),
     ]  # fmt: skip
     path = write_legacy_catalog(
@@ -140,8 +151,10 @@ def test_a_rerun_changes_nothing_under_every_policy(
         LegacyModel(1, kept, "lora", size_bytes=4, hash_hex=sha("a"),
                     extra_json='{"description": "legacy", "rating": 1}'),
         LegacyModel(2, "/m/b", "lora", hash_hex=sha("b"), extra_json='{"description": "b"}'),
-        LegacyModel(3, moved_here, "lora", hash_hex=sha("c"), extra_json='{"rating": 2}'),
-        LegacyModel(4, other_here, "vae", hash_hex=sha("d"), extra_json='{"x": "later"}'),
+        LegacyModel(3, moved_here, "lora", size_bytes=4, hash_hex=sha("c"),
+                    extra_json='{"rating": 2}'),
+        LegacyModel(4, other_here, "vae", size_bytes=5, hash_hex=sha("d"),
+                    extra_json='{"x": "later"}'),
     ]  # fmt: skip
     path = write_legacy_catalog(
         tmp_path / "l.sqlite3", rows=rows, links=[(1, 2), (2, 2), (3, 2), (4, 4)]

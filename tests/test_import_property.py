@@ -30,14 +30,30 @@ from modelvault.catalog import file_name
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, write_legacy_catalog
-from modelvault.normalize import parse_color, parse_sha256
+from modelvault.normalize import model_type_for_folder, parse_color, parse_sha256, read_color
 
 HASHES = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4)]  # the 4th: catalog only
-TYPES = ["checkpoint", "lora", "LoRA", "vae", "other", "", "  Embedding "]
-COLOURS = ["#fff", "#ABCDEF", "#a1b2c3", "red", "RebeccaPurple", "", "  ", "junk", None]
+TYPES = [
+    "checkpoint",
+    "lora",
+    "LoRA",
+    "vae",
+    "other",
+    "",
+    "  Embedding ",
+    "loras",
+    "Upscale_Models",
+]
+COLOURS = [
+    *("#fff", "#ABCDEF", "#a1b2c3", "red", "RebeccaPurple", "", "  ", "junk", None),
+    *("rgb(171, 205, 239)", "rgba(255, 0, 0, 0.5)", "#ff000080", "hsl(120 100% 50%)"),
+]
 CATALOG_TAGS = {"fav": "#00ff00", "lora": None, "red": "#ff0000", "pre": "#123456"}
 RESERVED = ("legacy", "previous_paths")
 LIVE_BYTES = b"live"
+LIVE_MTIME_MS = 1_700_000_000_000  # when every live file was last written
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999
+LIVE_MTIME_NS = LIVE_MTIME_MS * 1_000_000 + 456_789
 MAX_TYPE, MAX_NAME = 64, 512
 
 # Any text SQLite can hold as UTF-8 (no lone surrogates), NUL included.
@@ -96,10 +112,19 @@ def legacy_content(draw: st.DrawFn) -> dict[str, Any]:
                     else st.none() | st.integers(0, 2**40)
                 ),
                 hash_hex=draw(hash_values),
-                created_at=draw(st.integers(-(2**41), 2**44) | st.just(10**17)),
+                created_at=draw(
+                    # at, just before or after the file's last write, or anything
+                    st.sampled_from([LIVE_MTIME_MS, LIVE_MTIME_MS - 1, LIVE_MTIME_MS + 1])
+                    | st.integers(-(2**41), 2**44)
+                    | st.just(10**17)
+                ),
                 meta_json=draw(st.none() | json_values.map(json.dumps) | texts),
                 extra_json=draw(extra_json),
-                mtime_ns=draw(st.none() | st.integers(0, 2**62)),
+                mtime_ns=draw(
+                    st.none()
+                    | st.sampled_from([LIVE_MTIME_NS, LIVE_MTIME_NS + 1])
+                    | st.integers(0, 2**62)
+                ),
                 hash_algo=draw(st.sampled_from(["sha256", "SHA256", "md5"])),
                 updated_at=draw(st.none() | st.integers(0, 2**44)),
             )
@@ -197,6 +222,7 @@ def _place_files(folder: Path, content: dict[str, Any]) -> list[LegacyModel]:
             live = folder / "live" / f"{row.id}.bin"
             live.parent.mkdir(exist_ok=True)
             live.write_bytes(LIVE_BYTES)
+            os.utime(live, ns=(LIVE_MTIME_NS, LIVE_MTIME_NS))
             row = dataclasses.replace(row, path=str(live))
         rows.append(row)
     return rows
@@ -246,9 +272,15 @@ def _usable(row: LegacyModel, layout: int) -> str | None:
     usable = parse_sha256(row.hash_hex)
     if layout == 1 and row.hash_algo.lower() != "sha256":
         return None
-    if usable is not None and row.size_bytes is not None and os.path.exists(row.path):
-        return usable if os.path.getsize(row.path) == row.size_bytes else None
-    return usable
+    if usable is None or not os.path.exists(row.path):
+        return usable  # a gone file keeps its legacy hash
+    # A live file's hash counts only if the file provably did not change since.
+    if row.size_bytes != len(LIVE_BYTES):
+        return None
+    if layout == 1:
+        return usable if row.mtime_ns == LIVE_MTIME_NS else None
+    # ...and layout 2's created_at, a time (years 1 to 9999), is at or after its last write.
+    return usable if LIVE_MTIME_MS <= row.created_at <= MAX_TIME_MS else None
 
 
 def _simulate(content: dict[str, Any], rows: list[LegacyModel], catalog: dict[str, str]) -> Any:
@@ -288,6 +320,12 @@ def _wanted(row: LegacyModel, content: dict[str, Any], tags: dict[int, LegacyTag
         if m == row.id and t in tags and (name := _tag_name(tags[t].name)) is not None
     ]
     return list(dict.fromkeys(names))
+
+
+def _inexact(colour: str | None) -> bool:
+    """A colour the catalog can hold only with something dropped (alpha) or rounded."""
+    read = read_color(colour)
+    return read is not None and not read[1]
 
 
 def _tag_colours(content: dict[str, Any]) -> tuple[set[int], set[int]]:
@@ -386,7 +424,8 @@ def _check(
         kept = {
             tags[t].name: tags[t].color
             for t in carried
-            if (t in unreadable or t in clashes) and _tag_name(tags[t].name) is not None
+            if (t in unreadable or t in clashes or _inexact(tags[t].color))
+            and _tag_name(tags[t].name) is not None
         }
         assert legacy.get("tag_colors", {}) == kept
 
@@ -417,11 +456,12 @@ def _check_notes(row: LegacyModel, values_of: Any) -> None:
 
 
 def _check_columns(row: LegacyModel, place: Model | PendingImport, legacy: dict[str, Any]) -> None:
-    kind = _clean(row.type).strip().lower() or "other"
-    kind = kind if len(kind) <= MAX_TYPE else "other"
+    kind = model_type_for_folder(_clean(row.type))
+    path = _clean(row.path)
+    file_as_type = kind == (file_name(path).strip().lower() or "other")
+    kind = kind if len(kind) <= MAX_TYPE and not file_as_type else "other"
     assert place.type == kind
     assert legacy.get("type", kind) == row.type
-    path = _clean(row.path)
     name = row.name if row.name is not None and row.name.strip() else file_name(path) or path
     name = _clean(name)[:MAX_NAME]
     assert place.name == name

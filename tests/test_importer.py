@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from modelvault.migration.sample import (
 
 CREATED_MS = 1_724_000_000_123
 MTIME_NS = 1_700_000_000_000_000_000
+# When the files of the quirky catalog were last written: before the legacy app saw them.
+FILE_MTIME_NS = 1_600_000_000_000_000_000
 
 
 def sha(text: str) -> str:
@@ -142,6 +145,7 @@ def quirky_legacy(folder: Path, layout: int) -> Quirks:
         files[name] = folder / "models" / f"{name}.safetensors"
         files[name].parent.mkdir(parents=True, exist_ok=True)
         files[name].write_bytes(content)
+        os.utime(files[name], ns=(FILE_MTIME_NS, FILE_MTIME_NS))
     notes = {
         "description": "my favourite style",
         "community_links": "https://civitai.com/models/1",
@@ -181,6 +185,8 @@ def quirky_legacy(folder: Path, layout: int) -> Quirks:
                               hash_algo="SHA256", updated_at=CREATED_MS + 5)  # fmt: skip
         rows.append(LegacyModel(17, "/gone/md5.safetensors", "lora", hash_hex=sha("md5"),
                                 hash_algo="md5"))  # fmt: skip
+        live = {str(file) for file in files.values()}
+        rows = [replace(r, mtime_ns=FILE_MTIME_NS) if r.path in live else r for r in rows]
     links = [(row.id, 1 + ["checkpoint", "lora", "embedding", "vae", "upscale", "ultralytics",
                            "other"].index(row.type.lower())) for row in rows
              if row.type.lower() in ("checkpoint", "lora", "embedding", "vae", "upscale",

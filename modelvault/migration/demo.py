@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelvault.migration.legacy import LEGACY_FILE_NAME
-from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
+from modelvault.migration.sample import (
+    LegacyModel,
+    LegacyTag,
+    scan_time_ms,
+    system_tags,
+    write_legacy_catalog,
+)
 
 MiB = 1024 * 1024
 
@@ -119,7 +125,7 @@ def build_demo(folder: str | os.PathLike[str], *, file_mb: float = 48.0) -> Path
             digests[spec.id] = digests[spec.copy_of]
         else:
             digests[spec.id] = _write_model_file(path, int(spec.size_mb * file_mb * MiB), spec.id)
-        size = path.stat().st_size
+        stat = path.stat()
         if spec.missing:
             path.unlink()
         rows.append(
@@ -128,8 +134,9 @@ def build_demo(folder: str | os.PathLike[str], *, file_mb: float = 48.0) -> Path
                 path=str(path),
                 name=path.name,
                 type=spec.type,
-                size_bytes=size,
+                size_bytes=stat.st_size,
                 hash_hex=_legacy_hash(spec.hash, digests[spec.id]),
+                created_at=scan_time_ms(stat.st_mtime_ns),  # scanned once written
                 extra_json=spec.extra
                 if isinstance(spec.extra, str) or spec.extra is None
                 else json.dumps(spec.extra),

@@ -7,11 +7,20 @@ read-only engine (``modelvault.migration.legacy``) in batches of
 Where each legacy row goes
 --------------------------
 A legacy hash counts when it is 64 hex digits after trimming (any case; stored
-lower-case), its algorithm is sha256 (layout 1), and the file is gone or still
-has the legacy ``size_bytes`` (one ``stat``; rows without a size are not
-checked). Then, in this order:
+lower-case), its algorithm is sha256 (layout 1), and the file provably did not
+change since the legacy app saw it (one ``stat``): the file is gone (or its path
+is not one of this machine, such as a Windows path here), or it has the legacy
+``size_bytes`` and was last written (layout 2) at or before the row's
+``created_at``, in whole milliseconds, or (layout 1) exactly at ``mtime_ns``.
+The legacy app's re-scan stores a file's new size but keeps its old hash, so
+the size alone proves nothing. Any other usable hash is kept in
+``meta.legacy.hash_hex`` with the reason in ``meta.legacy.hash_ignored``, and
+the row is staged to be hashed. Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
+- its path is relative (not absolute on any OS): it is never looked up from the
+  current folder                                         -> staging row ``failed``,
+  the reason in ``last_error`` (``failed``)
 - its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
   as text) and, so cleaned, is the path of another legacy row: staging row
   ``conflict`` at ``"<path> (legacy id N)"``, the stored path in
@@ -38,6 +47,15 @@ checked). Then, in this order:
   otherwise staging row ``duplicate`` with ``sha256`` set, keeping the row's own
   notes, and its tags merged into the model (``duplicates``).
 
+A row's ``type`` is ComfyUI's model type for the legacy value, which the
+legacy app took from the folder name (``normalize.model_type_for_folder``:
+``loras`` -> ``lora``, ``checkpoints`` -> ``checkpoint``, ``upscale_models`` ->
+``upscale``, a folder ComfyUI does not know is kept as its own type). A file
+directly in a models root got its own file name as type: that says nothing of
+what it is, so it is ``other``. The stored value goes to ``meta.legacy.type``
+whenever it differs. Tags are migrated as the user had them (a tag ``loras``
+stays ``loras``).
+
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted with executemany, which
@@ -49,7 +67,7 @@ breaks a unique key is written again only if the catalog changed meanwhile
 The report
 ----------
 ``rows_read == imported + merged + moved + staged + duplicates + conflicts +
-already_present`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
+already_present + failed`` always. ``warnings`` holds up to ``MAX_WARNINGS`` entries
 ``{"table", "legacy_id", "reason"}`` (the rest are counted in
 ``warnings_omitted``, so memory stays flat); ``unreadable_colors`` lists every
 legacy tag colour that is not a colour, and ``color_clashes`` every readable one
@@ -73,27 +91,49 @@ look for them, and under ``"legacy"`` what has no v3 column::
       "hash_ignored": "why",         # why a hash-like value was not used
       "hash_algo", "dir_path", "mtime_ns", "updated_at_ms",   # layout 1 columns
       "meta_json": {...},            # legacy meta_json, parsed
-      "meta_json_raw": "...",        # ...or its text when it is not JSON
+      "meta_json_raw": "...",        # ...or its text when it is not JSON (or nested
+                                     # deeper than MAX_JSON_DEPTH levels)
       "extra_json": [...],           # extra_json that is JSON but not an object
-      "extra_json_raw": "...",       # extra_json text that is not JSON (or repeats keys)
+      "extra_json_raw": "...",       # extra_json text that is not JSON, repeats keys,
+                                     # or is nested deeper than MAX_JSON_DEPTH levels
+      "<column>_bytes_b64": "...",   # the exact bytes, base64 (RFC 4648, padded), of
+                                     # a value stored as a BLOB or as TEXT that is not
+                                     # UTF-8 (e.g. "extra_json_bytes_b64"); the column
+                                     # and the keys above get it decoded as UTF-8 with
+                                     # U+FFFD for each invalid byte
       "extra_json_shadowed": {...},  # extra_json keys named like modelvault's own
                                      # top-level keys ("legacy", "previous_paths",
                                      # "superseded", "previews")
       "path", "name", "type",        # the stored value whenever it differs from the
       "size_bytes",                  # column's (NUL in a path, a blank or too long
-                                     # name, a type not in lower case or too long, a
-                                     # value not stored as text, a size not a count)
+                                     # name, a type that is a folder name or a file
+                                     # name, not in lower case or too long, a value
+                                     # not stored as text, a size not a count)
       "tag_colors": {"Tag": "raw"},  # colours of this row's tags that the v3 tag does
-                                     # not have, by legacy tag name as stored
+                                     # not have (unreadable, clashing, or read with
+                                     # alpha dropped or rounded: rgba(), hsl(),
+                                     # #rrggbbaa), by legacy tag name as stored
       "unusable_tags": [{"id", "name", "color"}],  # tags whose name cannot be a v3 tag
       "earlier_previews": [...],     # previews the legacy app replaced but left in its
                                      # images folder, stored like meta.previews
+      "tag_bytes_b64": {"<legacy tag id>": {"name": "...", "color": "..."}},
+                                     # exact bytes (base64) of this row's tags' names
+                                     # and colours stored as BLOBs or non-UTF-8 text
     }
 
 ``previews`` lists the images ``images`` names (``/media/<file>``), copied into
 the catalog's image store: ``{"sha256", "file", "source"}`` (``file`` is the name
 in the store, ``source`` the legacy URL); ``images`` stays as it was. The
 report's ``images`` counts them (``modelvault.images.ImageReport``).
+
+No single cell stops the import: a value that is not UTF-8 text or is a BLOB
+is read as bytes and kept as above, with a warning naming the row; JSON that
+cannot be stored is kept as text, like invalid JSON.
+
+Memory stays flat however many tags there are: legacy tags are registered
+``TAG_CHUNK`` at a time, and at most ``TAG_CACHE`` of them are kept between
+batches (a batch looks up again the ones its links need); a batch carries at
+most ``legacy.LINKS_PER_BATCH`` links (bench/import_bench.py --links-stress).
 
 An unreadable or clashing colour is kept in the report and in
 ``meta.legacy.tag_colors`` of every row that carries the legacy tag; an
@@ -103,12 +143,14 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 
 from __future__ import annotations
 
+import base64
 import errno
 import functools
 import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -141,14 +183,30 @@ from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
 from modelvault.images import ImageReport, LegacyImages
-from modelvault.migration.legacy import LegacyCatalog, LegacyLayout, LegacyRow, open_legacy
-from modelvault.normalize import normalize_tag_name, normalize_type, parse_color, parse_sha256
+from modelvault.migration.legacy import (
+    LegacyCatalog,
+    LegacyLayout,
+    LegacyRow,
+    NotUtf8Text,
+    open_legacy,
+)
+from modelvault.normalize import (
+    RELATIVE_PATH,
+    is_absolute_path,
+    model_type_for_folder,
+    normalize_tag_name,
+    normalize_type,
+    parse_sha256,
+    read_color,
+)
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
 MAX_WARNINGS = 1000
+TAG_CHUNK = 10_000  # legacy tags registered per transaction
+TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 LOOKUP_CHUNK = 1000  # keys per IN list: one or two queries per batch, far below any limit
 # A concurrent writer (a worker on PostgreSQL) may insert the same model between
 # our look-up and our insert; the batch is then read and written again, but only
@@ -157,6 +215,10 @@ BATCH_ATTEMPTS = 3
 # User keys named like modelvault's own top-level meta keys (RESERVED_META_KEYS)
 # move under meta.legacy.extra_json_shadowed so neither side is lost.
 MAX_NAME, MAX_TYPE = 512, 64  # the v3 column widths
+# Far deeper than any real note, far below what the JSON encoder manages (about
+# 990 levels, fewer the deeper the stack it runs in).
+MAX_JSON_DEPTH = 200
+REPEATED_KEYS = "repeats keys"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 MODELS = cast(Table, Model.__table__)
@@ -177,7 +239,7 @@ class ImportReport:
     """What an import did; ``to_dict()`` is fit for ``json.dumps``.
 
     ``rows_read == imported + merged + moved + staged + duplicates + conflicts
-    + already_present`` (see ``accounted``), on every run, first or not.
+    + already_present + failed`` (see ``accounted``), on every run, first or not.
     """
 
     legacy_path: str
@@ -190,6 +252,7 @@ class ImportReport:
     duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
     conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
     already_present: int = 0  # put in place by an earlier run (or the worker since)
+    failed: int = 0  # pending_import rows "failed": their path cannot be used (relative)
     tags_created: int = 0
     orphan_links_skipped: int = 0
     unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
@@ -210,6 +273,7 @@ class ImportReport:
             + self.duplicates
             + self.conflicts
             + self.already_present
+            + self.failed
         )
 
     def warn(self, table: str, legacy_id: Any, reason: str) -> None:
@@ -304,6 +368,8 @@ class _LegacyTag:
     raw_color: Any
     unreadable_color: bool
     color_clash: bool = False
+    color_kept: bool = True  # False: the v3 colour drops what the raw one says (alpha, ...)
+    raw_bytes: dict[str, str] | None = None  # {"name"/"color": base64} of bytes values
 
 
 @dataclass(slots=True)
@@ -321,6 +387,7 @@ class _Entry:
     sha256: str | None
     tags: list[TagSpec]
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
+    unusable_path: str | None = None  # why it is staged as failed (a relative path)
 
     def pending(
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
@@ -365,6 +432,7 @@ class _BatchResult:
     duplicates: int = 0
     conflicts: int = 0
     already_present: int = 0
+    failed: int = 0
     warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -412,15 +480,19 @@ class _Run:
         # Paths that cleaning produced (NUL replaced, a blob or number read as text)
         # -> the legacy id that holds it: only these can collide with another row's.
         self.cleaned_paths: dict[str, int] = {}
-        self.tags: dict[Any, _LegacyTag] = {}
-        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id, for the whole run
+        # Caches, emptied when they outgrow TAG_CACHE (a legacy file may hold
+        # millions of tags): what a batch needs is looked up again.
+        self.tags: dict[Any, _LegacyTag] = {}  # legacy tag id -> the tag in v3 form
+        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id
         self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
         self.inserts: _Inserts | None = None
         self.queries = _Queries()
 
     def run(self) -> None:
         total = self.legacy.count_models()
-        self._register_tags(self.legacy.tags())
+        for chunk in self.legacy.tag_chunks(TAG_CHUNK):
+            self._forget_tags(len(chunk))
+            self._register_tags(chunk)
         for batch in self.legacy.batches(self.db.settings.import_batch_size):
             links = self._links_by_model(batch.rows, batch.links)
             entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
@@ -432,6 +504,43 @@ class _Run:
                 self.progress(done, max(total, done))
 
     # -- tags -----------------------------------------------------------------
+
+    def _forget_tags(self, coming: int) -> None:
+        """Empty the tag caches if ``coming`` more would take them past TAG_CACHE."""
+        if len(self.tags) + coming > TAG_CACHE:
+            self.tags.clear()
+            self.tag_ids.clear()
+
+    def _resolve_tags(self, needed: set[Any]) -> None:
+        """Put the legacy tags ``needed`` by a batch in ``self.tags`` (their v3 ids in
+        ``self.tag_ids``): from the cache, else read again from both files; a tag
+        the legacy app added since the tags were registered is registered now."""
+        self._forget_tags(len(needed))
+        unknown = sorted(needed - self.tags.keys() - self.missing_tags, key=repr)
+        if not unknown:
+            return
+        rows = self.legacy.tags(unknown)
+        found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
+        names = {tag.spec.name for tag in found.values() if tag.spec is not None}
+        in_catalog: dict[str, tuple[int, str | None]] = {}
+        with self.db.session_scope() as session:
+            for chunk in chunked(sorted(names)):
+                query = select(Tag.name, Tag.id, Tag.color).where(Tag.name.in_(chunk))
+                in_catalog.update((name, (i, color)) for name, i, color in session.execute(query))
+        added_since = []
+        for row in rows:
+            tag = found[row.id]
+            if tag.spec is not None and tag.spec.name not in in_catalog:
+                added_since.append(row)
+                continue
+            if tag.spec is not None:
+                tag_id, color = in_catalog[tag.spec.name]
+                self.tag_ids[tag.spec.name] = tag_id
+                tag.color_clash = tag.spec.color is not None and color != tag.spec.color
+            self.tags[row.id] = tag
+        if added_since:
+            self._register_tags(added_since)
+        self.missing_tags.update(t for t in unknown if t not in self.tags)
 
     def _register_tags(self, rows: Sequence[Any]) -> None:
         """Normalise legacy tags and get or create them in the catalog (one transaction)."""
@@ -492,13 +601,17 @@ class _Run:
             "in the meta of its models",
         )
 
-    def _legacy_tag(self, row: Any) -> _LegacyTag:
+    def _legacy_tag(self, row: Any, *, quiet: bool = False) -> _LegacyTag:
+        """The tag in v3 form; unless ``quiet`` (read again), what is odd is reported."""
+        report = ImportReport(legacy_path=self.source) if quiet else self.report
         raw_color = _jsonable(row.color)
         color = None
-        unreadable = False
+        unreadable = inexact = False
         if isinstance(raw_color, str) and raw_color.strip():
-            color = parse_color(raw_color)
-            unreadable = color is None
+            read = read_color(raw_color)
+            color = None if read is None else read[0]
+            unreadable = read is None
+            inexact = read is not None and not read[1]
         elif raw_color is not None and not isinstance(raw_color, str):
             unreadable = True  # a number or a blob; blank text is just "no colour"
         name = _text(row.name)
@@ -508,22 +621,46 @@ class _Run:
             spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
         except ValidationError as exc:
             spec = None
-            self.report.warn(
+            report.warn(
                 "tags",
                 row.id,
                 f"its name cannot be a tag name ({exc}); kept in the meta of its models",
             )
         if unreadable:
-            self.report.unreadable_colors.append(
+            report.unreadable_colors.append(
                 {"tag_id": row.id, "tag": _jsonable(row.name), "color": raw_color}
             )
-            self.report.warn(
+            report.warn(
                 "tags",
                 row.id,
                 f"colour {raw_color!r} is not a colour; the tag is imported without one",
             )
+        if inexact:
+            report.warn(
+                "tags",
+                row.id,
+                f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
+                "the colour as written is kept in the meta of its models",
+            )
+        raw_bytes = {
+            column: base64.b64encode(value).decode("ascii")
+            for column, value in (("name", row.name), ("color", row.color))
+            if isinstance(value, bytes)
+        }
+        for column in raw_bytes:
+            report.warn(
+                "tags",
+                row.id,
+                f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
+                f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
+                "its models",
+            )
         key = name if spec is not None else None
-        return _LegacyTag(row.id, spec, key, _jsonable(row.name), raw_color, unreadable)
+        return _LegacyTag(
+            *(row.id, spec, key, _jsonable(row.name), raw_color, unreadable),
+            color_kept=not inexact,
+            raw_bytes=raw_bytes or None,
+        )
 
     def _links_by_model(
         self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
@@ -531,11 +668,7 @@ class _Run:
         """Group a batch's links by model; report and drop those pointing nowhere."""
         ids = {row.id for row in rows}
         links = list(links)
-        unknown = {t for m, t in links if m in ids and t not in self.tags} - self.missing_tags
-        if unknown:
-            # The legacy app may have added tags since we read them; ask once per id.
-            self._register_tags(self.legacy.tags(sorted(unknown, key=repr)))
-            self.missing_tags.update(t for t in unknown if t not in self.tags)
+        self._resolve_tags({t for m, t in links if m in ids})
         grouped: dict[int, list[Any]] = {}
         for model_id, tag_id in links:
             if model_id not in ids:
@@ -565,6 +698,7 @@ class _Run:
             "id": row.id,
             "created_at_ms": _jsonable(row.created_at),
         }
+        self._keep_bytes(row, legacy)
         raw_path = row.path
         path_clash = None
         if isinstance(raw_path, str) and "\x00" not in raw_path:
@@ -590,7 +724,7 @@ class _Run:
             legacy_id=row.id,
             path=path,
             name=_name(row.name, path, legacy),
-            type=_type(row.type, legacy),
+            type=_type(row.type, path, legacy),
             size_bytes=size,
             mtime_ns=mtime_ns,
             created_at=created_at,
@@ -598,7 +732,23 @@ class _Run:
             sha256=self._usable_hash(row, path, size, legacy),
             tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
+            unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
+
+    def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
+        """Keep the exact bytes of every value stored as a BLOB or as TEXT that is
+        not UTF-8 in ``meta.legacy.<column>_bytes_b64``: the columns get the text
+        decoded with replacement characters, which loses the bytes."""
+        for column, value in zip(row._fields, row, strict=True):
+            if isinstance(value, bytes):
+                legacy[f"{column}_bytes_b64"] = base64.b64encode(value).decode("ascii")
+                what = "text that is not UTF-8" if isinstance(value, NotUtf8Text) else "a BLOB"
+                self.report.warn(
+                    "models",
+                    row.id,
+                    f"its {column} is {what}; it is read with replacement characters, and "
+                    f"its exact bytes are kept in meta.legacy.{column}_bytes_b64",
+                )
 
     def _cleaned_path(self, legacy_id: int, raw: Any) -> tuple[str, str | None]:
         """The path of a row whose stored path is not storable text, and why it is
@@ -643,8 +793,8 @@ class _Run:
             self.legacy.layout is LegacyLayout.V1 and str(row.hash_algo).strip().lower() != "sha256"
         ):
             why = f"its hash algorithm is {row.hash_algo!r}, not sha256"
-        elif size is not None:
-            why = self._size_changed(row.id, path, size)
+        else:
+            why = self._file_changed(row, path, size)
         usable = sha if why is None else None
         if raw and raw != usable:
             legacy["hash_hex"] = raw
@@ -653,41 +803,54 @@ class _Run:
             self.report.warn("models", row.id, why + "; staged to be hashed")
         return usable
 
-    def _size_changed(self, legacy_id: int, path: str, size: int) -> str | None:
-        """Why the legacy hash no longer describes the file, or None if it may."""
+    def _file_changed(self, row: LegacyRow, path: str, size: int | None) -> str | None:
+        """Why the legacy hash may not describe the file, or None when it provably does.
+
+        The legacy app's re-scan stores a file's new size but keeps the old hash
+        (LEGACY.md), so the size alone proves nothing. The file is unchanged when
+        it has the legacy size and (layout 2) was last written at or before the
+        row's ``created_at``, which the app set once, when it first saw the file,
+        or (layout 1) its mtime is the stored ``mtime_ns``. A gone file keeps the
+        legacy hash: it is all anyone will ever know of it.
+        """
+        if not is_absolute_path(path):
+            return RELATIVE_PATH
+        if not os.path.isabs(path):
+            return None  # not a path of this machine (a Windows path here): nothing to read
         try:
-            actual = os.stat(path).st_size
+            stat = os.stat(path)
         except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None  # gone: the legacy hash is all we will ever know
+            return None
         except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:
-                self.report.warn(
-                    "models",
-                    legacy_id,
-                    f"its size could not be checked ({exc}); its hash is trusted",
-                )
-            return None
-        if actual == size:
-            return None
-        return (
-            f"the file changed since it was hashed "
-            f"(size {size} in the legacy catalog, {actual} now)"
-        )
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # no file can have this path
+            return f"its file could not be checked ({exc})"
+        if size is None:
+            return "the legacy catalog has no size for its file, so nothing shows it is unchanged"
+        if stat.st_size != size:
+            return (
+                f"the file changed since it was hashed "
+                f"(size {size} in the legacy catalog, {stat.st_size} now)"
+            )
+        if self.legacy.layout is LegacyLayout.V1:
+            return _changed_since_mtime(row.mtime_ns, stat.st_mtime_ns)
+        return _written_after_created(row.created_at, stat.st_mtime_ns)
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
         meta_json = _text(row.meta_json)
         if meta_json is not None:
-            value, ok, _ = _parse_json(meta_json)
+            value, problem = _parse_json(meta_json)
+            ok = problem in (None, REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
-                self.report.warn("models", row.id, "meta_json is not valid JSON; its text is kept")
+                self.report.warn("models", row.id, f"meta_json {problem}; its text is kept")
         extra = _text(row.extra_json)
         if extra is not None:
-            value, ok, repeated = _parse_json(extra)
-            if not ok or repeated:
+            value, problem = _parse_json(extra)
+            ok = problem in (None, REPEATED_KEYS)
+            if problem is not None:
                 legacy["extra_json_raw"] = extra
-                problem = "repeats keys" if ok else "is not valid JSON"
                 self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
                 shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
@@ -705,12 +868,14 @@ class _Run:
         specs: dict[str, TagSpec] = {}
         for tag_id in tag_ids:
             tag = self.tags[tag_id]
+            if tag.raw_bytes:
+                legacy.setdefault("tag_bytes_b64", {})[str(tag.id)] = tag.raw_bytes
             if tag.spec is None:
                 legacy.setdefault("unusable_tags", []).append(
                     {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
                 )
                 continue
-            if tag.unreadable_color or tag.color_clash:
+            if tag.unreadable_color or tag.color_clash or not tag.color_kept:
                 legacy.setdefault("tag_colors", {})[tag.key] = tag.raw_color
             specs.setdefault(tag.spec.name, tag.spec)
         return list(specs.values())
@@ -746,6 +911,7 @@ class _Run:
         report.duplicates += result.duplicates
         report.conflicts += result.conflicts
         report.already_present += result.already_present
+        report.failed += result.failed
         for legacy_id, reason in result.warnings:
             report.warn("models", legacy_id, reason)
 
@@ -784,6 +950,11 @@ class _Run:
                 staged.append(entry.pending(PendingStatus.CONFLICT, entry.sha256, why, self.source))
                 result.conflicts += 1
                 result.warnings.append((entry.legacy_id, f"conflict: {why}"))
+            elif place == "failed":
+                why = entry.unusable_path
+                staged.append(entry.pending(PendingStatus.FAILED, None, why, self.source))
+                result.failed += 1
+                result.warnings.append((entry.legacy_id, f"failed: {why}"))
             elif place == "settle":
                 colliding.append(entry)
             elif place == "new":
@@ -820,6 +991,8 @@ class _Run:
             source = state.staged[entry.path]
             self._already(entry, frozenset() if source is None else {source}, result)
             return "present"
+        if entry.unusable_path is not None:
+            return "failed"
         if entry.path_clash is not None:
             return "conflict"
         held = state.model_at.get(entry.path)
@@ -968,6 +1141,33 @@ def _marks(meta: Any) -> _Marks:
         frozenset(sources),
         frozenset(rows),
         tuple(p for p in previous if isinstance(p, str)) if isinstance(previous, list) else (),
+    )
+
+
+def _changed_since_mtime(stored: Any, mtime_ns: int) -> str | None:
+    """Layout 1: the file is the one hashed only if its mtime is the stored ``mtime_ns``."""
+    if not isinstance(stored, int) or isinstance(stored, bool):
+        return f"its legacy mtime_ns {stored!r} is not a time, so nothing shows it is unchanged"
+    if stored == mtime_ns:
+        return None
+    return (
+        f"the file was written since it was hashed "
+        f"(mtime_ns {stored} in the legacy catalog, {mtime_ns} now)"
+    )
+
+
+def _written_after_created(created_ms: Any, mtime_ns: int) -> str | None:
+    """Layout 2: the file is the one hashed only if it was last written at or before
+    the row's ``created_at`` (compared in whole milliseconds, the column's unit)."""
+    created = _from_ms(created_ms)
+    if created is None:
+        return f"its created_at {created_ms!r} is not a time, so nothing shows it is unchanged"
+    if mtime_ns // 1_000_000 <= created_ms:
+        return None
+    written = EPOCH + timedelta(microseconds=mtime_ns // 1000)
+    return (
+        f"the file was written at {written.isoformat()}, after the legacy app first saw it "
+        f"({created.isoformat()}), so its legacy hash may be of other bytes"
     )
 
 
@@ -1124,12 +1324,17 @@ def _name(value: Any, path: str, legacy: dict[str, Any]) -> str:
     return stored
 
 
-def _type(value: Any, legacy: dict[str, Any]) -> str:
+def _type(value: Any, path: str, legacy: dict[str, Any]) -> str:
+    """ComfyUI's model type for the legacy type, which the legacy app took from the
+    folder name (``loras`` -> ``lora``); a file directly in a models root got its
+    own file name as type, which says nothing of what it is: ``other``."""
     raw = _text(value)
-    kind = normalize_type(raw if raw is None else _storable(raw))
+    kind = model_type_for_folder(raw if raw is None else _storable(raw))
+    if kind == normalize_type(file_name(path)):
+        kind = "other"
     stored = kind if len(kind) <= MAX_TYPE else "other"
     if value is not None and stored != value:
-        legacy["type"] = _jsonable(value)  # not lower case, padded, too long, or not text
+        legacy["type"] = _jsonable(value)  # a folder name, a file name, not lower case, ...
     return stored
 
 
@@ -1153,15 +1358,37 @@ _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_r
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _parse_json(text: str) -> tuple[Any, bool, bool]:
-    """(value, is valid JSON, repeats a key). Repeated keys keep the last value, as
-    every JSON reader does; the caller keeps the text so the others survive too."""
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """(value, what is wrong with it). Repeated keys keep the last value, as every
+    JSON reader does; the caller keeps the text so the others survive too. JSON
+    nested deeper than ``MAX_JSON_DEPTH`` is read as not JSON: it cannot be
+    written back (the encoder recurses, and the catalog nests meta further)."""
+    # Counting brackets is quick and spares nearly every row the closer look.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
+        return None, f"is nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        return _STRICT_JSON.decode(text), True, False
+        return _STRICT_JSON.decode(text), None
     except _RepeatedKeys:
-        return _JSON.decode(text), True, True
+        return _JSON.decode(text), REPEATED_KEYS
     except (ValueError, RecursionError):
-        return None, False, False
+        return None, "is not valid JSON"
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than ``MAX_JSON_DEPTH``."""
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif mark in "]}":
+            depth -= 1
+    return False
 
 
 __all__ = ["ImportReport", "Progress", "import_legacy_data"]

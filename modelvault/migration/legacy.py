@@ -5,6 +5,9 @@ refuses anything else with a ``LegacyDatabaseError`` that says, in one sentence,
 which file and what is wrong with it. The file is only ever opened through a
 read-only SQLite URI (``mode=ro``), with ``query_only`` on as well: the legacy app
 may still be running, and its data must come out of the migration byte-identical.
+Nothing is ever created beside it: a WAL-mode file that SQLite could read only by
+creating a ``-shm`` there is copied (with its ``-wal``) into a private folder, and
+the copy is read. A file that fails ``PRAGMA quick_check`` is refused as damaged.
 
 Rows are read in keyset-paginated batches (``WHERE id > ? ORDER BY id LIMIT ?``),
 each batch in its own short read, so the memory used stays flat however large the
@@ -13,6 +16,10 @@ longer than one batch. Each batch carries the ``model_tags`` rows whose
 ``model_id`` falls in the id range it covers, so links that point at a missing
 model show up in the batch of their range (the last batch covers the range
 after the last model, so every link is seen exactly once).
+
+A TEXT value that is not UTF-8 stops nothing: the batch that holds one is read
+again with a text factory that gives such values as ``NotUtf8Text`` (their
+exact bytes); BLOB values are ``bytes``. The importer keeps both byte for byte.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +48,12 @@ LEGACY_FILE_NAME = "hikaze_mm.sqlite3"
 # The legacy app's transactions are short; waiting longer than this for its lock
 # means it holds the file exclusively, and the user is better told so.
 LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
+
+# A batch of models holds at most this many links (fewer models if need be), so
+# memory stays flat however many tags a model has; one model's links come whole.
+LINKS_PER_BATCH = 50_000
+# A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
+COPY_ATTEMPTS = 3
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -84,7 +99,8 @@ class LegacyRow(NamedTuple):
     """One row of the legacy ``models`` table, as stored (no cleaning yet).
 
     Values are what SQLite holds, so a hand-edited file may put any type in any
-    column; the importer decides what each value means. The last four fields
+    column (a BLOB is ``bytes``, TEXT that is not UTF-8 ``NotUtf8Text``); the
+    importer decides what each value means. The last four fields
     exist in layout 1 only and are None in layout 2.
     """
 
@@ -112,8 +128,9 @@ class LegacyTagRow(NamedTuple):
 
 class LegacyBatch(NamedTuple):
     """Models with ids in (previous batch's last id, this batch's last id], and the
-    ``model_tags`` rows whose model_id falls in that same range (orphans included).
-    The final batch has no rows and carries the links beyond the last model."""
+    ``model_tags`` rows whose model_id falls in that same range (orphans included),
+    at most ``LINKS_PER_BATCH`` of them unless one model has more. The final
+    batches have no rows and carry the links beyond the last model."""
 
     rows: list[LegacyRow]
     links: list[tuple[Any, Any]]
@@ -144,12 +161,19 @@ _LINKS_ALL = "SELECT model_id, tag_id FROM model_tags ORDER BY model_id, tag_id"
 
 
 class LegacyCatalog:
-    """An open, validated legacy catalog. Use ``open_legacy`` to get one."""
+    """An open, validated legacy catalog. Use ``open_legacy`` to get one.
 
-    def __init__(self, path: Path, engine: Engine, layout: LegacyLayout) -> None:
+    ``path`` is the legacy file; ``copy``, when set, is the private folder
+    holding the snapshot that is read instead (see ``open_legacy``).
+    """
+
+    def __init__(
+        self, path: Path, engine: Engine, layout: LegacyLayout, copy: Path | None = None
+    ) -> None:
         self.path = path
         self.engine = engine
         self.layout = layout
+        self.copy = copy
 
     def __enter__(self) -> LegacyCatalog:
         return self
@@ -162,6 +186,9 @@ class LegacyCatalog:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.copy is not None:
+            shutil.rmtree(self.copy, ignore_errors=True)
+            self.copy = None
 
     def count_models(self) -> int:
         return int(self._query("SELECT count(*) FROM models")[0][0])
@@ -183,31 +210,62 @@ class LegacyCatalog:
             found.extend(LegacyTagRow(*row) for row in rows)
         return found
 
+    def tag_chunks(self, size: int) -> Iterator[list[LegacyTagRow]]:
+        """All legacy tags in id order, ``size`` at a time, each chunk its own read."""
+        last_id = _MIN_ID
+        while True:
+            rows = self._query(
+                "SELECT id, name, color, created_at FROM tags WHERE id > ? ORDER BY id LIMIT ?",
+                (last_id, size),
+            )
+            if not rows:
+                return
+            yield [LegacyTagRow(*row) for row in rows]
+            last_id = rows[-1][0]
+
     def batches(self, size: int) -> Iterator[LegacyBatch]:
         """The models in id order, ``size`` at a time, each with the links of its id range."""
         select_models = _select_models(self.layout)
         last_id: int | None = None
         while True:
-            with self._reading() as cursor:
-                rows = cursor.execute(
-                    select_models, (_MIN_ID if last_id is None else last_id, size)
-                )
-                batch = [LegacyRow(*row) for row in rows.fetchall()]
-                if not batch:
-                    break
-                top = batch[-1].id
-                if last_id is None:
-                    links = cursor.execute(_LINKS_UP_TO, (top,)).fetchall()
-                else:
-                    links = cursor.execute(_LINKS_IN_RANGE, (last_id, top)).fetchall()
-            yield LegacyBatch(batch, links)
-            last_id = top
+            budget = LINKS_PER_BATCH
+            try:
+                batch = self._batch(select_models, last_id, size, tolerant=False, budget=budget)
+            except _NotUtf8:  # rare: read this batch again, the slower way that keeps bytes
+                batch = self._batch(select_models, last_id, size, tolerant=True, budget=budget)
+            if batch is None:
+                break
+            yield batch
+            last_id = batch.rows[-1].id
+        # The links past the last model, LINKS_PER_BATCH at a time, in one read.
         with self._reading() as cursor:
             if last_id is None:
-                tail = cursor.execute(_LINKS_ALL).fetchall()
+                cursor.execute(_LINKS_ALL)
             else:
-                tail = cursor.execute(_LINKS_AFTER, (last_id,)).fetchall()
-        yield LegacyBatch([], tail)
+                cursor.execute(_LINKS_AFTER, (last_id,))
+            tail = cursor.fetchmany(LINKS_PER_BATCH)
+            yield LegacyBatch([], tail)  # always one, empty or not
+            while tail := cursor.fetchmany(LINKS_PER_BATCH):
+                yield LegacyBatch([], tail)
+
+    def _batch(
+        self,
+        select_models: str,
+        last_id: int | None,
+        size: int,
+        *,
+        tolerant: bool,
+        budget: int,
+    ) -> LegacyBatch | None:
+        with self._reading(tolerant=tolerant) as cursor:
+            rows = cursor.execute(select_models, (_MIN_ID if last_id is None else last_id, size))
+            batch = [LegacyRow(*row) for row in rows.fetchall()]
+            if not batch:
+                return None
+            links = _links(cursor, last_id, batch[-1].id, budget + 1)
+            if len(links) > budget:
+                batch, links = _cut(cursor, batch, links, last_id, budget)
+        return LegacyBatch(batch, links)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._reading() as cursor:
@@ -215,17 +273,69 @@ class LegacyCatalog:
         return rows
 
     @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """A cursor on the read-only connection; driver errors become one clear sentence."""
+    def _reading(self, *, tolerant: bool = True) -> Iterator[Any]:
+        """A cursor on the read-only connection; driver errors become one clear sentence.
+
+        ``tolerant`` reads TEXT that is not UTF-8 as ``NotUtf8Text`` (its bytes);
+        otherwise such a value raises ``_NotUtf8``, and the caller reads again
+        tolerantly (a callable per text value costs a third more per row).
+        """
         try:
             with self.engine.connect() as conn:
-                cursor = conn.connection.cursor()
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.text_factory = _text_or_bytes if tolerant else str
+                cursor = raw.cursor()
                 try:
                     yield cursor
                 finally:
                     cursor.close()
+        except sqlite3.OperationalError as exc:
+            if not tolerant and "could not decode to utf-8" in str(exc).lower():
+                raise _NotUtf8 from exc
+            raise _read_error(self.path, exc) from exc
         except (sqlite3.Error, DBAPIError) as exc:
             raise _read_error(self.path, exc) from exc
+
+
+def _links(cursor: Any, after: int | None, top: int, limit: int | None) -> list[Any]:
+    """The links whose model_id is in (after, top] (all up to top when ``after`` is
+    None), at most ``limit`` of them."""
+    sql, params = (_LINKS_UP_TO, [top]) if after is None else (_LINKS_IN_RANGE, [after, top])
+    if limit is not None:
+        sql, params = sql + " LIMIT ?", [*params, limit]
+    rows: list[Any] = cursor.execute(sql, params).fetchall()
+    return rows
+
+
+def _cut(
+    cursor: Any, batch: list[LegacyRow], links: list[Any], after: int | None, budget: int
+) -> tuple[list[LegacyRow], list[Any]]:
+    """Fewer models, so that the batch's links stay within ``budget``: the models
+    whose links all came (those before the model of link number ``budget``), or,
+    when the first model alone has more, that model with all its links."""
+    cut = links[budget][0]
+    whole = [row for row in batch if row.id < cut]
+    if not whole:
+        return batch[:1], _links(cursor, after, batch[0].id, None)
+    top = whole[-1].id
+    return whole, [link for link in links if link[0] <= top]
+
+
+class NotUtf8Text(bytes):
+    """A TEXT value of the legacy file that is not UTF-8, as its exact bytes (a
+    BLOB value is plain ``bytes``)."""
+
+
+class _NotUtf8(Exception):
+    """A TEXT value that is not UTF-8 was met by a read that expects UTF-8."""
+
+
+def _text_or_bytes(value: bytes) -> str | NotUtf8Text:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return NotUtf8Text(value)
 
 
 _MIN_ID = -(2**63)
@@ -238,21 +348,98 @@ def open_legacy(
 
     Raises ``LegacyDatabaseError`` for anything that is not a legacy catalog we
     know: a missing file, a folder, not SQLite (or encrypted), truncated, locked,
-    other tables, another schema_version.
+    other tables, another schema_version, or damaged (``PRAGMA quick_check``).
+    A WAL-mode file is read from a private copy unless the legacy app's ``-wal``
+    and ``-shm`` are both there and the folder is writable (see ``_needs_copy``).
     """
     file = Path(path).expanduser().resolve()
-    _check_file(file)
+    header = _check_file(file)
     if busy_timeout_seconds is None:
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
-    engine = read_only_engine(file, busy_timeout_seconds=busy_timeout_seconds)
+    copy = _private_copy(file) if _needs_copy(file, header) else None
+    read = file if copy is None else copy / file.name
+    catalog = LegacyCatalog(
+        file, read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds), LegacyLayout.V2
+    )
+    catalog.copy = copy
     try:
-        catalog = LegacyCatalog(file, engine, LegacyLayout.V2)
         catalog.layout = _detect_layout(catalog)
+        _check_integrity(catalog)
     except BaseException:
-        engine.dispose()
+        catalog.close()
         raise
     log.debug("opened legacy catalog %s (layout %d)", file, catalog.layout)
     return catalog
+
+
+def _needs_copy(file: Path, header: bytes) -> bool:
+    """Whether a WAL-mode file must be read from a private copy.
+
+    SQLite reads a WAL-mode database only through its ``-shm`` index: opened in
+    place without one, even read-only, it creates ``-shm`` (and an empty
+    ``-wal``) beside the file, or fails in a folder it cannot write. Both files
+    exist while the legacy app runs (or after it was killed); then, in a
+    writable folder, the file is read in place, sharing the app's locks. In
+    every other case the file and its ``-wal`` are copied and the copy is read:
+    a consistent snapshot, and nothing appears beside the legacy file.
+    ``immutable=1`` would need no copy, but it skips the ``-wal``, where the
+    newest rows may be.
+    """
+    wal_mode = header[18:20] == b"\x02\x02"  # read and write format versions 2: WAL
+    if not wal_mode:
+        return False
+    beside = [Path(f"{file}-wal"), Path(f"{file}-shm")]
+    return not all(p.exists() for p in beside) or not os.access(file.parent, os.W_OK)
+
+
+def _private_copy(file: Path) -> Path:
+    """Copy the file and its ``-wal`` into a new private folder; returns the folder.
+
+    A copy whose sources changed while it was made (the legacy app wrote) is
+    made again, so it is never a torn mix of two states.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="modelvault-legacy-"))
+    try:
+        for _attempt in range(COPY_ATTEMPTS):
+            before = _states(file)
+            for source in (file, Path(f"{file}-wal")):
+                if source.exists():
+                    shutil.copyfile(source, folder / source.name)
+            if _states(file) == before:
+                return folder
+        raise _error(
+            file,
+            "kept changing while it was being copied to be read",
+            "close the legacy app and try again",
+        )
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _error(
+            file, f"cannot be copied to be read ({exc.strerror or exc})", "check its permissions"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _states(file: Path) -> list[tuple[int, int] | None]:
+    states: list[tuple[int, int] | None] = []
+    for part in (file, Path(f"{file}-wal")):
+        try:
+            stat = part.stat()
+            states.append((stat.st_size, stat.st_mtime_ns))
+        except FileNotFoundError:
+            states.append(None)
+    return states
+
+
+def _check_integrity(catalog: LegacyCatalog) -> None:
+    """``PRAGMA quick_check``: a damaged file is refused before anything is written."""
+    problems = [str(row[0]) for row in catalog._query("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        first = problems[0] if problems else "no answer from the integrity check"
+        first = " ".join(first.replace("*** in database main ***", "").split())  # one line
+        raise _error(catalog.path, f"is damaged ({first})", "restore it from a backup")
 
 
 def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
@@ -267,8 +454,9 @@ def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
     return engine
 
 
-def _check_file(file: Path) -> None:
-    """Everything that can be told from the file itself, before SQLite opens it."""
+def _check_file(file: Path) -> bytes:
+    """Everything that can be told from the file itself, before SQLite opens it;
+    returns its header."""
     try:
         stat = file.stat()
     except FileNotFoundError:
@@ -295,6 +483,7 @@ def _check_file(file: Path) -> None:
             file, f"cannot be read ({exc.strerror or exc})", "check its permissions"
         ) from exc
     _check_header(file, header, stat.st_size)
+    return header
 
 
 def _check_header(file: Path, header: bytes, size: int) -> None:

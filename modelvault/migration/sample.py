@@ -12,6 +12,8 @@ a file of millions of rows needs no memory.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shutil
 import sqlite3
@@ -106,6 +108,54 @@ class LegacyDirectory:
     path: str
     alias: str | None = None
     parent_id: int | None = None
+
+
+def scanned(
+    id: int,
+    path: str | os.PathLike[str],
+    type: str,
+    *,
+    hashed: bool = True,
+    created_at: int | None = None,
+    extra_json: str | None = None,
+) -> LegacyModel:
+    """The row the legacy scanner writes for the file at ``path`` as it is now.
+
+    Like the legacy app: the absolute path, the file name as ``name``, its size,
+    its ``mtime_ns`` (kept by layout 1), its SHA-256 when ``hashed`` (else
+    ``''``), and ``created_at`` the time of the scan in milliseconds, which is
+    at or after the file's last write (``created_at`` sets another time).
+    """
+    file = Path(path)
+    stat = file.stat()
+    digest = hashlib.sha256(file.read_bytes()).hexdigest() if hashed else ""
+    scan_ms = scan_time_ms(stat.st_mtime_ns)
+    return LegacyModel(
+        id=id,
+        path=str(file),
+        type=type,
+        name=file.name,
+        size_bytes=stat.st_size,
+        hash_hex=digest,
+        created_at=scan_ms if created_at is None else created_at,
+        extra_json=extra_json,
+        mtime_ns=stat.st_mtime_ns,
+        updated_at=scan_ms if created_at is None else created_at,
+    )
+
+
+def scan_time_ms(mtime_ns: int) -> int:
+    """The earliest ``created_at`` the legacy app can give a file last written at
+    ``mtime_ns``: it inserts the row after it read the file."""
+    return -(-mtime_ns // 1_000_000)  # rounded up to a whole millisecond
+
+
+def rescanned(row: LegacyModel) -> LegacyModel:
+    """The row after the legacy app's re-scan without hashing: the file's size now,
+    the old ``hash_hex`` copied over, ``created_at`` (and layout 1's ``mtime_ns``)
+    unchanged, as the legacy app's re-scan does (LEGACY.md)."""
+    size = Path(row.path).stat().st_size
+    return dataclasses.replace(row, size_bytes=size)
 
 
 def system_tags() -> list[LegacyTag]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -59,6 +58,7 @@ from modelvault.errors import (
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
+from modelvault.normalize import is_absolute_path
 
 log = logging.getLogger(__name__)
 
@@ -463,7 +463,9 @@ class MigrationWorker(threading.Thread):
                 tag_cache=self._tag_cache,
                 claim_next=claim,
             )
-        except ValidationError as exc:
+        except (ValidationError, ValueError, RecursionError) as exc:
+            # A row's data the catalog cannot take (a ValidationError, or an encoding
+            # error the driver raises as it is, e.g. a lone surrogate): fail that row.
             if len(hashed) > 1:  # find the row that cannot be stored: one at a time
                 for one in hashed:
                     self._hashed = [one]
@@ -685,7 +687,7 @@ def path_problem(path: str) -> str | None:
     """Why a staged path can never be hashed, before anything touches it; None if it may be."""
     if "\0" in path:
         return f"{path!r} contains a NUL character, which no file name can hold."
-    if not os.path.isabs(path):
+    if not is_absolute_path(path):  # a Windows path on Linux is absolute: it ends missing
         return (
             f"{path} is a relative path: it depends on the folder the worker runs in; "
             "stage the file by its absolute path."
