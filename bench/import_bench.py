@@ -58,7 +58,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +66,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+
+from scratch_db import ScratchCatalogs, plain_postgres  # noqa: E402
 
 from modelvault.migration.sample import (  # noqa: E402
     SYSTEM_TAG_NAMES,
@@ -334,48 +335,6 @@ def check_same_rows(floor_url: str, import_url: str) -> None:
         )
 
 
-def plain_postgres(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-class Target:
-    """Where a run writes: a fresh SQLite file or a fresh PostgreSQL database each time."""
-
-    def __init__(self, backend: str, folder: Path, server_url: str | None) -> None:
-        self.backend = backend
-        self.folder = folder
-        self.server_url = server_url
-        self.made: list[str] = []
-
-    def fresh(self, label: str) -> str:
-        if self.backend == "sqlite":
-            path = self.folder / f"{label}.sqlite3"
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-            return f"sqlite:///{path}"
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        assert self.server_url is not None
-        name = f"mv_bench_{label}_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(plain_postgres(self.server_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self.made.append(name)
-        url = make_url(self.server_url).set(drivername="postgresql+psycopg", database=name)
-        return url.render_as_string(hide_password=False)
-
-    def drop_all(self) -> None:
-        if not self.made:
-            return
-        import psycopg
-
-        assert self.server_url is not None
-        with psycopg.connect(plain_postgres(self.server_url), autocommit=True) as conn:
-            for name in self.made:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.made.clear()
-
-
 @dataclass(frozen=True)
 class Figures:
     """Medians of the runs of one (backend, size)."""
@@ -401,7 +360,7 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def measure(
-    backend: str, legacy: Path, rows: int, target: Target, args: argparse.Namespace
+    backend: str, legacy: Path, rows: int, target: ScratchCatalogs, args: argparse.Namespace
 ) -> Figures:
     floor_code = FLOOR_PRELUDE + (
         SQLITE_FLOOR_CHILD if backend == "sqlite" else POSTGRES_FLOOR_CHILD
@@ -509,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             for backend in backends:
-                target = Target(backend, folder, args.postgres)
+                target = ScratchCatalogs(backend, folder, args.postgres)
                 try:
                     results.append(measure(backend, legacy, rows, target, args))
                 finally:
