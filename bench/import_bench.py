@@ -37,9 +37,10 @@ the same rows as the import.
 Each measurement runs in a child process of its own, so its peak RSS (VmHWM from
 /proc, the interpreter and imports included) is its own. Floor and import runs
 are interleaved and the figures are medians of ``--repeat`` runs. Printed per
-size and backend: seconds, rows/s, microseconds per row, peak RSS, and the
-ratio import / floor; with two sizes, the linear-growth figure (microseconds
-per row at the largest size / at the smallest).
+size and backend: seconds (wall and CPU), rows/s, microseconds per row, bytes
+written to storage (SQLite; from /proc/self/io, a figure the machine's load does
+not change), peak RSS, and the ratio import / floor; with two sizes, the
+linear-growth figure (microseconds per row at the largest size / at the smallest).
 
 Targets (issue 11): ratio <= 1.2 at 100,000 rows and <= 1.1 at 1,000,000 on
 SQLite, <= 1.3 on PostgreSQL; cost per row at 1M within 1.2x of the cost at
@@ -98,12 +99,16 @@ def peak_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 legacy, url, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from modelvault import DatabaseManager, Settings
+def written():
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
 def measured(work):
-    base = peak_kib()
+    base, wrote = peak_kib(), written()
     started, cpu = time.perf_counter(), time.process_time()
     extra = work()
     print(json.dumps({{"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
-                      "base_kib": base, "peak_kib": peak_kib(), **(extra or {{}})}}))
+                      "base_kib": base, "peak_kib": peak_kib(), "written": written() - wrote,
+                      **(extra or {{}})}}))
 """
 
 IMPORT_CHILD = """
@@ -112,6 +117,7 @@ db = DatabaseManager(url, settings=Settings(db_url=url, import_batch_size=batch)
 db.init_db()
 def work():
     report = import_legacy_data(legacy, db)
+    db.dispose()  # closed, as the floor closes its connection (SQLite checkpoints then)
     assert report.rows_read == report.accounted, report
     return {"report": {k: v for k, v in report.to_dict().items()
                        if k in ("rows_read", "imported", "staged", "tags_created")}}
@@ -275,6 +281,7 @@ class Run:
     cpu: float
     base_kib: int
     peak_kib: int
+    written: int  # bytes this process caused to be written to storage (/proc/self/io)
     report: dict[str, Any] | None = None
 
 
@@ -355,6 +362,7 @@ def median_run(runs: list[Run]) -> Run:
         cpu=statistics.median(r.cpu for r in runs),
         base_kib=max(r.base_kib for r in runs),
         peak_kib=max(r.peak_kib for r in runs),  # the worst: RSS is a limit, not a speed
+        written=int(statistics.median(r.written for r in runs)),
         report=runs[0].report,
     )
 
@@ -390,10 +398,14 @@ def ratio_target(backend: str, rows: int) -> float | None:
 
 def print_table(results: list[Figures], repeat: int) -> bool:
     ok = True
-    print(f"\nmedians of {repeat} run(s); peak RSS is the highest of the runs")
+    print(
+        f"\nmedians of {repeat} run(s); peak RSS is the highest of the runs; written: bytes "
+        "the process wrote to storage (SQLite only: the server writes for PostgreSQL), which "
+        "the load of the machine does not change"
+    )
     header = (
-        f"{'backend':10} {'rows':>9} {'what':6} {'seconds':>8} {'rows/s':>9} {'us/row':>7} "
-        f"{'peak RSS':>9} {'ratio':>6}  target"
+        f"{'backend':10} {'rows':>9} {'what':6} {'seconds':>8} {'cpu s':>7} {'rows/s':>9} "
+        f"{'us/row':>7} {'written':>9} {'peak RSS':>10} {'ratio':>6}  target"
     )
     print(header)
     print("-" * len(header))
@@ -403,10 +415,11 @@ def print_table(results: list[Figures], repeat: int) -> bool:
         rss_met = fig.imported.peak_kib < RSS_TARGET_KIB
         ok &= met and rss_met
         for what, run in (("floor", fig.floor), ("import", fig.imported)):
+            written = f"{run.written / 1e6:6.0f} MB" if fig.backend == "sqlite" else "-"
             line = (
-                f"{fig.backend:10} {fig.rows:>9,} {what:6} {run.seconds:8.2f} "
+                f"{fig.backend:10} {fig.rows:>9,} {what:6} {run.seconds:8.2f} {run.cpu:7.2f} "
                 f"{fig.rows / run.seconds:9,.0f} {run.seconds / fig.rows * 1e6:7.1f} "
-                f"{run.peak_kib / 1024:6.1f} MiB"
+                f"{written:>9} {run.peak_kib / 1024:6.1f} MiB"
             )
             if what == "import":
                 goal = "" if target is None else f"<= {target} {'ok' if met else 'MISSED'}"
