@@ -14,7 +14,8 @@ The floor is the least work that writes the same rows, with no check at all:
 
 1. tags: the 47 legacy tags are read and inserted with their names and colours
    normalised (``normalize_tag_name``, ``parse_color``: 47 calls, nothing per row);
-2. for each batch of ``--batch`` rows (default 2,000, the import's default):
+2. for each batch of ``--batch`` rows (default: the import's own default,
+   ``Settings().import_batch_size``; both use the same):
    read the legacy models by id range and their links (the same two queries
    as the importer); for each row ``json.loads`` its ``extra_json``, add the
    ``legacy`` block (source, id, created_at_ms), ``json.dumps`` it, format
@@ -70,6 +71,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 from scratch_db import ScratchCatalogs, plain_postgres  # noqa: E402
 
+from modelvault import Settings  # noqa: E402
 from modelvault.migration.sample import (  # noqa: E402
     SYSTEM_TAG_NAMES,
     LegacyModel,
@@ -83,7 +85,7 @@ GROWTH_TARGET = 1.2
 RSS_TARGET_KIB = 200 * 10**6 // 1024
 TYPES = ("checkpoint", "lora", "embedding", "vae")
 USER_TAGS = 40
-BATCH = 2000
+BATCH = Settings().import_batch_size  # the library's default, for the import and the floor
 
 # -- the children: each prints one JSON line (seconds, cpu, baseline and peak RSS in KiB) --
 
