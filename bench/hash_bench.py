@@ -2,13 +2,17 @@
 
     python bench/hash_bench.py                  # full sizes: 2 GiB and 4 GiB files
     python bench/hash_bench.py --cache-gib 0.5 --rss-gib 1 --repeat 2   # quicker
+    python bench/hash_bench.py --skip abd --tiny-files 10000            # (c) only
 
 (a) ``hash_file`` on a file already in the page cache, against the SHA-256
     compute limit of this CPU (``openssl speed -evp sha256 -bytes 65536``);
     target: ratio >= 0.85. A plain readinto+update loop and ``openssl dgst`` are
     printed as context.
-(b) the worker pool, and (c) rows/s through the worker: ``bench_pool`` and
-    ``bench_worker_rows``, to be written once ``modelvault.migration.worker`` exists.
+(b) the worker pool with 1 and 2 workers on 8 files of 256 MiB, against openssl.
+(c) rows/s through the worker on tiny files, 1 and 2 workers, on SQLite and (with
+    ``--postgres`` or MODELVAULT_TEST_POSTGRES_URL) PostgreSQL, against the bare
+    loop of the same writes; on PostgreSQL also the rate as the catalog grows
+    (see ``bench_worker_rows``).
 (d) peak RSS of a child process hashing a big file; target < 100 MB.
 
 The big files are created in a temporary folder (``--dir`` to choose where) and
@@ -20,21 +24,28 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
+import random
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
+
+from scratch_db import ScratchCatalogs, plain_postgres  # noqa: E402
 
 from modelvault.database import DatabaseManager  # noqa: E402
 from modelvault.hashing import DEFAULT_CHUNK_SIZE, hash_file  # noqa: E402
@@ -43,6 +54,7 @@ GIB = 1024**3
 MIB = 1024**2
 RATIO_TARGET = 0.85
 RSS_TARGET_BYTES = 100 * 10**6
+WORKER_RATIO_TARGET = 1.5
 
 # Run in a child so its peak RSS is its own: the interpreter and imports alone, then after hashing.
 RSS_CHILD = """
@@ -69,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-mib", type=float, default=None, help="chunk_size for hash_file")
     parser.add_argument("--dir", type=Path, default=None, help="where to create the big files")
     parser.add_argument("--skip", default="", help="letters of the parts to skip, e.g. 'd'")
+    parser.add_argument("--tiny-files", type=int, default=10_000, help="files for (c) [10000]")
+    parser.add_argument(
+        "--growth-rows", type=int, default=20_000, help="rows of (c)'s growth run [20000; 0: none]"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("MODELVAULT_TEST_POSTGRES_URL"),
+        help="a PostgreSQL URL whose user may create databases, for (c) "
+        "[MODELVAULT_TEST_POSTGRES_URL; none: SQLite only]",
+    )
     args = parser.parse_args(argv)
     chunk = int(args.chunk_mib * MIB) if args.chunk_mib else DEFAULT_CHUNK_SIZE
 
@@ -175,7 +197,7 @@ def _plain_hash(path: Path, chunk: int) -> str:
     return sha.hexdigest()
 
 
-# (b), (c): to be filled in -----------------------------------------------------------------
+# (b), (c) -----------------------------------------------------------------
 
 
 def _worker_module() -> object | None:
@@ -267,47 +289,67 @@ def bench_pool(args: argparse.Namespace) -> None:
 
 
 def bench_worker_rows(args: argparse.Namespace) -> None:
-    """(c) rows/s through the worker on 20,000 tiny files, where the catalog is the cost.
+    """(c) rows/s through the worker on tiny files, where the catalog is the cost.
 
-    The floor is a plain loop with ``hashlib`` and ``sqlite3`` doing the same
-    writes into a catalog created and staged the same way (same pragmas: WAL,
-    synchronous NORMAL, foreign keys): for each row, read and hash the file,
-    then in one transaction insert the model, get-or-create its tags (ids
-    cached), link them and delete the staging row. It takes no lease, checks
-    nothing and cannot run twice at once: it is what the work costs at the least.
-    The worker is ``process_pending`` with the default settings (workers =
-    min(4, CPUs), batches of 8). Target: floor rows/s / worker rows/s <= 3.
+    ``--tiny-files`` files of 64 B to 4 KiB are staged (0 to 2 of 20 tags each)
+    in a fresh catalog per run. The floor, on each backend, is the bare loop of
+    the same writes: claim the 32 oldest pending rows in one transaction
+    (select them, mark them claimed with an owner and a lease), read and hash
+    them, then in a second transaction insert their models, get-or-create their
+    tags (ids cached), link them and delete their staging rows. SQLite: the
+    ``sqlite3`` module, same pragmas (WAL, synchronous NORMAL, foreign keys),
+    ``BEGIN IMMEDIATE``; PostgreSQL: psycopg, ``FOR UPDATE SKIP LOCKED``. It
+    takes no lease it ever checks, looks nothing up, cannot be stopped or
+    resumed: it is what the work costs at the least.
+
+    Measured against it: ``process_pending`` with 1 and with 2 workers. Printed:
+    rows/s, ratio to the floor, and 2 workers / 1 worker (> 1: the pool lost).
+    Targets (issue 11): 1 worker <= 1.5x the floor; the pool never slower than
+    one worker. Medians of ``--repeat`` runs, interleaved.
+
+    On PostgreSQL, also the rate as the catalog grows: rows/s in the first and
+    in the last fifth of a run of ``--growth-rows`` rows, for the floor and for
+    1 worker; a last/first well below 1 means a plan that no longer fits (a
+    generic plan made while ``models`` was empty).
     """
     if _worker_module() is None:
-        print(
-            "(c) rows/s through the worker: not yet available "
-            "(modelvault.migration.worker cannot be imported)"
-        )
+        print("(c) rows/s through the worker: not available (no modelvault.migration.worker)")
         return
-    import json
-    import random
-    import sqlite3
-
-    from sqlalchemy import insert
-
-    from modelvault import DatabaseManager, Settings
-    from modelvault.db.models import PendingImport
-    from modelvault.db.types import utcnow
-
-    count, target = 20_000, 3.0
-    rng = random.Random(20_000)
-    tag_pool = [{"name": f"tag-{i}", "color": f"#{i:02x}80{i:02x}"} for i in range(20)]
-
+    backends = ["sqlite"] + ([] if args.postgres is None else ["postgresql"])
     with tempfile.TemporaryDirectory(prefix="modelvault-bench-rows-", dir=args.dir) as tmp:
         folder = Path(tmp)
-        (folder / "files").mkdir()
+        files = TinyFiles(folder / "files", max(args.tiny_files, args.growth_rows))
+        print(
+            f"(c) rows/s through the worker, {args.tiny_files:,} tiny files, medians of "
+            f"{args.repeat} (load average before: {_load()}):"
+        )
+        for backend in backends:
+            catalogs = ScratchCatalogs(backend, folder, args.postgres)
+            try:
+                _rows_per_backend(catalogs, files, args)
+                if backend == "postgresql" and args.growth_rows:
+                    _rate_as_catalog_grows(catalogs, files, args.growth_rows)
+            finally:
+                catalogs.drop_all()
+        print(f"    (load average after: {_load()})")
+
+
+class TinyFiles:
+    """``count`` files of 64 B to 4 KiB and their staging rows (0 to 2 of 20 tags each)."""
+
+    def __init__(self, folder: Path, count: int) -> None:
+        from modelvault.db.types import utcnow
+
+        rng = random.Random(count)
+        tag_pool = [{"name": f"tag-{i}", "color": f"#{i:02x}80{i:02x}"} for i in range(20)]
+        folder.mkdir()
         created = utcnow()
-        rows = []
+        self.rows: list[dict[str, Any]] = []
         for i in range(count):
-            path = folder / "files" / f"{i:05d}.safetensors"
+            path = folder / f"{i:06d}.safetensors"
             data = rng.randbytes(rng.randrange(64, 4096))
             path.write_bytes(data)
-            rows.append(
+            self.rows.append(
                 {
                     "path": str(path),
                     "name": path.name,
@@ -319,87 +361,226 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
                 }
             )
 
-        def staged(name: str) -> tuple[DatabaseManager, Path]:
-            path = folder / name
-            url = f"sqlite:///{path}"
-            db = DatabaseManager(url, settings=Settings(db_url=url))
-            db.init_db()
-            with db.session_scope() as session:
-                session.execute(insert(PendingImport), rows)
-            return db, path
+    def staged(self, url: str, count: int) -> DatabaseManager:
+        """A fresh catalog at ``url`` with the first ``count`` files staged."""
+        from sqlalchemy import insert
 
-        def floor_seconds(run: int) -> float:
-            db, path = staged(f"floor-{run}.sqlite3")
-            db.dispose()
-            conn = sqlite3.connect(path, isolation_level=None)
-            for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
-                conn.execute(f"PRAGMA {pragma}")
-            start = time.perf_counter()
-            todo = conn.execute(
-                "SELECT id, path, name, type, base, created_at, meta, tags FROM pending_import "
-                "WHERE status = 'pending' ORDER BY id"
-            ).fetchall()
-            tag_ids: dict[str, int] = {}
-            for row_id, file, name, kind, base, made, meta, tags in todo:
-                with open(file, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    sha = hashlib.sha256(f.read()).hexdigest()
-                now = time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime())
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
-                    "created_at, updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sha, file, name, kind, base, st.st_size, st.st_mtime_ns, made, now, meta),
-                )
-                for tag in json.loads(tags):
-                    tag_id = tag_ids.get(tag["name"])
-                    if tag_id is None:
-                        conn.execute(
-                            "INSERT OR IGNORE INTO tags (name, color, created_at) VALUES (?, ?, ?)",
-                            (tag["name"], tag["color"], now),
-                        )
-                        (tag_id,) = conn.execute(
-                            "SELECT id FROM tags WHERE name = ?", (tag["name"],)
-                        ).fetchone()
-                        tag_ids[tag["name"]] = tag_id
-                    conn.execute(
-                        "INSERT OR IGNORE INTO model_tags (model_sha256, tag_id) VALUES (?, ?)",
-                        (sha, tag_id),
-                    )
-                conn.execute("DELETE FROM pending_import WHERE id = ?", (row_id,))
-                conn.execute("COMMIT")
-            seconds = time.perf_counter() - start
-            (done,) = conn.execute("SELECT count(*) FROM models").fetchone()
-            conn.close()
-            assert done == count, done
-            return seconds
+        from modelvault import Settings
+        from modelvault.db.models import PendingImport
 
-        def worker_seconds(run: int, workers: int | None) -> float:
-            db, _ = staged(f"worker-{run}-{workers}.sqlite3")
-            return _timed_pool(db, workers, count)
+        db = DatabaseManager(url, settings=Settings(db_url=url))
+        db.init_db()
+        with db.session_scope() as session:
+            session.execute(insert(PendingImport), self.rows[:count])
+        return db
 
+
+def _rows_per_backend(
+    catalogs: ScratchCatalogs, files: TinyFiles, args: argparse.Namespace
+) -> None:
+    count = args.tiny_files
+    floor_loop = _sqlite_floor if catalogs.backend == "sqlite" else _postgres_floor
+    runs: dict[str, list[float]] = {"floor": [], "1 worker": [], "2 workers": []}
+    for run in range(args.repeat):  # interleaved, so a burst of load hits all alike
+        db = files.staged(catalogs.fresh(f"floor{run}"), count)
+        url = db.engine.url.render_as_string(hide_password=False)
+        db.dispose()
+        runs["floor"].append(_finished_times(floor_loop(url), count)[-1])
+        for workers in (1, 2):
+            db = files.staged(catalogs.fresh(f"w{workers}r{run}"), count)
+            runs[f"{workers} worker{'s' if workers > 1 else ''}"].append(
+                _timed_pool(db, workers, count)
+            )
+        catalogs.drop_all()
+    floor = statistics.median(runs["floor"])
+    one = statistics.median(runs["1 worker"])
+    print(f"    {catalogs.backend}:")
+    for label, seconds in runs.items():
+        text = f"      {label + ':':12} {count / statistics.median(seconds):8,.0f} rows/s"
+        if label != "floor":
+            ratio = statistics.median(seconds) / floor
+            text += f"  {ratio:5.2f}x the floor"
+            if label == "1 worker":
+                text += f" (target <= {WORKER_RATIO_TARGET}: "
+                text += f"{'met' if ratio <= WORKER_RATIO_TARGET else 'MISSED'})"
+            else:
+                pool = statistics.median(seconds) / one
+                text += f"; {pool:.2f}x the time of 1 worker (target <= 1: "
+                text += f"{'met' if pool <= 1 else 'MISSED'})"
+        print(text + f"  [runs: {', '.join(f'{s:.2f}' for s in seconds)} s]")
+
+
+def _rate_as_catalog_grows(catalogs: ScratchCatalogs, files: TinyFiles, count: int) -> None:
+    """Rows/s in the first and the last fifth of one run, floor and 1 worker."""
+    from modelvault.migration.worker import WorkerEvent, process_pending
+
+    db = files.staged(catalogs.fresh("growth_floor"), count)
+    url = db.engine.url.render_as_string(hide_password=False)
+    db.dispose()
+    floor_times = _finished_times(_postgres_floor(url), count)
+    db = files.staged(catalogs.fresh("growth_worker"), count)
+    stamps: list[float] = []
+
+    def on_event(event: WorkerEvent) -> None:
+        if event.kind == "finished":
+            stamps.append(time.perf_counter())
+
+    start = time.perf_counter()
+    report = process_pending(db, workers=1, on_event=on_event)
+    db.dispose()
+    assert report.imported == count, report
+    worker_times = [t - start for t in stamps]
+    print(f"    postgresql, rate as the catalog grows from 0 to {count:,} models:")
+    for label, times in (("floor", floor_times), ("1 worker", worker_times)):
+        fifth = count // 5
+        first = fifth / times[fifth - 1]
+        last = fifth / (times[-1] - times[-fifth - 1])
         print(
-            f"(c) rows/s through the worker, {count} tiny files, best of {args.repeat} "
-            f"(load average before: {_load()}):"
+            f"      {label + ':':12} first fifth {first:8,.0f} rows/s, last fifth {last:8,.0f} "
+            f"rows/s: last/first {last / first:.2f}"
         )
-        floors, workers_default, workers_one = [], [], []
-        for run in range(args.repeat):  # interleaved, so a burst of load hits both alike
-            floors.append(floor_seconds(run))
-            workers_default.append(worker_seconds(run, None))
-            workers_one.append(worker_seconds(run, 1))
-        floor = min(floors)
-        print(f"    {'floor: hashlib + sqlite3 loop, same writes:':48} {count / floor:8.0f} rows/s")
-        for label, runs in (
-            (f"process_pending, default workers ({Settings().workers}):", workers_default),
-            ("process_pending, 1 worker:", workers_one),
-        ):
-            best = min(runs)
-            ratio = best / floor
-            text = f"    {label:48} {count / best:8.0f} rows/s  ratio {ratio:.2f}"
-            if runs is workers_default:
-                text += f" (target <= {target}: {'met' if ratio <= target else 'MISSED'})"
-            print(text)
-        print(f"    (load average after: {_load()})")
+
+
+def _finished_times(loop: Iterator[int], count: int) -> list[float]:
+    """Seconds since the start at which each row was done (a loop yields rows per commit)."""
+    start = time.perf_counter()
+    times: list[float] = []
+    for done in loop:
+        times.extend([time.perf_counter() - start] * done)
+    assert len(times) == count, (len(times), count)
+    return times
+
+
+FLOOR_CLAIM = 32
+FLOOR_OWNER = "floor"
+
+
+def _sqlite_floor(url: str) -> Iterator[int]:
+    """The bare loop on SQLite; yields the number of rows after each commit."""
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
+        conn.execute(f"PRAGMA {pragma}")
+    tag_ids: dict[str, int] = {}
+    try:
+        while True:
+            lease = _sqlite_time(time.time() + 300)
+            conn.execute("BEGIN IMMEDIATE")
+            ids = [
+                row_id
+                for (row_id,) in conn.execute(
+                    "SELECT id FROM pending_import WHERE status = 'pending' ORDER BY id LIMIT ?",
+                    (FLOOR_CLAIM,),
+                )
+            ]
+            marks = ", ".join("?" * len(ids))
+            claimed = conn.execute(
+                "UPDATE pending_import SET status = 'claimed', claimed_by = ?, "
+                f"lease_expires_at = ? WHERE id IN ({marks}) "
+                "RETURNING id, path, name, type, base, created_at, meta, tags",
+                (FLOOR_OWNER, lease, *ids),
+            ).fetchall()
+            conn.execute("COMMIT")
+            if not claimed:
+                return
+            models, links = _hash_claimed(claimed, _sqlite_time(time.time()))
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
+                "created_at, updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                models,
+            )
+            for name, color in _new_tags(links, tag_ids).items():
+                conn.execute(
+                    "INSERT OR IGNORE INTO tags (name, color, created_at) VALUES (?, ?, ?)",
+                    (name, color, _sqlite_time(time.time())),
+                )
+                (tag_ids[name],) = conn.execute(
+                    "SELECT id FROM tags WHERE name = ?", (name,)
+                ).fetchone()
+            conn.executemany(
+                "INSERT INTO model_tags (model_sha256, tag_id) VALUES (?, ?)",
+                [(sha, tag_ids[t["name"]]) for sha, t in links],
+            )
+            conn.executemany("DELETE FROM pending_import WHERE id = ?", [(i,) for i in ids])
+            conn.execute("COMMIT")
+            yield len(claimed)
+    finally:
+        conn.close()
+
+
+def _postgres_floor(url: str) -> Iterator[int]:
+    """The bare loop on PostgreSQL with psycopg; yields the number of rows after each commit."""
+    import psycopg
+
+    tag_ids: dict[str, int] = {}
+    with psycopg.connect(plain_postgres(url)) as conn:
+        while True:
+            claimed = conn.execute(
+                "UPDATE pending_import SET status = 'claimed', claimed_by = %s, "
+                "lease_expires_at = now() + interval '5 minutes' WHERE id IN "
+                "(SELECT id FROM pending_import WHERE status = 'pending' ORDER BY id "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, path, name, type, base, created_at, meta::text, tags::text",
+                (FLOOR_OWNER, FLOOR_CLAIM),
+            ).fetchall()
+            conn.commit()
+            if not claimed:
+                return
+            models, links = _hash_claimed(claimed, datetime.now(timezone.utc))
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
+                    "created_at, updated_at, meta) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json)",
+                    models,
+                )
+                for name, color in _new_tags(links, tag_ids).items():
+                    cursor.execute(
+                        "INSERT INTO tags (name, color, created_at) VALUES (%s, %s, now()) "
+                        "ON CONFLICT (name) DO NOTHING",
+                        (name, color),
+                    )
+                    row = cursor.execute("SELECT id FROM tags WHERE name = %s", (name,)).fetchone()
+                    tag_ids[name] = row[0] if row else 0
+                cursor.executemany(
+                    "INSERT INTO model_tags (model_sha256, tag_id) VALUES (%s, %s)",
+                    [(sha, tag_ids[t["name"]]) for sha, t in links],
+                )
+                cursor.execute(
+                    "DELETE FROM pending_import WHERE id = ANY(%s)", ([r[0] for r in claimed],)
+                )
+            conn.commit()
+            yield len(claimed)
+
+
+def _hash_claimed(
+    claimed: list[Any], now: Any
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, dict[str, Any]]]]:
+    """Hash each claimed file: its model's values and its (sha256, tag) pairs."""
+    models, links = [], []
+    for _, path, name, kind, base, created, meta, tags in claimed:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            sha = hashlib.sha256(f.read()).hexdigest()
+        models.append((sha, path, name, kind, base, st.st_size, st.st_mtime_ns, created, now, meta))
+        links.extend((sha, tag) for tag in json.loads(tags))
+    return models, links
+
+
+def _new_tags(
+    links: list[tuple[str, dict[str, Any]]], tag_ids: dict[str, int]
+) -> dict[str, str | None]:
+    """Name -> colour of the tags these links use whose ids are not known yet."""
+    return {t["name"]: t["color"] for _, t in links if t["name"] not in tag_ids}
+
+
+def _sqlite_time(seconds: float) -> str:
+    """A time as the catalog stores it on SQLite (naive UTC text)."""
+    return (
+        datetime.fromtimestamp(seconds, timezone.utc)
+        .replace(tzinfo=None)
+        .isoformat(" ", "microseconds")
+    )
 
 
 # (d) -------------------------------------------------------------------------------------

@@ -1,25 +1,52 @@
-"""Benchmark of the legacy import (stage 1) against a floor measured in the same run.
+"""Benchmark of the legacy import (stage 1) against the bare floor, measured in the same run.
 
-    python bench/import_bench.py                 # 200,000 rows
-    python bench/import_bench.py --rows 1000000  # the memory target's size
-    python bench/import_bench.py --links-stress  # peak RSS: 10M links; 1M tags
+    python bench/import_bench.py                          # 100,000 rows, SQLite (+ PostgreSQL)
+    python bench/import_bench.py --full --repeat 3        # 100,000 and 1,000,000 rows
+    python bench/import_bench.py --rows 20000 --repeat 1  # a quick look
+    python bench/import_bench.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
+    python bench/import_bench.py --links-stress           # peak RSS: 10M links; 1M tags
 
-Builds a layout-2 legacy catalog of N rows (half hashed, 3 tags each, the user's
-notes in extra_json, as the legacy app writes them), then, each in a child
-process of its own so that its peak RSS is its own:
+The data: a layout-2 legacy catalog of N rows as the legacy app writes them
+(half hashed, half with ``hash_hex = ''``; 3 tags each: its type's system tag
+and two of 40 user tags with colours in five spellings; the user's notes in
+``extra_json``; none of the files exist).
 
-- floor: a plain ``sqlite3`` script that reads the same legacy file and writes
-  the same v3 rows (models, pending_import, tags, model_tags, with the same meta
-  JSON and timestamps) with ``executemany``, in transactions of the same batch
-  size, into a catalog created the same way (``init_db``) with the same pragmas;
-  it checks nothing and is not robust to a single quirk: it is what the work
-  costs at the least.
-- import: ``import_legacy_data`` into a fresh SQLite catalog.
+The floor is the least work that writes the same rows, with no check at all:
 
-Printed: rows/s, peak RSS (VmHWM) and its growth over the child's baseline
-(interpreter and imports, catalog created), and the ratio import time / floor
-time. Targets: ratio <= 1.5; peak RSS < 200 MB at N = 1,000,000. The figures are
-the best of ``--repeat`` runs.
+1. tags: the 47 legacy tags are read and inserted with their names and colours
+   normalised (``normalize_tag_name``, ``parse_color``: 47 calls, nothing per row);
+2. for each batch of ``--batch`` rows (default: the import's own default,
+   ``Settings().import_batch_size``; both use the same):
+   read the legacy models by id range and their links (the same two queries
+   as the importer); for each row ``json.loads`` its ``extra_json``, add the
+   ``legacy`` block (source, id, created_at_ms), ``json.dumps`` it, format
+   ``created_at`` as the catalog stores it; a row with a hash becomes a
+   ``models`` row plus one ``model_tags`` row per tag, a row without one a
+   ``pending_import`` row with its tags as JSON;
+3. SQLite: one ``executemany`` per table and one ``COMMIT`` per batch on a
+   plain ``sqlite3`` connection (the catalog made by ``init_db``, the same
+   pragmas: WAL, synchronous NORMAL, foreign keys on).
+   PostgreSQL: one psycopg ``COPY ... FROM STDIN`` per table and one commit
+   per batch into a catalog made by ``init_db``.
+
+The floor does not look the paths and hashes up in the catalog, does not
+``stat`` the files, does not validate a single value: it is only right for this
+data set, which is why it is the floor. Each run writes a fresh catalog; after
+the first run of each size the two catalogs are compared row by row (every
+column but ``updated_at`` and the staging ``id``), so the floor provably writes
+the same rows as the import.
+
+Each measurement runs in a child process of its own, so its peak RSS (VmHWM from
+/proc, the interpreter and imports included) is its own. Floor and import runs
+are interleaved and the figures are medians of ``--repeat`` runs. Printed per
+size and backend: seconds (wall and CPU), rows/s, microseconds per row, bytes
+written to storage (SQLite; from /proc/self/io, a figure the machine's load does
+not change), peak RSS, and the ratio import / floor; with two sizes, the
+linear-growth figure (microseconds per row at the largest size / at the smallest).
+
+Targets (issue 11): ratio <= 1.2 at 100,000 rows and <= 1.1 at 1,000,000 on
+SQLite, <= 1.3 on PostgreSQL; cost per row at 1M within 1.2x of the cost at
+100k; peak RSS < 200 MB. Exit code 0 when every target measured was met.
 """
 
 from __future__ import annotations
@@ -27,6 +54,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +70,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from scratch_db import ScratchCatalogs, plain_postgres  # noqa: E402
+
+from modelvault import Settings  # noqa: E402
 from modelvault.migration.sample import (  # noqa: E402
     SYSTEM_TAG_NAMES,
     LegacyModel,
@@ -48,13 +81,15 @@ from modelvault.migration.sample import (  # noqa: E402
     write_legacy_catalog,
 )
 
-RATIO_TARGET = 1.5
-RSS_TARGET_BYTES = 200 * 10**6
+RATIO_TARGETS = {("sqlite", 100_000): 1.2, ("sqlite", 1_000_000): 1.1, ("postgresql", None): 1.3}
+GROWTH_TARGET = 1.2
+RSS_TARGET_KIB = 200 * 10**6 // 1024
 TYPES = ("checkpoint", "lora", "embedding", "vae")
 USER_TAGS = 40
-BATCH = 2000
+BATCH = Settings().import_batch_size  # the library's default, for the import and the floor
 
-# Both children print one JSON line: seconds, baseline and peak RSS in KiB.
+# -- the children: each prints one JSON line (seconds, cpu, baseline and peak RSS in KiB) --
+
 CHILD_PRELUDE = """
 import json, sys, time
 sys.path.insert(0, {root!r})
@@ -65,81 +100,136 @@ def peak_kib():
                 return int(line.split()[1])
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-legacy, catalog, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+legacy, url, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from modelvault import DatabaseManager, Settings
+def written():
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
+def measured(work):
+    base, wrote = peak_kib(), written()
+    started, cpu = time.perf_counter(), time.process_time()
+    extra = work()
+    print(json.dumps({{"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+                      "base_kib": base, "peak_kib": peak_kib(), "written": written() - wrote,
+                      **(extra or {{}})}}))
 """
 
 IMPORT_CHILD = """
-from modelvault import DatabaseManager, Settings
 from modelvault.migration.importer import import_legacy_data
-settings = Settings(db_url="sqlite:///" + catalog, import_batch_size=batch)
-db = DatabaseManager(catalog, settings=settings)
+db = DatabaseManager(url, settings=Settings(db_url=url, import_batch_size=batch))
 db.init_db()
-base = peak_kib()
-started, cpu = time.perf_counter(), time.process_time()
-report = import_legacy_data(legacy, db)
-seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-assert report.rows_read == report.accounted, report
-print(json.dumps({"seconds": seconds, "cpu": cpu, "base_kib": base, "peak_kib": peak_kib(),
-                  "report": {k: v for k, v in report.to_dict().items() if k != "warnings"}}))
+def work():
+    report = import_legacy_data(legacy, db)
+    db.dispose()  # closed, as the floor closes its connection (SQLite checkpoints then)
+    assert report.rows_read == report.accounted, report
+    return {"report": {k: v for k, v in report.to_dict().items()
+                       if k in ("rows_read", "imported", "staged", "tags_created")}}
+measured(work)
 """
 
-FLOOR_CHILD = """
+# Shared by both floors: the legacy reads and the per-row work, producing each batch's
+# models, links and staging rows as tuples of driver values (text timestamps, JSON text).
+FLOOR_PRELUDE = """
 import sqlite3
 from datetime import datetime, timedelta, timezone
-from modelvault import DatabaseManager
-DatabaseManager(catalog).init_db()
-base = peak_kib()
-started, cpu = time.perf_counter(), time.process_time()
-epoch = datetime(1970, 1, 1)
+from pathlib import Path
+from modelvault.normalize import normalize_tag_name, parse_color
+DatabaseManager(url).init_db()
+EPOCH = datetime(1970, 1, 1)
+SUFFIX = "+00:00" if url.startswith("postgresql") else ""
 def stamp(ms):
-    return (epoch + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (EPOCH + timedelta(milliseconds=ms)).isoformat(" ", "microseconds") + SUFFIX
+source = str(Path(legacy).resolve())
 src = sqlite3.connect("file:" + legacy + "?mode=ro", uri=True)
-out = sqlite3.connect(catalog, isolation_level=None)
-out.execute("PRAGMA foreign_keys = ON")
-out.execute("PRAGMA synchronous = NORMAL")
-now = datetime.now(timezone.utc).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-tags = {}
-out.execute("BEGIN")
-for tag_id, name, color, created in src.execute("SELECT id, name, color, created_at FROM tags"):
-    cur = out.execute("INSERT INTO tags (name, color, created_at) VALUES (?, ?, ?)",
-                      (name, color, stamp(created) if created is not None else now))
-    tags[tag_id] = (cur.lastrowid, name, color)
-out.execute("COMMIT")
-links = src.cursor().execute("SELECT model_id, tag_id FROM model_tags ORDER BY model_id")
-pending_link = next(links, None)
-rows = src.execute("SELECT id, path, name, type, size_bytes, hash_hex, created_at, extra_json "
-                   "FROM models ORDER BY id")
-while True:
-    chunk = rows.fetchmany(batch)
-    if not chunk:
-        break
-    models, staged, model_links = [], [], []
-    for mid, path, name, kind, size, sha, created, extra in chunk:
-        own = []
-        while pending_link is not None and pending_link[0] <= mid:
-            if pending_link[0] == mid:
-                own.append(tags[pending_link[1]])
-            pending_link = next(links, None)
-        meta = json.loads(extra) if extra else {}
-        meta["legacy"] = {"source": legacy, "id": mid, "created_at_ms": created}
-        if sha:
-            models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta)))
-            model_links.extend((sha, t[0]) for t in own)
-        else:
-            staged.append((path, name, kind, size, stamp(created), json.dumps(meta),
-                           json.dumps([{"name": t[1], "color": t[2]} for t in own]), mid, legacy))
-    out.execute("BEGIN")
-    out.executemany("INSERT INTO models (sha256, path, name, type, size_bytes, created_at, "
-                    "updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", models)
-    out.executemany("INSERT INTO model_tags (model_sha256, tag_id) VALUES (?, ?)", model_links)
-    out.executemany("INSERT INTO pending_import (path, name, type, size_bytes, created_at, meta, "
-                    "tags, legacy_id, source, status, attempts) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0)", staged)
-    out.execute("COMMIT")
-out.close()
-seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-print(json.dumps({"seconds": seconds, "cpu": cpu, "base_kib": base, "peak_kib": peak_kib()}))
+now = datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds") + SUFFIX
+def legacy_tags():
+    return [(tag_id, normalize_tag_name(name), parse_color(color),
+             now if created is None else stamp(created))
+            for tag_id, name, color, created in src.execute(
+                "SELECT id, name, color, created_at FROM tags ORDER BY id")]
+def batches(tag_ids):
+    specs = {legacy_id: (tag_ids[name], json.dumps({"name": name, "color": color}))
+             for legacy_id, name, color, _ in legacy_tags()}
+    last = -(2**63)
+    while True:
+        rows = src.execute("SELECT id, path, name, type, size_bytes, hash_hex, created_at, "
+                           "extra_json FROM models WHERE id > ? ORDER BY id LIMIT ?",
+                           (last, batch)).fetchall()
+        if not rows:
+            return
+        top = rows[-1][0]
+        own = {}
+        for model_id, tag_id in src.execute(
+                "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? AND model_id <= ? "
+                "ORDER BY model_id, tag_id", (last, top)):
+            own.setdefault(model_id, []).append(specs[tag_id])
+        last = top
+        models, links, staged = [], [], []
+        for mid, path, name, kind, size, sha, created, extra in rows:
+            meta = json.loads(extra)
+            meta["legacy"] = {"source": source, "id": mid, "created_at_ms": created}
+            tags = own.get(mid, ())
+            if sha:
+                models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta)))
+                links.extend((sha, tag_id) for tag_id, _ in tags)
+            else:
+                staged.append((path, name, kind, size, stamp(created), json.dumps(meta),
+                               "[" + ", ".join(text for _, text in tags) + "]", mid, source,
+                               "pending", 0))
+        yield models, links, staged
+MODEL_COLUMNS = "sha256, path, name, type, size_bytes, created_at, updated_at, meta"
+PENDING_COLUMNS = ("path, name, type, size_bytes, created_at, meta, tags, legacy_id, source, "
+                   "status, attempts")
 """
+
+SQLITE_FLOOR_CHILD = """
+def work():
+    out = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    for pragma in ("foreign_keys = ON", "journal_mode = WAL", "synchronous = NORMAL"):
+        out.execute("PRAGMA " + pragma)
+    out.execute("BEGIN")
+    tag_ids = {}
+    for _, name, color, created in legacy_tags():
+        cursor = out.execute("INSERT INTO tags (name, color, created_at) VALUES (?, ?, ?)",
+                             (name, color, created))
+        tag_ids[name] = cursor.lastrowid
+    out.execute("COMMIT")
+    for models, links, staged in batches(tag_ids):
+        out.execute("BEGIN")
+        out.executemany(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        models)
+        out.executemany("INSERT INTO model_tags (model_sha256, tag_id) VALUES (?, ?)", links)
+        out.executemany(f"INSERT INTO pending_import ({PENDING_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged)
+        out.execute("COMMIT")
+    out.close()
+measured(work)
+"""
+
+POSTGRES_FLOOR_CHILD = """
+import psycopg
+def work():
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as out:
+        tag_ids = {}
+        for _, name, color, created in legacy_tags():
+            tag_ids[name] = out.execute(
+                "INSERT INTO tags (name, color, created_at) VALUES (%s, %s, %s) RETURNING id",
+                (name, color, created)).fetchone()[0]
+        out.commit()
+        cursor = out.cursor()
+        for models, links, staged in batches(tag_ids):
+            for table, columns, rows in (("models", MODEL_COLUMNS, models),
+                                         ("model_tags", "model_sha256, tag_id", links),
+                                         ("pending_import", PENDING_COLUMNS, staged)):
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            out.commit()
+measured(work)
+"""
+
+
+# -- the data ----------------------------------------------------------------------------
 
 
 def legacy_rows(n: int) -> Iterator[LegacyModel]:
@@ -175,93 +265,234 @@ def legacy_links(n: int) -> Iterator[tuple[int, int]]:
 
 def build_legacy(path: Path, n: int) -> None:
     palette = ["#ff8800", "#0af", "RED", "teal", "#123456"]
-    tags = system_tags() + [
-        LegacyTag(len(SYSTEM_TAG_NAMES) + 1 + k, f"tag-{k:02d}", palette[k % len(palette)])
+    made = 1_723_000_000_000
+    tags = [LegacyTag(tag.id, tag.name, tag.color, made) for tag in system_tags()] + [
+        LegacyTag(len(SYSTEM_TAG_NAMES) + 1 + k, f"tag-{k:02d}", palette[k % len(palette)], made)
         for k in range(USER_TAGS)
     ]
     write_legacy_catalog(path, rows=legacy_rows(n), tags=tags, links=legacy_links(n))
 
 
+# -- running and comparing ---------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Run:
-    """What a child process measured: wall and CPU seconds, peak RSS before and after."""
+    """What one child process measured: wall and CPU seconds, peak RSS before and after."""
 
     seconds: float
     cpu: float
     base_kib: int
     peak_kib: int
+    written: int  # bytes this process caused to be written to storage (/proc/self/io)
     report: dict[str, Any] | None = None
 
 
-def run_child(code: str, legacy: Path, catalog: Path, batch: int) -> Run:
+def run_child(code: str, legacy: Path, url: str, batch: int) -> Run:
     script = CHILD_PRELUDE.format(root=str(ROOT)) + code
     out = subprocess.run(
-        [sys.executable, "-c", script, str(legacy), str(catalog), str(batch)],
-        check=True,
+        [sys.executable, "-c", script, str(legacy), url, str(batch)],
+        check=False,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
     return Run(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def fresh(folder: Path, name: str) -> Path:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{folder / name}{suffix}").unlink(missing_ok=True)
-    return folder / name
+# The rows both must have written; a SELECT per table, ordered, without updated_at and ids.
+COMPARED = {
+    "models": "SELECT sha256, path, name, type, base, size_bytes, mtime_ns, created_at, meta "
+    "FROM models ORDER BY sha256",
+    "model_tags": "SELECT model_sha256, t.name FROM model_tags JOIN tags t ON t.id = tag_id "
+    "ORDER BY model_sha256, t.name",
+    "pending_import": "SELECT path, name, type, size_bytes, created_at, meta, tags, legacy_id, "
+    "source, status, attempts, last_error, sha256 FROM pending_import ORDER BY path",
+    "tags": "SELECT name, color, created_at FROM tags ORDER BY name",
+}
 
 
-def main() -> int:
+def digest_rows(url: str) -> dict[str, tuple[int, str]]:
+    """(row count, SHA-256 of the rows as text) for each compared table of a catalog."""
+    result = {}
+    if url.startswith("sqlite"):
+        conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"))
+    else:
+        import psycopg
+
+        conn = psycopg.connect(plain_postgres(url))
+    try:
+        for table, sql in COMPARED.items():
+            sha, count = hashlib.sha256(), 0
+            for row in conn.execute(sql):
+                sha.update(repr(tuple(str(v) for v in row)).encode())
+                count += 1
+            result[table] = (count, sha.hexdigest())
+    finally:
+        conn.close()
+    return result
+
+
+def check_same_rows(floor_url: str, import_url: str) -> None:
+    floor, imported = digest_rows(floor_url), digest_rows(import_url)
+    if floor != imported:
+        differ = [t for t in COMPARED if floor[t] != imported[t]]
+        raise SystemExit(
+            f"the floor and the import wrote different rows in {differ} "
+            f"(floor {[floor[t] for t in differ]}, import {[imported[t] for t in differ]}): "
+            "the floor no longer does the import's work; fix the floor first."
+        )
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Medians of the runs of one (backend, size)."""
+
+    backend: str
+    rows: int
+    floor: Run
+    imported: Run
+
+    @property
+    def ratio(self) -> float:
+        return self.imported.seconds / self.floor.seconds
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(
+        seconds=statistics.median(r.seconds for r in runs),
+        cpu=statistics.median(r.cpu for r in runs),
+        base_kib=max(r.base_kib for r in runs),
+        peak_kib=max(r.peak_kib for r in runs),  # the worst: RSS is a limit, not a speed
+        written=int(statistics.median(r.written for r in runs)),
+        report=runs[0].report,
+    )
+
+
+def measure(
+    backend: str, legacy: Path, rows: int, target: ScratchCatalogs, args: argparse.Namespace
+) -> Figures:
+    floor_code = FLOOR_PRELUDE + (
+        SQLITE_FLOOR_CHILD if backend == "sqlite" else POSTGRES_FLOOR_CHILD
+    )
+    floors, imports = [], []
+    for run in range(args.repeat):  # interleaved, so a burst of load hits both alike
+        floor_url, import_url = target.fresh("floor"), target.fresh("import")
+        floors.append(run_child(floor_code, legacy, floor_url, args.batch))
+        imports.append(run_child(IMPORT_CHILD, legacy, import_url, args.batch))
+        if run == 0 and not args.no_check:
+            check_same_rows(floor_url, import_url)
+        target.drop_all()
+        print(
+            f"  {backend} {rows:>9,} run {run + 1}: floor {floors[-1].seconds:6.2f} s, "
+            f"import {imports[-1].seconds:6.2f} s",
+            flush=True,
+        )
+    return Figures(backend, rows, median_run(floors), median_run(imports))
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def ratio_target(backend: str, rows: int) -> float | None:
+    return RATIO_TARGETS.get((backend, rows), RATIO_TARGETS.get((backend, None)))
+
+
+def print_table(results: list[Figures], repeat: int) -> bool:
+    ok = True
+    print(
+        f"\nmedians of {repeat} run(s); peak RSS is the highest of the runs; written: bytes "
+        "the process wrote to storage (SQLite only: the server writes for PostgreSQL), which "
+        "the load of the machine does not change"
+    )
+    header = (
+        f"{'backend':10} {'rows':>9} {'what':6} {'seconds':>8} {'cpu s':>7} {'rows/s':>9} "
+        f"{'us/row':>7} {'written':>9} {'peak RSS':>10} {'ratio':>6}  target"
+    )
+    print(header)
+    print("-" * len(header))
+    for fig in results:
+        target = ratio_target(fig.backend, fig.rows)
+        met = target is None or fig.ratio <= target
+        rss_met = fig.imported.peak_kib < RSS_TARGET_KIB
+        ok &= met and rss_met
+        for what, run in (("floor", fig.floor), ("import", fig.imported)):
+            written = f"{run.written / 1e6:6.0f} MB" if fig.backend == "sqlite" else "-"
+            line = (
+                f"{fig.backend:10} {fig.rows:>9,} {what:6} {run.seconds:8.2f} {run.cpu:7.2f} "
+                f"{fig.rows / run.seconds:9,.0f} {run.seconds / fig.rows * 1e6:7.1f} "
+                f"{written:>9} {run.peak_kib / 1024:6.1f} MiB"
+            )
+            if what == "import":
+                goal = "" if target is None else f"<= {target} {'ok' if met else 'MISSED'}"
+                rss = "" if rss_met else "; peak RSS MISSED (< 200 MB)"
+                line += f" {fig.ratio:6.2f}  {goal}{rss}"
+            print(line)
+    for backend in dict.fromkeys(fig.backend for fig in results):
+        sizes = sorted((f for f in results if f.backend == backend), key=lambda f: f.rows)
+        if len(sizes) < 2:
+            continue
+        small, large = sizes[0], sizes[-1]
+        for what in ("floor", "import"):
+            a, b = (fig.floor if what == "floor" else fig.imported for fig in (small, large))
+            growth = (b.seconds / large.rows) / (a.seconds / small.rows)
+            text = (
+                f"linear growth, {backend} {what}: us/row at {large.rows:,} / at {small.rows:,} "
+                f"= {growth:.2f}"
+            )
+            if what == "import":
+                met = growth <= GROWTH_TARGET
+                ok &= met
+                text += f" (target <= {GROWTH_TARGET}: {'ok' if met else 'MISSED'})"
+            print(text)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000], help="[100000]")
+    parser.add_argument("--full", action="store_true", help="add 1,000,000 rows")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure [3]")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"rows per batch [{BATCH}]")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("MODELVAULT_TEST_POSTGRES_URL"),
+        help="a PostgreSQL URL whose user may create databases "
+        "[MODELVAULT_TEST_POSTGRES_URL; none: SQLite only]",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--no-check", action="store_true", help="skip the row comparison")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go (a temp dir)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+    args = parser.parse_args(argv)
+    sizes = sorted(set(args.rows) | ({1_000_000} if args.full else set()))
+    backends = ["sqlite"] + ([] if args.no_postgres or not args.postgres else ["postgresql"])
+    print(
+        f"modelvault import benchmark: {', '.join(backends)}; rows {sizes}; batch {args.batch}; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"
+    )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="modelvault-import-bench-", dir=args.dir) as tmp:
         folder = Path(tmp)
-        legacy = folder / "hikaze_mm.sqlite3"
-        started = time.perf_counter()
-        build_legacy(legacy, args.rows)
-        print(
-            f"legacy file: {args.rows:,} rows, {legacy.stat().st_size / 1e6:.0f} MB, "
-            f"built in {time.perf_counter() - started:.1f} s"
-        )
-        floors, imports = [], []
-        for _ in range(args.repeat):  # interleaved, so both see the same machine
-            floor_db, import_db = fresh(folder, "floor.sqlite3"), fresh(folder, "cat.sqlite3")
-            floors.append(run_child(FLOOR_CHILD, legacy, floor_db, args.batch))
-            imports.append(run_child(IMPORT_CHILD, legacy, import_db, args.batch))
-    floor = min(floors, key=lambda run: run.seconds)
-    result = min(imports, key=lambda run: run.seconds)
-    return report(args.rows, floor, result)
-
-
-def report(n: int, floor: Run, result: Run) -> int:
-    peak = result.peak_kib * 1024
-    growth = (result.peak_kib - result.base_kib) * 1024
-    ratio = result.seconds / floor.seconds
-    for label, run in (
-        ("floor  (plain sqlite3 executemany)", floor),
-        ("import (import_legacy_data)", result),
-    ):
-        print(
-            f"{label:35} {run.seconds:7.2f} s (cpu {run.cpu:6.2f} s) {n / run.seconds:9,.0f} rows/s"
-            f"  peak RSS {run.peak_kib / 1024:6.1f} MiB"
-            f" (+{(run.peak_kib - run.base_kib) / 1024:.1f} MiB over its baseline)"
-        )
-    print(f"report: {json.dumps(result.report)}")
-    ok_ratio = ratio <= RATIO_TARGET
-    ok_rss = peak < RSS_TARGET_BYTES
-    print(
-        f"ratio import/floor: {ratio:.2f} (target <= {RATIO_TARGET}) "
-        f"{'ok' if ok_ratio else 'MISSED'}; cpu time ratio {result.cpu / floor.cpu:.2f}"
-    )
-    print(
-        f"peak RSS of the import: {peak / 1e6:.0f} MB, {growth / 1e6:.0f} MB of it during the "
-        f"import (target < {RSS_TARGET_BYTES / 1e6:.0f} MB at 1,000,000 rows) "
-        f"{'ok' if ok_rss else 'MISSED'}"
-    )
-    return 0 if ok_ratio and ok_rss else 1
+        for rows in sizes:
+            legacy = folder / f"hikaze_mm-{rows}.sqlite3"
+            started = time.perf_counter()
+            build_legacy(legacy, rows)
+            print(
+                f"legacy file: {rows:,} rows, {legacy.stat().st_size / 1e6:.0f} MB, "
+                f"built in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            for backend in backends:
+                target = ScratchCatalogs(backend, folder, args.postgres)
+                try:
+                    results.append(measure(backend, legacy, rows, target, args))
+                finally:
+                    target.drop_all()
+            legacy.unlink()
+    ok = print_table(results, args.repeat)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0 if ok else 1
 
 
 # -- links stress: memory with many tags and links (optional mode) -------------------------
@@ -285,6 +516,12 @@ print(json.dumps({{"seconds": time.perf_counter() - started, "base_kib": base,
                    "peak_kib": peak_kib(), "imported": report.imported,
                    "tags_created": report.tags_created}}))
 """
+
+
+def fresh(folder: Path, name: str) -> Path:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{folder / name}{suffix}").unlink(missing_ok=True)
+    return folder / name
 
 
 def stress_catalog(path: Path, models: int, tags: int, links_per_model: int) -> int:
@@ -311,7 +548,7 @@ def stress_catalog(path: Path, models: int, tags: int, links_per_model: int) -> 
 def links_stress(folder: Path, scale: float) -> bool:
     """Peak RSS of the import for 1,000 models x 10,000 tags (10M links) and for
     1M tags (``scale`` shrinks both for a quick look); True if both stay under
-    ``RSS_TARGET_BYTES``."""
+    ``RSS_TARGET_KIB * 1024``."""
     cases = [
         ("1,000 models x 10,000 tags", int(1000 * scale), 10_000, 10_000),
         ("1,000,000 tags", 1000, int(1_000_000 * scale), 3),
@@ -332,13 +569,13 @@ def links_stress(folder: Path, scale: float) -> bool:
         )  # fmt: skip
         run = json.loads(out.stdout.strip().splitlines()[-1])
         peak = run["peak_kib"] * 1024
-        verdict = "ok" if peak < RSS_TARGET_BYTES else "MISSED"
-        ok = ok and peak < RSS_TARGET_BYTES
+        verdict = "ok" if peak < RSS_TARGET_KIB * 1024 else "MISSED"
+        ok = ok and peak < RSS_TARGET_KIB * 1024
         print(
             f"{label} ({models:,} models, {tags:,} tags, {links:,} links; built in {built:.0f} s):"
             f" import {run['seconds']:.1f} s, peak RSS {peak / 1e6:.0f} MB"
             f" (+{(run['peak_kib'] - run['base_kib']) * 1024 / 1e6:.0f} MB over its baseline),"
-            f" target < {RSS_TARGET_BYTES / 1e6:.0f} MB {verdict}"
+            f" target < {RSS_TARGET_KIB * 1024 / 1e6:.0f} MB {verdict}"
         )
         legacy.unlink()
         catalog.unlink()
