@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -17,8 +18,8 @@ from typing import Any, NoReturn, TextIO
 
 from modelvault import __version__
 from modelvault.config import CONFLICT_POLICIES, Settings
-from modelvault.database import DatabaseManager, as_url
-from modelvault.db.engine import is_sqlite, parse_url
+from modelvault.database import DatabaseManager
+from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
 from modelvault.errors import ModelVaultError
 
@@ -149,23 +150,25 @@ def exit_code_for(staging: dict[str, int], statuses: Sequence[str] = UNFINISHED_
 # -- commands -----------------------------------------------------------------
 
 
-def open_catalog(args: argparse.Namespace, *, create: bool = True) -> DatabaseManager:
+def open_catalog(
+    args: argparse.Namespace, *, read_only: bool = False, must_exist: bool = False
+) -> DatabaseManager:
     """The catalog named by --db or the settings, migrated to the newest schema.
 
-    Commands that only look (``create=False``) refuse a SQLite file that does
-    not exist, so a mistyped --db says so instead of creating an empty catalog.
+    ``read_only`` is for commands that only look: nothing can be written and
+    the catalog must exist already. ``must_exist`` refuses a SQLite file that
+    does not exist, so a mistyped --db says so instead of creating a catalog.
     """
     settings = Settings.from_env(
         workers=getattr(args, "workers", None), conflict_policy=getattr(args, "conflict", None)
     )
-    url = parse_url(as_url(args.db) if args.db else settings.db_url)
-    database = url.database
-    if not create and is_sqlite(url) and database and not Path(database).exists():
+    db = DatabaseManager(args.db or None, settings=settings, read_only=read_only)
+    database = sqlite_file(db.url)
+    if must_exist and database and not Path(database).exists():
         raise ModelVaultError(
             f"there is no catalog at {database}: check --db, or create one with "
             "'modelvault init' or 'modelvault migrate LEGACY'."
         )
-    db = DatabaseManager(args.db or None, settings=settings)
     db.init_db()
     args.work_started = True  # from here on, an error is not bad input
     return db
@@ -312,14 +315,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    db = open_catalog(args, create=False)
+    db = open_catalog(args, read_only=True)
     counts, lines = describe_catalog(db)
     emit(args, {"url": db.display_url, **counts}, lines)
     return EXIT_OK
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    db = open_catalog(args, create=False)
+    db = open_catalog(args, read_only=True)
     rows = db.get_pending_imports(args.status, limit=args.limit)
     lines = [
         f"{row.status:<9} {row.attempts:>2}  {row.path}"
@@ -333,7 +336,7 @@ def cmd_pending(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     from modelvault.migration.worker import retry_pending
 
-    db = open_catalog(args, create=False)
+    db = open_catalog(args, must_exist=True)
     statuses = tuple(args.status or ("failed", "missing"))
     count = retry_pending(db, statuses=statuses)
     emit(
@@ -345,7 +348,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_tags(args: argparse.Namespace) -> int:
-    db = open_catalog(args, create=False)
+    db = open_catalog(args, read_only=True)
     tags = db.list_tags()
     lines = [f"{tag.color or '-':<8} {count:>6}  {tag.name}" for tag, count in tags] or ["no tags"]
     emit(args, {"tags": [{"name": t.name, "color": t.color, "models": n} for t, n in tags]}, lines)
@@ -353,9 +356,10 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from modelvault.migration.demo import build_demo
+    from modelvault.migration.demo import build_demo, claim_demo_folder
 
     folder = Path(args.dir).expanduser().resolve()
+    claim_demo_folder(folder)  # before anything is written: the folder must be ours
     if not args.db:
         args.db = str(folder / "catalog.sqlite3")
     open_catalog(args).dispose()  # a catalog we cannot write fails before files are made
@@ -496,7 +500,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "status, pending, retry, tags, demo (see 'modelvault --help')"
             )
         handler: Handler = args.handler
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here
+        return code
+    except BrokenPipeError:
+        # The reader went away (`modelvault pending --json | head`): nothing left
+        # to say. Point stdout at devnull so the interpreter's own flush at exit
+        # does not fail again (the recipe of Python's signal module docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNFINISHED
     except UsageError as exc:
         print(f"modelvault: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,22 +20,32 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
 from modelvault import catalog
-from modelvault.config import Settings, sqlite_url
-from modelvault.db.engine import SQLITE_BEGIN, create_catalog_engine, is_sqlite
+from modelvault.config import Settings, default_db_url, mask_password, parse_url, sqlite_url
+from modelvault.db.engine import (
+    SQLITE_BEGIN,
+    create_catalog_engine,
+    enable_wal,
+    is_sqlite,
+    sqlite_file,
+)
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
+    ConfigError,
     ModelVaultError,
+    NotACatalogError,
     NotFoundError,
     SchemaVersionError,
     ValidationError,
 )
+from modelvault.migration.legacy import SQLITE_MAGIC, V3_TABLES
+from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
@@ -83,15 +94,29 @@ class DatabaseManager:
         target: str | os.PathLike[str] | Engine | None = None,
         *,
         settings: Settings | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only`` opens the catalog so that nothing can be written to it:
+        for looking only, without write access; ``init_db`` then checks the
+        catalog instead of migrating it.
+
+        The folder of a SQLite catalog must exist, except the default data
+        folder, which is created.
+        """
         self.settings = settings or Settings.from_env()
+        self.read_only = read_only
         self._owns_engine = not isinstance(target, Engine)
         if isinstance(target, Engine):
             self.engine = target
+            self.url = target.url
         else:
-            url = self.settings.db_url if target is None else as_url(target)
+            self.url = parse_url(self.settings.db_url if target is None else as_url(target))
+            if not read_only:  # looking needs no folder: init_db says the catalog is missing
+                _check_sqlite_folder(self.url)
             self.engine = create_catalog_engine(
-                url, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds
+                self.url,
+                busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds,
+                read_only=read_only,
             )
 
     def __repr__(self) -> str:
@@ -100,7 +125,7 @@ class DatabaseManager:
     @property
     def display_url(self) -> str:
         """The URL with any password hidden, fit for messages and logs."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.url.render_as_string(hide_password=True)
 
     @property
     def is_sqlite(self) -> bool:
@@ -116,12 +141,19 @@ class DatabaseManager:
     def init_db(self) -> str:
         """Migrate the catalog to the newest revision; cheap when it is there already.
 
-        Returns the revision. A catalog written by a newer modelvault is refused
-        rather than touched.
+        Returns the revision. Anything that is not a modelvault catalog (another
+        app's database, a legacy catalog, a catalog written by a newer
+        modelvault) is refused before anything is written to it. A read-only
+        manager only checks that the catalog is there at the newest revision.
         """
         script = ScriptDirectory.from_config(alembic_config())
         head = script.get_current_head()
         assert head is not None, "the packaged migrations have no head revision"
+        known = {s.revision for s in script.walk_revisions()}
+        if self.read_only:
+            return self._check_read_only(head, known)
+        self._check_catalog(known)
+        enable_wal(self.engine)
         with self.translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
@@ -132,18 +164,66 @@ class DatabaseManager:
                 current = MigrationContext.configure(conn).get_current_revision()
                 if current == head:
                     return head
-                if current is not None and current not in {
-                    s.revision for s in script.walk_revisions()
-                }:
-                    raise SchemaVersionError(
-                        f"the catalog at {self.display_url} is at schema revision {current!r}, "
-                        f"newer than this modelvault knows ({head!r}): upgrade modelvault."
-                    )
                 log.info("migrating catalog %s from %s to %s", self.display_url, current, head)
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         return head
+
+    def _check_catalog(self, known: set[str]) -> str | None:
+        """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
+
+        Looks at the tables only, in a read transaction, so a foreign file is
+        refused before anything (tables, journal mode) is written to it.
+        """
+        file = sqlite_file(self.url)
+        if file is not None and not _is_sqlite_file(Path(file)):
+            raise NotACatalogError(
+                f"{file} is not a SQLite database: give the catalog's path with --db "
+                "(or a new file name to create one)."
+            )
+        with self.translate_errors(), self.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            revision = MigrationContext.configure(conn).get_current_revision()
+        where = file or self.display_url
+        if not tables:
+            return None
+        if "alembic_version" in tables and revision in known:
+            return revision
+        if "alembic_version" in tables and tables >= V3_TABLES:
+            raise SchemaVersionError(
+                f"the catalog at {where} is at schema revision {revision!r}, "
+                "newer than this modelvault knows: upgrade modelvault."
+            )
+        if "alembic_version" not in tables and tables >= LEGACY_TABLES:
+            raise NotACatalogError(
+                f"{where} is a legacy catalog: migrate it with `modelvault migrate {where}`."
+            )
+        raise NotACatalogError(
+            f"{where} is not a modelvault catalog (it holds the tables "
+            f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
+            "give the catalog's path with --db, or a new file name to create one."
+        )
+
+    def _check_read_only(self, head: str, known: set[str]) -> str:
+        file = sqlite_file(self.url)
+        if file is not None and not Path(file).exists():
+            raise CatalogError(
+                f"there is no catalog at {file}: check --db, or create one with "
+                "`modelvault init` or `modelvault migrate LEGACY`."
+            )
+        revision = self._check_catalog(known)
+        if revision is None:
+            raise CatalogError(
+                f"the database at {file or self.display_url} is empty: create the catalog "
+                "with `modelvault init` or `modelvault migrate LEGACY`."
+            )
+        if revision != head:
+            raise SchemaVersionError(
+                f"the catalog at {file or self.display_url} is at an older schema "
+                f"({revision}): upgrade it with `modelvault init`."
+            )
+        return revision
 
     def current_revision(self) -> str | None:
         with self.translate_errors(), self.engine.connect() as conn:
@@ -362,10 +442,61 @@ class DatabaseManager:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+# "user:password@host..." or "host:5432/db": a URL whose scheme was left out.
+_URL_WITHOUT_SCHEME = re.compile(r"^[^/\\:@]+(:[^@]*)?@|^[^/\\:@]+:\d+(/|$)")
+
+
 def as_url(target: str | os.PathLike[str]) -> str:
-    """A URL as it is; anything else is the path of a SQLite file."""
+    """A URL as it is; anything else is the path of a SQLite file.
+
+    A URL written without its scheme is refused rather than taken for a file
+    name (which would put the password in a file name).
+    """
     text_target = os.fspath(target)
-    return text_target if "://" in text_target else sqlite_url(text_target)
+    if "://" in text_target:
+        return text_target
+    if _URL_WITHOUT_SCHEME.match(text_target):
+        shown = mask_password(text_target)
+        raise ConfigError(
+            f"{shown!r} looks like a database URL without its scheme: write e.g. "
+            f"postgresql://{shown}, or ./{shown} for a file of that name."
+        )
+    return sqlite_url(text_target)
+
+
+def _check_sqlite_folder(url: URL) -> None:
+    """Refuse a SQLite catalog whose folder does not exist; the default data folder
+    is the one folder made here, as it is ours."""
+    file = sqlite_file(url)
+    if file is None:
+        return
+    folder = Path(file).parent
+    if url == parse_url(default_db_url()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot create the data folder {folder}: {exc.strerror or exc}; "
+                "choose another catalog with --db or MODELVAULT_DB_PATH."
+            ) from exc
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise CatalogError(
+            f"the catalog's folder {folder} {state}: create it first, "
+            "or choose another catalog with --db or MODELVAULT_DB_PATH."
+        )
+
+
+def _is_sqlite_file(file: Path) -> bool:
+    """A file that does not exist or is empty (SQLite makes it) or starts as SQLite does."""
+    try:
+        with file.open("rb") as handle:
+            header = handle.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # let SQLite report what is wrong with it
+    return header in (b"", SQLITE_MAGIC)
 
 
 def _model_query() -> Any:
