@@ -7,6 +7,7 @@ gone and can be handed to other threads.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, delete, func, inspect, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
@@ -50,6 +51,10 @@ from modelvault.normalize import normalize_color, normalize_sha256, normalize_ta
 from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
 log = logging.getLogger(__name__)
+
+# Rows read at a time while looking for models whose file is gone.
+_MISSING_SCAN_PAGE = 500
+_HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 # Any fixed number: PostgreSQL advisory lock held while one process migrates,
 # so several workers starting at once don't race to create the tables.
@@ -284,6 +289,91 @@ class DatabaseManager:
         with self.session_scope() as session:
             model = session.scalar(_model_query().where(Model.path == path))
             return None if model is None else ModelRecord.of(model)
+
+    def find_models(
+        self,
+        *,
+        tags: Iterable[str] = (),
+        model_type: str | None = None,
+        search: str | None = None,
+        missing: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ModelRecord]:
+        """Models by name then path, one page of them (``offset``, ``limit``).
+
+        Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
+        in their name or path (any case), and with ``missing`` only those whose
+        file is gone. Two queries per page, however many tags the models have.
+        """
+        query = _model_query().order_by(Model.name, Model.path)
+        for name in tags:
+            tagged = (
+                select(model_tags.c.model_sha256)
+                .join(Tag, Tag.id == model_tags.c.tag_id)
+                .where(Tag.name == normalize_tag_name(name))
+            )
+            query = query.where(Model.sha256.in_(tagged))
+        if model_type:
+            query = query.where(Model.type == model_type)
+        if search:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+            query = query.where(
+                or_(
+                    func.lower(Model.name).like(pattern, escape="\\"),
+                    func.lower(Model.path).like(pattern, escape="\\"),
+                )
+            )
+        with self.session_scope() as session:
+            if not missing:
+                rows = session.scalars(query.offset(offset).limit(limit))
+                return [ModelRecord.of(m) for m in rows]
+            # Whether a file is gone is only known on disk: filter page by page.
+            found: list[ModelRecord] = []
+            skip = offset
+            for start in itertools.count(0, _MISSING_SCAN_PAGE):
+                page = list(session.scalars(query.offset(start).limit(_MISSING_SCAN_PAGE)))
+                for model in page:
+                    if os.path.lexists(model.path):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    found.append(ModelRecord.of(model))
+                    if limit is not None and len(found) >= limit:
+                        return found
+                if len(page) < _MISSING_SCAN_PAGE:
+                    return found
+            raise AssertionError("unreachable")
+
+    def find_model(self, key: str) -> ModelRecord:
+        """The model named by a SHA-256, a unique prefix of one (4+ hex digits) or its path.
+
+        ``NotFoundError`` when nothing matches, ``ValidationError`` when a
+        prefix matches several models.
+        """
+        text_key = key.strip()
+        if _HEX_PREFIX.fullmatch(text_key):
+            with self.session_scope() as session:
+                matches = list(
+                    session.scalars(
+                        _model_query().where(Model.sha256.startswith(text_key.lower())).limit(2)
+                    )
+                )
+            if len(matches) > 1:
+                raise ValidationError(
+                    f"{text_key} is the start of several models' SHA-256: give more digits."
+                )
+            if matches:
+                return ModelRecord.of(matches[0])
+        for path in dict.fromkeys([text_key, str(Path(text_key).expanduser().absolute())]):
+            model = self.get_model_by_path(path)
+            if model is not None:
+                return model
+        raise NotFoundError(
+            f"no model in the catalog has the SHA-256 or path {text_key!r}: "
+            "list them with `modelvault models`."
+        )
 
     def get_models_by_tag(self, name: str) -> list[ModelRecord]:
         tag_name = normalize_tag_name(name)
