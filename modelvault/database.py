@@ -115,7 +115,7 @@ class DatabaseManager:
             self.engine = target
             self.url = target.url
         else:
-            self.url = parse_url(self.settings.db_url if target is None else as_url(target))
+            self.url = self.url_for(target, self.settings)
             if not read_only:  # looking needs no folder: init_db says the catalog is missing
                 _check_sqlite_folder(self.url)
             self.engine = create_catalog_engine(
@@ -123,6 +123,11 @@ class DatabaseManager:
                 busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds,
                 read_only=read_only,
             )
+
+    @staticmethod
+    def url_for(target: str | os.PathLike[str] | None, settings: Settings) -> URL:
+        """The URL a manager for ``target`` (None: the settings' catalog) would open."""
+        return parse_url(settings.db_url if target is None else as_url(target))
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.display_url!r})"
@@ -347,10 +352,11 @@ class DatabaseManager:
             raise AssertionError("unreachable")
 
     def find_model(self, key: str) -> ModelRecord:
-        """The model named by a SHA-256, a unique prefix of one (4+ hex digits) or its path.
+        """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
+        path, or its file name when only one model has it.
 
         ``NotFoundError`` when nothing matches, ``ValidationError`` when a
-        prefix matches several models.
+        prefix or name matches several models.
         """
         text_key = key.strip()
         if _HEX_PREFIX.fullmatch(text_key):
@@ -370,8 +376,16 @@ class DatabaseManager:
             model = self.get_model_by_path(path)
             if model is not None:
                 return model
+        with self.session_scope() as session:
+            named = list(session.scalars(_model_query().where(Model.name == text_key).limit(2)))
+        if len(named) > 1:
+            raise ValidationError(
+                f"several models are named {text_key!r}: give a path or a SHA-256 instead."
+            )
+        if named:
+            return ModelRecord.of(named[0])
         raise NotFoundError(
-            f"no model in the catalog has the SHA-256 or path {text_key!r}: "
+            f"no model in the catalog has the SHA-256, path or name {text_key!r}: "
             "list them with `modelvault models`."
         )
 

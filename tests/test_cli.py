@@ -72,7 +72,7 @@ def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
     db = str(tmp_path / "c.sqlite3")
     migrate = modelvault("migrate", str(legacy), "--db", db, "--workers", "2", cwd=tmp_path)
     assert migrate.returncode == 0, migrate.stderr
-    assert "6 rows read: 2 catalogued" in migrate.stdout
+    assert "legacy import: 6 rows read:\n  2 models catalogued," in migrate.stdout
     assert "3 imported, 1 missing" in migrate.stdout
     status = report_of(modelvault("status", "--db", db, "--json", cwd=tmp_path))
     assert status["catalog"]["models"] == 5
