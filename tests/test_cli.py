@@ -13,20 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import legacy_with_files, wait_for
+from support import legacy_with_files, run_modelvault, wait_for
 
 from modelvault import DatabaseManager
 
-
-def modelvault(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelvault", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
+modelvault = run_modelvault
 
 
 def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:

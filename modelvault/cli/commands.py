@@ -64,7 +64,8 @@ def open_catalog(
             "'modelvault init' or 'modelvault migrate LEGACY'."
         )
     db.init_db()
-    args.work_started = True  # from here on, an error is not bad input
+    # From here on, an error in a command that writes is not bad input: the run failed.
+    args.work_started = not read_only
     return db
 
 

@@ -57,7 +57,8 @@ class Ui:
 
     @property
     def colour(self) -> bool:
-        return self.out.color_system is not None
+        """Colour on stdout: a colour terminal, ``NO_COLOR`` unset, ``TERM`` not dumb."""
+        return self.out.color_system is not None and not self.out.no_color
 
     def emit(self, data: dict[str, Any], lines: Sequence[Line]) -> None:
         """Print ``data`` as JSON with --json, else the human lines."""
