@@ -163,7 +163,14 @@ class DatabaseManager:
         if self.read_only:
             return self._check_read_only(head, known)
         self._check_catalog(known)
-        enable_wal(self.engine)
+        self._migrate(head)
+        # After the tables exist: switching an empty file to WAL leaves its header
+        # unwritten until a checkpoint, and a new connection meanwhile sees no tables.
+        with self.translate_errors():
+            enable_wal(self.engine)
+        return head
+
+    def _migrate(self, head: str) -> None:
         with self.translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
@@ -173,12 +180,11 @@ class DatabaseManager:
                     )
                 current = MigrationContext.configure(conn).get_current_revision()
                 if current == head:
-                    return head
+                    return
                 log.info("migrating catalog %s from %s to %s", self.display_url, current, head)
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
-        return head
 
     def _check_catalog(self, known: set[str]) -> str | None:
         """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
@@ -196,8 +202,8 @@ class DatabaseManager:
             tables = set(inspect(conn).get_table_names())
             revision = MigrationContext.configure(conn).get_current_revision()
         where = file or self.display_url
-        if not tables:
-            return None
+        if tables <= {"alembic_version"} and revision is None:
+            return None  # empty, or every revision downgraded: nothing of anyone's
         if "alembic_version" in tables and revision in known:
             return revision
         if "alembic_version" in tables and tables >= V3_TABLES:

@@ -62,6 +62,10 @@ def test_read_only_can_look_but_not_write(tmp_path: Path) -> None:
     writer.init_db()
     writer.create_tag("style", "#ff0000")
     writer.dispose()
+    with sqlite3.connect(path) as conn:  # our own catalog is in WAL mode, seen by all
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM tags").fetchone()[0] == 1
+    conn.close()
     before = _fingerprint(tmp_path)
 
     reader = DatabaseManager(path, read_only=True)

@@ -136,9 +136,9 @@ class ProgressView:
     # -- what the CLI feeds in ------------------------------------------------
 
     def importing(self, done: int, total: int) -> None:
-        fraction = done / total if total else None
-        frame = Frame(fraction, 0, 0, 0, 0, 0.0, None, note=f"legacy rows {done}/{total}")
-        self._show(frame, f"importing legacy rows {done}/{total}")
+        """Stage 1 (a few seconds): a count of legacy rows is all there is to show."""
+        percent = f"{done / total:.0%}  " if total else ""
+        self._show(None, f"importing legacy rows: {percent}{done}/{total}", force=done == total)
 
     def hashing(self, status: Any, *, final: bool = False) -> None:
         """A ``MigrationStatus`` from a subscriber thread; ``final``: the last one,
@@ -168,7 +168,7 @@ class ProgressView:
             current=getattr(status, "current_file", None),
             note="paused" if status.state.value == "paused" else "",
         )
-        self._show(frame, None, force=final)
+        self._show(frame, force=final)
 
     def close(self) -> None:
         with self._lock:
@@ -178,11 +178,13 @@ class ProgressView:
 
     # -- drawing --------------------------------------------------------------
 
-    def _show(self, frame: Frame, label: str | None, *, force: bool = False) -> None:
+    def _show(self, frame: Frame | None, label: str = "", *, force: bool = False) -> None:
+        """Draw ``frame`` (or, without one, the ``label``)."""
         if self.quiet:
             return
         with self._lock:
-            self.last_frame = frame
+            if frame is not None:
+                self.last_frame = frame
             if self.live_mode:
                 self._draw_live(frame, label)
                 return
@@ -190,13 +192,17 @@ class ProgressView:
             if not force and now - self._last_plain < self.interval:
                 return
             self._last_plain = now
-            self.console.print(f"progress: {label}" if label else plain(frame))
+            self.console.print(f"progress: {label}" if frame is None else plain(frame))
 
-    def _draw_live(self, frame: Frame, label: str | None) -> None:
+    def _draw_live(self, frame: Frame | None, label: str) -> None:
         width = _stderr_width(self.console)
         self.console.width = width
         ascii_only = not self.console.encoding.lower().startswith("utf")
-        line = Text(label)[: width - 1] if label else render(frame, width, ascii_only=ascii_only)
+        if frame is None:
+            line = Text(label)
+            line.truncate(width - 1)
+        else:
+            line = render(frame, width, ascii_only=ascii_only)
         if self._live is None:
             self._live = Live(
                 line,
