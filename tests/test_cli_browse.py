@@ -226,3 +226,15 @@ def test_the_demo_in_an_80_column_terminal(tmp_path: Path) -> None:
     assert percents == sorted(percents)  # never drawn backwards
     assert "writing model file 1/10" in output
     assert "modelvault models --db" in output
+
+
+def test_looking_commands_work_on_both_backends(
+    db: DatabaseManager, db_url: str, tmp_path: Path
+) -> None:
+    db.upsert_model({"sha256": INK, "path": "/m/ink.safetensors", "tags": ["style"]})
+    status = json_of(mv("status", "--json", "--db", db_url, cwd=tmp_path))
+    assert status["catalog"]["models"] == 1
+    models = json_of(mv("models", "--tag", "style", "--json", "--db", db_url, cwd=tmp_path))
+    assert [m["sha256"] for m in models["models"]] == [INK]
+    shown = json_of(mv("show", INK[:6], "--json", "--db", db_url, cwd=tmp_path))
+    assert shown["model"]["path"] == "/m/ink.safetensors"
