@@ -8,13 +8,14 @@ else receives a ``Settings`` object, so embedding apps can build one in code
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from modelvault.errors import ConfigError
@@ -38,6 +39,21 @@ def default_data_dir() -> Path:
     return (Path(xdg) if xdg else home / ".local" / "share") / "modelvault"
 
 
+def default_db_url() -> str:
+    """The catalog used when nothing else is configured: a file in the data folder."""
+    return sqlite_url(default_data_dir() / DEFAULT_DB_FILENAME)
+
+
+# "user:password@" right after the scheme (or at the start of a URL written
+# without one); greedy up to the last "@", since a password may hold one.
+_CREDENTIALS = re.compile(r"(^(?!.*://)|://)([^:/@\s]*):.*@")
+
+
+def mask_password(text: str) -> str:
+    """``text`` with the password of any URL in it replaced by ``***``."""
+    return _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}:***@", text)
+
+
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -51,9 +67,7 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 class Settings:
     """Everything modelvault can be told; see the README's settings table."""
 
-    db_url: str = field(
-        default_factory=lambda: sqlite_url(default_data_dir() / DEFAULT_DB_FILENAME)
-    )
+    db_url: str = field(default_factory=default_db_url)
     # 2 MiB: measured best for hashing (see modelvault/hashing.py and bench/hash_bench.py).
     hash_chunk_bytes: int = 2 * 1024 * 1024
     workers: int = field(default_factory=default_workers)
@@ -101,7 +115,7 @@ class Settings:
                 "MODELVAULT_DB_URL and MODELVAULT_DB_PATH are both set: keep only one of them."
             )
         if url:
-            _check_url(url)
+            parse_url(url, source=ENV_PREFIX + "DB_URL=")
             values["db_url"] = url
         elif path:
             values["db_url"] = sqlite_url(path)
@@ -119,13 +133,17 @@ class Settings:
             raise ConfigError(_name_variable(str(exc), values, env)) from None
 
 
-def _check_url(url: str) -> None:
+def parse_url(url: str, *, source: str = "") -> URL:
+    """``url`` parsed; a malformed one is a ``ConfigError`` that never shows its password.
+
+    ``source`` names where the URL came from (e.g. ``"MODELVAULT_DB_URL="``).
+    """
     try:
-        make_url(url)
-    except ArgumentError:
+        return make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
-            f"MODELVAULT_DB_URL={url!r} is not a database URL: use e.g. "
-            "postgresql://user@host/db, or MODELVAULT_DB_PATH for a SQLite file."
+            f"{source}{mask_password(url)!r} is not a database URL: use e.g. "
+            "sqlite:///path/catalog.sqlite3 or postgresql://user@host:5432/db."
         ) from None
 
 

@@ -7,8 +7,10 @@ gone and can be handed to other threads.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,28 +21,41 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
 from modelvault import catalog
-from modelvault.config import Settings, sqlite_url
-from modelvault.db.engine import SQLITE_BEGIN, create_catalog_engine, is_sqlite
+from modelvault.config import Settings, default_db_url, mask_password, parse_url, sqlite_url
+from modelvault.db.engine import (
+    SQLITE_BEGIN,
+    create_catalog_engine,
+    enable_wal,
+    is_sqlite,
+    sqlite_file,
+)
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
     ConfigError,
     ModelVaultError,
+    NotACatalogError,
     NotFoundError,
     SchemaVersionError,
     ValidationError,
 )
 from modelvault.images import ImageStore, default_store
+from modelvault.migration.legacy import SQLITE_MAGIC, V3_TABLES
+from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
 log = logging.getLogger(__name__)
+
+# Rows read at a time while looking for models whose file is gone.
+_MISSING_SCAN_PAGE = 500
+_HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 # Any fixed number: PostgreSQL advisory lock held while one process migrates,
 # so several workers starting at once don't race to create the tables.
@@ -85,16 +100,35 @@ class DatabaseManager:
         target: str | os.PathLike[str] | Engine | None = None,
         *,
         settings: Settings | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only`` opens the catalog so that nothing can be written to it:
+        for looking only, without write access; ``init_db`` then checks the
+        catalog instead of migrating it.
+
+        The folder of a SQLite catalog must exist, except the default data
+        folder, which is created.
+        """
         self.settings = settings or Settings.from_env()
+        self.read_only = read_only
         self._owns_engine = not isinstance(target, Engine)
         if isinstance(target, Engine):
             self.engine = target
+            self.url = target.url
         else:
-            url = self.settings.db_url if target is None else as_url(target)
+            self.url = self.url_for(target, self.settings)
+            if not read_only:  # looking needs no folder: init_db says the catalog is missing
+                _check_sqlite_folder(self.url)
             self.engine = create_catalog_engine(
-                url, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds
+                self.url,
+                busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds,
+                read_only=read_only,
             )
+
+    @staticmethod
+    def url_for(target: str | os.PathLike[str] | None, settings: Settings) -> URL:
+        """The URL a manager for ``target`` (None: the settings' catalog) would open."""
+        return parse_url(settings.db_url if target is None else as_url(target))
 
     def __repr__(self) -> str:
         return f"DatabaseManager({self.display_url!r})"
@@ -102,7 +136,7 @@ class DatabaseManager:
     @property
     def display_url(self) -> str:
         """The URL with any password hidden, fit for messages and logs."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.url.render_as_string(hide_password=True)
 
     @property
     def is_sqlite(self) -> bool:
@@ -141,12 +175,26 @@ class DatabaseManager:
     def init_db(self) -> str:
         """Migrate the catalog to the newest revision; cheap when it is there already.
 
-        Returns the revision. A catalog written by a newer modelvault is refused
-        rather than touched.
+        Returns the revision. Anything that is not a modelvault catalog (another
+        app's database, a legacy catalog, a catalog written by a newer
+        modelvault) is refused before anything is written to it. A read-only
+        manager only checks that the catalog is there at the newest revision.
         """
         script = ScriptDirectory.from_config(alembic_config())
         head = script.get_current_head()
         assert head is not None, "the packaged migrations have no head revision"
+        known = {s.revision for s in script.walk_revisions()}
+        if self.read_only:
+            return self._check_read_only(head, known)
+        self._check_catalog(known)
+        self._migrate(head)
+        # After the tables exist: switching an empty file to WAL leaves its header
+        # unwritten until a checkpoint, and a new connection meanwhile sees no tables.
+        with self.translate_errors():
+            enable_wal(self.engine)
+        return head
+
+    def _migrate(self, head: str) -> None:
         with self.translate_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
@@ -156,19 +204,66 @@ class DatabaseManager:
                     )
                 current = MigrationContext.configure(conn).get_current_revision()
                 if current == head:
-                    return head
-                if current is not None and current not in {
-                    s.revision for s in script.walk_revisions()
-                }:
-                    raise SchemaVersionError(
-                        f"the catalog at {self.display_url} is at schema revision {current!r}, "
-                        f"newer than this modelvault knows ({head!r}): upgrade modelvault."
-                    )
+                    return
                 log.info("migrating catalog %s from %s to %s", self.display_url, current, head)
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
-        return head
+
+    def _check_catalog(self, known: set[str]) -> str | None:
+        """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
+
+        Looks at the tables only, in a read transaction, so a foreign file is
+        refused before anything (tables, journal mode) is written to it.
+        """
+        file = sqlite_file(self.url)
+        if file is not None and not _is_sqlite_file(Path(file)):
+            raise NotACatalogError(
+                f"{file} is not a SQLite database: give the catalog's path with --db "
+                "(or a new file name to create one)."
+            )
+        with self.translate_errors(), self.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            revision = MigrationContext.configure(conn).get_current_revision()
+        where = file or self.display_url
+        if tables <= {"alembic_version"} and revision is None:
+            return None  # empty, or every revision downgraded: nothing of anyone's
+        if "alembic_version" in tables and revision in known:
+            return revision
+        if "alembic_version" in tables and tables >= V3_TABLES:
+            raise SchemaVersionError(
+                f"the catalog at {where} is at schema revision {revision!r}, "
+                "newer than this modelvault knows: upgrade modelvault."
+            )
+        if "alembic_version" not in tables and tables >= LEGACY_TABLES:
+            raise NotACatalogError(
+                f"{where} is a legacy catalog: migrate it with `modelvault migrate {where}`."
+            )
+        raise NotACatalogError(
+            f"{where} is not a modelvault catalog (it holds the tables "
+            f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
+            "give the catalog's path with --db, or a new file name to create one."
+        )
+
+    def _check_read_only(self, head: str, known: set[str]) -> str:
+        file = sqlite_file(self.url)
+        if file is not None and not Path(file).exists():
+            raise CatalogError(
+                f"there is no catalog at {file}: check --db, or create one with "
+                "`modelvault init` or `modelvault migrate LEGACY`."
+            )
+        revision = self._check_catalog(known)
+        if revision is None:
+            raise CatalogError(
+                f"the database at {file or self.display_url} is empty: create the catalog "
+                "with `modelvault init` or `modelvault migrate LEGACY`."
+            )
+        if revision != head:
+            raise SchemaVersionError(
+                f"the catalog at {file or self.display_url} is at an older schema "
+                f"({revision}): upgrade it with `modelvault init`."
+            )
+        return revision
 
     def current_revision(self) -> str | None:
         with self.translate_errors(), self.engine.connect() as conn:
@@ -229,6 +324,100 @@ class DatabaseManager:
         with self.session_scope() as session:
             model = session.scalar(_model_query().where(Model.path == path))
             return None if model is None else ModelRecord.of(model)
+
+    def find_models(
+        self,
+        *,
+        tags: Iterable[str] = (),
+        model_type: str | None = None,
+        search: str | None = None,
+        missing: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ModelRecord]:
+        """Models by name then path, one page of them (``offset``, ``limit``).
+
+        Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
+        in their name or path (any case), and with ``missing`` only those whose
+        file is gone. Two queries per page, however many tags the models have.
+        """
+        query = _model_query().order_by(Model.name, Model.path)
+        for name in tags:
+            tagged = (
+                select(model_tags.c.model_sha256)
+                .join(Tag, Tag.id == model_tags.c.tag_id)
+                .where(Tag.name == normalize_tag_name(name))
+            )
+            query = query.where(Model.sha256.in_(tagged))
+        if model_type:
+            query = query.where(Model.type == model_type)
+        if search:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+            query = query.where(
+                or_(
+                    func.lower(Model.name).like(pattern, escape="\\"),
+                    func.lower(Model.path).like(pattern, escape="\\"),
+                )
+            )
+        with self.session_scope() as session:
+            if not missing:
+                rows = session.scalars(query.offset(offset).limit(limit))
+                return [ModelRecord.of(m) for m in rows]
+            # Whether a file is gone is only known on disk: filter page by page.
+            found: list[ModelRecord] = []
+            skip = offset
+            for start in itertools.count(0, _MISSING_SCAN_PAGE):
+                page = list(session.scalars(query.offset(start).limit(_MISSING_SCAN_PAGE)))
+                for model in page:
+                    if os.path.lexists(model.path):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    found.append(ModelRecord.of(model))
+                    if limit is not None and len(found) >= limit:
+                        return found
+                if len(page) < _MISSING_SCAN_PAGE:
+                    return found
+            raise AssertionError("unreachable")
+
+    def find_model(self, key: str) -> ModelRecord:
+        """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
+        path, or its file name when only one model has it.
+
+        ``NotFoundError`` when nothing matches, ``ValidationError`` when a
+        prefix or name matches several models.
+        """
+        text_key = key.strip()
+        if _HEX_PREFIX.fullmatch(text_key):
+            with self.session_scope() as session:
+                matches = list(
+                    session.scalars(
+                        _model_query().where(Model.sha256.startswith(text_key.lower())).limit(2)
+                    )
+                )
+            if len(matches) > 1:
+                raise ValidationError(
+                    f"{text_key} is the start of several models' SHA-256: give more digits."
+                )
+            if matches:
+                return ModelRecord.of(matches[0])
+        for path in dict.fromkeys([text_key, str(Path(text_key).expanduser().absolute())]):
+            model = self.get_model_by_path(path)
+            if model is not None:
+                return model
+        with self.session_scope() as session:
+            named = list(session.scalars(_model_query().where(Model.name == text_key).limit(2)))
+        if len(named) > 1:
+            raise ValidationError(
+                f"several models are named {text_key!r}: give a path or a SHA-256 instead."
+            )
+        if named:
+            return ModelRecord.of(named[0])
+        raise NotFoundError(
+            f"no model in the catalog has the SHA-256, path or name {text_key!r}: "
+            "list them with `modelvault models`."
+        )
 
     def get_models_by_tag(self, name: str) -> list[ModelRecord]:
         tag_name = normalize_tag_name(name)
@@ -387,10 +576,61 @@ class DatabaseManager:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+# "user:password@host..." or "host:5432/db": a URL whose scheme was left out.
+_URL_WITHOUT_SCHEME = re.compile(r"^[^/\\:@]+(:[^@]*)?@|^[^/\\:@]+:\d+(/|$)")
+
+
 def as_url(target: str | os.PathLike[str]) -> str:
-    """A URL as it is; anything else is the path of a SQLite file."""
+    """A URL as it is; anything else is the path of a SQLite file.
+
+    A URL written without its scheme is refused rather than taken for a file
+    name (which would put the password in a file name).
+    """
     text_target = os.fspath(target)
-    return text_target if "://" in text_target else sqlite_url(text_target)
+    if "://" in text_target:
+        return text_target
+    if _URL_WITHOUT_SCHEME.match(text_target):
+        shown = mask_password(text_target)
+        raise ConfigError(
+            f"{shown!r} looks like a database URL without its scheme: write e.g. "
+            f"postgresql://{shown}, or ./{shown} for a file of that name."
+        )
+    return sqlite_url(text_target)
+
+
+def _check_sqlite_folder(url: URL) -> None:
+    """Refuse a SQLite catalog whose folder does not exist; the default data folder
+    is the one folder made here, as it is ours."""
+    file = sqlite_file(url)
+    if file is None:
+        return
+    folder = Path(file).parent
+    if url == parse_url(default_db_url()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot create the data folder {folder}: {exc.strerror or exc}; "
+                "choose another catalog with --db or MODELVAULT_DB_PATH."
+            ) from exc
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise CatalogError(
+            f"the catalog's folder {folder} {state}: create it first, "
+            "or choose another catalog with --db or MODELVAULT_DB_PATH."
+        )
+
+
+def _is_sqlite_file(file: Path) -> bool:
+    """A file that does not exist or is empty (SQLite makes it) or starts as SQLite does."""
+    try:
+        with file.open("rb") as handle:
+            header = handle.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # let SQLite report what is wrong with it
+    return header in (b"", SQLITE_MAGIC)
 
 
 def _model_query() -> Any:

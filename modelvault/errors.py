@@ -32,6 +32,10 @@ class CatalogError(ModelVaultError):
     """The catalog database cannot be opened, reached or written."""
 
 
+class NotACatalogError(CatalogError):
+    """The database given as the catalog is something else (another app's, a legacy catalog)."""
+
+
 class SchemaVersionError(CatalogError):
     """The catalog's schema revision is one this version of modelvault does not know."""
 
@@ -62,3 +66,7 @@ class HashCancelled(ModelVaultError):
 
 class MigrationError(ModelVaultError):
     """The migration could not start or continue."""
+
+
+class DemoFolderError(ModelVaultError):
+    """The folder given to the demo is not one it may write into."""

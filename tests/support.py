@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,21 @@ from modelvault.migration.sample import (
     system_tags,
     write_legacy_catalog,
 )
+
+
+def run_modelvault(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``modelvault`` command in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "modelvault", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,20 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import legacy_with_files, wait_for
+from support import legacy_with_files, run_modelvault, wait_for
 
 from modelvault import DatabaseManager
 
-
-def modelvault(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelvault", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
+modelvault = run_modelvault
 
 
 def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -71,7 +63,7 @@ def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
     db = str(tmp_path / "c.sqlite3")
     migrate = modelvault("migrate", str(legacy), "--db", db, "--workers", "2", cwd=tmp_path)
     assert migrate.returncode == 0, migrate.stderr
-    assert "6 rows read: 2 catalogued" in migrate.stdout
+    assert "legacy import: 6 rows read:\n  2 models catalogued," in migrate.stdout
     assert "3 imported, 1 missing" in migrate.stdout
     status = report_of(modelvault("status", "--db", db, "--json", cwd=tmp_path))
     assert status["catalog"]["models"] == 5
@@ -165,7 +157,32 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "a folder": (["migrate", str(tmp_path), "--db", db], str(tmp_path)),
         "unwritable catalog": (
             ["migrate", str(legacy), "--db", str(blocker / "c.sqlite3")],
-            "cannot create the catalog folder",
+            "a-file is not a folder",
+        ),
+        "no such folder": (
+            ["migrate", str(legacy), "--db", str(tmp_path / "new" / "dir" / "x.db")],
+            "new/dir does not exist",
+        ),
+        "foreign catalog": (["status", "--db", str(other)], "is not a modelvault catalog"),
+        "foreign catalog written": (
+            ["import", str(legacy), "--db", str(other)],
+            "is not a modelvault catalog",
+        ),
+        "legacy as catalog": (
+            ["pending", "--db", str(legacy)],
+            f"{legacy} is a legacy catalog: migrate it with `modelvault migrate {legacy}`",
+        ),
+        "bad port": (
+            ["status", "--db", "postgresql://user:SECRET@127.0.0.1:notaport/x"],
+            "'postgresql://user:***@127.0.0.1:notaport/x' is not a database URL",
+        ),
+        "space in scheme": (
+            ["tags", "--db", "postgres ql://user:SECRET@host/x"],
+            "is not a database URL",
+        ),
+        "no scheme": (
+            ["migrate", str(legacy), "--db", "user:SECRET@host/x"],
+            "looks like a database URL without its scheme",
         ),
         "bad url": (["status", "--db", "nosuchdb://host/x"], "no database driver"),
         "bad workers": (["migrate", str(legacy), "--db", db, "--workers", "0"], "--workers"),
@@ -175,7 +192,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "unknown command": (["frobnicate"], "frobnicate"),
         "no command": ([], "no command given"),
         "no such catalog": (["status", "--db", db], "there is no catalog at"),
-        "unwritable demo": (["demo", str(blocker / "demo")], "cannot create the catalog folder"),
+        "unwritable demo": (["demo", str(blocker / "demo")], "cannot make the demo folder"),
     }
 
 
@@ -185,6 +202,13 @@ CASES = [
     "other tables",
     "a folder",
     "unwritable catalog",
+    "no such folder",
+    "foreign catalog",
+    "foreign catalog written",
+    "legacy as catalog",
+    "bad port",
+    "space in scheme",
+    "no scheme",
     "bad url",
     "bad workers",
     "bad policy",
@@ -200,6 +224,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, case: str) -> None:
     args, expected = _bad_inputs(tmp_path)[case]
+    before = _fingerprint(tmp_path)
     result = modelvault(*args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -210,3 +235,49 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, case: 
     assert not (tmp_path / "new").exists()  # no catalog was created
     assert not list(tmp_path.glob("**/catalog.sqlite3"))
     assert os.path.exists(tmp_path / "legacy" / "hikaze_mm.sqlite3")
+    assert "SECRET" not in result.stderr
+    assert _fingerprint(tmp_path) == before  # not a byte of any file changed, none added
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    db = tmp_path / "c.sqlite3"
+    DatabaseManager(db).init_db()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: `| head`
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "modelvault", "status", "--db", str(db), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 1
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "checkpoints").mkdir(parents=True)
+    (comfy / "models" / "loras").mkdir(parents=True)
+    (comfy / "models" / "checkpoints" / "dreamshaper_8.safetensors").write_bytes(b"mine" * 100)
+    (comfy / "models" / "loras" / "old_portrait.safetensors").write_bytes(b"keep me")
+    before = _fingerprint(tmp_path)
+    result = modelvault("demo", str(comfy), "--file-mb", "0.01", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"modelvault: error: {comfy} is not empty and holds no modelvault demo: give a new "
+        "or empty folder for the demo (it never writes into a folder of yours)."
+    )
+    assert _fingerprint(tmp_path) == before

@@ -218,11 +218,13 @@ def test_manager_accepts_url_path_and_engine(tmp_path: Path) -> None:
 def test_unreachable_or_unwritable_catalogs_raise_catalog_errors(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(CatalogError, match="cannot create the catalog folder"):
+    with pytest.raises(CatalogError, match=r"folder .*file/sub does not exist: create it first"):
         DatabaseManager(blocker / "sub" / "c.sqlite3")
+    with pytest.raises(CatalogError, match=r"folder .*file is not a folder"):
+        DatabaseManager(blocker / "c.sqlite3")
     not_sqlite = tmp_path / "junk.sqlite3"
     not_sqlite.write_bytes(b"x" * 4096)
-    with pytest.raises(CatalogError, match=r"junk\.sqlite3 failed: file is not a database"):
+    with pytest.raises(CatalogError, match=r"junk\.sqlite3 is not a SQLite database"):
         DatabaseManager(not_sqlite).init_db()
     with pytest.raises(ConfigError, match="not a database URL"):
         DatabaseManager("::not a url::/x://")

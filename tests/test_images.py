@@ -447,11 +447,9 @@ def test_the_command_copies_and_reports_images(
     catalog = tmp_path / "catalog.sqlite3"
     assert main(["import", str(legacy.path), "--db", str(catalog)]) == 0
     out = capsys.readouterr().out
-    assert (
-        "preview images: 3 copied, 1 already stored, 1 missing, 11 not copied, "
-        "1 earlier previews kept with their models"
-    ) in out
-    assert f"2 files no row names are left in {legacy.images}" in out
+    assert "preview images: 3 copied, 1 already stored, 1 missing, 11 not copied" in out
+    assert "1 earlier preview kept with their models" in out
+    assert f"2 files no row names left in {legacy.images}" in out
     elsewhere = tmp_path / "moved-images"
     os.rename(legacy.images, elsewhere)
     argv = ["migrate", str(legacy.path), "--db", str(catalog), "--images", str(elsewhere)]

@@ -648,6 +648,7 @@ def test_the_default_catalog_is_the_configured_one_migrated_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "data" / "catalog.sqlite3"
+    target.parent.mkdir()  # only the default data folder is made by modelvault
     monkeypatch.setenv("MODELVAULT_DB_PATH", str(target))
     monkeypatch.setenv("MODELVAULT_IMPORT_BATCH_SIZE", "2")
     path = write_legacy_catalog(

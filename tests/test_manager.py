@@ -61,7 +61,7 @@ def test_pause_holds_the_hash_and_resume_finishes_without_rereading(
     manager: MigrationManager, db: DatabaseManager, tmp_path: Path
 ) -> None:
     size = 512 << 20
-    legacy, _ = legacy_with_files(tmp_path, 2, size=size, sparse=True)
+    legacy, digests = legacy_with_files(tmp_path, 2, size=size, sparse=True)
     started = threading.Event()
     manager.subscribe(lambda s: started.set() if s.bytes_done > 0 else None)
     manager.start_full_migration(legacy, workers=1)
@@ -72,6 +72,7 @@ def test_pause_holds_the_hash_and_resume_finishes_without_rereading(
     wait_for(lambda: _settled(manager), "the workers to hold still")
     held = manager.status(refresh=False).bytes_done
     assert 0 < held < 2 * size
+    assert manager.status(refresh=False).current_file in {str(p) for p in digests}
     assert not manager.wait(0.3)
     assert manager.status(refresh=False).bytes_done == held
     manager.resume_processing()
@@ -79,6 +80,7 @@ def test_pause_holds_the_hash_and_resume_finishes_without_rereading(
     status = manager.status()
     assert status.state is MigrationState.DONE
     assert status.bytes_done == 2 * size  # nothing was read twice
+    assert status.current_file is None  # nothing is being hashed any more
     assert status.worker_report is not None
     assert status.worker_report["bytes_hashed"] == 2 * size
 

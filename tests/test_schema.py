@@ -78,7 +78,9 @@ def test_a_catalog_newer_than_the_code_is_refused(db: DatabaseManager) -> None:
 
 
 def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    (tmp_path / "nested").mkdir()
     db = DatabaseManager(tmp_path / "nested" / "catalog.sqlite3")
+    db.init_db()  # WAL is set once the file is known to be a catalog, and stays
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

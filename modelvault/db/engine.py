@@ -12,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from modelvault.errors import CatalogError, ConfigError
+from modelvault.config import parse_url
+from modelvault.errors import ConfigError
 
 # Execution option that picks how a SQLite transaction begins: "IMMEDIATE"
 # takes the write lock at BEGIN, which is how workers claim rows atomically.
@@ -27,30 +28,34 @@ def is_sqlite(engine_or_url: Engine | URL | str) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def parse_url(url: str) -> URL:
-    try:
-        return make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(
-            f"{url!r} is not a database URL: use e.g. sqlite:///path/catalog.sqlite3 "
-            "or postgresql://user@host/db."
-        ) from exc
+def create_catalog_engine(
+    url: str | URL, *, busy_timeout_seconds: float = 30.0, read_only: bool = False
+) -> Engine:
+    """An engine for the catalog at ``url``; ``read_only`` makes it unable to write.
 
-
-def create_catalog_engine(url: str | URL, *, busy_timeout_seconds: float = 30.0) -> Engine:
-    """An engine for the catalog at ``url`` (a SQLite file's folder is created)."""
+    Read-only means a ``mode=ro`` SQLite connection (which never creates the
+    file) or PostgreSQL sessions with ``default_transaction_read_only``.
+    """
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         # psycopg 3 is the driver we ship for; psycopg2 may not even be installed.
         parsed = parsed.set(drivername="postgresql+psycopg")
     kwargs: dict[str, Any] = {}
+    target = parsed
     if parsed.get_backend_name() == "sqlite":
-        _make_sqlite_folder(parsed)
         kwargs["connect_args"] = {"timeout": busy_timeout_seconds}
+        if read_only and sqlite_file(parsed):
+            target = URL.create(
+                parsed.drivername,
+                database=Path(sqlite_file(parsed) or "").resolve().as_uri(),
+                query={"mode": "ro", "uri": "true"},
+            )
     else:
         kwargs["pool_pre_ping"] = True
+        if read_only:
+            kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
     try:
-        engine = create_engine(parsed, **kwargs)
+        engine = create_engine(target, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         hint = " (pip install 'modelvault[postgres]')" if "postgres" in parsed.drivername else ""
         raise ConfigError(
@@ -61,18 +66,31 @@ def create_catalog_engine(url: str | URL, *, busy_timeout_seconds: float = 30.0)
     return engine
 
 
-def _make_sqlite_folder(url: URL) -> None:
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite URL; None for an in-memory or URI-style database."""
     database = url.database or ""
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or "mode=memory" in database:
+        return None
+    return str(Path(database).expanduser())
+
+
+def enable_wal(engine: Engine) -> None:
+    """Put a SQLite catalog file in WAL mode (persistent: once per file is enough).
+
+    WAL lets readers never block the writer, so status stays live while
+    workers commit. Only called on a file known to be a modelvault catalog:
+    another app's database keeps its journal mode.
+    """
+    if sqlite_file(engine.url) is None:
         return
-    folder = Path(database).expanduser().parent
+    raw = engine.raw_connection()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CatalogError(
-            f"cannot create the catalog folder {folder}: {exc.strerror or exc}; "
-            "choose another location with --db or MODELVAULT_DB_PATH."
-        ) from exc
+        # Outside any transaction: SQLite cannot change the journal mode inside one.
+        raw.driver_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
+    finally:
+        raw.close()
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
@@ -85,11 +103,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
         try:
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
-            if _is_file_database(engine.url):
-                # WAL: readers never block the writer, so status stays live
-                # while workers commit. NORMAL is crash-safe under WAL.
-                cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")
+            # Per connection, nothing stored in the file. NORMAL is crash-safe
+            # under WAL (and in a foreign file's own journal mode, never written).
+            cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
 
@@ -97,8 +113,3 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
-
-
-def _is_file_database(url: URL) -> bool:
-    database = url.database or ""
-    return bool(database) and database != ":memory:" and "mode=memory" not in database

@@ -12,9 +12,11 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelvault.errors import DemoFolderError
 from modelvault.migration.legacy import LEGACY_FILE_NAME
 from modelvault.migration.sample import (
     LegacyModel,
@@ -25,6 +27,10 @@ from modelvault.migration.sample import (
 )
 
 MiB = 1024 * 1024
+
+# Written first into a demo folder: only a folder holding it may be written
+# into again, so the demo never overwrites or deletes a file it did not make.
+MARKER_NAME = ".modelvault-demo"
 
 
 @dataclass(frozen=True)
@@ -103,21 +109,57 @@ _FILES = [
 ]
 
 
-def build_demo(folder: str | os.PathLike[str], *, file_mb: float = 48.0) -> Path:
-    """Create the model files and the legacy catalog under ``folder``; return the catalog.
+def claim_demo_folder(folder: str | os.PathLike[str]) -> Path:
+    """Make ``folder`` the demo's (created, with the marker), or refuse it.
 
-    A folder that holds a demo already is reused as it is, so running the
-    demo again continues (or repeats, harmlessly) the same migration.
+    A folder that exists is only taken when it is empty or holds a previous
+    demo: anything else may be the user's (a ComfyUI folder has the very
+    paths the demo writes), so it is refused with ``DemoFolderError``.
     """
     root = Path(folder)
+    marker = root / MARKER_NAME
+    if marker.is_file():
+        return root
+    try:
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            what = "is not empty" if root.is_dir() else "is not a folder"
+            raise DemoFolderError(
+                f"{root} {what} and holds no modelvault demo: give a new or empty "
+                "folder for the demo (it never writes into a folder of yours)."
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("modelvault demo: every file in this folder was made by it.\n")
+    except OSError as exc:
+        raise DemoFolderError(
+            f"cannot make the demo folder {root}: {exc.strerror or exc}; choose another folder."
+        ) from exc
+    return root
+
+
+def build_demo(
+    folder: str | os.PathLike[str],
+    *,
+    file_mb: float = 48.0,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Create the model files and the legacy catalog under ``folder``; return the catalog.
+
+    The folder is claimed first (``claim_demo_folder``). A folder that holds a
+    finished demo is reused as it is, so running the demo again continues (or
+    repeats, harmlessly) the same migration. ``progress`` is told each file
+    as it is written.
+    """
+    root = claim_demo_folder(folder)
     legacy = root / LEGACY_FILE_NAME
     if legacy.exists():
         return legacy
     models_dir = root / "models"
     digests: dict[int, str] = {}
     rows: list[LegacyModel] = []
-    for spec in _FILES:
+    for number, spec in enumerate(_FILES, 1):
         path = models_dir / spec.relative
+        if progress:
+            progress(f"writing model file {number}/{len(_FILES)}: {spec.relative}")
         if spec.copy_of is not None:
             source = models_dir / next(f.relative for f in _FILES if f.id == spec.copy_of)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,7 @@ class MigrationStatus:
     error: str | None
     import_report: dict[str, Any] | None
     worker_report: dict[str, Any] | None
+    current_file: str | None = None  # the path claimed last of those being hashed
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -95,6 +96,7 @@ class _Progress:
     started: float = 0.0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
     staged_sizes: dict[int, int] = field(default_factory=dict)  # row id -> size when claimed
+    hashing: dict[int, str] = field(default_factory=dict)  # row id -> path, in claim order
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
     error: str | None = None
     import_report: ImportReport | None = None
@@ -319,6 +321,10 @@ class MigrationManager:
     def _on_worker_event(self, event: WorkerEvent) -> None:
         with self._lock:
             progress = self._progress
+            if event.kind == "claimed":
+                progress.hashing[event.row_id] = event.path
+            elif event.kind in ("finished", "error", "released", "abandoned"):  # claim ends
+                progress.hashing.pop(event.row_id, None)
             if event.kind == "progress":
                 progress.bytes_done += event.bytes
             elif event.kind in ("error", "released", "abandoned"):
@@ -381,6 +387,7 @@ class MigrationManager:
             error=p.error,
             import_report=p.import_report.to_dict() if p.import_report else None,
             worker_report=p.worker_report.to_dict() if p.worker_report else None,
+            current_file=next(reversed(p.hashing.values()), None),
         )
 
 

@@ -1,0 +1,539 @@
+"""What each ``modelvault`` command does; ``args.ui`` says where its output goes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from modelvault import __version__
+from modelvault.cli.output import Line, Ui, human_bytes, plural, table
+from modelvault.cli.progress import ProgressView
+from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password
+from modelvault.database import DatabaseManager
+from modelvault.db.engine import sqlite_file
+from modelvault.db.models import PendingStatus
+from modelvault.errors import ModelVaultError
+from modelvault.images import default_store
+from modelvault.records import ModelRecord
+
+EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Rows that need a person (failed, conflict) or are still waiting: after a run
+# meant to finish everything, either means "not done".
+NEEDS_ATTENTION = (PendingStatus.FAILED.value, PendingStatus.CONFLICT.value)
+UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
+
+
+def ui(args: argparse.Namespace) -> Ui:
+    result: Ui = args.ui
+    return result
+
+
+# -- the catalog --------------------------------------------------------------
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        workers=getattr(args, "workers", None), conflict_policy=getattr(args, "conflict", None)
+    )
+
+
+def open_catalog(
+    args: argparse.Namespace,
+    *,
+    read_only: bool = False,
+    must_exist: bool = False,
+    check: Callable[[DatabaseManager], None] | None = None,
+) -> DatabaseManager:
+    """The catalog named by --db or the settings, migrated to the newest schema.
+
+    ``read_only`` is for commands that only look: nothing can be written and
+    the catalog must exist already. ``must_exist`` refuses a SQLite file that
+    does not exist, so a mistyped --db says so instead of creating a catalog.
+    ``check`` refuses bad input before anything is created or written.
+    """
+    db = DatabaseManager(args.db or None, settings=settings_for(args), read_only=read_only)
+    database = sqlite_file(db.url)
+    if must_exist and database and not Path(database).exists():
+        raise ModelVaultError(
+            f"there is no catalog at {database}: check --db, or create one with "
+            "'modelvault init' or 'modelvault migrate LEGACY'."
+        )
+    if check is not None:
+        check(db)
+    db.init_db()
+    # From here on, an error in a command that writes is not bad input: the run failed.
+    args.work_started = not read_only
+    return db
+
+
+def check_legacy_file(path: str) -> None:
+    """Refuse a bad legacy file before anything is created or written."""
+    from modelvault.migration.legacy import open_legacy
+
+    open_legacy(path).close()
+
+
+def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
+    """Refuse a bad --images folder, or preview images with no store to copy them to."""
+    from modelvault.images import check_image_folders
+
+    def check(db: DatabaseManager) -> None:
+        check_image_folders(args.legacy, args.images, db.images_dir, db.display_url)
+
+    return check
+
+
+# -- reports --------------------------------------------------------------------
+
+
+def describe_import(report: dict[str, Any]) -> list[Line]:
+    counts = [
+        plural(report["imported"], "model") + " catalogued",
+        f"{report['merged']} merged",
+        f"{report['moved']} moved",
+        f"{report['staged']} staged for hashing",
+        plural(report["duplicates"], "duplicate"),
+        plural(report["conflicts"], "conflict"),
+        f"{report['already_present']} already present",
+        plural(report["tags_created"], "tag") + " created",
+    ]
+    lines: list[Line] = [
+        f"legacy import: {plural(report['rows_read'], 'row')} read:",
+        "  " + ", ".join(counts[:4]),
+        "  " + ", ".join(counts[4:]),
+    ]
+    if report.get("failed"):
+        lines.append(f"  {report['failed']} staged as failed: their paths cannot be used")
+    clashes = report.get("color_clashes") or []
+    if clashes:
+        lines.append(
+            f"  {plural(len(clashes), 'tag colour')} differ from the catalog's (kept in meta)"
+        )
+    if report.get("images"):
+        lines += describe_images(report["images"])
+    warnings = report.get("warnings") or []
+    total = len(warnings) + report.get("warnings_omitted", 0)
+    if warnings:
+        lines.append(f"  {plural(total, 'warning')}:")
+        lines += [f"    legacy {w['table']} {w['legacy_id']}: {w['reason']}" for w in warnings[:5]]
+        if total > 5:
+            lines.append(f"    ... and {total - 5} more (all of them: --json)")
+    return lines
+
+
+def describe_images(images: dict[str, Any]) -> list[Line]:
+    lines: list[Line] = [
+        f"  preview images: {images['copied']} copied, {images['present']} already stored, "
+        f"{images['missing']} missing, {images['failed']} not copied",
+    ]
+    if images["earlier"]:
+        lines.append(f"    {plural(images['earlier'], 'earlier preview')} kept with their models")
+    if images["unreferenced"]:
+        lines.append(
+            f"    {plural(images['unreferenced'], 'file')} no row names left in {images['folder']}"
+        )
+    return lines
+
+
+def describe_catalog(db: DatabaseManager) -> tuple[dict[str, Any], list[Line]]:
+    catalog = db.catalog_counts()
+    staging = db.staging_counts()
+    waiting = ", ".join(f"{n} {status}" for status, n in staging.items() if n) or "empty"
+    lines: list[Line] = [
+        f"catalog {db.display_url}: {plural(catalog['models'], 'model')}, "
+        f"{plural(catalog['tags'], 'tag')}",
+        f"queue: {waiting}",
+    ]
+    return {"catalog": catalog, "staging": staging}, lines
+
+
+def exit_code_for(staging: dict[str, int], statuses: Sequence[str] = UNFINISHED_STATUSES) -> int:
+    return EXIT_UNFINISHED if any(staging.get(s) for s in statuses) else EXIT_OK
+
+
+def progress_view(args: argparse.Namespace) -> ProgressView:
+    return ProgressView(ui(args).err, quiet=ui(args).quiet or ui(args).json)
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    db = open_catalog(args)
+    revision = db.current_revision()
+    ui(args).emit(
+        {"catalog": db.display_url, "revision": revision},
+        [f"catalog ready at {db.display_url} (schema {revision})"],
+    )
+    return EXIT_OK
+
+
+def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
+    from modelvault.migration.importer import import_legacy_data
+
+    view = progress_view(args)
+    try:
+        report = import_legacy_data(
+            args.legacy,
+            db,
+            progress=view.importing,
+            policy=getattr(args, "conflict", None),
+            images_dir=args.images,
+        )
+    finally:
+        view.close()
+    return report.to_dict()
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    check_legacy_file(args.legacy)
+    db = open_catalog(args, check=check_images(args))
+    report = run_import(args, db)
+    counts, lines = describe_catalog(db)
+    # Staged rows are the point of stage 1; only rows that need a person count.
+    code = exit_code_for(counts["staging"], NEEDS_ATTENTION)
+    ui(args).emit({"import": report, **counts, "exit_code": code}, describe_import(report) + lines)
+    return code
+
+
+def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, bool]:
+    """Stage 2 under a MigrationManager with progress; Ctrl-C stops cleanly.
+
+    Returns the final ``MigrationStatus`` and whether the run was interrupted.
+    """
+    from modelvault.migration.manager import MigrationManager, MigrationState
+
+    manager = MigrationManager.for_database(db)
+    view = progress_view(args)
+    unsubscribe = manager.subscribe(view.hashing)
+    interrupted = False
+    try:
+        manager.start_processing(workers=args.workers, policy=args.conflict)
+        try:
+            while not manager.wait(0.25):
+                pass
+        except KeyboardInterrupt:
+            interrupted = True
+            view.close()
+            ui(args).err.print(
+                "modelvault: interrupted: finishing the current step and releasing files..."
+            )
+            manager.stop()
+            manager.wait()
+    finally:
+        unsubscribe()
+    manager.flush(5.0)  # the last statuses reach the view before its final frame
+    status = manager.status()
+    if not interrupted:
+        view.hashing(status, final=True)  # progress events are throttled: show the end
+    view.close()
+    if status.state is MigrationState.FAILED:
+        raise ModelVaultError(status.error or "the workers failed")
+    return status, interrupted or status.state is MigrationState.STOPPED
+
+
+def describe_workers(status: Any) -> list[Line]:
+    report = status.worker_report
+    if not report:
+        return []
+    kinds = ("imported", "merged", "moved", "duplicate", "conflict", "missing", "failed")
+    outcomes = ", ".join(f"{report[k]} {k}" for k in kinds if report.get(k))
+    if report.get("retried"):
+        outcomes += f"{', ' if outcomes else ''}{report['retried']} to retry"
+    if report.get("abandoned"):  # the catalog failed before they could be handed back
+        outcomes += f"{', ' if outcomes else ''}{report['abandoned']} left claimed"
+    # The same counts as the progress line's, so the two always agree.
+    return [
+        f"hashing: {plural(status.files_done, 'file')}, {human_bytes(status.bytes_done)} "
+        f"in {report.get('seconds', 0):.1f} s: {outcomes or 'nothing to do'}"
+    ]
+
+
+def finish_processing(
+    args: argparse.Namespace, db: DatabaseManager, data: dict[str, Any], lines: list[Line]
+) -> int:
+    status, interrupted = run_workers(args, db)
+    counts, catalog_lines = describe_catalog(db)
+    code = EXIT_INTERRUPTED if interrupted else exit_code_for(counts["staging"])
+    lines = lines + describe_workers(status) + catalog_lines
+    if interrupted:
+        lines.append("interrupted: run the same command again to continue where it stopped")
+    elif code == EXIT_UNFINISHED:
+        lines.append("some rows need attention: see 'modelvault pending --status failed conflict'")
+    data = {**data, "worker": status.worker_report, **counts, "exit_code": code}
+    ui(args).emit(data, lines)
+    return code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    check_legacy_file(args.legacy)
+    db = open_catalog(args, check=check_images(args))
+    report = run_import(args, db)
+    return finish_processing(args, db, {"import": report}, describe_import(report))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    db = open_catalog(args)
+    return finish_processing(args, db, {}, [])
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    counts, lines = describe_catalog(db)
+    ui(args).emit({"url": db.display_url, **counts}, lines)
+    return EXIT_OK
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    rows = db.get_pending_imports(args.status, limit=args.limit)
+    lines: list[Line] = table(
+        ["STATUS", "TRIES", "PATH", "LAST ERROR"],
+        [[row.status, str(row.attempts), row.path, row.last_error or ""] for row in rows],
+        right={1},
+    )
+    if not rows:
+        lines = [
+            "no queued rows" + (f" with status {', '.join(args.status)}" if args.status else "")
+        ]
+    ui(args).emit({"rows": [row.to_dict() for row in rows]}, lines)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from modelvault.migration.worker import retry_pending
+
+    db = open_catalog(args, must_exist=True)
+    statuses = tuple(args.status or ("failed", "missing"))
+    count = retry_pending(db, statuses=statuses)
+    ui(args).emit(
+        {"requeued": count, "statuses": list(statuses)},
+        [f"{plural(count, 'row')} put back in the queue; run 'modelvault worker' to hash them"],
+    )
+    return EXIT_OK
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    tags = db.list_tags()
+    out = ui(args)
+    lines: list[Line] = table(
+        ["COLOUR", "MODELS", "TAG"],
+        [[out.swatch(tag.color or "-", tag.color), str(n), tag.name] for tag, n in tags],
+        right={1},
+    )
+    out.emit(
+        {"tags": [{"name": t.name, "color": t.color, "models": n} for t, n in tags]},
+        lines if tags else ["no tags"],
+    )
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    models = db.find_models(
+        tags=args.tag or (),
+        model_type=args.type,
+        search=args.search,
+        missing=args.missing,
+        limit=args.limit,
+    )
+    out = ui(args)
+    rows: list[list[Line]] = [
+        [
+            m.name,
+            m.type,
+            human_bytes(m.size_bytes) if m.size_bytes is not None else "-",
+            out.tag_list(m.tags),
+            m.path,
+        ]
+        for m in models
+    ]
+    lines: list[Line] = table(["NAME", "TYPE", "SIZE", "TAGS", "PATH"], rows, right={2})
+    if not models:
+        lines = ["no models match" if _filtered(args) else "the catalog has no models yet"]
+    elif len(models) == args.limit:
+        lines.append(f"(the first {plural(args.limit, 'model')}: see more with --limit N)")
+    out.emit({"models": [_model_json(m) for m in models]}, lines)
+    return EXIT_OK
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.tag or args.type or args.search or args.missing)
+
+
+def _model_json(model: ModelRecord) -> dict[str, Any]:
+    data = model.to_dict()
+    data["file_exists"] = os.path.lexists(model.path)
+    return data
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    model = db.find_model(args.model)
+    ui(args).emit({"model": _model_json(model)}, describe_model(ui(args), model))
+    return EXIT_OK
+
+
+# The notes a user wrote, shown by name; every other key of meta follows as JSON.
+_NOTES = (
+    ("description", "description"),
+    ("prompts", "prompts"),
+    ("community_links", "links"),
+    ("images", "previews"),
+    ("previous_paths", "previous paths"),
+)
+
+
+def describe_model(out: Ui, model: ModelRecord) -> list[Line]:
+    exists = os.path.lexists(model.path)
+    fields_: list[tuple[str, Line]] = [
+        ("name", model.name),
+        ("sha256", model.sha256),
+        ("type", model.type),
+        ("base", model.base or "-"),
+        ("size", _size(model.size_bytes)),
+        ("path", model.path + ("" if exists else "  (the file is gone)")),
+        ("modified", _when_ns(model.mtime_ns)),
+        ("catalogued", _when(model.created_at)),
+        ("updated", _when(model.updated_at)),
+        ("tags", out.tag_list(model.tags)),
+    ]
+    meta = dict(model.meta)
+    for key, label in _NOTES:
+        if key in meta:
+            fields_ += _note(label, meta.pop(key))
+    legacy = meta.pop("legacy", None)
+    if isinstance(legacy, dict) and legacy.get("source"):
+        fields_.append(("came from", f"legacy catalog {legacy['source']}, row {legacy.get('id')}"))
+    for key, value in sorted(meta.items()):
+        fields_ += _note(key, value)
+    if isinstance(legacy, dict):
+        rest = {k: v for k, v in legacy.items() if k not in ("source", "id")}
+        if rest:
+            fields_.append(("legacy fields", json.dumps(rest, default=str, sort_keys=True)))
+    width = max(len(label) for label, _ in fields_)
+    return [Text.assemble((label.ljust(width), "bold"), "  ", value) for label, value in fields_]
+
+
+def _note(label: str, value: Any) -> list[tuple[str, Line]]:
+    """A note as lines: a mapping one key a line, a list one item a line."""
+    if isinstance(value, dict) and value:
+        items = [f"{k}: {_text(v)}" for k, v in value.items()]
+    elif isinstance(value, list) and value:
+        items = [_text(v) for v in value]
+    else:
+        items = [_text(value)]
+    return [(label if i == 0 else "", item) for i, item in enumerate(items)]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    return human_bytes(size) + ("" if size < 1024 else f" ({size:,} bytes)")
+
+
+def _when(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _when_ns(mtime_ns: int | None) -> str:
+    if mtime_ns is None:
+        return "-"
+    return _when(datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc))
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    db_url = DatabaseManager.url_for(args.db or None, settings)
+    file = sqlite_file(db_url)
+    shown = {"db_url": db_url.render_as_string(hide_password=True)}  # --db wins
+    values = [
+        {
+            "name": f.name,
+            "value": shown.get(f.name) or mask_password(str(getattr(settings, f.name))),
+            "source": _source(args, f.name),
+        }
+        for f in fields(Settings)
+    ]
+    data = {
+        "version": __version__,
+        "catalog": db_url.render_as_string(hide_password=True),
+        "catalog_exists": Path(file).exists() if file else None,
+        "data_dir": str(default_data_dir()),
+        "images_dir": str(store) if (store := default_store(db_url, settings.images_dir)) else None,
+        "settings": values,
+    }
+    lines: list[Line] = [
+        f"modelvault {__version__}",
+        f"catalog      {data['catalog']}"
+        + ("" if data["catalog_exists"] in (True, None) else "  (not created yet)"),
+        f"data folder  {data['data_dir']}",
+        f"image folder {data['images_dir'] or '-'}",
+        "",
+        *table(
+            ["SETTING", "VALUE", "FROM"],
+            [[v["name"], str(v["value"]), v["source"]] for v in values],
+            right=set(),
+        ),
+    ]
+    ui(args).emit(data, lines)
+    return EXIT_OK
+
+
+def _source(args: argparse.Namespace, name: str) -> str:
+    """Where a setting's value comes from: an argument, the environment, or the default."""
+    given = {"db_url": "db", "workers": "workers", "conflict_policy": "conflict"}
+    if name in given and getattr(args, given[name], None) is not None:
+        return "argument"
+    names = [ENV_PREFIX + name.upper()]
+    if name == "db_url":
+        names.append(ENV_PREFIX + "DB_PATH")
+    set_in_env = [n for n in names if os.environ.get(n, "").strip()]
+    return f"env {set_in_env[0]}" if set_in_env else "default"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from modelvault.migration.demo import build_demo, claim_demo_folder
+
+    folder = Path(args.dir).expanduser().resolve()
+    claim_demo_folder(folder)  # before anything is written: the folder must be ours
+    if not args.db:
+        args.db = str(folder / "catalog.sqlite3")
+    open_catalog(args).dispose()  # a catalog we cannot write fails before files are made
+    args.work_started = False
+    out = ui(args)
+    out.say(f"demo: writing a sample legacy catalog and model files in {folder}")
+    try:
+        legacy = build_demo(folder, file_mb=args.file_mb, progress=out.say)
+    except OSError as exc:
+        raise ModelVaultError(
+            f"cannot build the demo in {folder}: {exc.strerror or exc}; choose another folder."
+        ) from exc
+    out.say("demo: migrating it into the catalog")
+    args.legacy, args.images = str(legacy), None  # the demo's previews sit beside it
+    code = cmd_migrate(args)
+    db = f" --db {shlex.quote(args.db)}"
+    out.say(
+        "demo: look at what it made with\n"
+        f"  modelvault models{db}\n"
+        f"  modelvault show dreamshaper_8.safetensors{db}\n"
+        f"  modelvault tags{db}\n"
+        f"  modelvault pending{db}\n"
+        f"remove it all with: rm -r {shlex.quote(str(folder))}"
+    )
+    return code

@@ -1,0 +1,111 @@
+"""Text for people: units, plurals, tables and tag swatches, on consoles that
+honour ``NO_COLOR`` and ``TERM=dumb`` (rich decides whether colour is possible)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.text import Text
+
+Line = str | Text
+
+
+def human_bytes(size: float) -> str:
+    """``1536`` -> ``'1.5 KiB'`` (binary units, as file managers show sizes)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_seconds(seconds: float | None) -> str:
+    """``75`` -> ``'1:15'``; unknown -> ``'--:--'``."""
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``plural(1, 'file')`` -> ``'1 file'``, ``plural(2, 'file')`` -> ``'2 files'``."""
+    word = singular if count == 1 else (plural_form or singular + "s")
+    return f"{count} {word}"
+
+
+def make_console(*, stderr: bool) -> Console:
+    """A console that prints text as it is: no markup, no guessing of highlights,
+    long lines left whole (a path is never wrapped or cut)."""
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+@dataclass
+class Ui:
+    """Where a command's output goes: stdout for results, stderr for the rest."""
+
+    json: bool = False
+    quiet: bool = False
+    out: Console = field(default_factory=lambda: make_console(stderr=False))
+    err: Console = field(default_factory=lambda: make_console(stderr=True))
+
+    @property
+    def colour(self) -> bool:
+        """Colour on stdout: a colour terminal, ``NO_COLOR`` unset, ``TERM`` not dumb."""
+        return self.out.color_system is not None and not self.out.no_color
+
+    def emit(self, data: dict[str, Any], lines: Sequence[Line]) -> None:
+        """Print ``data`` as JSON with --json, else the human lines."""
+        if self.json:
+            sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=True) + "\n")
+            return
+        for line in lines:
+            self.out.print(line)
+
+    def say(self, message: str) -> None:
+        """Tell what is happening, on stderr (not with -q or --json)."""
+        if not (self.quiet or self.json):
+            self.err.print(message)
+
+    def swatch(self, name: str, color: str | None) -> Text:
+        """A tag's name behind a dot of its colour (on a colour terminal)."""
+        if not (self.colour and color):
+            return Text(name)
+        return Text.assemble(("●", color), " ", name)
+
+    def tag_list(self, tags: Sequence[Any]) -> Text:
+        return Text(", ").join(self.swatch(t.name, t.color) for t in tags) if tags else Text("-")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Line]], right: set[int]) -> list[Line]:
+    """Lines of a table with a header; columns in ``right`` aligned right.
+
+    The last column is never padded, so long paths there stay whole.
+    """
+    cells = [[Text(c) if isinstance(c, str) else c for c in row] for row in rows]
+    widths = [
+        max([cell_len(h), *(cell_len(row[i].plain) for row in cells)])
+        for i, h in enumerate(headers)
+    ]
+    lines: list[Line] = []
+    for row in [[Text(h, style="bold") for h in headers], *cells]:
+        line = Text()
+        for i, cell in enumerate(row):
+            last = i == len(row) - 1
+            pad = " " * (widths[i] - cell_len(cell.plain))
+            if i:
+                line.append("  ")
+            if i in right:
+                line.append(pad)
+            line.append_text(cell)
+            if i not in right and not last:
+                line.append(pad)
+        line.rstrip()
+        lines.append(line)
+    return lines

@@ -1,0 +1,231 @@
+"""The command line's grammar: commands, their options, and the help people read."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from modelvault import __version__
+from modelvault.cli import commands as c
+from modelvault.config import CONFLICT_POLICIES
+from modelvault.db.models import PendingStatus
+
+Handler = Callable[[argparse.Namespace], int]
+
+DESCRIPTION = (
+    "Keep a catalog of your AI model files, known by the SHA-256 of their content, "
+    "with coloured tags and notes; migrate the legacy hikaze_mm.sqlite3 catalog into it."
+)
+EPILOG = (
+    "Options such as --db, --json, -q and -v go before or after the command. "
+    "'modelvault COMMAND --help' shows a command's own options. "
+    "Exit codes: 0 done; 1 rows failed or are in conflict; 2 bad input; 130 interrupted."
+)
+DEFAULT_LIMIT = 200
+
+
+class UsageError(Exception):
+    """A bad option or argument: reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
+    """--db, --json, -q, -v: on the top parser with defaults; on each command with
+    ``SUPPRESS`` so an option given before the command is not reset after it."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if on_command else value
+
+    parser.add_argument(
+        "--db",
+        metavar="URL|PATH",
+        default=default(None),
+        help="the catalog: a SQLite file or a database URL such as "
+        "postgresql://user@host/db (default: MODELVAULT_DB_URL or MODELVAULT_DB_PATH, "
+        "else modelvault.sqlite3 in your data folder; see 'modelvault info')",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print one JSON document on stdout instead of text (for scripts)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="no progress and no running commentary; results and errors only",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="say what the library does on stderr (-vv for more)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    on_command = _Parser(add_help=False)
+    add_global_options(on_command, on_command=True)
+    workers = _Parser(add_help=False)
+    workers.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="files hashed at once (default: MODELVAULT_WORKERS, else up to 4)",
+    )
+    workers.add_argument(
+        "--conflict",
+        choices=CONFLICT_POLICIES,
+        help="when a file's content is catalogued already: merge the notes and tags "
+        "(default), keep the catalog's, or replace them",
+    )
+
+    parser = _Parser(prog="modelvault", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"modelvault {__version__}")
+    add_global_options(parser, on_command=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(
+        name: str, handler: Handler, help_text: str, *parents: _Parser
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[on_command, *parents]
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    legacy_help = (
+        "the legacy catalog: custom_nodes/<the extension's folder>/data/hikaze_mm.sqlite3 "
+        "in your ComfyUI folder"
+    )
+    legacy = _Parser(add_help=False)
+    legacy.add_argument("legacy", metavar="LEGACY", help=legacy_help)
+    legacy.add_argument(
+        "--images",
+        metavar="DIR",
+        help="the legacy preview images (default: the images/ folder beside LEGACY)",
+    )
+    command("init", c.cmd_init, "create the catalog, or upgrade it to this version")
+    command(
+        "import",
+        c.cmd_import,
+        "step 1 only: read a legacy catalog into the catalog and the queue",
+        legacy,
+    )
+    command(
+        "migrate",
+        c.cmd_migrate,
+        "migrate a legacy catalog: import it, then hash the files it could not vouch for",
+        workers,
+        legacy,
+    )
+    command(
+        "worker",
+        c.cmd_worker,
+        "step 2 only: hash the queued files (run it on several computers against one "
+        "PostgreSQL catalog)",
+        workers,
+    )
+    command("status", c.cmd_status, "how many models and tags, and what waits in the queue")
+    models = command("models", c.cmd_models, "list the catalogued models")
+    models.add_argument(
+        "--tag", action="append", metavar="TAG", help="only models with this tag (repeatable)"
+    )
+    models.add_argument("--type", metavar="TYPE", help="only this type, e.g. checkpoint or lora")
+    models.add_argument("--search", metavar="TEXT", help="only names or paths containing TEXT")
+    models.add_argument("--missing", action="store_true", help="only models whose file is gone")
+    models.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N models (default: {DEFAULT_LIMIT})",
+    )
+    command(
+        "show",
+        c.cmd_show,
+        "everything about one model: tags, notes, prompts, previews, where it came from",
+    ).add_argument(
+        "model",
+        metavar="MODEL",
+        help="its SHA-256 or the first digits of it, its path, or its file name",
+    )
+    pending = command("pending", c.cmd_pending, "list the queue: files waiting or that failed")
+    pending.add_argument(
+        "--status",
+        nargs="+",
+        choices=[s.value for s in PendingStatus],
+        help="only rows in these states",
+    )
+    pending.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    command("retry", c.cmd_retry, "put failed and missing files back in the queue").add_argument(
+        "--status",
+        nargs="+",
+        choices=["failed", "missing", "conflict"],
+        help="which rows to retry (default: failed missing)",
+    )
+    command("tags", c.cmd_tags, "list the tags with their colours and how many models have each")
+    command(
+        "info",
+        c.cmd_info,
+        "version, which catalog is used, the data and image folders, and every setting",
+    )
+    demo = command(
+        "demo",
+        c.cmd_demo,
+        "try it out: write a sample legacy catalog with model files into a new folder "
+        "and migrate it (the catalog is DIR/catalog.sqlite3 unless --db is given)",
+        workers,
+    )
+    demo.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        default="modelvault-demo",
+        help="a new or empty folder, or an earlier demo's (default: ./modelvault-demo)",
+    )
+    demo.add_argument(
+        "--file-mb",
+        type=_positive_float,
+        default=48.0,
+        metavar="MB",
+        help="average size of the sample model files (default: 48)",
+    )
+    return parser
+
+
+def command_names(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 256")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value

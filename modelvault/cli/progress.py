@@ -1,0 +1,224 @@
+"""The migration's progress on stderr.
+
+On a terminal, one live line sized to stderr's own terminal (stdout may be a
+file): percentage, files, bytes, rate and ETA always, the bar in the room left
+(it shrinks first), the current file's name when there is room still. When
+stderr is not a terminal (or ``TERM=dumb``), a plain line every few seconds;
+with ``-q`` nothing. Numbers are never drawn going backwards.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from modelvault.cli.output import human_bytes, human_seconds
+
+PLAIN_INTERVAL_SECONDS = 5.0
+MIN_BAR, MAX_BAR = 10, 40
+MIN_NAME = 12  # a file name cut shorter than this tells nothing
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What one drawing of the progress line shows."""
+
+    fraction: float | None
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    rate: float
+    eta: float | None
+    current: str | None = None
+    note: str = ""  # e.g. "paused"
+
+
+def _short_bytes(done: float, total: float, letters: bool) -> str:
+    """``'1.2/3.4 GiB'`` (or ``'1.2/3.4G'``): both in the unit of the total."""
+    scale = 0
+    while total >= 1024 and scale < len(_UNITS) - 1:
+        total /= 1024
+        done /= 1024
+        scale += 1
+    digits = 0 if scale == 0 else 1
+    unit = _UNITS[scale][0] if letters else " " + _UNITS[scale]
+    return f"{done:.{digits}f}/{total:.{digits}f}{unit}"
+
+
+def _fields(frame: Frame, level: int) -> list[str]:
+    """The numbers, from the roomiest (level 0) to the tightest (level 2) spelling."""
+    pct = f"{frame.fraction:.0%}" if frame.fraction is not None else "--%"
+    files = f"{frame.files_done}/{frame.files_total} files"
+    if level == 0:
+        size = f"{human_bytes(frame.bytes_done)}/{human_bytes(frame.bytes_total)}"
+        rate = human_bytes(frame.rate) + "/s"
+    else:
+        size = _short_bytes(frame.bytes_done, frame.bytes_total, letters=level == 2)
+        number, unit = human_bytes(frame.rate).split()
+        number = f"{float(number):.0f}" if float(number) >= 10 else number
+        rate = f"{number}{unit[0] if level == 2 else ' ' + unit}/s"
+    eta = f"ETA {human_seconds(frame.eta)}"
+    return [pct, files, size, rate, eta] + ([frame.note] if frame.note else [])
+
+
+def render(frame: Frame, width: int, *, ascii_only: bool = False) -> Text:
+    """The progress line for a terminal ``width`` columns wide (never wider than width - 1).
+
+    The numbers come first, spelled tighter on narrow terminals; the bar takes
+    the room they leave, and the current file's name what the bar leaves.
+    """
+    room = max(1, width - 1)  # the last column would make some terminals wrap
+    for level in (0, 1, 2):
+        text = ("  " if level == 0 else " ").join(_fields(frame, level))
+        if cell_len(text) <= room:
+            break
+    name = os.path.basename(frame.current or "")
+    left = room - cell_len(text)
+    line = Text()
+    if frame.fraction is not None and left >= MIN_BAR + 1:
+        spare = left - MIN_BAR - 1 - (len(name) + 2 if name else 0)
+        cells = MIN_BAR + max(0, min(MAX_BAR - MIN_BAR, spare))
+        filled = int(cells * min(1.0, max(0.0, frame.fraction)))
+        full, empty = ("#", "-") if ascii_only else ("━", "─")
+        line.append(full * filled, style="green")
+        line.append(empty * (cells - filled), style="bright_black")
+        line.append(" ")
+        left -= cells + 1
+    line.append(text)
+    if name and left >= MIN_NAME + 2:
+        if cell_len(name) > left - 2:
+            name = "…" + name[-(left - 3) :]
+        line.append("  ")
+        line.append(name, style="cyan")
+    line.truncate(room)
+    return line
+
+
+def plain(frame: Frame) -> str:
+    """The line written when stderr is not a terminal."""
+    text = "  ".join(_fields(frame, 0))
+    return f"progress: {text}" + (f"  {frame.current}" if frame.current else "")
+
+
+class ProgressView:
+    """Draws progress on the stderr console from any thread; ``close()`` ends the line."""
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        quiet: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = PLAIN_INTERVAL_SECONDS,
+    ) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.clock = clock
+        self.interval = interval
+        self.live_mode = console.is_interactive and not quiet
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._last_plain = clock()  # the first plain line after one interval
+        self._best = (0, 0, 0.0)  # files, bytes, fraction drawn so far
+        self.last_frame: Frame | None = None
+
+    # -- what the CLI feeds in ------------------------------------------------
+
+    def importing(self, done: int, total: int) -> None:
+        """Stage 1 (a few seconds): a count of legacy rows is all there is to show."""
+        percent = f"{done / total:.0%}  " if total else ""
+        self._show(None, f"importing legacy rows: {percent}{done}/{total}", force=done == total)
+
+    def hashing(self, status: Any, *, final: bool = False) -> None:
+        """A ``MigrationStatus`` from a subscriber thread; ``final``: the last one,
+        always shown (also as a plain line)."""
+        if status.state.value in ("idle", "importing", "failed"):
+            return
+        if not (status.files_total or final):
+            return  # the queue is not counted yet: nothing worth drawing
+        with self._lock:
+            files = max(self._best[0], status.files_done)
+            done = max(self._best[1], status.bytes_done)
+            total = max(status.bytes_total, done)
+            fraction = done / total if total else (1.0 if status.files_total else None)
+            if status.state.value == "done" and fraction is not None:
+                fraction = 1.0
+            if fraction is not None:
+                fraction = max(self._best[2], fraction)
+            self._best = (files, done, fraction or 0.0)
+        frame = Frame(
+            fraction,
+            files,
+            max(status.files_total, files),
+            done,
+            total,
+            status.rate_bytes_per_second,
+            status.eta_seconds,
+            current=getattr(status, "current_file", None),
+            note="paused" if status.state.value == "paused" else "",
+        )
+        self._show(frame, force=final)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    # -- drawing --------------------------------------------------------------
+
+    def _show(self, frame: Frame | None, label: str = "", *, force: bool = False) -> None:
+        """Draw ``frame`` (or, without one, the ``label``)."""
+        if self.quiet:
+            return
+        with self._lock:
+            if frame is not None:
+                self.last_frame = frame
+            if self.live_mode:
+                self._draw_live(frame, label)
+                return
+            now = self.clock()
+            if not force and now - self._last_plain < self.interval:
+                return
+            self._last_plain = now
+            self.console.print(f"progress: {label}" if frame is None else plain(frame))
+
+    def _draw_live(self, frame: Frame | None, label: str) -> None:
+        width = _stderr_width(self.console)
+        self.console.width = width
+        ascii_only = not self.console.encoding.lower().startswith("utf")
+        if frame is None:
+            line = Text(label)
+            line.truncate(width - 1)
+        else:
+            line = render(frame, width, ascii_only=ascii_only)
+        if self._live is None:
+            self._live = Live(
+                line,
+                console=self.console,
+                auto_refresh=False,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        self._live.update(line, refresh=True)
+
+
+def _stderr_width(console: Console) -> int:
+    """Columns of the terminal stderr is on (not stdout's, which may be a file)."""
+    try:
+        return os.get_terminal_size(console.file.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80

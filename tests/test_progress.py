@@ -1,0 +1,122 @@
+"""The progress line: every field at every width, never backwards, plain lines off a terminal."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import pytest
+from rich.cells import cell_len
+from rich.console import Console
+
+from modelvault.cli.progress import Frame, ProgressView, render
+
+GiB = 1 << 30
+FRAME = Frame(
+    fraction=0.45,
+    files_done=3,
+    files_total=8,
+    bytes_done=int(1.5 * GiB),
+    bytes_total=int(3.5 * GiB),
+    rate=85.3 * (1 << 20),
+    eta=754,
+    current="/home/me/ComfyUI/models/checkpoints/dreamshaper_8.safetensors",
+)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_every_field_fits_at_every_width(width: int) -> None:
+    line = render(FRAME, width).plain
+    assert cell_len(line) <= width - 1
+    assert "45%" in line
+    assert "3/8 files" in line
+    assert "1.5" in line  # bytes: "1.5 GiB/3.5 GiB", or "1.5/3.5G" at 40
+    assert "3.5" in line
+    assert "85" in line  # rate: "85.3 MiB/s", or "85M/s" at 40
+    assert "/s" in line
+    assert "ETA 12:34" in line
+    if width >= 80:
+        assert "━" in line  # the bar, in the room the numbers leave
+    if width >= 120:
+        assert "dreamshaper_8.safetensors" in line
+
+
+def test_the_bar_shrinks_before_any_number_is_cut() -> None:
+    wide, narrow = render(FRAME, 120).plain, render(FRAME, 60).plain
+    assert wide.count("━") + wide.count("─") >= narrow.count("━") + narrow.count("─")
+    assert render(FRAME, 20).plain.startswith("45%")  # too narrow even so: cut, no wrap
+    assert cell_len(render(FRAME, 20).plain) == 19
+
+
+class _State(Enum):
+    PROCESSING = "processing"
+    DONE = "done"
+
+
+@dataclass
+class _Status:
+    state: _State
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    rate_bytes_per_second: float = 1.0
+    eta_seconds: float | None = 1.0
+
+
+def test_never_drawn_backwards_and_the_end_is_always_shown() -> None:
+    clock = iter(range(0, 1000, 10)).__next__  # 10 s between calls: every line due
+    stream = io.StringIO()
+    view = ProgressView(Console(file=stream, width=100), clock=clock, interval=5)
+    assert not view.live_mode  # not a terminal: plain lines
+    view.hashing(_Status(_State.PROCESSING, 4, 8, 450, 1000))
+    view.hashing(_Status(_State.PROCESSING, 3, 8, 430, 1000))  # e.g. after a release
+    assert view.last_frame is not None
+    assert (view.last_frame.files_done, view.last_frame.bytes_done) == (4, 450)
+    assert view.last_frame.fraction == pytest.approx(0.45)
+    view.hashing(_Status(_State.DONE, 8, 8, 900, 900), final=True)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[1].startswith("progress: 45%  4/8 files")
+    assert lines[2].startswith("progress: 100%  8/8 files")
+
+
+def test_plain_lines_are_spaced_and_quiet_draws_nothing() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    view = ProgressView(Console(file=stream), clock=lambda: now[0], interval=5)
+    status = _Status(_State.PROCESSING, 1, 8, 10, 100)
+    for step in range(20):  # 0.5 s apart: 10 s in all
+        now[0] = step * 0.5
+        view.hashing(replace(status, files_done=1 + step // 4))
+    assert len(stream.getvalue().splitlines()) == 1  # at 5 s (none at the start)
+    silent = io.StringIO()
+    quiet = ProgressView(Console(file=silent), quiet=True)
+    quiet.hashing(_Status(_State.DONE, 8, 8, 1, 1), final=True)
+    assert silent.getvalue() == ""
+
+
+def test_the_library_never_imports_rich(tmp_path: object) -> None:
+    script = (
+        "import sys, tempfile, os\n"
+        "import modelvault\n"
+        "from modelvault.migration import manager, worker, importer, demo\n"
+        "from modelvault import DatabaseManager\n"
+        "d = tempfile.mkdtemp()\n"
+        "db = DatabaseManager(os.path.join(d, 'c.sqlite3'))\n"
+        "db.init_db()\n"
+        "demo.build_demo(os.path.join(d, 'demo'), file_mb=0.01)\n"
+        "m = manager.MigrationManager.for_database(db)\n"
+        "m.start_full_migration(os.path.join(d, 'demo', 'hikaze_mm.sqlite3'))\n"
+        "m.wait()\n"
+        "assert m.status().state.value == 'done', m.status()\n"
+        "print(sorted(n for n in sys.modules if n == 'rich' or n.startswith('rich.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
