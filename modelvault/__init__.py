@@ -18,6 +18,7 @@ from modelvault.errors import (
     MigrationError,
     ModelVaultError,
     NotFoundError,
+    ScanError,
     SchemaVersionError,
     ValidationError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ModelVaultError",
     "NotFoundError",
     "PendingRecord",
+    "ScanError",
     "SchemaVersionError",
     "Settings",
     "TagRecord",

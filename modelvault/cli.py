@@ -267,6 +267,7 @@ def describe_workers(report: dict[str, Any] | None) -> list[str]:
                 "imported",
                 "merged",
                 "moved",
+                "replaced",
                 "duplicate",
                 "conflict",
                 "missing",

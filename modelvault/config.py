@@ -66,6 +66,9 @@ class Settings:
     # for small files, where fewer, larger transactions are faster.
     worker_batch_size: int = 32
     sqlite_busy_timeout_seconds: float = 30.0
+    # Folders `modelvault scan` walks when given none (MODELVAULT_MODEL_ROOTS,
+    # separated by os.pathsep: ":" on Linux and macOS, ";" on Windows).
+    model_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_range("hash_chunk_bytes", self.hash_chunk_bytes, 4096, 1 << 30)
@@ -81,6 +84,7 @@ class Settings:
                 f"conflict_policy {self.conflict_policy!r} is not valid: "
                 f"use one of {', '.join(CONFLICT_POLICIES)}."
             )
+        _check_roots(self.model_roots)
         if not self.db_url.strip():
             raise ConfigError("db_url is empty: give a SQLAlchemy URL or use a file path.")
 
@@ -138,6 +142,21 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ConfigError(f"{name} {value!r} is not valid: use a number from {low:g} to {high:g}.")
 
 
+def _check_roots(roots: object) -> None:
+    if not isinstance(roots, tuple) or not all(isinstance(r, str) and r.strip() for r in roots):
+        raise ConfigError(
+            f"model_roots {roots!r} is not valid: give a tuple of folder paths, none empty."
+        )
+
+
+def parse_roots(text: str) -> tuple[str, ...]:
+    """``MODELVAULT_MODEL_ROOTS``: folders separated by ``os.pathsep``; each made absolute."""
+    parts = [part.strip() for part in text.split(os.pathsep)]
+    if not all(parts):
+        raise ValueError(f"an empty folder between two {os.pathsep!r}: remove it")
+    return tuple(os.path.abspath(os.path.expanduser(part)) for part in parts)
+
+
 _SIZE_SUFFIXES = {
     "": 1,
     "k": 1024,
@@ -190,6 +209,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "import_batch_size": _parse_int,
     "worker_batch_size": _parse_int,
     "sqlite_busy_timeout_seconds": _parse_float,
+    "model_roots": parse_roots,
 }
 
 

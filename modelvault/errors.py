@@ -54,3 +54,7 @@ class HashCancelled(ModelVaultError):
 
 class MigrationError(ModelVaultError):
     """The migration could not start or continue."""
+
+
+class ScanError(ModelVaultError):
+    """A folder to scan does not exist, or the list of folders cannot be read."""
