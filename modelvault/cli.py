@@ -373,6 +373,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_migrate(args)
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Stage new and changed model files (none is read); with --hash, hash them too."""
+    from modelvault.scan import resolve_roots, scan_roots
+
+    roots = resolve_roots(args.roots, comfyui=args.comfyui, settings=Settings.from_env())
+    db = open_catalog(args)
+    report = scan_roots(db, roots).to_dict()
+    lines = [
+        f"scan: {report['files_seen']} model files in {len(report['roots'])} folders: "
+        f"{report['unchanged']} unchanged, {report['staged']} staged "
+        f"({report['staged_new']} new, {report['staged_changed']} changed, "
+        f"{report['requeued']} again), {report['already_staged']} waiting already, "
+        f"{report['missing']} missing (kept in the catalog)",
+        *(f"  missing: {path}" for path in report["missing_paths"][:10]),
+        *(f"  symlink loop: {text}" for text in report["loops"]),
+        *(f"  not scanned: {text}" for text in report["skipped"]),
+        *(f"  unreadable: {text}" for text in report["unreadable"]),
+    ]
+    if args.hash:
+        return finish_processing(args, db, {"scan": report}, lines)
+    if report["staged"]:
+        lines.append("run 'modelvault worker' (or scan with --hash) to hash the staged files")
+    emit(args, {"scan": report, "exit_code": EXIT_OK}, lines)
+    return EXIT_OK
+
+
 # -- parser -------------------------------------------------------------------
 
 
@@ -444,6 +470,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="which rows to retry (default: failed missing)",
     )
     command("tags", cmd_tags, "list tags with colours and counts")
+    scan = command(
+        "scan", cmd_scan, "stage new and changed model files (unchanged ones are not read)", workers
+    )
+    scan.add_argument(
+        "roots",
+        metavar="ROOT",
+        nargs="*",
+        help="folders to scan (default: --comfyui, else MODELVAULT_MODEL_ROOTS)",
+    )
+    scan.add_argument(
+        "--comfyui",
+        metavar="DIR",
+        help="a ComfyUI folder: its models/ and the folders of its extra_model_paths.yaml",
+    )
+    scan.add_argument("--hash", action="store_true", help="then hash what was staged")
     demo = command(
         "demo", cmd_demo, "build a sample legacy catalog with model files and migrate it", workers
     )
@@ -494,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "handler", None):
             raise UsageError(
                 "no command given: use one of init, import, migrate, worker, "
-                "status, pending, retry, tags, demo (see 'modelvault --help')"
+                "status, pending, retry, tags, scan, demo (see 'modelvault --help')"
             )
         handler: Handler = args.handler
         return handler(args)

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -24,6 +24,7 @@ from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import ImportReport, import_legacy_data
 from modelvault.migration.worker import WorkerEvent, WorkerReport, process_pending
+from modelvault.scan import ScanReport, ScanRoot, check_folder, scan_roots
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ RECENT_ERRORS = 20
 
 class MigrationState(str, enum.Enum):
     IDLE = "idle"
+    SCANNING = "scanning"
     IMPORTING = "importing"
     PROCESSING = "processing"
     PAUSED = "paused"
@@ -46,7 +48,12 @@ class MigrationState(str, enum.Enum):
 
 
 RUNNING_STATES = frozenset(
-    {MigrationState.IMPORTING, MigrationState.PROCESSING, MigrationState.PAUSED}
+    {
+        MigrationState.SCANNING,
+        MigrationState.IMPORTING,
+        MigrationState.PROCESSING,
+        MigrationState.PAUSED,
+    }
 )
 
 
@@ -70,6 +77,8 @@ class MigrationStatus:
     error: str | None
     import_report: dict[str, Any] | None
     worker_report: dict[str, Any] | None
+    files_scanned: int = 0  # scan progress (start_scan): files looked at so far
+    scan_report: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +108,8 @@ class _Progress:
     error: str | None = None
     import_report: ImportReport | None = None
     worker_report: WorkerReport | None = None
+    files_scanned: int = 0
+    scan_report: ScanReport | None = None
 
     def rate(self, now: float) -> float:
         while len(self.samples) > 2 and now - self.samples[1][0] > RATE_WINDOW_SECONDS:
@@ -158,6 +169,24 @@ class MigrationManager:
         """Only stage 2: hash what is staged (e.g. after a restart). False if running."""
         return self._start(None, workers, policy)
 
+    def start_scan(
+        self,
+        roots: Sequence[ScanRoot | str | os.PathLike[str]],
+        *,
+        workers: int | None = None,
+        policy: str | None = None,
+    ) -> bool:
+        """Scan model folders (``modelvault.scan``), then hash what the scan staged.
+
+        Pause, resume, stop and progress work as in a migration (a pause or stop
+        takes effect between batches of the scan). Raises ``ScanError`` at once
+        if a root is not a folder; returns False if a run is already going.
+        """
+        chosen = [r if isinstance(r, ScanRoot) else ScanRoot(os.fspath(r)) for r in roots]
+        for root in chosen:
+            check_folder(root.path)
+        return self._start(None, workers, policy, scan=chosen)
+
     def pause_processing(self) -> None:
         """Pause hashing within a fraction of a second; the hashes in progress are kept."""
         with self._changing():
@@ -212,7 +241,14 @@ class MigrationManager:
 
     # -- the run --------------------------------------------------------------
 
-    def _start(self, legacy_path: str | None, workers: int | None, policy: str | None) -> bool:
+    def _start(
+        self,
+        legacy_path: str | None,
+        workers: int | None,
+        policy: str | None,
+        *,
+        scan: list[ScanRoot] | None = None,
+    ) -> bool:
         with self._changing():
             if self._state in RUNNING_STATES:
                 return False
@@ -222,19 +258,31 @@ class MigrationManager:
                 self._control.pause()
             self._progress = _Progress(legacy_path=legacy_path, started=time.monotonic())
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
+            if scan is not None:
+                first = MigrationState.SCANNING
             self._set_state(first)
             self._finished.clear()
             thread = threading.Thread(
                 target=self._run,
-                args=(legacy_path, workers, policy),
+                args=(legacy_path, workers, policy, scan),
                 name="modelvault-migration",
                 daemon=True,
             )
             thread.start()
         return True
 
-    def _run(self, legacy_path: str | None, workers: int | None, policy: str | None) -> None:
+    def _run(
+        self,
+        legacy_path: str | None,
+        workers: int | None,
+        policy: str | None,
+        scan: list[ScanRoot] | None = None,
+    ) -> None:
         try:
+            if scan is not None:
+                found = scan_roots(self.db, scan, progress=self._on_scan)
+                with self._lock:
+                    self._progress.scan_report = found
             if legacy_path is not None:
                 report = import_legacy_data(
                     legacy_path, self.db, progress=self._on_import, policy=policy
@@ -285,12 +333,21 @@ class MigrationManager:
             self._progress.errors.append(message)
             self._set_state(MigrationState.FAILED)
 
-    def _on_import(self, done: int, total: int) -> None:
-        # Between batches (each is committed): a pause holds the import here too.
+    def _hold_or_stop(self) -> None:
+        """Between committed batches of stage 1 or a scan: a pause holds here too."""
         while not self._control.wait_until_running(1.0):
             pass
         if self._control.stopped:
-            raise _Stopped  # the importer commits per batch: re-running completes it
+            raise _Stopped  # each batch is committed: running again completes the rest
+
+    def _on_scan(self, files_seen: int) -> None:
+        self._hold_or_stop()
+        with self._changing():
+            self._progress.files_scanned = files_seen
+            self._publish(force=False)
+
+    def _on_import(self, done: int, total: int) -> None:
+        self._hold_or_stop()
         with self._changing():
             self._progress.rows_imported, self._progress.rows_to_import = done, total
             self._publish(force=False)
@@ -393,6 +450,8 @@ class MigrationManager:
             error=p.error,
             import_report=p.import_report.to_dict() if p.import_report else None,
             worker_report=p.worker_report.to_dict() if p.worker_report else None,
+            files_scanned=p.files_scanned,
+            scan_report=p.scan_report.to_dict() if p.scan_report else None,
         )
 
 
