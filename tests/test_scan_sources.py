@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from support import wait_for
+from test_cli import modelvault
 
 from modelvault import ConfigError, DatabaseManager, ScanError, Settings
 from modelvault.migration.manager import MigrationManager, MigrationState
@@ -182,17 +181,6 @@ def test_a_paused_scan_holds_and_a_stopped_one_leaves_its_rows_staged(
     assert manager.start_processing(workers=1) is True
     assert manager.wait(120)
     assert db.count_models() == 3
-
-
-def modelvault(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelvault", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
 
 
 def test_the_scan_command(tmp_path: Path) -> None:
