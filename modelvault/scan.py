@@ -17,12 +17,13 @@ compared like two sorted lists being merged; no table of the whole tree is held.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, bindparam, select, update
 
@@ -120,8 +121,7 @@ class ScanReport:
             items.append(text)
 
 
-@dataclass(frozen=True)
-class FoundFile:
+class FoundFile(NamedTuple):
     path: str
     size: int
     mtime_ns: int
@@ -359,7 +359,8 @@ class _Walk:
         return ((entry, is_dir) for _, entry, is_dir in kept)
 
     def _is_model(self, name: str, siblings: set[str]) -> bool:
-        suffix = os.path.splitext(name)[1].lower()
+        dot = name.rfind(".")  # (os.path.splitext costs more than the stat on a big tree)
+        suffix = name[dot:].lower() if dot > 0 else ""
         if suffix in PARTIAL_SUFFIXES:
             self.report.partial_downloads += 1
             return False
@@ -385,9 +386,11 @@ class _Walk:
         self.report.note(self.report.skipped, f"{folder}: {why}")
         self.unseen.append(folder + os.sep)
 
-    def seen(self, path: str) -> bool:
-        """Whether ``path`` lies in a folder this walk listed."""
-        return not any(path.startswith(prefix) for prefix in self.unseen)
+    def gone(self, model: Any) -> None:
+        """A catalogued model the walk passed by: missing, unless its folder was not listed."""
+        if not any(model.path.startswith(prefix) for prefix in self.unseen):
+            self.report.missing += 1
+            self.report.note(self.report.missing_paths, model.path)
 
 
 def _folder_key(path: str) -> tuple[int, int]:
@@ -399,23 +402,27 @@ def _folder_key(path: str) -> tuple[int, int]:
 
 
 class _Sorted:
-    """Catalog rows under one folder, streamed in path order, with a look-ahead."""
+    """Catalog rows under one folder, streamed in path order, with a look-ahead.
+
+    Each row is a tuple whose first item is the path.
+    """
 
     def __init__(self, rows: Iterator[Any]) -> None:
         self.rows = rows
         self.head: Any = next(rows, None)
 
-    def before(self, path: str | None) -> Iterator[Any]:
-        """Consume and yield the rows whose path sorts before ``path`` (all if None)."""
-        while self.head is not None and (path is None or self.head.path < path):
-            yield self.head
+    def take(self, path: str | None, passed: Callable[[Any], None] | None = None) -> Any:
+        """The row at exactly ``path`` (consumed), or None; the rows that sort
+        before it are consumed and handed to ``passed`` (all of them if ``path`` is None)."""
+        head = self.head
+        while head is not None and (path is None or head[0] < path):
+            if passed is not None:
+                passed(head)
+            head = next(self.rows, None)
+        if head is not None and head[0] == path:
             self.head = next(self.rows, None)
-
-    def take(self, path: str) -> Any:
-        """The row at exactly ``path`` (consumed), or None."""
-        if self.head is not None and self.head.path == path:
-            row, self.head = self.head, next(self.rows, None)
-            return row
+            return head
+        self.head = head
         return None
 
 
@@ -432,7 +439,7 @@ def _under(conn: Connection, columns: Sequence[Any], path_column: Any, top: str)
         .order_by(path_column)
         .execution_options(yield_per=STREAM_BATCH)
     )
-    return _Sorted(iter(conn.execute(query)))
+    return _Sorted(itertools.chain.from_iterable(conn.execute(query).partitions()))
 
 
 class _Writer:
@@ -546,21 +553,20 @@ def _scan_root(db: DatabaseManager, root: ScanRoot, walk: _Walk, writer: _Writer
     with db.translate_errors(), db.engine.connect() as conn:
         models = _under(conn, (Model.path, Model.size_bytes, Model.mtime_ns), Model.path, top)
         staged_columns = (
-            PendingImport.id,
             PendingImport.path,
+            PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
         )
         staged = _under(conn, staged_columns, PendingImport.path, top)
+        gone = walk.gone
         for found in walk.files(root):
             report.files_seen += 1
-            _gone(walk, models.before(found.path))
-            for _ in staged.before(found.path):
-                pass  # staged files that are gone: the worker marks them missing
-            _compare(found, models.take(found.path), staged.take(found.path), writer)
+            # Staged files that are gone are passed by: the worker marks them missing.
+            _compare(found, models.take(found.path, gone), staged.take(found.path), writer)
             writer.tick()
-        _gone(walk, models.before(None))
+        models.take(None, gone)
 
 
 def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
@@ -576,19 +582,11 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
     elif model is None:
         report.staged_new += 1
         writer.stage(found)
-    elif model.size_bytes == found.size and model.mtime_ns == found.mtime_ns:
+    elif model[1] == found.size and model[2] == found.mtime_ns:  # (path, size, mtime)
         report.unchanged += 1
     else:
         report.staged_changed += 1
         writer.stage(found)
-
-
-def _gone(walk: _Walk, rows: Iterable[Any]) -> None:
-    report = walk.report
-    for row in rows:
-        if walk.seen(row.path):
-            report.missing += 1
-            report.note(report.missing_paths, row.path)
 
 
 def find_missing(
