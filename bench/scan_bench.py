@@ -90,14 +90,30 @@ def build(folder: Path, count: int) -> tuple[Path, Path]:
     catalog = folder / "catalog.sqlite3"
     db = DatabaseManager(catalog)
     db.init_db()
-    rows = []
-    stamp = utcnow()
+    catalogue_as_found(db, make_tree(tree, count))
+    db.dispose()
+    return tree, catalog
+
+
+def make_tree(tree: Path, count: int) -> list[Path]:
+    """``count`` empty model files, ``PER_FOLDER`` a folder, two levels deep."""
+    paths = []
     for i in range(count):
         sub = tree / f"type_{i // (PER_FOLDER * 10):02d}" / f"set_{i // PER_FOLDER:04d}"
         if i % PER_FOLDER == 0:
             sub.mkdir(parents=True)
         path = sub / f"model_{i:07d}.safetensors"
         path.touch()
+        paths.append(path)
+    return paths
+
+
+def catalogue_as_found(db: DatabaseManager, paths: list[Path]) -> None:
+    """Models for these files with their current size and mtime, as a scan and hash
+    leave them (the sha256 is a stand-in made from the path: nothing reads it)."""
+    stamp = utcnow()
+    rows = []
+    for path in paths:
         st = path.stat()
         rows.append(
             {
@@ -114,8 +130,6 @@ def build(folder: Path, count: int) -> tuple[Path, Path]:
         )
     with db.session_scope(immediate=True) as session:
         session.execute(Model.__table__.insert(), rows)
-    db.dispose()
-    return tree, catalog
 
 
 def run(script: str, *args: str) -> dict[str, float]:

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from modelvault import DatabaseManager, ScanError, Settings
 from modelvault.catalog import PREVIOUS_PATHS, PREVIOUS_SHA256, SCAN_SOURCE
-from modelvault.db.models import Model, PendingImport
-from modelvault.db.types import utcnow
+from modelvault.db.models import PendingImport
 from modelvault.migration.worker import WorkerReport, process_pending
 from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from scan_bench import catalogue_as_found, make_tree
 
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3, workers=2)
 
@@ -119,29 +121,7 @@ def test_a_rescan_of_20000_unchanged_files_opens_none_of_them(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
     root = tmp_path / "big"
-    rows = []
-    for i in range(20_000):
-        path = root / f"folder_{i // 500:03d}" / f"model_{i:05d}.safetensors"
-        if i % 500 == 0:
-            path.parent.mkdir(parents=True)
-        path.write_bytes(b"")
-        st = path.stat()
-        sha = hashlib.sha256(str(i).encode()).hexdigest()  # a stand-in: never checked here
-        rows.append(
-            {
-                "sha256": sha,
-                "path": str(path),
-                "name": path.name,
-                "type": "other",
-                "size_bytes": st.st_size,
-                "mtime_ns": st.st_mtime_ns,
-                "meta": {},
-                "created_at": utcnow(),
-                "updated_at": utcnow(),
-            }
-        )
-    with db.session_scope(immediate=True) as s:
-        s.execute(insert(Model), rows)
+    catalogue_as_found(db, make_tree(root, 20_000))  # the bench's tree, at this size
     with opens_under(root) as opened:
         report = scan_roots(db, [root])
     assert opened == []
