@@ -300,3 +300,40 @@ def test_a_root_that_does_not_exist_is_one_clear_sentence(
 def test_a_root_of_fixed_type(db: DatabaseManager, tree: Path) -> None:
     scan_roots(db, [ScanRoot(str(tree / "checkpoints"), "lora")])
     assert {r.type for r in staging(db).values()} == {"lora"}
+
+
+def test_a_changed_copy_is_queued_again_and_becomes_a_model(
+    db: DatabaseManager, tree: Path
+) -> None:
+    scan_and_hash(db, tree)
+    copy = tree / "loras" / "copy.safetensors"
+    write(copy, b"lora a")
+    scan_and_hash(db, tree)
+    assert staging(db)[str(copy)].status == "duplicate"
+    new_sha = write(copy, b"lora a, edited")
+    report, result = scan_and_hash(db, tree)
+    assert report.requeued == 1
+    assert result.imported == 1
+    model = db.get_model(new_sha)
+    assert model is not None
+    assert model.path == str(copy)
+    assert "scan_mtime_ns" not in model.meta
+    assert staging(db) == {}
+
+
+def test_overwritten_with_content_catalogued_elsewhere_is_a_conflict(
+    db: DatabaseManager, tree: Path
+) -> None:
+    scan_and_hash(db, tree)
+    path = tree / "loras" / "a.safetensors"
+    old_sha = hashlib.sha256(b"lora a").hexdigest()
+    write(path, b"checkpoint b")  # now the same bytes as checkpoints/sd/b.ckpt
+    _, result = scan_and_hash(db, tree)
+    assert result.conflict == 1
+    row = staging(db)[str(path)]
+    assert row.status == "conflict"
+    assert row.last_error is not None
+    assert "overwritten with the content catalogued at" in row.last_error
+    kept = db.get_model(old_sha)
+    assert kept is not None
+    assert kept.path == str(path)  # nothing catalogued was changed
