@@ -264,7 +264,6 @@ def _yaml_error(file: Path, number: int, what: str) -> ScanError:
 
 @dataclass
 class _Frame:
-    path: str
     entries: Iterator[tuple[os.DirEntry[str], bool]]
     type: str | None  # None at a typeless root: each subfolder names its own
     key: tuple[int, int]
@@ -295,7 +294,7 @@ class _Walk:
         if first is None:
             return
         self.visited.add(key)
-        stack = [_Frame(top, first, root.type, key)]
+        stack = [_Frame(first, root.type, key)]
         here_type = root.type or COMFYUI_FOLDER_TYPES.get(own_type, "other")
         while stack:
             frame = stack[-1]
@@ -312,7 +311,7 @@ class _Walk:
             child = self._enter(entry, stack)
             if child is not None:
                 child_type = frame.type or model_type_for_folder(entry.name)
-                stack.append(_Frame(entry.path, child[1], child_type, child[0]))
+                stack.append(_Frame(child[1], child_type, child[0]))
 
     def _enter(
         self, entry: os.DirEntry[str], stack: list[_Frame]
