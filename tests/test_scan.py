@@ -337,3 +337,15 @@ def test_overwritten_with_content_catalogued_elsewhere_is_a_conflict(
     kept = db.get_model(old_sha)
     assert kept is not None
     assert kept.path == str(path)  # nothing catalogued was changed
+
+
+def test_a_tree_deeper_than_the_recursion_limit(db: DatabaseManager, tmp_path: Path) -> None:
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    for _ in range(sys.getrecursionlimit() + 200):  # (pathlib's mkdir(parents=True) recurses)
+        deep = deep / "d"
+        deep.mkdir()
+    write(deep / "x.safetensors", b"deep")
+    report = scan_roots(db, [tmp_path / "deep"])
+    assert report.staged_new == 1
+    assert list(staging(db)) == [str(deep / "x.safetensors")]
