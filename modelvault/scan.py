@@ -425,7 +425,7 @@ class _Sorted:
         return None
 
 
-def _under(conn: Connection, columns: Sequence[Any], path_column: Any, top: str) -> _Sorted:
+def _under(conn: Connection, query: Any, path_column: Any, top: str) -> _Sorted:
     """Rows whose path starts with ``top`` + separator, in code point order on both
     backends (PostgreSQL compares under the "C" collation, like Python and SQLite)."""
     if conn.dialect.name == "postgresql":
@@ -433,8 +433,7 @@ def _under(conn: Connection, columns: Sequence[Any], path_column: Any, top: str)
     prefix = top.rstrip(os.sep) + os.sep
     after = prefix[:-1] + chr(ord(os.sep) + 1)
     query = (
-        select(*columns)
-        .where(path_column >= prefix, path_column < after)
+        query.where(path_column >= prefix, path_column < after)
         .order_by(path_column)
         .execution_options(yield_per=STREAM_BATCH)
     )
@@ -550,15 +549,16 @@ def _scan_root(db: DatabaseManager, root: ScanRoot, walk: _Walk, writer: _Writer
     report = walk.report
     top = os.path.abspath(root.path)
     with db.translate_errors(), db.engine.connect() as conn:
-        models = _under(conn, (Model.path, Model.size_bytes, Model.mtime_ns), Model.path, top)
-        staged_columns = (
+        models = _under(conn, select(Model.path, Model.size_bytes, Model.mtime_ns), Model.path, top)
+        staged_rows = select(
             PendingImport.path,
             PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
-        )
-        staged = _under(conn, staged_columns, PendingImport.path, top)
+            Model.sha256.label("model_sha256"),  # the model a duplicate row is a copy of
+        ).outerjoin(Model, Model.sha256 == PendingImport.sha256)
+        staged = _under(conn, staged_rows, PendingImport.path, top)
         gone = walk.gone
         for found in walk.files(root):
             report.files_seen += 1
@@ -573,7 +573,13 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
     if row is not None:
         if row.status in WAITING:
             report.already_staged += 1
-        elif row.size_bytes == found.size and (row.meta or {}).get(SCAN_MTIME_NS) == found.mtime_ns:
+        elif (
+            row.size_bytes == found.size
+            and (row.meta or {}).get(SCAN_MTIME_NS) == found.mtime_ns
+            # A copy of content no model holds any more (deleted, or overwritten in
+            # place while this copy was being settled) must become a model itself.
+            and (row.status != PendingStatus.DUPLICATE.value or row.model_sha256 is not None)
+        ):
             report.unchanged += 1
         else:
             report.requeued += 1

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from modelvault import DatabaseManager, ScanError, Settings
 from modelvault.catalog import PREVIOUS_PATHS, PREVIOUS_SHA256, SCAN_SOURCE
-from modelvault.db.models import PendingImport
+from modelvault.db.models import Model, PendingImport
 from modelvault.migration.worker import WorkerReport, process_pending
 from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots
 
@@ -340,12 +340,37 @@ def test_overwritten_with_content_catalogued_elsewhere_is_a_conflict(
 
 
 def test_a_tree_deeper_than_the_recursion_limit(db: DatabaseManager, tmp_path: Path) -> None:
-    deep = tmp_path / "deep"
-    deep.mkdir()
+    top = tmp_path / "deep"
+    folders = [top]
     for _ in range(sys.getrecursionlimit() + 200):  # (pathlib's mkdir(parents=True) recurses)
-        deep = deep / "d"
-        deep.mkdir()
-    write(deep / "x.safetensors", b"deep")
-    report = scan_roots(db, [tmp_path / "deep"])
-    assert report.staged_new == 1
-    assert list(staging(db)) == [str(deep / "x.safetensors")]
+        folders.append(folders[-1] / "d")
+    model = folders[-1] / "x.safetensors"
+    try:
+        for folder in folders:
+            folder.mkdir()
+        write(model, b"deep")
+        report = scan_roots(db, [top])
+        assert report.staged_new == 1
+        assert list(staging(db)) == [str(model)]
+    finally:  # pytest's own clean-up of tmp_path recurses: undo the tree bottom-up
+        model.unlink(missing_ok=True)
+        for folder in reversed(folders):
+            if folder.exists():
+                folder.rmdir()
+
+
+def test_a_copy_whose_model_was_deleted_is_queued_again(db: DatabaseManager, tree: Path) -> None:
+    scan_and_hash(db, tree)
+    copy = tree / "loras" / "copy.safetensors"
+    write(copy, b"lora a")
+    scan_and_hash(db, tree)
+    sha = hashlib.sha256(b"lora a").hexdigest()
+    with db.session_scope(immediate=True) as s:
+        s.execute(delete(Model).where(Model.sha256 == sha))
+    (tree / "loras" / "a.safetensors").unlink()
+    report, result = scan_and_hash(db, tree)
+    assert report.requeued == 1
+    assert result.imported == 1
+    model = db.get_model(sha)
+    assert model is not None
+    assert model.path == str(copy)
