@@ -150,9 +150,15 @@ def resolve_roots(
             "no folders to scan: give them as arguments, with --comfyui DIR, "
             "or in MODELVAULT_MODEL_ROOTS."
         )
-    for root in roots:
+    return checked_roots(roots)
+
+
+def checked_roots(roots: Iterable[ScanRoot | str | os.PathLike[str]]) -> list[ScanRoot]:
+    """``roots`` as ``ScanRoot``s; ``ScanError`` if one is not a folder."""
+    chosen = [r if isinstance(r, ScanRoot) else ScanRoot(os.fspath(r)) for r in roots]
+    for root in chosen:
         check_folder(root.path)
-    return roots
+    return chosen
 
 
 def check_folder(path: str) -> None:
@@ -531,9 +537,7 @@ def scan_roots(
     scan run again continues from there). Raises ``ScanError`` if a root is
     not a folder, before anything is written.
     """
-    chosen = [r if isinstance(r, ScanRoot) else ScanRoot(os.fspath(r)) for r in roots]
-    for root in chosen:
-        check_folder(root.path)
+    chosen = checked_roots(roots)
     report = ScanReport(roots=[os.path.abspath(r.path) for r in chosen])
     started = time.monotonic()
     writer = _Writer(db, report, progress)

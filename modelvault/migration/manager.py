@@ -24,7 +24,7 @@ from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import ImportReport, import_legacy_data
 from modelvault.migration.worker import WorkerEvent, WorkerReport, process_pending
-from modelvault.scan import ScanReport, ScanRoot, check_folder, scan_roots
+from modelvault.scan import ScanReport, ScanRoot, checked_roots, scan_roots
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +182,7 @@ class MigrationManager:
         takes effect between batches of the scan). Raises ``ScanError`` at once
         if a root is not a folder; returns False if a run is already going.
         """
-        chosen = [r if isinstance(r, ScanRoot) else ScanRoot(os.fspath(r)) for r in roots]
-        for root in chosen:
-            check_folder(root.path)
-        return self._start(None, workers, policy, scan=chosen)
+        return self._start(None, workers, policy, scan=checked_roots(roots))
 
     def pause_processing(self) -> None:
         """Pause hashing within a fraction of a second; the hashes in progress are kept."""
