@@ -20,6 +20,7 @@ from modelvault.errors import (
     ModelVaultError,
     NotACatalogError,
     NotFoundError,
+    ScanError,
     SchemaVersionError,
     ValidationError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "NotACatalogError",
     "NotFoundError",
     "PendingRecord",
+    "ScanError",
     "SchemaVersionError",
     "Settings",
     "TagRecord",

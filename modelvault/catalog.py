@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from modelvault.db.models import Model, Tag, model_tags
+from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
 from modelvault.normalize import (
@@ -42,7 +42,14 @@ PREVIOUS_PATHS = "previous_paths"  # where a moved model's file used to be
 SUPERSEDED = "superseded"  # notes that gave way when two records of one content met
 LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
 PREVIEWS = "previews"  # images in the catalog's store: {"sha256", "file", "source"}
-RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS)
+PREVIOUS_SHA256 = "previous_sha256"  # content a file held before it was overwritten in place
+RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256)
+
+# ``pending_import.source`` of the rows a folder scan stages (modelvault.scan).
+SCAN_SOURCE = "scan"
+# The mtime a folder scan saw, kept in a staging row's meta until the file is hashed
+# (``pending_import`` has no mtime column; the worker takes the file's own stat).
+SCAN_MTIME_NS = "scan_mtime_ns"
 
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
@@ -239,6 +246,7 @@ class Outcome(str, enum.Enum):
     IMPORTED = "imported"  # a new model
     MERGED = "merged"  # the same content at the same path was catalogued already
     MOVED = "moved"  # the catalogued copy is gone: the model now points here
+    REPLACED = "replaced"  # a scanned file holds new content: its model follows it
     DUPLICATE = "duplicate"  # the same content lives on at another path
     CONFLICT = "conflict"  # the path is catalogued with other content
 
@@ -260,6 +268,11 @@ class HashedFile:
     created_at: datetime | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
     tags: Sequence[TagSpec] = ()
+    source: str | None = None  # ``SCAN_SOURCE`` for a file a folder scan found
+
+    @property
+    def scanned(self) -> bool:
+        return self.source == SCAN_SOURCE
 
 
 @dataclass(frozen=True)
@@ -285,12 +298,23 @@ def settle_file(
     - content catalogued at another path: if ``path_is_live`` says that copy is
       gone, the model moves here (policy applied as above); otherwise this is a
       ``DUPLICATE`` and its tags and previews are merged into the model;
-    - the path catalogued with other content: ``CONFLICT``, nothing written.
+    - the path catalogued with other content: ``CONFLICT``, nothing written;
+      unless a folder scan found the file (``item.scanned``): then the file was
+      overwritten in place and the model follows its new content
+      (``replace_content``).
+
+    A scanned file's size and mtime are facts about the file, not notes: they
+    are always taken, so the next scan finds the file unchanged.
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
     """
     holder = session.scalar(select(Model).where(Model.path == item.path))
     if holder is not None and holder.sha256 != item.sha256:
+        if item.scanned:
+            settled = replace_content(session, holder, item, path_is_live)
+            if settled.outcome is Outcome.REPLACED:
+                _link_item_tags(session, item, tag_cache)
+            return settled
         return Settled(
             Outcome.CONFLICT,
             f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
@@ -327,13 +351,96 @@ def settle_file(
     else:
         unite_previews(model, item.meta)  # like tags: images of the content join the model
         outcome = Outcome.DUPLICATE
+    if item.scanned and outcome is not Outcome.DUPLICATE:
+        model.size_bytes, model.mtime_ns = item.size_bytes, item.mtime_ns
     session.flush()
-    if item.tags:
-        ids = ensure_tags(session, item.tags, tag_cache)
-        link_tags(session, ((item.sha256, tag_id) for tag_id in ids.values()))
+    _link_item_tags(session, item, tag_cache)
     if outcome is Outcome.DUPLICATE:
         return Settled(outcome, f"same content as {model.path}")
     return Settled(outcome)
+
+
+def _link_item_tags(session: Session, item: HashedFile, tag_cache: dict[str, int] | None) -> None:
+    if item.tags:
+        ids = ensure_tags(session, item.tags, tag_cache)
+        link_tags(session, ((item.sha256, tag_id) for tag_id in ids.values()))
+
+
+def replace_content(
+    session: Session,
+    holder: Model,
+    item: HashedFile,
+    path_is_live: Callable[[str], bool] | None,
+) -> Settled:
+    """A scanned file at a catalogued path now holds other content (a re-download).
+
+    The model at the path takes the new sha256 and keeps its tags and notes;
+    the old sha256 goes to ``meta["previous_sha256"]``. If a copy of the old
+    content was found at another live path (a staging row marked
+    ``duplicate`` of it), that path becomes the model of the old content.
+    New content that is catalogued already at another path is a ``CONFLICT``:
+    two models cannot share one content, and which one the user meant is theirs
+    to say.
+    """
+    other = session.get(Model, item.sha256)
+    if other is not None:
+        return Settled(
+            Outcome.CONFLICT,
+            f"{item.path} was overwritten with the content catalogued at {other.path} "
+            f"(sha256 {item.sha256}): delete one of the two files or models",
+        )
+    old_sha = holder.sha256
+    meta = dict(holder.meta)
+    meta[PREVIOUS_SHA256] = [*meta.get(PREVIOUS_SHA256, []), old_sha]
+    copy = _live_copy(session, old_sha, path_is_live)
+    session.expunge(holder)  # its primary key changes below, behind the ORM's back
+    # ON UPDATE CASCADE carries the model's tag links to the new key.
+    session.execute(
+        update(Model)
+        .where(Model.sha256 == old_sha)
+        .values(
+            sha256=item.sha256,
+            size_bytes=item.size_bytes,
+            mtime_ns=item.mtime_ns,
+            meta=meta,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if copy is not None:
+        session.add(
+            Model(
+                sha256=old_sha,
+                path=copy.path,
+                name=copy.name,
+                type=copy.type,
+                base=copy.base,
+                size_bytes=copy.size_bytes,
+                mtime_ns=(copy.meta or {}).get(SCAN_MTIME_NS),
+                meta={k: v for k, v in (copy.meta or {}).items() if k != SCAN_MTIME_NS},
+            )
+        )
+        session.delete(copy)
+    session.flush()
+    return Settled(Outcome.REPLACED)
+
+
+def _live_copy(
+    session: Session, sha256: str, path_is_live: Callable[[str], bool] | None
+) -> PendingImport | None:
+    """A staging row found to hold ``sha256`` at another path that still exists."""
+    rows = session.scalars(
+        select(PendingImport)
+        .where(
+            PendingImport.sha256 == sha256,
+            PendingImport.status == PendingStatus.DUPLICATE.value,
+        )
+        .order_by(PendingImport.id)
+    )
+    for row in rows:
+        if path_is_live is None or path_is_live(row.path):
+            return row
+    return None
 
 
 def combine_fields(model: Model, item: HashedFile, policy: str) -> None:

@@ -83,6 +83,9 @@ class Settings:
     # The preview image store; None: images/ beside a SQLite catalog file (a
     # PostgreSQL or in-memory catalog then has none). See DatabaseManager.images_dir.
     images_dir: Path | None = None
+    # Folders `modelvault scan` walks when given none (MODELVAULT_MODEL_ROOTS,
+    # separated by os.pathsep: ":" on Linux and macOS, ";" on Windows).
+    model_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_range("hash_chunk_bytes", self.hash_chunk_bytes, 4096, 1 << 30)
@@ -98,6 +101,7 @@ class Settings:
                 f"conflict_policy {self.conflict_policy!r} is not valid: "
                 f"use one of {', '.join(CONFLICT_POLICIES)}."
             )
+        _check_roots(self.model_roots)
         if not self.db_url.strip():
             raise ConfigError("db_url is empty: give a SQLAlchemy URL or use a file path.")
         if self.images_dir is not None:
@@ -169,6 +173,19 @@ def _image_folder(value: object) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"images_dir {str(folder)!r} is not valid: it is a file, not a folder.")
     return folder
+def _check_roots(roots: object) -> None:
+    if not isinstance(roots, tuple) or not all(isinstance(r, str) and r.strip() for r in roots):
+        raise ConfigError(
+            f"model_roots {roots!r} is not valid: give a tuple of folder paths, none empty."
+        )
+
+
+def parse_roots(text: str) -> tuple[str, ...]:
+    """``MODELVAULT_MODEL_ROOTS``: folders separated by ``os.pathsep``; each made absolute."""
+    parts = [part.strip() for part in text.split(os.pathsep)]
+    if not all(parts):
+        raise ValueError(f"an empty folder between two {os.pathsep!r}: remove it")
+    return tuple(os.path.abspath(os.path.expanduser(part)) for part in parts)
 
 
 _SIZE_SUFFIXES = {
@@ -224,6 +241,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "worker_batch_size": _parse_int,
     "sqlite_busy_timeout_seconds": _parse_float,
     "images_dir": Path,
+    "model_roots": parse_roots,
 }
 
 

@@ -70,3 +70,7 @@ class MigrationError(ModelVaultError):
 
 class DemoFolderError(ModelVaultError):
     """The folder given to the demo is not one it may write into."""
+
+
+class ScanError(ModelVaultError):
+    """A folder to scan does not exist, or the list of folders cannot be read."""

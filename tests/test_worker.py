@@ -606,6 +606,7 @@ def test_report_adds_up_and_serialises() -> None:
         "imported": 2,
         "merged": 0,
         "moved": 0,
+        "replaced": 0,
         "duplicate": 1,
         "conflict": 0,
         "missing": 0,

@@ -245,7 +245,16 @@ def describe_workers(status: Any) -> list[Line]:
     report = status.worker_report
     if not report:
         return []
-    kinds = ("imported", "merged", "moved", "duplicate", "conflict", "missing", "failed")
+    kinds = (
+        "imported",
+        "merged",
+        "moved",
+        "replaced",
+        "duplicate",
+        "conflict",
+        "missing",
+        "failed",
+    )
     outcomes = ", ".join(f"{report[k]} {k}" for k in kinds if report.get(k))
     if report.get("retried"):
         outcomes += f"{', ' if outcomes else ''}{report['retried']} to retry"
@@ -284,6 +293,38 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     db = open_catalog(args)
     return finish_processing(args, db, {}, [])
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Stage new and changed model files (none is read); with --hash, hash them too."""
+    from modelvault.scan import resolve_roots, scan_roots
+
+    roots = resolve_roots(args.roots, comfyui=args.comfyui, settings=settings_for(args))
+    db = open_catalog(args)
+    ui(args).say(f"scan: looking through {plural(len(roots), 'folder')}")
+    report = scan_roots(db, roots).to_dict()
+    lines = describe_scan(report)
+    if args.hash:
+        return finish_processing(args, db, {"scan": report}, lines)
+    if report["staged"]:
+        lines.append("run 'modelvault worker' (or scan with --hash) to hash the staged files")
+    ui(args).emit({"scan": report, "exit_code": EXIT_OK}, lines)
+    return EXIT_OK
+
+
+def describe_scan(report: dict[str, Any]) -> list[Line]:
+    return [
+        f"scan: {plural(report['files_seen'], 'model file')} in "
+        f"{plural(len(report['roots']), 'folder')}: {report['unchanged']} unchanged, "
+        f"{report['staged']} staged ({report['staged_new']} new, "
+        f"{report['staged_changed']} changed, {report['requeued']} again)",
+        f"  {report['already_staged']} waiting already, "
+        f"{report['missing']} missing (kept in the catalog: 'modelvault models --missing')",
+        *(f"  missing: {path}" for path in report["missing_paths"][:10]),
+        *(f"  symlink loop: {text}" for text in report["loops"]),
+        *(f"  not scanned: {text}" for text in report["skipped"]),
+        *(f"  unreadable: {text}" for text in report["unreadable"]),
+    ]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

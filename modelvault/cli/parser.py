@@ -173,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="which rows to retry (default: failed missing)",
     )
     command("tags", c.cmd_tags, "list the tags with their colours and how many models have each")
+    scan = command(
+        "scan",
+        c.cmd_scan,
+        "keep the catalog in sync: stage new and changed model files (unchanged ones are "
+        "not read); --hash then hashes them",
+        workers,
+    )
+    scan.add_argument(
+        "roots",
+        metavar="ROOT",
+        nargs="*",
+        help="folders to scan (default: --comfyui, else MODELVAULT_MODEL_ROOTS)",
+    )
+    scan.add_argument(
+        "--comfyui",
+        metavar="DIR",
+        help="a ComfyUI folder: its models/ and the folders of its extra_model_paths.yaml",
+    )
+    scan.add_argument("--hash", action="store_true", help="then hash what was staged")
     command(
         "info",
         c.cmd_info,

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import ImportReport, import_legacy_data
 from modelvault.migration.worker import WorkerEvent, WorkerReport, process_pending
+from modelvault.scan import ScanReport, ScanRoot, checked_roots, scan_roots
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ MAILBOX_SIZE = 16  # state changes queued for a slow subscriber; progress coales
 
 class MigrationState(str, enum.Enum):
     IDLE = "idle"
+    SCANNING = "scanning"
     IMPORTING = "importing"
     PROCESSING = "processing"
     PAUSED = "paused"
@@ -46,7 +48,12 @@ class MigrationState(str, enum.Enum):
 
 
 RUNNING_STATES = frozenset(
-    {MigrationState.IMPORTING, MigrationState.PROCESSING, MigrationState.PAUSED}
+    {
+        MigrationState.SCANNING,
+        MigrationState.IMPORTING,
+        MigrationState.PROCESSING,
+        MigrationState.PAUSED,
+    }
 )
 
 
@@ -71,6 +78,8 @@ class MigrationStatus:
     import_report: dict[str, Any] | None
     worker_report: dict[str, Any] | None
     current_file: str | None = None  # the path claimed last of those being hashed
+    files_scanned: int = 0  # scan progress (start_scan): files looked at so far
+    scan_report: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -101,6 +110,8 @@ class _Progress:
     error: str | None = None
     import_report: ImportReport | None = None
     worker_report: WorkerReport | None = None
+    files_scanned: int = 0
+    scan_report: ScanReport | None = None
 
     def rate(self, now: float) -> float:
         while len(self.samples) > 2 and now - self.samples[1][0] > RATE_WINDOW_SECONDS:
@@ -161,6 +172,21 @@ class MigrationManager:
     def start_processing(self, *, workers: int | None = None, policy: str | None = None) -> bool:
         """Only stage 2: hash what is staged (e.g. after a restart). False if running."""
         return self._start(None, workers, policy)
+
+    def start_scan(
+        self,
+        roots: Sequence[ScanRoot | str | os.PathLike[str]],
+        *,
+        workers: int | None = None,
+        policy: str | None = None,
+    ) -> bool:
+        """Scan model folders (``modelvault.scan``), then hash what the scan staged.
+
+        Pause, resume, stop and progress work as in a migration (a pause or stop
+        takes effect between batches of the scan). Raises ``ScanError`` at once
+        if a root is not a folder; returns False if a run is already going.
+        """
+        return self._start(None, workers, policy, scan=checked_roots(roots))
 
     def pause_processing(self) -> None:
         """Pause hashing within a fraction of a second; the hashes in progress are kept."""
@@ -225,6 +251,8 @@ class MigrationManager:
         workers: int | None,
         policy: str | None,
         images_dir: str | None = None,
+        *,
+        scan: list[ScanRoot] | None = None,
     ) -> bool:
         with self._lock:
             if self._state in RUNNING_STATES:
@@ -235,11 +263,13 @@ class MigrationManager:
                 self._control.pause()
             self._progress = _Progress(legacy_path=legacy_path, started=time.monotonic())
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
+            if scan is not None:
+                first = MigrationState.SCANNING
             self._set_state(first)
             self._finished.clear()
             thread = threading.Thread(
                 target=self._run,
-                args=(legacy_path, workers, policy, images_dir),
+                args=(legacy_path, workers, policy, images_dir, scan),
                 name="modelvault-migration",
                 daemon=True,
             )
@@ -252,8 +282,13 @@ class MigrationManager:
         workers: int | None,
         policy: str | None,
         images_dir: str | None,
+        scan: list[ScanRoot] | None = None,
     ) -> None:
         try:
+            if scan is not None:
+                found = scan_roots(self.db, scan, progress=self._on_scan)
+                with self._lock:
+                    self._progress.scan_report = found
             if legacy_path is not None:
                 report = import_legacy_data(
                     legacy_path,
@@ -308,12 +343,21 @@ class MigrationManager:
             self._progress.errors.append(message)
             self._set_state(MigrationState.FAILED)
 
-    def _on_import(self, done: int, total: int) -> None:
-        # Between batches (each is committed): a pause holds the import here too.
+    def _hold_or_stop(self) -> None:
+        """Between committed batches of stage 1 or a scan: a pause holds here too."""
         while not self._control.wait_until_running(1.0):
             pass
         if self._control.stopped:
-            raise _Stopped  # the importer commits per batch: re-running completes it
+            raise _Stopped  # each batch is committed: running again completes the rest
+
+    def _on_scan(self, files_seen: int) -> None:
+        self._hold_or_stop()
+        with self._lock:
+            self._progress.files_scanned = files_seen
+            self._publish(force=False)
+
+    def _on_import(self, done: int, total: int) -> None:
+        self._hold_or_stop()
         with self._lock:
             self._progress.rows_imported, self._progress.rows_to_import = done, total
             self._publish(force=False)
@@ -388,6 +432,8 @@ class MigrationManager:
             import_report=p.import_report.to_dict() if p.import_report else None,
             worker_report=p.worker_report.to_dict() if p.worker_report else None,
             current_file=next(reversed(p.hashing.values()), None),
+            files_scanned=p.files_scanned,
+            scan_report=p.scan_report.to_dict() if p.scan_report else None,
         )
 
 

@@ -60,6 +60,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from modelvault.catalog import (
+    SCAN_MTIME_NS,
     HashedFile,
     Outcome,
     Settled,
@@ -113,6 +114,7 @@ class ClaimedRow:
     meta: dict[str, Any]
     tags: list[dict[str, Any]]
     attempts: int
+    source: str | None = None
 
     def hashed(self, sha256: str, size_bytes: int, mtime_ns: int) -> HashedFile:
         """The catalog's view of this row once its content is known.
@@ -131,8 +133,10 @@ class ClaimedRow:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
             created_at=self.created_at,
-            meta=self.meta,
+            # The scan's stat is bookkeeping of the staging row, not a note of the model.
+            meta={k: v for k, v in self.meta.items() if k != SCAN_MTIME_NS},
             tags=specs,
+            source=self.source,
         )
 
     @functools.cached_property
@@ -160,6 +164,7 @@ _ROW_COLUMNS = (
     COLUMNS.meta,
     COLUMNS.tags,
     COLUMNS.attempts,
+    COLUMNS.source,
 )
 
 
@@ -409,6 +414,7 @@ def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
             meta=dict(r.meta or {}),
             tags=list(r.tags or []),
             attempts=r.attempts,
+            source=r.source,
         )
         for r in rows
     ]
@@ -792,7 +798,7 @@ def _close_rows(
         row_id
         for row_id, result in settled.items()
         if result is not None
-        and result.outcome in (Outcome.IMPORTED, Outcome.MERGED, Outcome.MOVED)
+        and result.outcome in (Outcome.IMPORTED, Outcome.MERGED, Outcome.MOVED, Outcome.REPLACED)
     ]
     changed = 0
     if done:

@@ -106,7 +106,7 @@ class WorkerEvent:
     - ``paused``: the worker noticed the pause and holds still (``path`` is the
       file whose hash is kept, or ``""`` between files; ``bytes`` read so far);
     - ``finished``: the row reached its final place; ``outcome`` is imported,
-      merged, moved, duplicate, conflict, missing or failed; ``bytes`` = the
+      merged, moved, replaced, duplicate, conflict, missing or failed; ``bytes`` = the
       file's size when hashed (0 if it was not); ``sha256`` when known;
     - ``error``: an attempt failed (``message``); ``outcome`` is ``retried`` when
       the row will be tried again (a ``finished`` follows otherwise);
@@ -148,6 +148,7 @@ class WorkerReport:
     imported: int = 0
     merged: int = 0
     moved: int = 0
+    replaced: int = 0
     duplicate: int = 0
     conflict: int = 0
     missing: int = 0
@@ -167,6 +168,7 @@ class WorkerReport:
             self.imported
             + self.merged
             + self.moved
+            + self.replaced
             + self.duplicate
             + self.conflict
             + self.missing

@@ -1,0 +1,177 @@
+"""Benchmark of a re-scan of unchanged model folders against a floor measured in the same run.
+
+    python bench/scan_bench.py                        # trees of 5,000, 10,000 and 20,000 files
+    python bench/scan_bench.py --sizes 20000,80000    # how memory grows with the tree
+
+For each size, builds a tree of empty ``.safetensors`` files (200 per folder,
+in folders two levels deep) and a SQLite catalog that holds every one of them
+with its current size and mtime (as after a first scan and hash). Then, each in
+a child process of its own so that its peak RSS is its own:
+
+- floor: ``os.walk`` of the tree and an ``os.stat`` of every file, nothing else:
+  what looking at the tree costs at the least;
+- rescan: ``scan_roots`` on the same tree (which finds everything unchanged and
+  reads no file).
+
+Printed per size: both times (best of ``--repeat``), the ratio rescan / floor
+(target <= 3), and the rescan's peak RSS (VmHWM) over its baseline after
+imports. Flat memory: that growth should not grow with the tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from modelvault.database import DatabaseManager  # noqa: E402
+from modelvault.db.models import Model  # noqa: E402
+from modelvault.db.types import utcnow  # noqa: E402
+
+RATIO_TARGET = 3.0
+PER_FOLDER = 200
+
+PRELUDE = f"""
+import json, os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+def kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+"""
+
+FLOOR = (
+    PRELUDE
+    + """
+base = kib("VmRSS")
+start = time.perf_counter()
+count = 0
+for folder, _dirs, files in os.walk(sys.argv[1]):
+    for name in files:
+        os.stat(os.path.join(folder, name))
+        count += 1
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "files": count, "base_kib": base, "peak_kib": kib("VmHWM")}))
+"""
+)
+
+RESCAN = (
+    PRELUDE
+    + """
+from modelvault.database import DatabaseManager
+from modelvault.scan import scan_roots
+db = DatabaseManager(sys.argv[2])
+db.init_db()
+base = kib("VmRSS")
+start = time.perf_counter()
+report = scan_roots(db, [sys.argv[1]])
+seconds = time.perf_counter() - start
+assert report.unchanged == report.files_seen and report.staged == 0, report
+print(json.dumps({"seconds": seconds, "files": report.files_seen, "base_kib": base,
+                  "peak_kib": kib("VmHWM")}))
+"""
+)
+
+
+def build(folder: Path, count: int) -> tuple[Path, Path]:
+    """A tree of ``count`` empty model files and a catalog that knows all of them."""
+    tree = folder / "models"
+    catalog = folder / "catalog.sqlite3"
+    db = DatabaseManager(catalog)
+    db.init_db()
+    catalogue_as_found(db, make_tree(tree, count))
+    db.dispose()
+    return tree, catalog
+
+
+def make_tree(tree: Path, count: int) -> list[Path]:
+    """``count`` empty model files, ``PER_FOLDER`` a folder, two levels deep."""
+    paths = []
+    for i in range(count):
+        sub = tree / f"type_{i // (PER_FOLDER * 10):02d}" / f"set_{i // PER_FOLDER:04d}"
+        if i % PER_FOLDER == 0:
+            sub.mkdir(parents=True)
+        path = sub / f"model_{i:07d}.safetensors"
+        path.touch()
+        paths.append(path)
+    return paths
+
+
+def catalogue_as_found(db: DatabaseManager, paths: list[Path]) -> None:
+    """Models for these files with their current size and mtime, as a scan and hash
+    leave them (the sha256 is a stand-in made from the path: nothing reads it)."""
+    stamp = utcnow()
+    rows = []
+    for path in paths:
+        st = path.stat()
+        rows.append(
+            {
+                "sha256": hashlib.sha256(str(path).encode()).hexdigest(),
+                "path": str(path),
+                "name": path.name,
+                "type": "other",
+                "size_bytes": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "meta": {},
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+        )
+    with db.session_scope(immediate=True) as session:
+        session.execute(Model.__table__.insert(), rows)
+
+
+def run(script: str, *args: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+def best(script: str, repeat: int, *args: str) -> dict[str, float]:
+    runs = [run(script, *args) for _ in range(repeat)]
+    return min(runs, key=lambda r: r["seconds"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="5000,10000,20000", help="tree sizes, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best counts)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    worst = 0.0
+    print(f"{'files':>8} {'floor s':>9} {'rescan s':>9} {'ratio':>6} {'rescan RSS growth':>18}")
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp:
+            tree, catalog = build(Path(tmp), size)
+            run(FLOOR, str(tree))  # warm the folder cache for both sides alike
+            floor = best(FLOOR, args.repeat, str(tree))
+            rescan = best(RESCAN, args.repeat, str(tree), str(catalog))
+        assert floor["files"] == rescan["files"] == size
+        ratio = rescan["seconds"] / floor["seconds"]
+        worst = max(worst, ratio)
+        growth = (rescan["peak_kib"] - rescan["base_kib"]) / 1024
+        print(
+            f"{size:>8} {floor['seconds']:>9.3f} {rescan['seconds']:>9.3f} {ratio:>6.2f} "
+            f"{growth:>15.1f} MB"
+        )
+    verdict = "ok" if worst <= RATIO_TARGET else "SLOWER THAN TARGET"
+    print(f"worst ratio {worst:.2f} (target <= {RATIO_TARGET:g}): {verdict}")
+    return 0 if worst <= RATIO_TARGET else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""An unreadable folder, for real: root lists any folder, so when the tests run as
+root the scan runs as the unprivileged user ``nobody`` (effective ids only, so
+the test process gets root back afterwards)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelvault import DatabaseManager
+from modelvault.migration.worker import process_pending
+from modelvault.scan import scan_roots
+
+
+@contextlib.contextmanager
+def as_nobody() -> Iterator[None]:
+    nobody = pwd.getpwnam("nobody")
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[Path]:
+    """A folder ``nobody`` may write in (tmp_path's parents are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="modelvault-scan-"))
+    folder.chmod(0o777)
+    yield folder
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.chmod(0o777)
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+def test_files_in_an_unreadable_folder_are_reported_not_missing(
+    db: DatabaseManager, db_url: str, shared: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("not root: test_scan.py locks a folder with chmod instead")
+    tree = shared / "models"
+    for folder, name in (("loras", "a.safetensors"), ("checkpoints", "b.ckpt")):
+        (tree / folder).mkdir(parents=True)
+        (tree / folder / name).write_bytes(name.encode())
+    if db.is_sqlite:  # a catalog of its own where nobody may write
+        db = DatabaseManager(shared / "catalog.sqlite3")
+        db.init_db()
+    scan_roots(db, [tree])
+    process_pending(db, workers=1)
+    db.dispose()
+    if db.is_sqlite:
+        (shared / "catalog.sqlite3").chmod(0o666)
+    for path in tree.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (tree / "checkpoints").chmod(0o700)  # root's own: nobody cannot list it
+
+    url = db.engine.url.render_as_string(hide_password=False)
+    with as_nobody():
+        fresh = DatabaseManager(url)  # new connections, opened as nobody
+        try:
+            report = scan_roots(fresh, [tree])
+        finally:
+            fresh.dispose()
+    assert report.unreadable == [f"{tree / 'checkpoints'}: Permission denied"]
+    assert (report.files_seen, report.unchanged, report.missing) == (1, 1, 0)
