@@ -151,7 +151,7 @@ class DatabaseManager:
         in-memory catalog has a store only when the setting names one. The
         folder is created when the first image is stored.
         """
-        return default_store(self.engine.url, self.settings.images_dir)
+        return default_store(self.url, self.settings.images_dir)  # not the read-only URI
 
     def preview_path(self, preview: Mapping[str, Any] | str) -> Path:
         """The absolute path of a stored preview: an entry of a model's

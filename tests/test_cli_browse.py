@@ -104,7 +104,7 @@ def test_show_finds_a_model_by_prefix_path_or_name(catalog: Path) -> None:
         "description     Ink wash style",
         "prompts         positive: ink style",
         "                negative: blurry",
-        "previews        /media/ink_preview.png",
+        "image URLs      /media/ink_preview.png",
         "previous paths  /old/ink_style.safetensors",
         "came from       legacy catalog /comfy/data/hikaze_mm.sqlite3, row 7",
         "size            2.0 KiB (2,048 bytes)",

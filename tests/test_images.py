@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -472,3 +473,21 @@ def test_the_command_refuses_a_bad_images_folder(
     code = main(["import", str(legacy.path), "--db", "sqlite://"])
     assert code == 2
     assert "MODELVAULT_IMAGES_DIR" in capsys.readouterr().err
+
+
+def test_show_gives_the_stored_preview_files_of_a_read_only_catalog(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    legacy = Legacy(tmp_path)
+    catalog = tmp_path / "catalog.sqlite3"
+    assert main(["import", str(legacy.path), "--db", str(catalog), "-q"]) == 0
+    capsys.readouterr()
+    stored = tmp_path / "images" / (hashlib.sha256(PNG).hexdigest() + ".png")
+    assert DatabaseManager(str(catalog), read_only=True).images_dir == tmp_path / "images"
+    assert main(["show", "a" * 64, "--db", str(catalog), "--json"]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["preview_files"] == [str(stored)]
+    assert main(["show", "a" * 64, "--db", str(catalog)]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"^previews +" + re.escape(str(stored)) + "$", shown, re.M), shown
+    assert re.search(r"^image URLs +/media/model_1_1724000000_a.png$", shown, re.M), shown

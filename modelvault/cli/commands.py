@@ -421,8 +421,24 @@ def _model_json(model: ModelRecord) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True)
     model = db.find_model(args.model)
-    ui(args).emit({"model": _model_json(model)}, describe_model(ui(args), model))
+    previews = _preview_files(db, model)
+    data = {**_model_json(model), "preview_files": previews}
+    ui(args).emit({"model": data}, describe_model(ui(args), model, previews))
     return EXIT_OK
+
+
+def _preview_files(db: DatabaseManager, model: ModelRecord) -> list[str]:
+    """The absolute paths of the model's stored preview images."""
+    entries = model.meta.get("previews")
+    if not isinstance(entries, list):
+        return []
+    paths = []
+    for entry in entries:
+        try:
+            paths.append(str(db.preview_path(entry)))
+        except ModelVaultError:  # an entry an app wrote by hand, or no store: shown as JSON
+            continue
+    return paths
 
 
 # The notes a user wrote, shown by name; every other key of meta follows as JSON.
@@ -430,12 +446,12 @@ _NOTES = (
     ("description", "description"),
     ("prompts", "prompts"),
     ("community_links", "links"),
-    ("images", "previews"),
+    ("images", "image URLs"),  # as the legacy app stored them
     ("previous_paths", "previous paths"),
 )
 
 
-def describe_model(out: Ui, model: ModelRecord) -> list[Line]:
+def describe_model(out: Ui, model: ModelRecord, previews: Sequence[str] = ()) -> list[Line]:
     exists = os.path.lexists(model.path)
     fields_: list[tuple[str, Line]] = [
         ("name", model.name),
@@ -450,6 +466,9 @@ def describe_model(out: Ui, model: ModelRecord) -> list[Line]:
         ("tags", out.tag_list(model.tags)),
     ]
     meta = dict(model.meta)
+    if previews:
+        meta.pop("previews", None)
+        fields_ += _note("previews", list(previews))
     for key, label in _NOTES:
         if key in meta:
             fields_ += _note(label, meta.pop(key))

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelvault.errors import DemoFolderError
+from modelvault.images import LEGACY_IMAGES_FOLDER
 from modelvault.migration.legacy import LEGACY_FILE_NAME
 from modelvault.migration.sample import (
     LegacyModel,
@@ -31,6 +33,7 @@ MiB = 1024 * 1024
 # Written first into a demo folder: only a folder holding it may be written
 # into again, so the demo never overwrites or deletes a file it did not make.
 MARKER_NAME = ".modelvault-demo"
+LEGACY_DATA_FOLDER = "legacy"  # DIR/legacy/hikaze_mm.sqlite3 and its images/
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,9 @@ def build_demo(
     as it is written.
     """
     root = claim_demo_folder(folder)
-    legacy = root / LEGACY_FILE_NAME
+    # In a folder of its own, as in the legacy app's data folder: the catalog's
+    # image store (images/ beside DIR/catalog.sqlite3) is then not the legacy one.
+    legacy = root / LEGACY_DATA_FOLDER / LEGACY_FILE_NAME
     if legacy.exists():
         return legacy
     models_dir = root / "models"
@@ -185,12 +190,42 @@ def build_demo(
             )
         )
     links = [(spec.id, tag) for spec in _FILES for tag in spec.tags]
-    root.mkdir(parents=True, exist_ok=True)
+    _write_previews(legacy.parent / LEGACY_IMAGES_FOLDER)
     partial = legacy.with_name(legacy.name + ".partial")
     partial.unlink(missing_ok=True)
     write_legacy_catalog(partial, rows=rows, tags=[*system_tags(), *_TAGS], links=links)
     partial.rename(legacy)  # a half-built demo is never mistaken for a finished one
     return legacy
+
+
+def _write_previews(folder: Path) -> None:
+    """The legacy app's images/ folder: each preview a row names (a tiny PNG), and
+    one file no row names, as a real folder has after previews were replaced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    named = [url for spec in _FILES for url in _images_of(spec)]
+    for number, url in enumerate([*named, "/media/model_1_1723000000_preview.png"]):
+        (folder / url.rsplit("/", 1)[-1]).write_bytes(_png(number))
+
+
+def _images_of(spec: _DemoFile) -> list[str]:
+    images = spec.extra.get("images") if isinstance(spec.extra, dict) else None
+    return [str(url) for url in images] if isinstance(images, list) else []
+
+
+def _png(seed: int) -> bytes:
+    """A valid 1x1 PNG whose colour depends on ``seed`` (so each file has its own hash)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    pixel = bytes([0, (seed * 70) % 256, 120, 200])  # filter byte, then R G B
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(pixel))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _legacy_hash(kind: str, digest: str) -> str:
