@@ -281,3 +281,20 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
         "or empty folder for the demo (it never writes into a folder of yours)."
     )
     assert _fingerprint(tmp_path) == before
+
+
+def test_import_lists_five_warnings_and_every_one_with_verbose(tmp_path: Path) -> None:
+    from modelvault.migration.sample import LegacyModel, write_legacy_catalog
+
+    rows = [LegacyModel(i, f"/gone/m{i}.safetensors", hash_hex=f"junk{i}") for i in range(1, 8)]
+    legacy = write_legacy_catalog(tmp_path / "hikaze_mm.sqlite3", rows=rows)
+    catalog = str(tmp_path / "catalog.sqlite3")
+    short = run_modelvault("import", str(legacy), "--db", catalog, cwd=tmp_path)
+    assert short.returncode == 0, short.stderr
+    assert "  7 warnings:" in short.stdout
+    assert short.stdout.count("is not a SHA-256") == 5
+    assert "... and 2 more (all of them: -v)" in short.stdout
+    every = run_modelvault("import", str(legacy), "--db", catalog, "-v", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.count("is not a SHA-256") == 7
+    assert "more (all of them" not in every.stdout

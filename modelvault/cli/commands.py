@@ -30,6 +30,7 @@ EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # meant to finish everything, either means "not done".
 NEEDS_ATTENTION = (PendingStatus.FAILED.value, PendingStatus.CONFLICT.value)
 UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
+WARNINGS_SHOWN = 5  # of an import's warnings, without -v
 
 
 def ui(args: argparse.Namespace) -> Ui:
@@ -95,7 +96,7 @@ def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
 # -- reports --------------------------------------------------------------------
 
 
-def describe_import(report: dict[str, Any]) -> list[Line]:
+def describe_import(report: dict[str, Any], *, all_warnings: bool = False) -> list[Line]:
     counts = [
         plural(report["imported"], "model") + " catalogued",
         f"{report['merged']} merged",
@@ -123,10 +124,12 @@ def describe_import(report: dict[str, Any]) -> list[Line]:
     warnings = report.get("warnings") or []
     total = len(warnings) + report.get("warnings_omitted", 0)
     if warnings:
+        shown = warnings if all_warnings else warnings[:WARNINGS_SHOWN]
         lines.append(f"  {plural(total, 'warning')}:")
-        lines += [f"    legacy {w['table']} {w['legacy_id']}: {w['reason']}" for w in warnings[:5]]
-        if total > 5:
-            lines.append(f"    ... and {total - 5} more (all of them: --json)")
+        lines += [f"    legacy {w['table']} {w['legacy_id']}: {w['reason']}" for w in shown]
+        if total > len(shown):
+            more = "-v" if len(shown) < len(warnings) else "--json"
+            lines.append(f"    ... and {total - len(shown)} more (all of them: {more})")
     return lines
 
 
@@ -201,7 +204,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     counts, lines = describe_catalog(db)
     # Staged rows are the point of stage 1; only rows that need a person count.
     code = exit_code_for(counts["staging"], NEEDS_ATTENTION)
-    ui(args).emit({"import": report, **counts, "exit_code": code}, describe_import(report) + lines)
+    ui(args).emit(
+        {"import": report, **counts, "exit_code": code},
+        describe_import(report, all_warnings=bool(args.verbose)) + lines,
+    )
     return code
 
 
@@ -287,7 +293,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     check_legacy_file(args.legacy)
     db = open_catalog(args, check=check_images(args))
     report = run_import(args, db)
-    return finish_processing(args, db, {"import": report}, describe_import(report))
+    return finish_processing(
+        args, db, {"import": report}, describe_import(report, all_warnings=bool(args.verbose))
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

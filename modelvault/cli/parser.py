@@ -67,7 +67,7 @@ def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> 
         "--verbose",
         action="count",
         default=default(0),
-        help="say what the library does on stderr (-vv for more)",
+        help="say what the library does on stderr (-vv for more); list every import warning",
     )
 
 
