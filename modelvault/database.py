@@ -7,6 +7,7 @@ gone and can be handed to other threads.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -90,6 +91,16 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     return config
+
+
+@functools.cache
+def packaged_revisions() -> tuple[str, frozenset[str]]:
+    """The head revision and every known one, read from the migration scripts once
+    per process (``init_db`` runs for every catalog opened)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    assert head is not None, "the packaged migrations have no head revision"
+    return head, frozenset(s.revision for s in script.walk_revisions())
 
 
 class DatabaseManager:
@@ -180,10 +191,7 @@ class DatabaseManager:
         modelvault) is refused before anything is written to it. A read-only
         manager only checks that the catalog is there at the newest revision.
         """
-        script = ScriptDirectory.from_config(alembic_config())
-        head = script.get_current_head()
-        assert head is not None, "the packaged migrations have no head revision"
-        known = {s.revision for s in script.walk_revisions()}
+        head, known = packaged_revisions()
         if self.read_only:
             return self._check_read_only(head, known)
         self._check_catalog(known)
@@ -210,7 +218,7 @@ class DatabaseManager:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
 
-    def _check_catalog(self, known: set[str]) -> str | None:
+    def _check_catalog(self, known: frozenset[str]) -> str | None:
         """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
 
         Looks at the tables only, in a read transaction, so a foreign file is
@@ -245,7 +253,7 @@ class DatabaseManager:
             "give the catalog's path with --db, or a new file name to create one."
         )
 
-    def _check_read_only(self, head: str, known: set[str]) -> str:
+    def _check_read_only(self, head: str, known: frozenset[str]) -> str:
         file = sqlite_file(self.url)
         if file is not None and not Path(file).exists():
             raise CatalogError(

@@ -413,6 +413,11 @@ def test_a_wal_file_in_a_folder_the_user_cannot_write_is_read_whole(db_url: str)
         import_legacy_data(legacy, warm_up).to_dict()
         warm_up.dispose()
         catalog = DatabaseManager(url)
+        # Created as root: the migration scripts may sit where nobody cannot read
+        # them (a virtual environment in a private folder); then handed to nobody.
+        catalog.init_db()
+        for made in out.iterdir():
+            os.chown(made, NOBODY, NOBODY)
         with as_nobody():
             with pytest.raises(PermissionError):
                 (folder / "probe").touch()  # the folder really is not writable
