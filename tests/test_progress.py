@@ -99,6 +99,20 @@ def test_plain_lines_are_spaced_and_quiet_draws_nothing() -> None:
     assert silent.getvalue() == ""
 
 
+def test_a_scan_shows_how_many_files_it_looked_at() -> None:
+    now = [0.0]
+    stream = io.StringIO()
+    view = ProgressView(Console(file=stream, width=100), clock=lambda: now[0], interval=5)
+    for step, seen in enumerate((500, 1000, 1500)):
+        now[0] = step * 6.0
+        view.scanning(seen)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "progress: scanning model folders: 1,000 files looked at",
+        "progress: scanning model folders: 1,500 files looked at",
+    ]
+
+
 def test_the_library_never_imports_rich(tmp_path: object) -> None:
     script = (
         "import sys, tempfile, os\n"

@@ -310,7 +310,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     roots = resolve_roots(args.roots, comfyui=args.comfyui, settings=settings_for(args))
     db = open_catalog(args)
     ui(args).say(f"scan: looking through {plural(len(roots), 'folder')}")
-    report = scan_roots(db, roots).to_dict()
+    view = progress_view(args)
+    try:
+        report = scan_roots(db, roots, progress=view.scanning).to_dict()
+    finally:
+        view.close()
     lines = describe_scan(report)
     if args.hash:
         return finish_processing(args, db, {"scan": report}, lines)

@@ -140,6 +140,10 @@ class ProgressView:
         percent = f"{done / total:.0%}  " if total else ""
         self._show(None, f"importing legacy rows: {percent}{done}/{total}", force=done == total)
 
+    def scanning(self, files_seen: int) -> None:
+        """A folder scan: how many model files it has looked at (no total is known)."""
+        self._show(None, f"scanning model folders: {files_seen:,} files looked at")
+
     def hashing(self, status: Any, *, final: bool = False) -> None:
         """A ``MigrationStatus`` from a subscriber thread; ``final``: the last one,
         always shown (also as a plain line)."""
