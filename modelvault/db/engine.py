@@ -58,6 +58,8 @@ def create_catalog_engine(url: str | URL, *, busy_timeout_seconds: float = 30.0)
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine, busy_timeout_seconds)
+    else:
+        _configure_postgresql(engine)
     return engine
 
 
@@ -97,6 +99,20 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # psycopg prepares a statement on the server after a few runs, and
+        # PostgreSQL may then keep one generic plan for it, made while the
+        # tables were empty: lookups in ``models`` that should use an index end
+        # up scanning it, slower with every row the catalog gains. A custom
+        # plan per run keeps the parse saved and the plan right for the table
+        # as it is now. Set per connection, so the server's default is untouched.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
 
 
 def _is_file_database(url: URL) -> bool:
