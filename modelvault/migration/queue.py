@@ -726,10 +726,7 @@ def _import_fresh(
         cache.learn(specs, view)
     # What catalog.link_tags does, as one prepared statement.
     links = {(item.sha256, tag_ids[spec.name]) for item in done for spec in item.tags}
-    conn.exec_driver_sql(
-        sql.insert_links,
-        [{"sha256": sha, "tag_id": tag_id} for sha, tag_id in sorted(links)],
-    )
+    sql.insert_links_run(conn, sorted(links))
     return inserted
 
 
@@ -790,6 +787,26 @@ def _retryable(exc: CatalogError) -> bool:
     if isinstance(cause, DBAPIError) and cause.orig is not None:
         return getattr(cause.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
     return False
+
+
+def refresh_statistics(db: DatabaseManager) -> None:
+    """PostgreSQL: bring the planner's statistics of the queue up to date before a run.
+
+    The queue is filled in bulk just before the workers start, faster than
+    autovacuum notices: with statistics of an empty or much smaller table,
+    PostgreSQL picks plans that sort every pending row on each claim. One
+    ANALYZE (a sample, not a scan) fixes that for the run. Nothing to do on
+    SQLite, whose planner goes by the indexes alone. A failure is only logged:
+    the workers are right without it, merely slower.
+    """
+    if db.is_sqlite:
+        return
+    try:
+        with db.translate_errors(), db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE pending_import, models")
+            conn.commit()
+    except CatalogError as exc:
+        log.warning("could not refresh the catalog's statistics: %s", exc)
 
 
 @dataclass(frozen=True)

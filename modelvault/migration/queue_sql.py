@@ -41,8 +41,13 @@ class BatchSQL:
             now, until = "now()", "now() + :lease"
         else:
             now, until = ":now", ":until"
+        # PostgreSQL must find these rows by id: the indexes on status keep an entry
+        # for every row that was ever claimed until VACUUM clears them, and a plan
+        # that starts from status = 'claimed' wades through all of them. So status
+        # is compared as an expression no index serves.
+        status = "status || ''" if postgresql else "status"
         held = (
-            f"{self._any('id', 'ids')} AND status = 'claimed' AND claimed_by = :owner "
+            f"{self._any('id', 'ids')} AND {status} = 'claimed' AND claimed_by = :owner "
             f"AND lease_expires_at > {now}"
         )
         self.candidates = self._text(self._candidates(now))
@@ -57,8 +62,13 @@ class BatchSQL:
         self.known = self._text(self._known())
         self.insert_models = self._text(self._insert_models())
         self.insert_links = self._text(
-            "INSERT INTO model_tags (model_sha256, tag_id) VALUES (:sha256, :tag_id) "
-            "ON CONFLICT DO NOTHING"
+            "INSERT INTO model_tags (model_sha256, tag_id) "
+            + (
+                "SELECT * FROM unnest(CAST(:sha256 AS text[]), CAST(:tag_id AS integer[]))"
+                if postgresql
+                else "VALUES (:sha256, :tag_id)"
+            )
+            + " ON CONFLICT DO NOTHING"
         )
 
     def _text(self, sql: str) -> str:
@@ -67,7 +77,8 @@ class BatchSQL:
 
     def _any(self, column: str, param: str) -> str:
         if self.postgresql:
-            return f"{column} = ANY(:{param})"
+            kind = "integer" if column == "id" else "text"
+            return f"{column} = ANY(CAST(:{param} AS {kind}[]))"
         return f"{column} IN (SELECT value FROM json_each(:{param}))"
 
     def _candidates(self, now: str) -> str:
@@ -96,9 +107,8 @@ class BatchSQL:
 
     def _known(self) -> str:
         """sha256 and path of the models holding any of ``shas`` or ``paths``."""
-        if self.postgresql:
-            return "SELECT sha256, path FROM models WHERE sha256 = ANY(:shas) OR path = ANY(:paths)"
-        # Two index lookups: SQLite does not combine an OR of two IN-subqueries by index.
+        # Two index lookups: with an OR, SQLite cannot use both indexes, and PostgreSQL
+        # may scan the whole table when its statistics are older than the table.
         return (
             f"SELECT sha256, path FROM models WHERE {self._any('sha256', 'shas')} "
             f"UNION ALL SELECT sha256, path FROM models WHERE {self._any('path', 'paths')}"
@@ -189,6 +199,17 @@ class BatchSQL:
         if not self.postgresql:
             return converted
         return {column: [row[column] for row in converted] for column in converted[0]}
+
+    def insert_links_run(self, conn: Connection, links: list[tuple[str, int]]) -> None:
+        """Link models to tags (a link that exists is left as it is)."""
+        if not links:
+            return
+        if self.postgresql:
+            shas, tag_ids = zip(*links, strict=True)
+            conn.exec_driver_sql(self.insert_links, {"sha256": list(shas), "tag_id": list(tag_ids)})
+            return
+        rows = [{"sha256": sha, "tag_id": tag_id} for sha, tag_id in links]
+        conn.exec_driver_sql(self.insert_links, rows)
 
     def insert_models_run(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert the models; returns the sha256 of those inserted (all of them on SQLite)."""

@@ -826,6 +826,7 @@ def _run_pool(
         )
         for i in range(count)
     ]
+    queue.refresh_statistics(db)
     started = time.monotonic()
     for worker in pool:
         worker.start()
