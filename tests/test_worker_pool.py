@@ -11,14 +11,22 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from test_worker import Events, make_file, stage
 
 from modelvault import DatabaseManager, Settings
-from modelvault.migration import queue
-from modelvault.migration.worker import LIGHT_BATCH_BYTES, WorkerEvent, process_pending
+from modelvault.migration import queue, worker
+from modelvault.migration.worker import WorkerEvent, process_pending
 
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
 DEADLINE_SECONDS = 30.0
+# What counts as heavy, lowered so that the tests write small files.
+HEAVY = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _small_heavy_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "LIGHT_BATCH_BYTES", HEAVY)
 
 
 def test_a_pool_leaves_small_files_to_one_worker(db: DatabaseManager, tmp_path: Path) -> None:
@@ -37,7 +45,7 @@ def test_a_pool_leaves_small_files_to_one_worker(db: DatabaseManager, tmp_path: 
 
 
 def test_a_pool_hashes_heavy_files_in_parallel(db: DatabaseManager, tmp_path: Path) -> None:
-    size = LIGHT_BATCH_BYTES + 1
+    size = HEAVY + 1
     for i in range(2):
         path, _ = make_file(tmp_path, f"big{i}.bin", bytes([i]) * size)
         stage(db, path, size_bytes=size)
@@ -66,16 +74,15 @@ def test_outside_the_lane_only_heavy_batches_are_claimed(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
     stage(db, str(tmp_path / "small.bin"), size_bytes=10)
-    stage(db, str(tmp_path / "big.bin"), size_bytes=LIGHT_BATCH_BYTES)
-    heavy = LIGHT_BATCH_BYTES
-
+    stage(db, str(tmp_path / "big.bin"), size_bytes=HEAVY)
+    heavy = HEAVY
     # The oldest rows add up to less than asked for: nothing is claimed.
     assert queue.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy) == []
     (small,) = queue.claim_batch(db, "lane", limit=1, lease_seconds=60)
     (big,) = queue.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy)
 
     assert (Path(small.path).name, Path(big.path).name) == ("small.bin", "big.bin")
-    assert queue.batch_bytes([small, big]) == 10 + LIGHT_BATCH_BYTES
+    assert queue.batch_bytes([small, big]) == 10 + HEAVY
 
 
 def test_within_budget_takes_nothing_below_the_minimum() -> None:
@@ -85,7 +92,7 @@ def test_within_budget_takes_nothing_below_the_minimum() -> None:
 
 
 def test_small_files_go_on_while_a_big_one_is_hashed(db: DatabaseManager, tmp_path: Path) -> None:
-    size = LIGHT_BATCH_BYTES + 1
+    size = HEAVY + 1
     big, _ = make_file(tmp_path, "big.bin", b"b" * size)
     stage(db, big, size_bytes=size)
     for i in range(100):
@@ -106,3 +113,13 @@ def test_small_files_go_on_while_a_big_one_is_hashed(db: DatabaseManager, tmp_pa
 
     assert report.imported == 101
     assert small_done.is_set(), "no small file was finished while the big one was hashed"
+
+
+def test_postgresql_plans_every_run_for_the_table_as_it_is(db: DatabaseManager) -> None:
+    """No generic plan made while the catalog was empty outlives its growth."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has no plan cache of this kind")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        conn.rollback()  # a rolled back transaction keeps the setting: it was committed
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"

@@ -85,7 +85,7 @@ FINISH_EVERY_SECONDS = 1.0
 # A batch whose files add up to less than this is light: hashing it takes less
 # than cataloguing it, so a second worker on it would only wait for the first
 # (see QueueSignal). Above it, hashing in parallel pays.
-LIGHT_BATCH_BYTES = 8 * 1024 * 1024
+LIGHT_BATCH_BYTES = 16 * 1024 * 1024
 
 EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
 
@@ -216,9 +216,13 @@ class QueueSignal:
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        lock = threading.RLock()
+        self._changed = threading.Condition(lock)
         self._generation = 0
         self._lane: object | None = None  # the worker on small files, if any
+        # Its own condition: the workers waiting for the lane sleep through every
+        # batch their peer finishes, and wake only when the lane is freed (or on stop).
+        self._lane_freed = threading.Condition(lock)
 
     def enter_lane(self, worker: object) -> bool:
         """Take the light lane for ``worker`` if it is free (or already its own)."""
@@ -233,12 +237,19 @@ class QueueSignal:
             if self._lane is not worker:
                 return
             self._lane = None
+            self._lane_freed.notify_all()
+
+    def wait_for_lane(self, timeout: float, stopping: Callable[[], bool]) -> bool:
+        """Wait until the lane is free or ``stopping()``; False on timeout."""
+        with self._changed:
+            return self._lane_freed.wait_for(lambda: self._lane is None or stopping(), timeout)
+
+    def wake_all(self) -> None:
+        """Wake every waiting worker, for the lane or for the queue (to notice a stop)."""
+        with self._changed:
             self._generation += 1
             self._changed.notify_all()
-
-    @property
-    def lane_free(self) -> bool:
-        return self._lane is None
+            self._lane_freed.notify_all()
 
     @property
     def generation(self) -> int:
@@ -323,7 +334,7 @@ class MigrationWorker(threading.Thread):
     def stop(self) -> None:
         """Ask the worker to stop soon; the rows it holds go back to the queue."""
         self.stop_event.set()
-        self.signal.notify()
+        self.signal.wake_all()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the worker is done (its rows handed back); False on timeout.
@@ -388,7 +399,9 @@ class MigrationWorker(threading.Thread):
             if state.wait_seconds is None and self.exit_when_idle:
                 return
             if state.wait_seconds == 0 and self._lane_refused:
-                self._wait_for_lane(generation)  # small files are left: a peer is on them
+                # Small files are left and a peer is on them. Look again once it leaves
+                # the lane, or after a while: heavy rows may come up meanwhile.
+                self._wait_for_lane()
                 continue
             check = bool(state.wait_seconds) and time.monotonic() >= self._next_orphan_check
             if check and self._take_over_orphans():  # rows of a worker that died meanwhile
@@ -417,15 +430,16 @@ class MigrationWorker(threading.Thread):
         if not batch or queue.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
             self.signal.leave_lane(self)
 
-    def _wait_for_lane(self, generation: int) -> None:
-        """Wait until the light lane is free (or a while: heavy rows may come up meanwhile)."""
+    def _wait_for_lane(self) -> None:
+        """Wait until the light lane is free, a stop, or ``POLL_SECONDS``.
+
+        In heartbeats: ``control.stop()`` wakes nobody, it is looked for."""
         deadline = time.monotonic() + POLL_SECONDS
-        while not self.stopping and not self.signal.lane_free:
+        while not self.stopping:
             left = deadline - time.monotonic()
-            if left <= 0:
+            heartbeat = min(left, HEARTBEAT_SECONDS)
+            if left <= 0 or self.signal.wait_for_lane(heartbeat, lambda: self.stopping):
                 return
-            self.signal.wait(generation, min(left, HEARTBEAT_SECONDS))
-            generation = self.signal.generation
 
     def _idle(self, seconds: float, generation: int) -> None:
         """Wait ``seconds``, or less if a peer changes the queue or a stop arrives."""
