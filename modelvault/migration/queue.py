@@ -803,7 +803,7 @@ def refresh_statistics(db: DatabaseManager) -> None:
         return
     try:
         with db.translate_errors(), db.engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE pending_import, models")
+            conn.exec_driver_sql("ANALYZE pending_import")
             conn.commit()
     except CatalogError as exc:
         log.warning("could not refresh the catalog's statistics: %s", exc)
