@@ -123,3 +123,15 @@ def test_postgresql_plans_every_run_for_the_table_as_it_is(db: DatabaseManager) 
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
         conn.rollback()  # a rolled back transaction keeps the setting: it was committed
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+
+
+def test_the_connection_used_last_is_taken_first(db: DatabaseManager) -> None:
+    """A lone busy worker keeps one warm connection instead of rotating through the pool."""
+    with db.engine.connect() as first, db.engine.connect() as second:
+        first_raw = first.connection.dbapi_connection
+        second_raw = second.connection.dbapi_connection
+        first.close()  # returned first...
+    # ...second returned last (leaving the with block): it is the one handed out next.
+    with db.engine.connect() as again:
+        assert again.connection.dbapi_connection is second_raw
+        assert again.connection.dbapi_connection is not first_raw

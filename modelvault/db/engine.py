@@ -49,6 +49,11 @@ def create_catalog_engine(url: str | URL, *, busy_timeout_seconds: float = 30.0)
         kwargs["connect_args"] = {"timeout": busy_timeout_seconds}
     else:
         kwargs["pool_pre_ping"] = True
+    if parsed.get_backend_name() != "sqlite" or _is_file_database(parsed):  # a pool of many
+        # LIFO: a thread takes the connection used last, whose page cache (SQLite) is
+        # warm; first-in-first-out would rotate a lone busy worker through every idle
+        # connection of the pool, each of which must reread what another one changed.
+        kwargs["pool_use_lifo"] = True
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -117,4 +122,5 @@ def _configure_postgresql(engine: Engine) -> None:
 
 def _is_file_database(url: URL) -> bool:
     database = url.database or ""
-    return bool(database) and database != ":memory:" and "mode=memory" not in database
+    in_memory = database == ":memory:" or "mode=memory" in database
+    return bool(database) and not in_memory and url.query.get("mode") != "memory"
