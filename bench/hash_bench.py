@@ -12,7 +12,8 @@
 (c) rows/s through the worker on tiny files, 1 and 2 workers, on SQLite and (with
     ``--postgres`` or MODELVAULT_TEST_POSTGRES_URL) PostgreSQL, against the bare
     loop of the same writes; on PostgreSQL also the rate as the catalog grows
-    (see ``bench_worker_rows``).
+    (see ``bench_worker_rows``); and on SQLite the pool against one worker on
+    mixes of file sizes (``--no-mixes`` to skip).
 (d) peak RSS of a child process hashing a big file; target < 100 MB.
 
 The big files are created in a temporary folder (``--dir`` to choose where) and
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-files", type=int, default=10_000, help="files for (c) [10000]")
     parser.add_argument(
         "--growth-rows", type=int, default=20_000, help="rows of (c)'s growth run [20000; 0: none]"
+    )
+    parser.add_argument(
+        "--no-mixes",
+        dest="mixes",
+        action="store_false",
+        help="in (c), skip the pool on mixes of file sizes",
     )
     parser.add_argument(
         "--postgres",
@@ -331,7 +338,66 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
                     _rate_as_catalog_grows(catalogs, files, args.growth_rows)
             finally:
                 catalogs.drop_all()
+        if args.mixes:
+            _pool_on_mixes(folder, args.repeat)
         print(f"    (load average after: {_load()})")
+
+
+# Mixes of file sizes for the pool: (label, number of files, size of file i).
+MIXES: list[tuple[str, int, Callable[[random.Random, int], int]]] = [
+    ("1,000 files of 128-384 KiB", 1000, lambda rng, i: rng.randrange(128, 384) * 1024),
+    ("300 files of 0.5-1.5 MiB", 300, lambda rng, i: rng.randrange(512, 1536) * 1024),
+    ("100 files of 2-6 MiB", 100, lambda rng, i: rng.randrange(2048, 6144) * 1024),
+    (
+        "1,000 tiny files, every 100th of 32 MiB",
+        1000,
+        lambda rng, i: 32 * MIB if i % 100 == 99 else rng.randrange(64, 4096),
+    ),
+]
+
+
+def _pool_on_mixes(folder: Path, repeat: int) -> None:
+    """The pool against one worker on mixes of file sizes (SQLite): is it ever slower?
+
+    Target (issue 11): 2 workers never take longer than 1 (ratio <= 1; within a few
+    per cent is noise on a shared machine: look at the runs).
+    """
+    from sqlalchemy import insert
+
+    from modelvault import Settings
+    from modelvault.db.models import PendingImport
+
+    print("    sqlite, the pool on mixes of file sizes (medians):")
+    for number, (label, count, size_of) in enumerate(MIXES):
+        rng = random.Random(number)
+        mix = folder / f"mix{number}"
+        mix.mkdir()
+        block = rng.randbytes(32 * MIB)
+        rows = []
+        for i in range(count):
+            path = mix / f"{i:05d}.bin"
+            size = size_of(rng, i)
+            # Unique content: the file's number, then a slice of the shared random block.
+            path.write_bytes(b"%08d" % i + block[: max(size - 8, 0)])
+            rows.append({"path": str(path), "name": path.name, "size_bytes": path.stat().st_size})
+        runs: dict[int, list[float]] = {1: [], 2: []}
+        for run in range(repeat):
+            for workers in (1, 2):
+                url = f"sqlite:///{mix / f'catalog-{workers}-{run}.sqlite3'}"
+                db = DatabaseManager(url, settings=Settings(db_url=url))
+                db.init_db()
+                with db.session_scope() as session:
+                    session.execute(insert(PendingImport), rows)
+                runs[workers].append(_timed_pool(db, workers, count))
+        one, two = (statistics.median(runs[w]) for w in (1, 2))
+        print(
+            f"      {label + ':':42} 1 worker {one:5.2f} s, 2 workers {two:5.2f} s: "
+            f"{two / one:.2f}x the time of 1 worker (target <= 1: "
+            f"{'met' if two <= one else 'MISSED'})  "
+            f"[runs: {', '.join(f'{t:.2f}' for t in runs[1])} / "
+            f"{', '.join(f'{t:.2f}' for t in runs[2])} s]"
+        )
+        shutil.rmtree(mix)
 
 
 class TinyFiles:

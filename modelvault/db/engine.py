@@ -54,6 +54,11 @@ def create_catalog_engine(
         kwargs["pool_pre_ping"] = True
         if read_only:
             kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+    if parsed.get_backend_name() != "sqlite" or sqlite_file(parsed):  # a pool of many
+        # LIFO: a thread takes the connection used last, whose page cache (SQLite) is
+        # warm; first-in-first-out would rotate a lone busy worker through every idle
+        # connection of the pool, each of which must reread what another one changed.
+        kwargs["pool_use_lifo"] = True
     try:
         engine = create_engine(target, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
@@ -63,6 +68,8 @@ def create_catalog_engine(
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         _configure_sqlite(engine, busy_timeout_seconds)
+    else:
+        _configure_postgresql(engine)
     return engine
 
 
@@ -113,3 +120,18 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # psycopg prepares a statement on the server after a few runs, and
+        # PostgreSQL may then keep one generic plan for it, made while the
+        # tables were empty: lookups in ``models`` that should use an index end
+        # up scanning it, slower with every row the catalog gains. A custom
+        # plan per run keeps the parse saved and the plan right for the table
+        # as it is now. Set per connection, so the server's default is untouched.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
+

@@ -43,19 +43,14 @@ from sqlalchemy import (
     Connection,
     Engine,
     Interval,
-    Select,
     Table,
     and_,
     bindparam,
-    delete,
     func,
     or_,
     select,
-    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,10 +70,10 @@ from modelvault.db.models import (
     Model,
     PendingImport,
     PendingStatus,
-    model_tags,
 )
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
+from modelvault.migration.queue_sql import BatchSQL, batch_sql
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +137,7 @@ class ClaimedRow:
     @functools.cached_property
     def specs(self) -> list[TagSpec]:
         """The staged tags, parsed once; ``ValidationError`` if one can never be stored."""
-        return [TagSpec.parse(entry) for entry in self.tags]
+        return [_parse_tag(entry) for entry in self.tags]
 
     def tag_problem(self) -> ValidationError | None:
         """Why the staged tags can never be stored, or None if they can."""
@@ -153,19 +148,19 @@ class ClaimedRow:
         return None
 
 
-_ROW_COLUMNS = (
-    COLUMNS.id,
-    COLUMNS.path,
-    COLUMNS.name,
-    COLUMNS.type,
-    COLUMNS.base,
-    COLUMNS.size_bytes,
-    COLUMNS.created_at,
-    COLUMNS.meta,
-    COLUMNS.tags,
-    COLUMNS.attempts,
-    COLUMNS.source,
-)
+def _parse_tag(entry: Any) -> TagSpec:
+    """``TagSpec.parse``, remembered for the usual staged form (a few names used again
+    and again)."""
+    if isinstance(entry, dict) and entry.keys() <= {"name", "color"}:
+        name, color = entry.get("name"), entry.get("color")
+        if isinstance(name, str) and (color is None or isinstance(color, str)):
+            return _parse_named_tag(name, color)
+    return TagSpec.parse(entry)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_named_tag(name: str, color: str | None) -> TagSpec:
+    return TagSpec.parse({"name": name, "color": color})  # a refusal raises, and is not kept
 
 
 class Statements:
@@ -190,13 +185,6 @@ class Statements:
         ids: Any = bindparam("ids", expanding=True)
         guard = held(bindparam("owner"), ids, now)
         closed = {"claimed_by": None, "lease_expires_at": None}
-        self.candidates = candidates(now, postgresql)
-        self.claim = (
-            update(TABLE)
-            .where(COLUMNS.id.in_(ids))
-            .values(status=CLAIMED, claimed_by=bindparam("owner"), lease_expires_at=until)
-            .returning(*_ROW_COLUMNS)
-        )
         self.renew = update(TABLE).where(guard).values(lease_expires_at=until).returning(COLUMNS.id)
         self.release = (
             update(TABLE)
@@ -208,21 +196,6 @@ class Statements:
             .values(status=PENDING, not_before=None, **closed)
             .returning(COLUMNS.id)
         )
-        self.lock_held = select(COLUMNS.id).where(guard).with_for_update()
-        # ON CONFLICT DO NOTHING: a model another worker committed meanwhile is
-        # skipped (and settled after), instead of failing the whole batch.
-        insert_ignoring = pg_insert if postgresql else sqlite_insert
-        self.insert_models = (
-            insert_ignoring(MODELS).on_conflict_do_nothing().returning(MODELS.c.sha256)
-        )
-        self.insert_links = insert_ignoring(model_tags).on_conflict_do_nothing()
-        self.known = select(MODELS.c.sha256, MODELS.c.path).where(
-            or_(
-                MODELS.c.sha256.in_(bindparam("shas", expanding=True)),
-                MODELS.c.path.in_(bindparam("paths", expanding=True)),
-            )
-        )
-        self.delete_held = delete(TABLE).where(guard)
         settled_values: dict[str, Any] = {
             "status": bindparam("new_status"),
             "sha256": bindparam("new_sha256"),
@@ -279,42 +252,6 @@ def claimable(now: Any) -> ColumnElement[bool]:
     )
 
 
-def candidates(now: Any, postgresql: bool) -> Select[Any]:
-    """The oldest claimable rows (id, size), at most ``limit`` of them.
-
-    PostgreSQL: one query, ``FOR UPDATE SKIP LOCKED``, so concurrent claimers
-    pass each other's rows by. SQLite (claims are serialised by BEGIN
-    IMMEDIATE): the same rows as three small ordered queries, because the one
-    with OR makes SQLite collect and sort every pending row on each claim (the
-    (status, not_before) index gives rows with no back-off in id order).
-    """
-    limit: Any = bindparam("limit")
-    if postgresql:
-        return (
-            select(COLUMNS.id, COLUMNS.size_bytes)
-            .where(claimable(now))
-            .order_by(COLUMNS.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    parts = [
-        and_(COLUMNS.status == PENDING, COLUMNS.not_before.is_(None)),
-        and_(COLUMNS.status == PENDING, COLUMNS.not_before <= now),
-        and_(
-            COLUMNS.status == CLAIMED,
-            or_(COLUMNS.lease_expires_at.is_(None), COLUMNS.lease_expires_at <= now),
-        ),
-    ]
-    ordered = [
-        select(COLUMNS.id, COLUMNS.size_bytes).where(part).order_by(COLUMNS.id).limit(limit)
-        for part in parts
-    ]
-    # SQLite allows ORDER BY and LIMIT in a UNION's members only inside subqueries.
-    members = [select(*sub.c) for sub in (q.subquery() for q in ordered)]
-    merged = union_all(*members).subquery()
-    return select(merged.c.id, merged.c.size_bytes).order_by(merged.c.id).limit(limit)
-
-
 def held(owner: Any, ids: Any, now: Any) -> ColumnElement[bool]:
     """The guard of every change to a claimed row: still mine, lease still running."""
     return and_(
@@ -360,25 +297,37 @@ def writer_turn(db: DatabaseManager) -> AbstractContextManager[Any]:
     return lock
 
 
-def within_budget(candidates: Sequence[tuple[int, int | None]], budget: int) -> list[int]:
-    """The ids of the first candidates whose sizes fit ``budget`` (always at least one)."""
+def within_budget(
+    candidates: Sequence[tuple[int, int | None]], budget: int, min_bytes: int = 0
+) -> list[int]:
+    """The ids of the first candidates whose sizes fit ``budget`` (always at least one),
+    or none if they add up to less than ``min_bytes``. A row of unknown size counts as
+    the whole budget (it is most likely a big model file)."""
     ids: list[int] = []
     total = 0
     for row_id, size in candidates:
-        total += budget if size is None else size
-        if ids and total > budget:
+        weight = budget if size is None else size
+        if ids and total + weight > budget:
             break
         ids.append(row_id)
-    return ids
+        total += weight
+    return ids if total >= min_bytes else []
+
+
+def batch_bytes(rows: Iterable[ClaimedRow], budget: int = CLAIM_BYTE_BUDGET) -> int:
+    """What a batch weighs for ``within_budget``: staged sizes, unknown ones as ``budget``."""
+    return sum(budget if row.size_bytes is None else row.size_bytes for row in rows)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What to claim: up to ``limit`` rows, within ``byte_budget``, for ``lease_seconds``."""
+    """What to claim: up to ``limit`` rows, within ``byte_budget``, for ``lease_seconds``;
+    nothing if the oldest claimable rows add up to less than ``min_bytes``."""
 
     limit: int
     lease_seconds: float
     byte_budget: int = CLAIM_BYTE_BUDGET
+    min_bytes: int = 0
 
 
 def claim_batch(
@@ -388,35 +337,39 @@ def claim_batch(
     limit: int,
     lease_seconds: float,
     byte_budget: int = CLAIM_BYTE_BUDGET,
+    min_bytes: int = 0,
 ) -> list[ClaimedRow]:
-    """Take up to ``limit`` claimable rows (oldest first) under a lease of ``owner``."""
+    """Take up to ``limit`` claimable rows (oldest first) under a lease of ``owner``
+    (none if they add up to less than ``min_bytes``: see ``Claim``)."""
     with transaction(db) as conn:
-        return _claim(conn, owner, Claim(limit, lease_seconds, byte_budget))
+        return _claim(conn, owner, Claim(limit, lease_seconds, byte_budget, min_bytes))
 
 
 def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
-    sql = statements(conn)
-    clock = sql.params(claim.lease_seconds)
-    candidates = conn.execute(sql.candidates, {**clock, "limit": claim.limit}).all()
-    ids = within_budget([(r[0], r[1]) for r in candidates], claim.byte_budget)
+    sql = batch_sql(conn.dialect.name == "postgresql")
+    clock = sql.clock(claim.lease_seconds)
+    candidates = conn.exec_driver_sql(sql.candidates, {**clock, "limit": claim.limit}).all()
+    ids = within_budget([(r[0], r[1]) for r in candidates], claim.byte_budget, claim.min_bytes)
     if not ids:
         return []
-    rows = conn.execute(sql.claim, {**clock, "ids": ids, "owner": owner}).all()
+    params = {**clock, "ids": sql.many(ids), "owner": owner}
     claimed = [
         ClaimedRow(
-            id=r.id,
-            path=r.path,
-            name=r.name,
-            type=r.type,
-            base=r.base,
-            size_bytes=r.size_bytes,
-            created_at=r.created_at,
-            meta=dict(r.meta or {}),
-            tags=list(r.tags or []),
-            attempts=r.attempts,
-            source=r.source,
+            id=row_id,
+            path=path,
+            name=name,
+            type=kind,
+            base=base,
+            size_bytes=size,
+            created_at=sql.read_time(created),
+            meta=dict(sql.read_json(meta) or {}),
+            tags=list(sql.read_json(tags) or []),
+            attempts=attempts,
+            source=source,
         )
-        for r in rows
+        for row_id, path, name, kind, base, size, created, meta, tags, attempts, source in (
+            conn.exec_driver_sql(sql.claim, params)
+        )
     ]
     return sorted(claimed, key=lambda row: row.id)
 
@@ -677,10 +630,10 @@ def _settle_batch(
     cache: TagCache,
     path_is_live: Callable[[str], bool],
 ) -> dict[int, Settled | None]:
-    sql = statements(conn)
+    sql = batch_sql(conn.dialect.name == "postgresql")
     ids = [row_id for row_id, _ in items]
-    guard = {**sql.params(), "owner": owner}
-    mine = set(conn.scalars(sql.lock_held, {**guard, "ids": ids}))
+    guard = {**sql.clock(), "owner": owner}
+    mine = set(conn.exec_driver_sql(sql.lock_held, {**guard, "ids": sql.many(ids)}).scalars())
     outcomes: dict[int, Settled | None] = dict.fromkeys(ids)
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
@@ -707,7 +660,7 @@ def _settle_batch(
 
 
 def _split_fresh(
-    conn: Connection, sql: Statements, todo: Sequence[tuple[int, HashedFile]]
+    conn: Connection, sql: BatchSQL, todo: Sequence[tuple[int, HashedFile]]
 ) -> tuple[list[tuple[int, HashedFile]], list[tuple[int, HashedFile]]]:
     """Split off the files whose content and path the catalog has never seen.
 
@@ -716,11 +669,11 @@ def _split_fresh(
     fresh and later copies in the same batch go to ``settle_file`` after it,
     so the outcome is the one the rows would get one at a time in this order.
     """
-    shas = [item.sha256 for _, item in todo]
-    paths = [item.path for _, item in todo]
+    shas = sql.many([item.sha256 for _, item in todo])
+    paths = sql.many([item.path for _, item in todo])
     known_shas: set[str] = set()
     known_paths: set[str] = set()
-    for sha, path in conn.execute(sql.known, {"shas": shas, "paths": paths}):
+    for sha, path in conn.exec_driver_sql(sql.known, {"shas": shas, "paths": paths}):
         known_shas.add(sha)
         known_paths.add(path)
     fresh, others = [], []
@@ -735,7 +688,7 @@ def _split_fresh(
 
 def _import_fresh(
     conn: Connection,
-    sql: Statements,
+    sql: BatchSQL,
     session: _LazySession,
     items: Sequence[HashedFile],
     cache: TagCache,
@@ -748,8 +701,8 @@ def _import_fresh(
     in name order, so concurrent batches take their locks in the same order.
     """
     stamp = utcnow()
-    result = conn.execute(
-        sql.insert_models,
+    inserted = sql.insert_models_run(
+        conn,
         [
             {
                 "sha256": item.sha256,
@@ -759,14 +712,13 @@ def _import_fresh(
                 "base": item.base,
                 "size_bytes": item.size_bytes,
                 "mtime_ns": item.mtime_ns,
-                "meta": dict(item.meta),
                 "created_at": item.created_at or stamp,
                 "updated_at": stamp,
+                "meta": item.meta,
             }
             for item in sorted(items, key=lambda i: i.sha256)
         ],
     )
-    inserted = set(result.scalars())
     done = [item for item in items if item.sha256 in inserted]
     specs = sorted((spec for item in done for spec in item.tags), key=lambda s: s.name)
     if not specs:
@@ -779,16 +731,13 @@ def _import_fresh(
         cache.learn(specs, view)
     # What catalog.link_tags does, as one prepared statement.
     links = {(item.sha256, tag_ids[spec.name]) for item in done for spec in item.tags}
-    conn.execute(
-        sql.insert_links,
-        [{"model_sha256": sha, "tag_id": tag_id} for sha, tag_id in sorted(links)],
-    )
+    sql.insert_links_run(conn, sorted(links))
     return inserted
 
 
 def _close_rows(
     conn: Connection,
-    sql: Statements,
+    sql: BatchSQL,
     guard: dict[str, Any],
     settled: dict[int, Settled | None],
     shas: dict[int, str],
@@ -802,9 +751,23 @@ def _close_rows(
     ]
     changed = 0
     if done:
-        changed += _rowcount(conn.execute(sql.delete_held, {**guard, "ids": done}))
+        params = {**guard, "ids": sql.many(done)}
+        changed += _rowcount(conn.exec_driver_sql(sql.delete_held, params))
+    closing = {row_id: result for row_id, result in settled.items() if row_id not in done}
+    if closing:
+        changed += _mark_settled(conn, guard["owner"], closing, shas)
+    return changed
+
+
+def _mark_settled(
+    conn: Connection, owner: str, settled: dict[int, Settled | None], shas: dict[int, str]
+) -> int:
+    """Mark the rows settled as ``duplicate`` or ``conflict`` (rare: Core is clear enough)."""
+    sql = statements(conn)
+    guard = {**sql.params(), "owner": owner}
+    changed = 0
     for row_id, result in settled.items():
-        if result is None or row_id in done:
+        if result is None:
             continue
         status = (
             PendingStatus.DUPLICATE
@@ -829,6 +792,26 @@ def _retryable(exc: CatalogError) -> bool:
     if isinstance(cause, DBAPIError) and cause.orig is not None:
         return getattr(cause.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
     return False
+
+
+def refresh_statistics(db: DatabaseManager) -> None:
+    """PostgreSQL: bring the planner's statistics of the queue up to date before a run.
+
+    The queue is filled in bulk just before the workers start, faster than
+    autovacuum notices: with statistics of an empty or much smaller table,
+    PostgreSQL picks plans that sort every pending row on each claim. One
+    ANALYZE (a sample, not a scan) fixes that for the run. Nothing to do on
+    SQLite, whose planner goes by the indexes alone. A failure is only logged:
+    the workers are right without it, merely slower.
+    """
+    if db.is_sqlite:
+        return
+    try:
+        with db.translate_errors(), db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE pending_import")
+            conn.commit()
+    except CatalogError as exc:
+        log.warning("could not refresh the catalog's statistics: %s", exc)
 
 
 @dataclass(frozen=True)

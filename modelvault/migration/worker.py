@@ -82,6 +82,10 @@ MIN_IDLE_SECONDS = 0.02
 # long, or at the end of their batch (one transaction for many tiny files).
 FINISH_EVERY_BYTES = 64 * 1024 * 1024
 FINISH_EVERY_SECONDS = 1.0
+# A batch whose files add up to less than this is light: hashing it takes less
+# than cataloguing it, so a second worker on it would only wait for the first
+# (see QueueSignal). Above it, hashing in parallel pays.
+LIGHT_BATCH_BYTES = 16 * 1024 * 1024
 
 EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
 
@@ -196,15 +200,58 @@ class WorkerReport:
 
 
 class QueueSignal:
-    """Lets the workers of one pool wake each other when one has changed the queue.
+    """Lets the workers of one pool wake each other when one has changed the queue,
+    and keeps small files to one worker at a time (the light lane).
 
     An idle worker waits for rows leased by its peers; instead of polling, it
     sleeps until a peer finishes a batch (or hands rows back), then looks again.
+
+    The light lane: on a batch of small files a worker hashes next to nothing;
+    its time goes to Python and to the catalog, where a second worker only
+    queues behind the first (the interpreter lock, SQLite's single writer), so
+    two workers on small files are slower than one. The worker in the lane
+    claims whatever comes next; the others claim only batches heavy enough to
+    be worth hashing in parallel (``LIGHT_BATCH_BYTES``) and otherwise wait
+    until the lane is free. So a pool is one worker on small files and all of
+    them on big ones, and on a mix, one on the small files while the others
+    hash the big ones.
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        lock = threading.RLock()
+        self._changed = threading.Condition(lock)
         self._generation = 0
+        self._lane: object | None = None  # the worker on small files, if any
+        # Its own condition: the workers waiting for the lane sleep through every
+        # batch their peer finishes, and wake only when the lane is freed (or on stop).
+        self._lane_freed = threading.Condition(lock)
+
+    def enter_lane(self, worker: object) -> bool:
+        """Take the light lane for ``worker`` if it is free (or already its own)."""
+        with self._changed:
+            if self._lane is None:
+                self._lane = worker
+            return self._lane is worker
+
+    def leave_lane(self, worker: object) -> None:
+        """Free the lane if ``worker`` holds it, and wake the workers waiting for it."""
+        with self._changed:
+            if self._lane is not worker:
+                return
+            self._lane = None
+            self._lane_freed.notify_all()
+
+    def wait_for_lane(self, timeout: float, stopping: Callable[[], bool]) -> bool:
+        """Wait until the lane is free or ``stopping()``; False on timeout."""
+        with self._changed:
+            return self._lane_freed.wait_for(lambda: self._lane is None or stopping(), timeout)
+
+    def wake_all(self) -> None:
+        """Wake every waiting worker, for the lane or for the queue (to notice a stop)."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+            self._lane_freed.notify_all()
 
     @property
     def generation(self) -> int:
@@ -272,6 +319,7 @@ class MigrationWorker(threading.Thread):
         self._held: dict[int, ClaimedRow] = {}  # claimed and not yet finished
         self._hashed: list[tuple[ClaimedRow, FileDigest]] = []  # hashed, not yet settled
         self._hashed_since = 0.0
+        self._hashed_bytes = 0  # the size of the files in _hashed
         self._next_batch: list[ClaimedRow] = []  # claimed with the last commit, not started
         self._tag_cache = queue.TagCache()
         self._renew_every = max(self.settings.lease_seconds / 4, HEARTBEAT_SECONDS)
@@ -281,13 +329,14 @@ class MigrationWorker(threading.Thread):
         self._row_bytes = 0
         self._pause_announced = False
         self._next_orphan_check = 0.0
+        self._lane_refused = False  # the last claim took only a heavy batch, or nothing
 
     # -- control --------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the worker to stop soon; the rows it holds go back to the queue."""
         self.stop_event.set()
-        self.signal.notify()
+        self.signal.wake_all()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the worker is done (its rows handed back); False on timeout.
@@ -321,6 +370,7 @@ class MigrationWorker(threading.Thread):
                 self._finish_hashed_quietly()
                 self._release_held("stopped")
             finally:  # whatever happened, wait() must return
+                self.signal.leave_lane(self)
                 owner.stopped(self.owner)
                 self.report.seconds = time.monotonic() - started
                 self.signal.notify()
@@ -334,12 +384,15 @@ class MigrationWorker(threading.Thread):
             generation = self.signal.generation
             batch, self._next_batch = self._next_batch, []
             if not batch:
+                claim = self._claim_wanted()
                 batch = queue.claim_batch(
                     self.db,
                     self.owner,
-                    limit=self.settings.worker_batch_size,
-                    lease_seconds=self.settings.lease_seconds,
+                    limit=claim.limit,
+                    lease_seconds=claim.lease_seconds,
+                    min_bytes=claim.min_bytes,
                 )
+                self._claimed(batch)
             if batch:
                 self._run_batch(batch)
                 self.signal.notify()
@@ -347,6 +400,11 @@ class MigrationWorker(threading.Thread):
             state = queue.queue_state(self.db)
             if state.wait_seconds is None and self.exit_when_idle:
                 return
+            if state.wait_seconds == 0 and self._lane_refused:
+                # Small files are left and a peer is on them. Look again once it leaves
+                # the lane, or after a while: heavy rows may come up meanwhile.
+                self._wait_for_lane()
+                continue
             check = bool(state.wait_seconds) and time.monotonic() >= self._next_orphan_check
             if check and self._take_over_orphans():  # rows of a worker that died meanwhile
                 continue
@@ -358,6 +416,32 @@ class MigrationWorker(threading.Thread):
         """Hand back the rows of workers on this host that provably died (see ``owner``)."""
         self._next_orphan_check = time.monotonic() + ORPHAN_CHECK_SECONDS
         return queue.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
+
+    def _claim_wanted(self) -> queue.Claim:
+        """The next claim: anything in the light lane, only a heavy batch outside it."""
+        in_lane = self.signal.enter_lane(self)
+        self._lane_refused = not in_lane
+        return queue.Claim(
+            self.settings.worker_batch_size,
+            self.settings.lease_seconds,
+            min_bytes=0 if in_lane else LIGHT_BATCH_BYTES,
+        )
+
+    def _claimed(self, batch: list[ClaimedRow]) -> None:
+        """Leave the light lane unless the batch just claimed is light."""
+        if not batch or queue.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
+            self.signal.leave_lane(self)
+
+    def _wait_for_lane(self) -> None:
+        """Wait until the light lane is free, a stop, or ``POLL_SECONDS``.
+
+        In heartbeats: ``control.stop()`` wakes nobody, it is looked for."""
+        deadline = time.monotonic() + POLL_SECONDS
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            heartbeat = min(left, HEARTBEAT_SECONDS)
+            if left <= 0 or self.signal.wait_for_lane(heartbeat, lambda: self.stopping):
+                return
 
     def _idle(self, seconds: float, generation: int) -> None:
         """Wait ``seconds``, or less if a peer changes the queue or a stop arrives."""
@@ -389,6 +473,7 @@ class MigrationWorker(threading.Thread):
                 digest = self._hash(row)
                 if digest is not None:
                     self._hashed.append((row, digest))
+                    self._hashed_bytes += digest.size_bytes
             if self._finish_due():
                 self._finish_hashed()
             self._maybe_renew()
@@ -398,9 +483,9 @@ class MigrationWorker(threading.Thread):
         """Commit hashed rows once they add up, so a crash never costs much re-reading."""
         if not self._hashed:
             return False
-        size = sum(digest.size_bytes for _, digest in self._hashed)
         first_done = self._hashed_since or time.monotonic()
-        return size >= FINISH_EVERY_BYTES or time.monotonic() - first_done >= FINISH_EVERY_SECONDS
+        waited = time.monotonic() - first_done
+        return self._hashed_bytes >= FINISH_EVERY_BYTES or waited >= FINISH_EVERY_SECONDS
 
     # -- one row --------------------------------------------------------------
 
@@ -449,13 +534,13 @@ class MigrationWorker(threading.Thread):
 
         With ``claim_next``, the next batch is claimed in the same transaction.
         """
-        hashed, self._hashed = self._hashed, []
+        hashed, self._hashed, self._hashed_bytes = self._hashed, [], 0
         if not hashed:
             return
         items = [(row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns)) for row, d in hashed]
         claim = None
         if claim_next and not self.stopping and not self.control.paused:
-            claim = queue.Claim(self.settings.worker_batch_size, self.settings.lease_seconds)
+            claim = self._claim_wanted()
         try:
             outcomes, claimed = queue.finish_batch(
                 self.db,
@@ -478,6 +563,8 @@ class MigrationWorker(threading.Thread):
             return
         self._held.update((row.id, row) for row in claimed)  # so a stop hands them back
         self._next_batch = claimed
+        if claim is not None:
+            self._claimed(claimed)
         for row, digest in hashed:
             self._report_outcome(row, digest, outcomes[row.id])
 
@@ -580,7 +667,7 @@ class MigrationWorker(threading.Thread):
             self._finish_hashed()
         except Exception as exc:  # still held: _release_held hands them back unsettled
             log.warning("worker %s could not commit its last files: %s", self.name, exc)
-            self._hashed = []
+            self._hashed, self._hashed_bytes = [], 0
 
     def _release_held(self, why: str) -> None:
         """Hand back every row still held; each is counted once, as what became of it."""
@@ -689,7 +776,9 @@ def path_problem(path: str) -> str | None:
     """Why a staged path can never be hashed, before anything touches it; None if it may be."""
     if "\0" in path:
         return f"{path!r} contains a NUL character, which no file name can hold."
-    if not is_absolute_path(path):  # a Windows path on Linux is absolute: it ends missing
+    # "/" first: the common case, without is_absolute_path's path parsing. A Windows
+    # path on Linux is absolute: it ends missing.
+    if not path.startswith("/") and not is_absolute_path(path):
         return (
             f"{path} is a relative path: it depends on the folder the worker runs in; "
             "stage the file by its absolute path."
@@ -753,6 +842,7 @@ def _run_pool(
         )
         for i in range(count)
     ]
+    queue.refresh_statistics(db)
     started = time.monotonic()
     for worker in pool:
         worker.start()
