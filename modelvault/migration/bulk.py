@@ -6,7 +6,7 @@ about doing the database work of a batch with as little per-row cost as the
 driver allows:
 
 - ``CatalogState``: what the catalog holds at a batch's paths and for its
-  hashes, read with a few ``IN`` look-ups (``KeyLookup``) run through the driver.
+  hashes, read with three look-ups per batch (``KeyLookup``) run through the driver.
 - ``bulk_insert``: one table's new rows, given as tuples in the table's column
   order and turned into the driver's values once (each column type's bind
   processor, SQLAlchemy's own). SQLite: one ``executemany``. PostgreSQL: one
@@ -17,12 +17,13 @@ driver allows:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, insert, select
+from sqlalchemy import Column, Table, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -31,8 +32,6 @@ from modelvault.catalog import chunked
 from modelvault.db.models import Model, PendingImport
 from modelvault.db.types import UTCDateTime
 from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
-
-LOOKUP_CHUNK = 1000  # keys per IN list: far below any parameter limit
 
 MODELS = cast(Table, Model.__table__)
 PENDING = cast(Table, PendingImport.__table__)
@@ -82,7 +81,7 @@ class Lookups:
     )
 
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
-        """What the catalog holds for these rows' paths and hashes: a few IN queries."""
+        """What the catalog holds for these rows' paths and hashes: three look-ups."""
         paths = [row.path for row in rows]
         hashes = list({row.sha256 for row in rows if row.sha256 is not None})
         model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
@@ -102,33 +101,30 @@ class Lookups:
 
 
 class KeyLookup:
-    """``SELECT a, b FROM t WHERE key IN (...)`` run through the driver directly.
+    """``SELECT a, b FROM t WHERE key IN (the keys)``: one statement for a whole
+    batch, whatever its size, run through the driver directly.
 
-    SQLAlchemy compiles it once per list length; the IN lists of every batch are
-    the import's most frequent queries, and Core's per-parameter handling of an
-    expanding IN cost more than the look-ups themselves.
+    The keys go in as one value: a JSON array read by ``json_each`` on SQLite,
+    an array on PostgreSQL (``= ANY``). An IN list of bound parameters would
+    need a statement per thousand keys, and Core's per-parameter handling of
+    an expanding IN cost more than the look-ups themselves.
     """
 
-    def __init__(self, columns: Sequence[ColumnElement[Any]], key: ColumnElement[Any]) -> None:
-        self.columns = columns
-        self.key = key
-        self.compiled: dict[int, tuple[str, bool]] = {}
+    def __init__(self, columns: Sequence[Column[Any]], key: Column[Any]) -> None:
+        names = ", ".join(column.name for column in columns)
+        select_from = f"SELECT {names} FROM {key.table.name} WHERE {key.name}"
+        self.sqlite = f"{select_from} IN (SELECT value FROM json_each(?))"
+        self.postgresql = f"{select_from} = ANY(%s)"
 
     def fetch(self, session: Session, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+        if not keys:
+            return []
         conn = session.connection()
-        found: list[tuple[Any, ...]] = []
-        for chunk in chunked(keys, LOOKUP_CHUNK):
-            sql, positional = self._compile(len(chunk), conn.dialect)
-            params = tuple(chunk) if positional else {f"k{i}": k for i, k in enumerate(chunk)}
-            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, params))
-        return found
-
-    def _compile(self, size: int, dialect: Dialect) -> tuple[str, bool]:
-        if size not in self.compiled:
-            binds: list[Any] = [bindparam(f"k{i}") for i in range(size)]
-            compiled = select(*self.columns).where(self.key.in_(binds)).compile(dialect=dialect)
-            self.compiled[size] = (str(compiled), compiled.positional)
-        return self.compiled[size]
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(self.postgresql, (list(keys),))
+        else:
+            rows = conn.exec_driver_sql(self.sqlite, (json.dumps(list(keys)),))
+        return [tuple(row) for row in rows]
 
 
 class BulkInsert:

@@ -9,6 +9,7 @@ them row by row; what a value loses on the way is put in the row's
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -128,13 +129,21 @@ def model_type_of(value: Any, path: str, legacy: dict[str, Any]) -> str:
     folder name (``loras`` -> ``lora``); a file directly in a models root got its
     own file name as type, which says nothing of what it is: ``other``."""
     raw = text(value)
-    kind = model_type_for_folder(raw if raw is None else storable(raw))
-    if kind == normalize_type(file_name(path)):
+    kind = "other" if raw is None else _folder_type(raw)
+    # The end of the path is looked at first: the file name is rarely the type.
+    tail = path.rstrip().lower()
+    if kind != "other" and tail.endswith(kind) and kind == normalize_type(file_name(path)):
         kind = "other"
     stored = kind if len(kind) <= MAX_TYPE else "other"
     if value is not None and stored != value:
         legacy["type"] = jsonable(value)  # a folder name, a file name, not lower case, ...
     return stored
+
+
+@functools.lru_cache(maxsize=256)
+def _folder_type(raw: str) -> str:
+    """``model_type_for_folder`` of a stored type (a file holds a handful of them)."""
+    return model_type_for_folder(storable(raw))
 
 
 class _RepeatedKeys(Exception):

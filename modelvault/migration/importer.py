@@ -144,11 +144,10 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 from __future__ import annotations
 
 import base64
+import functools
 import gc
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -188,7 +187,6 @@ from modelvault.migration.bulk import (
     bulk_insert,
 )
 from modelvault.migration.legacy import (
-    LegacyBatch,
     LegacyCatalog,
     LegacyLayout,
     LegacyRow,
@@ -315,13 +313,16 @@ def import_legacy_data(
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
-            notes = _RowNotes()
             images = LegacyImages.checked(
-                legacy.path, images_dir, catalog.images_dir, catalog.display_url, notes
+                legacy.path,
+                images_dir,
+                catalog.images_dir,
+                catalog.display_url,
+                functools.partial(report.warn, "models"),
             )
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
-            _Run(legacy, catalog, report, progress, chosen, images, notes).run()
+            _Run(legacy, catalog, report, progress, chosen, images).run()
             report.images = images.finish()
         finally:
             if own_db:
@@ -365,7 +366,7 @@ class _LegacyTag:
 
 @dataclass(slots=True)
 class _Entry:
-    """A legacy row ready for the catalog (``tags`` are set once its batch's tags are known)."""
+    """A legacy row ready for the catalog."""
 
     legacy_id: int
     path: str
@@ -376,7 +377,7 @@ class _Entry:
     created_at: datetime
     meta: dict[str, Any]
     sha256: str | None
-    tags: list[TagSpec] = field(default_factory=list)
+    tags: list[TagSpec]
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
     unusable_path: str | None = None  # why it is staged as failed (a relative path)
 
@@ -428,31 +429,6 @@ class _BatchResult:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A legacy batch with its rows in v3 form, and what was noted about them."""
-
-    batch: LegacyBatch
-    entries: list[_Entry]
-    notes: list[tuple[Any, str]]
-
-
-class _RowNotes:
-    """Warnings about the rows of the batch being prepared. The next batch is
-    prepared while this one is written, so they reach the report with their batch:
-    the report lists warnings in row order however the two overlap."""
-
-    def __init__(self) -> None:
-        self.current: list[tuple[Any, str]] = []
-
-    def __call__(self, legacy_id: Any, reason: str) -> None:
-        self.current.append((legacy_id, reason))
-
-    def take(self) -> list[tuple[Any, str]]:
-        taken, self.current = self.current, []
-        return taken
-
-
-@dataclass(frozen=True)
 class _Inserts:
     models: BulkInsert
     links: BulkInsert
@@ -460,12 +436,7 @@ class _Inserts:
 
 
 class _Run:
-    """One import run: the legacy file, the catalog, the tag ids and the report.
-
-    Two threads share the work. A helper thread reads the legacy batches and puts
-    each row in v3 form (``_prepare``: no catalog access, so it never waits on the
-    catalog's lock); this thread gets the batch's tags and writes it (``_write``).
-    """
+    """One import run: the legacy file, the catalog, the tag ids and the report."""
 
     def __init__(
         self,
@@ -475,11 +446,9 @@ class _Run:
         progress: Progress | None,
         policy: str,
         images: LegacyImages,
-        notes: _RowNotes,
     ) -> None:
         self.legacy = legacy
         self.images = images
-        self.notes = notes
         self.db = db
         self.report = report
         self.progress = progress
@@ -501,29 +470,16 @@ class _Run:
         for chunk in self.legacy.tag_chunks(TAG_CHUNK):
             self._forget_tags(len(chunk))
             self._register_tags(chunk)
-        with _collector_paused() as collect_young, self._connection() as conn:
-            for prepared in _ahead(self._prepared_batches()):
-                rows = prepared.batch.rows
-                links = self._links_by_model(rows, prepared.batch.links)
-                for legacy_id, reason in prepared.notes:
-                    self.report.warn("models", legacy_id, reason)
-                for entry in prepared.entries:
-                    entry.tags = self._row_tags(
-                        links.get(entry.legacy_id, ()), entry.meta["legacy"]
-                    )
-                if prepared.entries:
-                    self._write(conn, prepared.entries)
-                    self.report.rows_read += len(prepared.entries)
-                collect_young()
-                if self.progress is not None and rows:
+        with _collector_paused(), self._connection() as conn:
+            for batch in self.legacy.batches(self.db.settings.import_batch_size):
+                links = self._links_by_model(batch.rows, batch.links)
+                entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
+                if entries:
+                    self._write(conn, entries)
+                    self.report.rows_read += len(entries)
+                if self.progress is not None and batch.rows:
                     done = self.report.rows_read
                     self.progress(done, max(total, done))
-
-    def _prepared_batches(self) -> Iterator[_Prepared]:
-        """The legacy batches with their rows in v3 form (run in the helper thread)."""
-        for batch in self.legacy.batches(self.db.settings.import_batch_size):
-            entries = [self._entry(row) for row in batch.rows]
-            yield _Prepared(batch, entries, self.notes.take())
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -723,9 +679,9 @@ class _Run:
         self.report.orphan_links_skipped += 1
         self.report.warn("model_tags", cleaning.jsonable(model_id), reason + "; skipped")
 
-    # -- rows (the helper thread: no catalog access) ----------------------------
+    # -- rows -----------------------------------------------------------------
 
-    def _entry(self, row: LegacyRow) -> _Entry:
+    def _entry(self, row: LegacyRow, tag_ids: Sequence[Any]) -> _Entry:
         """Turn a legacy row into catalog values, keeping everything else in meta."""
         legacy: dict[str, Any] = {
             "source": self.source,
@@ -747,8 +703,10 @@ class _Run:
         created_at = cleaning.from_ms(row.created_at)
         if created_at is None:
             created_at = utcnow()
-            self.notes(
-                row.id, f"created_at {row.created_at!r} is not a time in milliseconds; now is used"
+            self.report.warn(
+                "models",
+                row.id,
+                f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
             )
         meta = self._user_meta(row, legacy)
         self.images.add_previews(row.id, meta)
@@ -762,6 +720,7 @@ class _Run:
             created_at=created_at,
             meta=meta,
             sha256=self._usable_hash(row, path, size, legacy),
+            tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
             unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
@@ -770,13 +729,15 @@ class _Run:
         """Keep the exact bytes of every value stored as a BLOB or as TEXT that is
         not UTF-8 in ``meta.legacy.<column>_bytes_b64``: the columns get the text
         decoded with replacement characters, which loses the bytes."""
-        if not any(isinstance(value, bytes) for value in row):
+        kinds = set(map(type, row))  # one pass in C: nearly every row has no bytes
+        if bytes not in kinds and NotUtf8Text not in kinds:
             return
         for column, value in zip(row._fields, row, strict=True):
             if isinstance(value, bytes):
                 legacy[f"{column}_bytes_b64"] = base64.b64encode(value).decode("ascii")
                 what = "text that is not UTF-8" if isinstance(value, NotUtf8Text) else "a BLOB"
-                self.notes(
+                self.report.warn(
+                    "models",
                     row.id,
                     f"its {column} is {what}; it is read with replacement characters, and "
                     f"its exact bytes are kept in meta.legacy.{column}_bytes_b64",
@@ -798,7 +759,7 @@ class _Run:
             holder = next(iter(self.legacy.ids_with_path(path)), None)
         if holder is None:
             self.cleaned_paths[path] = legacy_id
-            self.notes(legacy_id, f"its path {what}; it is read as {path!r}")
+            self.report.warn("models", legacy_id, f"its path {what}; it is read as {path!r}")
             return path, None
         candidate, n = f"{path} (legacy id {legacy_id})", 1
         while candidate in self.cleaned_paths or self.legacy.ids_with_path(candidate):
@@ -832,7 +793,7 @@ class _Run:
             legacy["hash_hex"] = raw
         if why is not None:
             legacy["hash_ignored"] = why
-            self.notes(row.id, why + "; staged to be hashed")
+            self.report.warn("models", row.id, why + "; staged to be hashed")
         return usable
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
@@ -843,14 +804,14 @@ class _Run:
             ok = problem in (None, cleaning.REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
-                self.notes(row.id, f"meta_json {problem}; its text is kept")
+                self.report.warn("models", row.id, f"meta_json {problem}; its text is kept")
         extra = cleaning.text(row.extra_json)
         if extra is not None:
             value, problem = cleaning.parse_json(extra)
             ok = problem in (None, cleaning.REPEATED_KEYS)
             if problem is not None:
                 legacy["extra_json_raw"] = extra
-                self.notes(row.id, f"extra_json {problem}; its text is kept")
+                self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
                 shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
                 if shadowed:
@@ -1047,67 +1008,18 @@ def _tune_for_bulk(conn: Connection) -> Callable[[], None]:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[Callable[[], object]]:
-    """The cyclic garbage collector off while batches are built and written (it
-    would walk every object of a batch many times over); yields what collects
-    the young garbage between batches. The collector is restored, even on error."""
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while batches are built and written: it
+    would walk every object of a batch many times over, and a batch's objects
+    are freed by reference counting (the few cycles a batch leaves, its session's,
+    wait for the next collection). Restored, even on error."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        yield (lambda: gc.collect(1)) if was_enabled else (lambda: None)
+        yield
     finally:
         if was_enabled:
             gc.enable()
-
-
-_DONE = object()
-
-
-def _ahead(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
-    """``items``, computed by a helper thread up to ``depth`` ahead of the consumer.
-
-    An error in the helper is raised here, where that item would have come; a
-    consumer that stops early stops the helper before this returns.
-    """
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-        except BaseException as exc:  # handed to the consumer, which raises it
-            put((_DONE, exc))
-            return
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()  # a generator's open reads end here, in the thread that runs it
-        put((_DONE, None))
-
-    helper = threading.Thread(target=produce, name="modelvault-import-reader", daemon=True)
-    helper.start()
-    try:
-        while True:
-            item, error = ready.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-        helper.join()
 
 
 __all__ = ["ImportReport", "Progress", "import_legacy_data"]

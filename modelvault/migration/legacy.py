@@ -51,7 +51,7 @@ LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
 
 # A batch of models holds at most this many links (fewer models if need be), so
 # memory stays flat however many tags a model has; one model's links come whole.
-LINKS_PER_BATCH = 50_000
+LINKS_PER_BATCH = 100_000
 # A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
 COPY_ATTEMPTS = 3
 
