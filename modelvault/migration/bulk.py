@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Column, Table, insert, select
+from sqlalchemy import JSON, Column, Table, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -158,22 +158,12 @@ class BulkInsert:
 
     def driver_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The rows as the driver takes them: tuples (positional) or dicts."""
-        if not self.processors:
-            return list(rows) if self.positional else [self._named(row) for row in rows]
-        params: list[Any] = []
-        last: dict[int, tuple[Any, Any]] = {}
-        for row in rows:
-            values = list(row)
+        if self.processors and rows:
+            columns: list[Sequence[Any]] = list(zip(*rows, strict=True))  # loops run in C
             for i, process in self.processors:
-                value = values[i]
-                seen = last.get(i)
-                if seen is not None and seen[0] is value:
-                    values[i] = seen[1]  # the batch's one "now", processed once
-                else:
-                    values[i] = processed = process(value)
-                    last[i] = (value, processed)
-            params.append(tuple(values) if self.positional else self._named(values))
-        return params
+                columns[i] = _processed(process, columns[i])
+            rows = list(zip(*columns, strict=True))
+        return list(rows) if self.positional else [self._named(row) for row in rows]
 
     def _named(self, values: Sequence[Any]) -> dict[str, Any]:
         return dict(zip(self.columns, values, strict=True))
@@ -187,6 +177,12 @@ class CopyInsert(BulkInsert):
     def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
         super().__init__(table, columns, dialect)
         self.positional = True  # COPY takes rows as sequences
+        # COPY reads JSON as text: the text psycopg's own Json adapter would send.
+        self.processors = [
+            (i, json.dumps if isinstance(table.c[name].type, JSON) else process)
+            for i, process in self.processors
+            for name in (self.columns[i],)
+        ]
         names = ", ".join(self.columns)
         temp = f"modelvault_import_{table.name}"
         self.create = (
@@ -217,6 +213,13 @@ class CopyInsert(BulkInsert):
         conn.exec_driver_sql(self.empty)  # a second call in this transaction starts empty
 
 
+def _processed(process: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    first = values[0]
+    if values.count(first) == len(values):  # e.g. the batch's one "now": processed once
+        return [process(first)] * len(values)
+    return list(map(process, values))
+
+
 def bulk_insert(table: Table, columns: Sequence[str], dialect: Dialect) -> BulkInsert:
     """The quickest way to insert many rows on this backend."""
     kind = CopyInsert if dialect.name == "postgresql" else BulkInsert
@@ -231,6 +234,15 @@ _DATETIME_PROBES = (
 )
 
 
+_JSON_PROBES: tuple[Any, ...] = (
+    None,
+    {},
+    [],
+    {"a": [1, 2.5, None, True], "é": {"\u0000": '\ud83d\ude00 \\ "'}},
+    [{"name": "x", "color": "#ff0000"}],
+)
+
+
 def _utc_text(value: datetime | None) -> str | None:
     return (
         None
@@ -240,19 +252,25 @@ def _utc_text(value: datetime | None) -> str | None:
 
 
 def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``isoformat`` instead of the generic processor of a datetime stored as text.
+    """A quicker processor that gives the very same values, where there is one.
 
-    On SQLite a UTC datetime is stored as naive UTC text; the generic processor
-    formats it field by field, at twice the cost of the whole rest of a row's
-    conversion. The quick one is used only where it writes the very same text.
+    A UTC datetime stored as naive UTC text (SQLite): ``isoformat``, where the
+    generic processor formats it field by field, at twice the cost of the whole
+    rest of a row's conversion. JSON stored as text: ``json.dumps`` itself,
+    without the generic processor's checks around it.
     """
-    if not isinstance(column_type, UTCDateTime):
+    quick: Callable[[Any], Any]
+    if isinstance(column_type, UTCDateTime):
+        quick, probes = _utc_text, _DATETIME_PROBES
+    elif isinstance(column_type, JSON):
+        quick, probes = json.dumps, _JSON_PROBES
+    else:
         return process
     try:
-        same = all(process(probe) == _utc_text(probe) for probe in _DATETIME_PROBES)
+        same = all(process(probe) == quick(probe) for probe in probes)
     except (TypeError, ValueError, OverflowError):
         same = False
-    return _utc_text if same else process
+    return quick if same else process
 
 
 __all__ = ["BulkInsert", "CatalogState", "CopyInsert", "KeyLookup", "Lookups", "bulk_insert"]
