@@ -244,11 +244,11 @@ _JSON_PROBES: tuple[Any, ...] = (
 
 
 def _utc_text(value: datetime | None) -> str | None:
-    return (
-        None
-        if value is None
-        else value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-    )
+    if value is None:
+        return None
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:

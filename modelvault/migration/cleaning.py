@@ -15,7 +15,7 @@ import math
 import os
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from modelvault.catalog import file_name
 from modelvault.migration.legacy import LegacyLayout, LegacyRow
@@ -116,6 +116,9 @@ def storable(text: str) -> str:
 
 
 def name_of(value: Any, path: str, legacy: dict[str, Any]) -> str:
+    plain = type(value) is str and value and not value.isspace() and len(value) <= MAX_NAME
+    if plain and "\x00" not in value:
+        return cast(str, value)  # nearly every name: as stored
     raw = text(value)
     name = raw if raw is not None and raw.strip() else file_name(path) or path
     stored = storable(name)[:MAX_NAME]

@@ -387,16 +387,16 @@ class _Entry:
         """The values of its staging row, in ``PENDING_COLUMNS`` order."""
         tags = [spec.to_json() for spec in self.tags]
         return (
-            *(self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta),
-            *(tags, self.legacy_id, source, status.value, 0, reason, sha256),
-        )
+            self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta,
+            tags, self.legacy_id, source, status.value, 0, reason, sha256,
+        )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
-            *(self.sha256, self.path, self.name, self.type, None, self.size_bytes),
-            *(self.mtime_ns, self.created_at, now, self.meta),
-        )
+            self.sha256, self.path, self.name, self.type, None, self.size_bytes,
+            self.mtime_ns, self.created_at, now, self.meta,
+        )  # fmt: skip
 
     def hashed(self) -> HashedFile:
         assert self.sha256 is not None

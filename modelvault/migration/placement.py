@@ -58,6 +58,8 @@ class Held:
 
 
 NOTHING_HELD = Held()
+# The placements without a warning, made once: ``place`` runs for every row.
+_PLAIN = {where: Placement(where) for where in Place}
 
 
 class PlacedRow(Protocol):
@@ -82,27 +84,27 @@ def place(row: PlacedRow, held: Held, source: str) -> Placement:
             row, frozenset() if held.staged_source is None else {held.staged_source}, source
         )
     if row.unusable_path is not None:
-        return Placement(Place.FAILED)
+        return _PLAIN[Place.FAILED]
     if row.path_clash is not None:
-        return Placement(Place.CONFLICT)
+        return _PLAIN[Place.CONFLICT]
     if held.at_path is not None:
         if held.at_path.sources:
             return _already(row, held.at_path.sources, source)
-        return Placement(Place.STAGE if row.sha256 is None else Place.SETTLE)
+        return _PLAIN[Place.STAGE if row.sha256 is None else Place.SETTLE]
     if row.sha256 is None:
-        return Placement(Place.STAGE)
+        return _PLAIN[Place.STAGE]
     if held.new_in_batch:
-        return Placement(Place.SETTLE)
+        return _PLAIN[Place.SETTLE]
     if held.of_hash is None:
-        return Placement(Place.NEW)
+        return _PLAIN[Place.NEW]
     if row.path in held.of_hash.previous_paths and (source, row.legacy_id) in held.of_hash.rows:
-        return Placement(Place.PRESENT)  # the model moved away from this row's path since
-    return Placement(Place.SETTLE)
+        return _PLAIN[Place.PRESENT]  # the model moved away from this row's path since
+    return _PLAIN[Place.SETTLE]
 
 
 def _already(row: PlacedRow, sources: AbstractSet[str], source: str) -> Placement:
     if not sources or source in sources:
-        return Placement(Place.PRESENT)
+        return _PLAIN[Place.PRESENT]
     return Placement(
         Place.PRESENT,
         f"{row.path} was imported already from {', '.join(sorted(sources))}; "
