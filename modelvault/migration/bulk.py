@@ -18,7 +18,7 @@ driver allows:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, cast
@@ -83,7 +83,7 @@ class Lookups:
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
         """What the catalog holds for these rows' paths and hashes: three look-ups."""
         paths = [row.path for row in rows]
-        hashes = list({row.sha256 for row in rows if row.sha256 is not None})
+        hashes = [row.sha256 for row in rows if row.sha256 is not None]
         model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
         model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
         staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source
@@ -104,26 +104,32 @@ class KeyLookup:
     """``SELECT a, b FROM t WHERE key IN (the keys)``: one statement for a whole
     batch, whatever its size, run through the driver directly.
 
-    The keys go in as one value: a JSON array read by ``json_each`` on SQLite,
-    an array on PostgreSQL (``= ANY``). An IN list of bound parameters would
-    need a statement per thousand keys, and Core's per-parameter handling of
-    an expanding IN cost more than the look-ups themselves.
+    The keys go in as one value, in order (each index page is read once): a JSON
+    array joined to the table on SQLite (``json_each``, whose rows probe the
+    index one by one, where ``IN (SELECT ...)`` would first build and sort a
+    temporary index of them), an array on PostgreSQL (``= ANY``). An IN list of
+    bound parameters would need a statement per thousand keys, and Core's
+    per-parameter handling of an expanding IN cost more than the look-ups.
     """
 
     def __init__(self, columns: Sequence[Column[Any]], key: Column[Any]) -> None:
+        table = key.table.name
+        self.sqlite = (
+            f"SELECT {', '.join('t.' + column.name for column in columns)} "
+            f"FROM json_each(?) AS k JOIN {table} AS t ON t.{key.name} = k.value"
+        )
         names = ", ".join(column.name for column in columns)
-        select_from = f"SELECT {names} FROM {key.table.name} WHERE {key.name}"
-        self.sqlite = f"{select_from} IN (SELECT value FROM json_each(?))"
-        self.postgresql = f"{select_from} = ANY(%s)"
+        self.postgresql = f"SELECT {names} FROM {table} WHERE {key.name} = ANY(%s)"
 
-    def fetch(self, session: Session, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
-        if not keys:
+    def fetch(self, session: Session, keys: Iterable[Any]) -> list[tuple[Any, ...]]:
+        ordered = sorted(set(keys))
+        if not ordered:
             return []
         conn = session.connection()
         if conn.dialect.name == "postgresql":
-            rows = conn.exec_driver_sql(self.postgresql, (list(keys),))
+            rows = conn.exec_driver_sql(self.postgresql, (ordered,))
         else:
-            rows = conn.exec_driver_sql(self.sqlite, (json.dumps(list(keys)),))
+            rows = conn.exec_driver_sql(self.sqlite, (json.dumps(ordered),))
         return [tuple(row) for row in rows]
 
 
@@ -135,7 +141,9 @@ class BulkInsert:
     handling, which took a third of the import's time (bench/import_bench.py).
     """
 
-    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
+    def __init__(
+        self, table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+    ) -> None:
         compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
         self.table = table
         self.sql = str(compiled)
@@ -149,7 +157,8 @@ class BulkInsert:
         self.processors = [
             (i, _quicker(table.c[name].type, process))
             for i, name in enumerate(columns)
-            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            if name not in json_text  # JSON columns whose values come as JSON text already
+            and (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
 
     def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -174,8 +183,10 @@ class CopyInsert(BulkInsert):
     transaction, then one ``INSERT ... SELECT`` into the table, which checks
     every key and foreign key at once and fails as one statement."""
 
-    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
-        super().__init__(table, columns, dialect)
+    def __init__(
+        self, table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+    ) -> None:
+        super().__init__(table, columns, dialect, json_text)
         self.positional = True  # COPY takes rows as sequences
         # COPY reads JSON as text: the text psycopg's own Json adapter would send.
         self.processors = [
@@ -220,10 +231,13 @@ def _processed(process: Callable[[Any], Any], values: Sequence[Any]) -> list[Any
     return list(map(process, values))
 
 
-def bulk_insert(table: Table, columns: Sequence[str], dialect: Dialect) -> BulkInsert:
-    """The quickest way to insert many rows on this backend."""
+def bulk_insert(
+    table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+) -> BulkInsert:
+    """The quickest way to insert many rows on this backend; the values of the
+    JSON columns named in ``json_text`` are given as JSON text."""
     kind = CopyInsert if dialect.name == "postgresql" else BulkInsert
-    return kind(table, columns, dialect)
+    return kind(table, columns, dialect, json_text)
 
 
 _DATETIME_PROBES = (

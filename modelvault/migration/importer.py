@@ -144,8 +144,10 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import gc
+import json
 import logging
 import os
 import time
@@ -213,7 +215,7 @@ TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 # our look-up and our insert; the batch is then read and written again, but only
 # if the catalog changed meanwhile: otherwise the same write would fail again.
 BATCH_ATTEMPTS = 3
-SQLITE_CACHE_KIB = 32 * 1024  # the import connection's page cache (random-key indexes)
+SQLITE_CACHE_KIB = 16 * 1024  # the import connection's page cache (random-key indexes)
 
 TAGS = cast(Table, Tag.__table__)
 MODEL_COLUMNS: tuple[str, ...] = (
@@ -385,7 +387,7 @@ class _Entry:
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
     ) -> tuple[Any, ...]:
         """The values of its staging row, in ``PENDING_COLUMNS`` order."""
-        tags = [spec.to_json() for spec in self.tags]
+        tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
             self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta,
             tags, self.legacy_id, source, status.value, 0, reason, sha256,
@@ -411,6 +413,12 @@ class _Entry:
             meta=self.meta,
             tags=self.tags,
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_json(spec: TagSpec) -> str:
+    """A tag of a staging row's ``tags``, as JSON text (a file has few distinct ones)."""
+    return json.dumps(spec.to_json())
 
 
 @dataclass
@@ -462,6 +470,9 @@ class _Run:
         self.tags: dict[Any, _LegacyTag] = {}  # legacy tag id -> the tag in v3 form
         self.tag_ids: dict[str, int] = {}  # v3 tag name -> id
         self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
+        # legacy tag ids of a row -> its tags and what they add to meta.legacy; emptied
+        # whenever a tag changes
+        self.tag_sets: dict[tuple[Any, ...], tuple[list[TagSpec], dict[str, Any]]] = {}
         self.inserts: _Inserts | None = None
         self.lookups = Lookups()
 
@@ -474,10 +485,13 @@ class _Run:
             for batch in self.legacy.batches(self.db.settings.import_batch_size):
                 links = self._links_by_model(batch.rows, batch.links)
                 entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
+                read = len(batch.rows)
+                batch.rows.clear()  # the rows live on in entries: free the rest before writing
+                batch.links.clear()
                 if entries:
                     self._write(conn, entries)
                     self.report.rows_read += len(entries)
-                if self.progress is not None and batch.rows:
+                if self.progress is not None and read:
                     done = self.report.rows_read
                     self.progress(done, max(total, done))
 
@@ -500,6 +514,7 @@ class _Run:
         if len(self.tags) + coming > TAG_CACHE:
             self.tags.clear()
             self.tag_ids.clear()
+            self.tag_sets.clear()
 
     def _resolve_tags(self, needed: set[Any]) -> None:
         """Put the legacy tags ``needed`` by a batch in ``self.tags`` (their v3 ids in
@@ -509,6 +524,7 @@ class _Run:
         unknown = sorted(needed - self.tags.keys() - self.missing_tags, key=repr)
         if not unknown:
             return
+        self.tag_sets.clear()
         rows = self.legacy.tags(unknown)
         found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
         names = {tag.spec.name for tag in found.values() if tag.spec is not None}
@@ -534,6 +550,7 @@ class _Run:
 
     def _register_tags(self, rows: Sequence[Any]) -> None:
         """Normalise legacy tags and get or create them in the catalog (one transaction)."""
+        self.tag_sets.clear()
         now = utcnow()
         wanted: dict[str, dict[str, Any]] = {}
         registered: list[_LegacyTag] = []
@@ -825,6 +842,21 @@ class _Run:
         return meta
 
     def _row_tags(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
+        """The row's tags, and what of them goes in its ``meta.legacy``: worked out
+        once for each combination of legacy tags (rows share a handful of them)."""
+        key = tuple(tag_ids)
+        known = self.tag_sets.get(key)
+        if known is None:
+            if len(self.tag_sets) >= TAG_CACHE:
+                self.tag_sets.clear()
+            kept: dict[str, Any] = {}
+            known = self.tag_sets[key] = (self._tag_specs(key, kept), kept)
+        specs, kept = known
+        if kept:
+            legacy.update(copy.deepcopy(kept))  # each row a copy of its own
+        return list(specs)
+
+    def _tag_specs(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
         specs: dict[str, TagSpec] = {}
         for tag_id in tag_ids:
             tag = self.tags[tag_id]
@@ -949,7 +981,7 @@ class _Run:
             self.inserts = _Inserts(
                 bulk_insert(MODELS, MODEL_COLUMNS, dialect),
                 bulk_insert(model_tags, ("model_sha256", "tag_id"), dialect),
-                bulk_insert(PENDING, PENDING_COLUMNS, dialect),
+                bulk_insert(PENDING, PENDING_COLUMNS, dialect, json_text=("tags",)),
             )
         return self.inserts
 
@@ -986,7 +1018,7 @@ def _tune_for_bulk(conn: Connection) -> Callable[[], None]:
     """Settings of the import's own connection that suit bulk writes; returns
     what puts them back (the connection goes back to the pool afterwards).
 
-    SQLite: a 32 MiB page cache, so the pages of the random-key indexes (sha256,
+    SQLite: a 16 MiB page cache, so the pages of the random-key indexes (sha256,
     model_tags) stay in memory across a batch. PostgreSQL: no server-side
     prepared statements, whose generic plan, made while the tables were nearly
     empty, would stay in use as they grow.
