@@ -150,6 +150,8 @@ import gc
 import json
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -189,6 +191,7 @@ from modelvault.migration.bulk import (
     bulk_insert,
 )
 from modelvault.migration.legacy import (
+    LegacyBatch,
     LegacyCatalog,
     LegacyLayout,
     LegacyRow,
@@ -315,16 +318,13 @@ def import_legacy_data(
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
+            notes = _RowNotes()
             images = LegacyImages.checked(
-                legacy.path,
-                images_dir,
-                catalog.images_dir,
-                catalog.display_url,
-                functools.partial(report.warn, "models"),
+                legacy.path, images_dir, catalog.images_dir, catalog.display_url, notes
             )
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
-            _Run(legacy, catalog, report, progress, chosen, images).run()
+            _Run(legacy, catalog, report, progress, chosen, images, notes).run()
             report.images = images.finish()
         finally:
             if own_db:
@@ -368,7 +368,7 @@ class _LegacyTag:
 
 @dataclass(slots=True)
 class _Entry:
-    """A legacy row ready for the catalog."""
+    """A legacy row ready for the catalog (its tags are set once its batch's are known)."""
 
     legacy_id: int
     path: str
@@ -379,7 +379,7 @@ class _Entry:
     created_at: datetime
     meta: dict[str, Any]
     sha256: str | None
-    tags: list[TagSpec]
+    tags: list[TagSpec] = field(default_factory=list)
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
     unusable_path: str | None = None  # why it is staged as failed (a relative path)
 
@@ -437,6 +437,31 @@ class _BatchResult:
 
 
 @dataclass(frozen=True)
+class _Prepared:
+    """A legacy batch with its rows in v3 form, and what was noted about them."""
+
+    batch: LegacyBatch
+    entries: list[_Entry]
+    notes: list[tuple[Any, str]]
+
+
+class _RowNotes:
+    """Warnings about the rows of the batch being prepared. On PostgreSQL the next
+    batch is prepared while this one is written, so they reach the report with
+    their batch: the report lists warnings in row order however the two overlap."""
+
+    def __init__(self) -> None:
+        self.current: list[tuple[Any, str]] = []
+
+    def __call__(self, legacy_id: Any, reason: str) -> None:
+        self.current.append((legacy_id, reason))
+
+    def take(self) -> list[tuple[Any, str]]:
+        taken, self.current = self.current, []
+        return taken
+
+
+@dataclass(frozen=True)
 class _Inserts:
     models: BulkInsert
     links: BulkInsert
@@ -444,7 +469,14 @@ class _Inserts:
 
 
 class _Run:
-    """One import run: the legacy file, the catalog, the tag ids and the report."""
+    """One import run: the legacy file, the catalog, the tag ids and the report.
+
+    A batch is read and its rows put in v3 form (``_prepared_batches``: no catalog
+    access), then given their tags and written (``_write``). On PostgreSQL a
+    helper thread prepares the next batch while the server writes this one; on
+    SQLite, whose writes take Python's interpreter lock back for every row, the
+    two would only take turns, so one thread does both.
+    """
 
     def __init__(
         self,
@@ -454,9 +486,11 @@ class _Run:
         progress: Progress | None,
         policy: str,
         images: LegacyImages,
+        notes: _RowNotes,
     ) -> None:
         self.legacy = legacy
         self.images = images
+        self.notes = notes
         self.db = db
         self.report = report
         self.progress = progress
@@ -482,18 +516,31 @@ class _Run:
             self._forget_tags(len(chunk))
             self._register_tags(chunk)
         with _collector_paused(), self._connection() as conn:
-            for batch in self.legacy.batches(self.db.settings.import_batch_size):
-                links = self._links_by_model(batch.rows, batch.links)
-                entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
-                read = len(batch.rows)
-                batch.rows.clear()  # the rows live on in entries: free the rest before writing
-                batch.links.clear()
-                if entries:
-                    self._write(conn, entries)
-                    self.report.rows_read += len(entries)
+            batches = self._prepared_batches()
+            if conn.dialect.name == "postgresql":
+                batches = _ahead(batches)
+            for prepared in batches:
+                links = self._links_by_model(prepared.batch.rows, prepared.batch.links)
+                for legacy_id, reason in prepared.notes:
+                    self.report.warn("models", legacy_id, reason)
+                for entry in prepared.entries:
+                    legacy = entry.meta["legacy"]
+                    entry.tags = self._row_tags(links.get(entry.legacy_id, ()), legacy)
+                read = len(prepared.batch.rows)
+                prepared.batch.rows.clear()  # they live on in entries: free the rest now
+                prepared.batch.links.clear()
+                if prepared.entries:
+                    self._write(conn, prepared.entries)
+                    self.report.rows_read += len(prepared.entries)
                 if self.progress is not None and read:
                     done = self.report.rows_read
                     self.progress(done, max(total, done))
+
+    def _prepared_batches(self) -> Iterator[_Prepared]:
+        """The legacy batches with their rows in v3 form (no catalog access)."""
+        for batch in self.legacy.batches(self.db.settings.import_batch_size):
+            entries = [self._entry(row) for row in batch.rows]
+            yield _Prepared(batch, entries, self.notes.take())
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -696,9 +743,9 @@ class _Run:
         self.report.orphan_links_skipped += 1
         self.report.warn("model_tags", cleaning.jsonable(model_id), reason + "; skipped")
 
-    # -- rows -----------------------------------------------------------------
+    # -- rows (no catalog access: on PostgreSQL, a helper thread runs these) ----
 
-    def _entry(self, row: LegacyRow, tag_ids: Sequence[Any]) -> _Entry:
+    def _entry(self, row: LegacyRow) -> _Entry:
         """Turn a legacy row into catalog values, keeping everything else in meta."""
         legacy: dict[str, Any] = {
             "source": self.source,
@@ -720,8 +767,7 @@ class _Run:
         created_at = cleaning.from_ms(row.created_at)
         if created_at is None:
             created_at = utcnow()
-            self.report.warn(
-                "models",
+            self.notes(
                 row.id,
                 f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
             )
@@ -737,7 +783,6 @@ class _Run:
             created_at=created_at,
             meta=meta,
             sha256=self._usable_hash(row, path, size, legacy),
-            tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
             unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
@@ -753,8 +798,7 @@ class _Run:
             if isinstance(value, bytes):
                 legacy[f"{column}_bytes_b64"] = base64.b64encode(value).decode("ascii")
                 what = "text that is not UTF-8" if isinstance(value, NotUtf8Text) else "a BLOB"
-                self.report.warn(
-                    "models",
+                self.notes(
                     row.id,
                     f"its {column} is {what}; it is read with replacement characters, and "
                     f"its exact bytes are kept in meta.legacy.{column}_bytes_b64",
@@ -776,7 +820,7 @@ class _Run:
             holder = next(iter(self.legacy.ids_with_path(path)), None)
         if holder is None:
             self.cleaned_paths[path] = legacy_id
-            self.report.warn("models", legacy_id, f"its path {what}; it is read as {path!r}")
+            self.notes(legacy_id, f"its path {what}; it is read as {path!r}")
             return path, None
         candidate, n = f"{path} (legacy id {legacy_id})", 1
         while candidate in self.cleaned_paths or self.legacy.ids_with_path(candidate):
@@ -810,7 +854,7 @@ class _Run:
             legacy["hash_hex"] = raw
         if why is not None:
             legacy["hash_ignored"] = why
-            self.report.warn("models", row.id, why + "; staged to be hashed")
+            self.notes(row.id, why + "; staged to be hashed")
         return usable
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
@@ -821,14 +865,14 @@ class _Run:
             ok = problem in (None, cleaning.REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
-                self.report.warn("models", row.id, f"meta_json {problem}; its text is kept")
+                self.notes(row.id, f"meta_json {problem}; its text is kept")
         extra = cleaning.text(row.extra_json)
         if extra is not None:
             value, problem = cleaning.parse_json(extra)
             ok = problem in (None, cleaning.REPEATED_KEYS)
             if problem is not None:
                 legacy["extra_json_raw"] = extra
-                self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
+                self.notes(row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
                 shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
                 if shadowed:
@@ -1052,6 +1096,55 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, each computed by a helper thread while the consumer works on the
+    one before: never more than that one ahead, so memory holds two at most.
+
+    An error in the helper is raised here, where its item would have come; a
+    consumer that stops early stops the helper before this returns.
+    """
+    ready: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+    may_compute = threading.Semaphore(1)  # released each time the consumer takes an item
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                while not may_compute.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                item = next(items, _DONE)
+                ready.put((item, None))
+                if item is _DONE:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's open reads end here, in the thread that runs it
+
+    helper = threading.Thread(target=produce, name="modelvault-import-reader", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            may_compute.release()  # the next one is computed while this one is used
+            yield item
+    finally:
+        stop.set()
+        helper.join()
 
 
 __all__ = ["ImportReport", "Progress", "import_legacy_data"]
