@@ -4,6 +4,13 @@
 read-only engine (``modelvault.migration.legacy``) in batches of
 ``settings.import_batch_size`` rows, each written in one catalog transaction.
 
+The work is split in four modules, read in this order: ``cleaning`` (a legacy
+value in v3 form, and whether a legacy hash still describes its file),
+``placement`` (where a row goes: one pure function of the row and of what the
+catalog holds for its path and hash), ``bulk`` (what the catalog holds for a
+batch, and the batch's rows written in a few statements per backend), and this
+one, which runs them batch by batch.
+
 Where each legacy row goes
 --------------------------
 A legacy hash counts when it is 64 hex digits after trimming (any case; stored
@@ -58,8 +65,9 @@ stays ``loras``).
 
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
-with the worker; the non-colliding bulk is inserted with executemany, which
-gives the same rows. A re-run therefore changes nothing, and a run that stopped
+with the worker; the non-colliding bulk is inserted in a few statements
+(``bulk``: executemany on SQLite, ``COPY`` and one ``INSERT ... SELECT`` on
+PostgreSQL), which gives the same rows. A re-run therefore changes nothing, and a run that stopped
 half-way (each batch is atomic) is completed by running it again. A batch that
 breaks a unique key is written again only if the catalog changed meanwhile
 (another writer got in first); otherwise ``MigrationError`` says which rows.
