@@ -845,11 +845,11 @@ class _Run:
         self, row: LegacyRow, path: str, size: int | None, legacy: dict[str, Any]
     ) -> str | None:
         raw = cleaning.text(row.hash_hex)
+        if not raw:
+            return None  # '' (or NULL): the legacy app never hashed it
         sha = parse_sha256(raw)
         why = None
-        if not raw:
-            pass  # '' (or NULL): the legacy app never hashed it
-        elif sha is None:
+        if sha is None:
             why = f"hash_hex {raw!r} is not a SHA-256 (64 hex digits)"
         elif (
             self.legacy.layout is LegacyLayout.V1 and str(row.hash_algo).strip().lower() != "sha256"
@@ -858,7 +858,7 @@ class _Run:
         else:
             why = cleaning.file_changed(row, path, size, self.legacy.layout)
         usable = sha if why is None else None
-        if raw and raw != usable:
+        if raw != usable:
             legacy["hash_hex"] = raw
         if why is not None:
             legacy["hash_ignored"] = why
