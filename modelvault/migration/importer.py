@@ -4,12 +4,13 @@
 read-only engine (``modelvault.migration.legacy``) in batches of
 ``settings.import_batch_size`` rows, each written in one catalog transaction.
 
-The work is split in four modules, read in this order: ``cleaning`` (a legacy
-value in v3 form, and whether a legacy hash still describes its file),
+The work is split in modules, read in this order: ``cleaning`` (a legacy value
+in v3 form, and whether a legacy hash still describes its file),
+``legacy_tags`` (the legacy tags in v3 form, registered in the catalog),
 ``placement`` (where a row goes: one pure function of the row and of what the
 catalog holds for its path and hash), ``bulk`` (what the catalog holds for a
-batch, and the batch's rows written in a few statements per backend), and this
-one, which runs them batch by batch.
+batch, and the batch's rows written in a few statements per backend),
+``report`` (``ImportReport``), and this one, which runs them batch by batch.
 
 Where each legacy row goes
 --------------------------
@@ -152,7 +153,6 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import gc
 import json
@@ -161,14 +161,14 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -177,18 +177,15 @@ from modelvault.catalog import (
     HashedFile,
     Outcome,
     TagSpec,
-    chunked,
-    ensure_tags,
-    insert_ignoring_duplicates,
     settle_file,
 )
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
-from modelvault.db.models import PendingStatus, Tag, model_tags
+from modelvault.db.models import PendingStatus, model_tags
 from modelvault.db.types import utcnow
-from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
-from modelvault.images import ImageReport, LegacyImages
+from modelvault.errors import CatalogError, ConfigError, MigrationError
+from modelvault.images import LegacyImages
 from modelvault.migration import cleaning
 from modelvault.migration.bulk import (
     MODELS,
@@ -206,20 +203,19 @@ from modelvault.migration.legacy import (
     NotUtf8Text,
     open_legacy,
 )
+from modelvault.migration.legacy_tags import LegacyTags
 from modelvault.migration.placement import Place, place
+from modelvault.migration.report import MAX_WARNINGS, ImportReport
 from modelvault.normalize import (
     RELATIVE_PATH,
     is_absolute_path,
-    normalize_tag_name,
     parse_sha256,
-    read_color,
 )
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
-MAX_WARNINGS = 1000
 TAG_CHUNK = 10_000  # legacy tags registered per transaction
 TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 # A concurrent writer (a worker on PostgreSQL) may insert the same model between
@@ -228,7 +224,6 @@ TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 BATCH_ATTEMPTS = 3
 SQLITE_CACHE_KIB = 16 * 1024  # the import connection's page cache (random-key indexes)
 
-TAGS = cast(Table, Tag.__table__)
 MODEL_COLUMNS: tuple[str, ...] = (
     *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
     *("created_at", "updated_at", "meta"),
@@ -237,59 +232,6 @@ PENDING_COLUMNS: tuple[str, ...] = (
     *("path", "name", "type", "size_bytes", "created_at", "meta", "tags"),
     *("legacy_id", "source", "status", "attempts", "last_error", "sha256"),
 )
-
-
-@dataclass
-class ImportReport:
-    """What an import did; ``to_dict()`` is fit for ``json.dumps``.
-
-    ``rows_read == imported + merged + moved + staged + duplicates + conflicts
-    + already_present + failed`` (see ``accounted``), on every run, first or not.
-    """
-
-    legacy_path: str
-    layout: int | None = None
-    rows_read: int = 0
-    imported: int = 0  # new models
-    merged: int = 0  # combined into a model the user had catalogued at the same path
-    moved: int = 0  # the model of its content had a dead path: it now points at this row's file
-    staged: int = 0  # pending_import rows waiting for the worker
-    duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
-    conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
-    already_present: int = 0  # put in place by an earlier run (or the worker since)
-    failed: int = 0  # pending_import rows "failed": their path cannot be used (relative)
-    tags_created: int = 0
-    orphan_links_skipped: int = 0
-    unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
-    color_clashes: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-    warnings_omitted: int = 0
-    images: ImageReport | None = None  # the preview images (modelvault.images)
-    seconds: float = 0.0
-
-    @property
-    def accounted(self) -> int:
-        """Rows that reached a place; equals ``rows_read`` once the import is done."""
-        return (
-            self.imported
-            + self.merged
-            + self.moved
-            + self.staged
-            + self.duplicates
-            + self.conflicts
-            + self.already_present
-            + self.failed
-        )
-
-    def warn(self, table: str, legacy_id: Any, reason: str) -> None:
-        log.debug("legacy %s %s: %s", table, legacy_id, reason)
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append({"table": table, "legacy_id": legacy_id, "reason": reason})
-        else:
-            self.warnings_omitted += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def import_legacy_data(
@@ -353,25 +295,6 @@ def import_legacy_data(
         report.seconds,
     )
     return report
-
-
-@dataclass(slots=True)
-class _LegacyTag:
-    """A legacy tag in v3 form: ``spec`` is None when its name cannot be a v3 tag.
-
-    ``key`` is its name as stored (the key of ``meta.legacy.tag_colors``);
-    ``color_clash`` is set when its colour is readable but the v3 tag has another.
-    """
-
-    id: Any
-    spec: TagSpec | None
-    key: str | None
-    raw_name: Any
-    raw_color: Any
-    unreadable_color: bool
-    color_clash: bool = False
-    color_kept: bool = True  # False: the v3 colour drops what the raw one says (alpha, ...)
-    raw_bytes: dict[str, str] | None = None  # {"name"/"color": base64} of bytes values
 
 
 @dataclass(slots=True)
@@ -507,33 +430,24 @@ class _Run:
         # Paths that cleaning produced (NUL replaced, a blob or number read as text)
         # -> the legacy id that holds it: only these can collide with another row's.
         self.cleaned_paths: dict[str, int] = {}
-        # Caches, emptied when they outgrow TAG_CACHE (a legacy file may hold
-        # millions of tags): what a batch needs is looked up again.
-        self.tags: dict[Any, _LegacyTag] = {}  # legacy tag id -> the tag in v3 form
-        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id
-        self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
-        # legacy tag ids of a row -> its tags and what they add to meta.legacy; emptied
-        # whenever a tag changes
-        self.tag_sets: dict[tuple[Any, ...], tuple[list[TagSpec], dict[str, Any]]] = {}
+        self.tags = LegacyTags(legacy, db, report, TAG_CACHE)
         self.inserts: _Inserts | None = None
         self.lookups = Lookups()
 
     def run(self) -> None:
         total = self.legacy.count_models()
-        for chunk in self.legacy.tag_chunks(TAG_CHUNK):
-            self._forget_tags(len(chunk))
-            self._register_tags(chunk)
+        self.tags.register_all(TAG_CHUNK)
         with _collector_paused(), self._connection() as conn:
             batches = self._prepared_batches()
             if conn.dialect.name == "postgresql":
                 batches = _ahead(batches)
             for prepared in batches:
-                links = self._links_by_model(prepared.batch.rows, prepared.batch.links)
+                links = self.tags.links_by_model(prepared.batch.rows, prepared.batch.links)
                 for legacy_id, reason in prepared.notes:
                     self.report.warn("models", legacy_id, reason)
                 for entry in prepared.entries:
                     legacy = entry.meta["legacy"]
-                    entry.tags = self._row_tags(links.get(entry.legacy_id, ()), legacy)
+                    entry.tags = self.tags.of_row(links.get(entry.legacy_id, ()), legacy)
                 read = len(prepared.batch.rows)
                 prepared.batch.rows.clear()  # they live on in entries: free the rest now
                 prepared.batch.links.clear()
@@ -561,195 +475,6 @@ class _Run:
             finally:
                 with suppress(conn.dialect.loaded_dbapi.Error):
                     restore()
-
-    # -- tags -----------------------------------------------------------------
-
-    def _forget_tags(self, coming: int) -> None:
-        """Empty the tag caches if ``coming`` more would take them past TAG_CACHE."""
-        if len(self.tags) + coming > TAG_CACHE:
-            self.tags.clear()
-            self.tag_ids.clear()
-            self.tag_sets.clear()
-
-    def _resolve_tags(self, needed: set[Any]) -> None:
-        """Put the legacy tags ``needed`` by a batch in ``self.tags`` (their v3 ids in
-        ``self.tag_ids``): from the cache, else read again from both files; a tag
-        the legacy app added since the tags were registered is registered now."""
-        self._forget_tags(len(needed))
-        unknown = sorted(needed - self.tags.keys() - self.missing_tags, key=repr)
-        if not unknown:
-            return
-        self.tag_sets.clear()
-        rows = self.legacy.tags(unknown)
-        found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
-        names = {tag.spec.name for tag in found.values() if tag.spec is not None}
-        in_catalog: dict[str, tuple[int, str | None]] = {}
-        with self.db.session_scope() as session:
-            for chunk in chunked(sorted(names)):
-                query = select(Tag.name, Tag.id, Tag.color).where(Tag.name.in_(chunk))
-                in_catalog.update((name, (i, color)) for name, i, color in session.execute(query))
-        added_since = []
-        for row in rows:
-            tag = found[row.id]
-            if tag.spec is not None and tag.spec.name not in in_catalog:
-                added_since.append(row)
-                continue
-            if tag.spec is not None:
-                tag_id, color = in_catalog[tag.spec.name]
-                self.tag_ids[tag.spec.name] = tag_id
-                tag.color_clash = tag.spec.color is not None and color != tag.spec.color
-            self.tags[row.id] = tag
-        if added_since:
-            self._register_tags(added_since)
-        self.missing_tags.update(t for t in unknown if t not in self.tags)
-
-    def _register_tags(self, rows: Sequence[Any]) -> None:
-        """Normalise legacy tags and get or create them in the catalog (one transaction)."""
-        self.tag_sets.clear()
-        now = utcnow()
-        wanted: dict[str, dict[str, Any]] = {}
-        registered: list[_LegacyTag] = []
-        for row in rows:
-            tag = self._legacy_tag(row)
-            self.tags[row.id] = tag
-            registered.append(tag)
-            if tag.spec is not None and tag.spec.name not in wanted:
-                created = cleaning.from_ms(row.created_at) or now
-                wanted[tag.spec.name] = {
-                    "name": tag.spec.name,
-                    "color": tag.spec.color,
-                    "created_at": created,
-                }
-            elif tag.spec is not None and wanted[tag.spec.name]["color"] is None:
-                wanted[tag.spec.name]["color"] = tag.spec.color
-        if not wanted:
-            return
-        specs = [TagSpec(v["name"], v["color"]) for v in wanted.values()]
-        with self.db.session_scope(immediate=True) as session:
-            existing: set[str] = set()
-            for names in chunked(list(wanted)):
-                existing.update(session.scalars(select(Tag.name).where(Tag.name.in_(names))))
-            # Insert first so new tags keep their legacy created_at; ensure_tags then
-            # fills an empty colour of a tag that existed, and gives us the ids.
-            insert_ignoring_duplicates(
-                session, TAGS, [v for n, v in wanted.items() if n not in existing]
-            )
-            ids = ensure_tags(session, specs)
-            colors: dict[str, str | None] = {}
-            for names in chunked(list(wanted)):
-                query = select(Tag.name, Tag.color).where(Tag.name.in_(names))
-                colors.update((name, color) for name, color in session.execute(query))
-        self.tag_ids.update(ids)
-        self.report.tags_created += len(wanted.keys() - existing)
-        for tag in registered:
-            if tag.spec is not None and tag.spec.color is not None:
-                kept = colors.get(tag.spec.name)
-                if kept != tag.spec.color:
-                    self._color_clash(tag, kept)
-
-    def _color_clash(self, tag: _LegacyTag, kept: str | None) -> None:
-        """A readable legacy colour that the v3 tag does not have: another legacy
-        tag of the same name, or the catalog's own tag, gave it another colour."""
-        tag.color_clash = True
-        self.report.color_clashes.append(
-            {"tag_id": tag.id, "tag": tag.raw_name, "color": tag.raw_color, "tag_color": kept}
-        )
-        assert tag.spec is not None
-        self.report.warn(
-            "tags",
-            tag.id,
-            f"colour {tag.raw_color!r} differs from {kept!r}, the colour of the tag "
-            f"{tag.spec.name!r}; the tag keeps {kept!r}, and {tag.raw_color!r} is kept "
-            "in the meta of its models",
-        )
-
-    def _legacy_tag(self, row: Any, *, quiet: bool = False) -> _LegacyTag:
-        """The tag in v3 form; unless ``quiet`` (read again), what is odd is reported."""
-        report = ImportReport(legacy_path=self.source) if quiet else self.report
-        raw_color = cleaning.jsonable(row.color)
-        color = None
-        unreadable = inexact = False
-        if isinstance(raw_color, str) and raw_color.strip():
-            read = read_color(raw_color)
-            color = None if read is None else read[0]
-            unreadable = read is None
-            inexact = read is not None and not read[1]
-        elif raw_color is not None and not isinstance(raw_color, str):
-            unreadable = True  # a number or a blob; blank text is just "no colour"
-        name = cleaning.text(row.name)
-        try:
-            if name is not None and "\x00" in name:
-                raise ValidationError(f"{name!r} holds a NUL character")
-            spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
-        except ValidationError as exc:
-            spec = None
-            report.warn(
-                "tags",
-                row.id,
-                f"its name cannot be a tag name ({exc}); kept in the meta of its models",
-            )
-        if unreadable:
-            report.unreadable_colors.append(
-                {"tag_id": row.id, "tag": cleaning.jsonable(row.name), "color": raw_color}
-            )
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is not a colour; the tag is imported without one",
-            )
-        if inexact:
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
-                "the colour as written is kept in the meta of its models",
-            )
-        raw_bytes = {
-            column: base64.b64encode(value).decode("ascii")
-            for column, value in (("name", row.name), ("color", row.color))
-            if isinstance(value, bytes)
-        }
-        for column in raw_bytes:
-            report.warn(
-                "tags",
-                row.id,
-                f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
-                f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
-                "its models",
-            )
-        key = name if spec is not None else None
-        return _LegacyTag(
-            *(row.id, spec, key, cleaning.jsonable(row.name), raw_color, unreadable),
-            color_kept=not inexact,
-            raw_bytes=raw_bytes or None,
-        )
-
-    def _links_by_model(
-        self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
-    ) -> dict[int, list[Any]]:
-        """Group a batch's links by model; report and drop those pointing nowhere."""
-        ids = {row.id for row in rows}
-        links = list(links)
-        self._resolve_tags({t for m, t in links if m in ids})
-        grouped: dict[int, list[Any]] = {}
-        for model_id, tag_id in links:
-            if model_id not in ids:
-                self._orphan(
-                    model_id,
-                    f"a model_tags row links tag {tag_id!r} to model {model_id!r}, "
-                    "which does not exist",
-                )
-            elif tag_id not in self.tags:
-                self._orphan(
-                    model_id, f"a model_tags row links it to tag {tag_id!r}, which does not exist"
-                )
-            else:
-                grouped.setdefault(model_id, []).append(tag_id)
-        return grouped
-
-    def _orphan(self, model_id: Any, reason: str) -> None:
-        self.report.orphan_links_skipped += 1
-        self.report.warn("model_tags", cleaning.jsonable(model_id), reason + "; skipped")
 
     # -- rows (no catalog access: on PostgreSQL, a helper thread runs these) ----
 
@@ -893,37 +618,6 @@ class _Run:
         meta["legacy"] = legacy
         return meta
 
-    def _row_tags(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
-        """The row's tags, and what of them goes in its ``meta.legacy``: worked out
-        once for each combination of legacy tags (rows share a handful of them)."""
-        key = tuple(tag_ids)
-        known = self.tag_sets.get(key)
-        if known is None:
-            if len(self.tag_sets) >= TAG_CACHE:
-                self.tag_sets.clear()
-            kept: dict[str, Any] = {}
-            known = self.tag_sets[key] = (self._tag_specs(key, kept), kept)
-        specs, kept = known
-        if kept:
-            legacy.update(copy.deepcopy(kept))  # each row a copy of its own
-        return list(specs)
-
-    def _tag_specs(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
-        specs: dict[str, TagSpec] = {}
-        for tag_id in tag_ids:
-            tag = self.tags[tag_id]
-            if tag.raw_bytes:
-                legacy.setdefault("tag_bytes_b64", {})[str(tag.id)] = tag.raw_bytes
-            if tag.spec is None:
-                legacy.setdefault("unusable_tags", []).append(
-                    {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
-                )
-                continue
-            if tag.unreadable_color or tag.color_clash or not tag.color_kept:
-                legacy.setdefault("tag_colors", {})[tag.key] = tag.raw_color
-            specs.setdefault(tag.spec.name, tag.spec)
-        return list(specs.values())
-
     # -- writing --------------------------------------------------------------
 
     def _write(self, conn: Connection, entries: list[_Entry]) -> None:
@@ -934,7 +628,7 @@ class _Run:
         same write would fail the same way, and ``MigrationError`` says so at once.
         """
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            known_tags = dict(self.tag_ids)
+            known_tags = dict(self.tags.ids)
             looked_at: list[CatalogState] = []
             try:
                 with (
@@ -945,12 +639,15 @@ class _Run:
                     result = self._write_batch(session, entries, looked_at)
                 break
             except CatalogError as exc:
-                self.tag_ids = known_tags  # ids of tags created in the rolled-back transaction
+                self.tags.ids = known_tags  # ids of tags created in the rolled-back transaction
                 if not isinstance(exc.__cause__, IntegrityError) or not looked_at:
                     raise
                 if attempt == BATCH_ATTEMPTS or self._state_now(entries) == looked_at[0]:
                     raise self._write_failed(entries, exc.__cause__) from exc.__cause__
-                log.info("batch collided with a concurrent writer; reading it again (%s)", exc)
+                log.info(
+                    "batch collided with a concurrent writer; reading it again (%s)",
+                    exc,
+                )
         report = self.report
         report.imported += result.imported
         report.merged += result.merged
@@ -996,7 +693,7 @@ class _Run:
                 assert sha is not None
                 new_hashes.add(sha)
                 models.append(entry.model(now))
-                links.extend((sha, self.tag_ids[spec.name]) for spec in entry.tags)
+                links.extend((sha, self.tags.ids[spec.name]) for spec in entry.tags)
                 result.imported += 1
             elif where is Place.STAGE:
                 staged.append(entry.pending(PendingStatus.PENDING, None, None, self.source))
@@ -1043,7 +740,11 @@ class _Run:
         # The model moves here only if this row's file is there and its own is gone.
         live = os.path.exists if os.path.exists(entry.path) else None
         settled = settle_file(
-            session, entry.hashed(), policy=self.policy, path_is_live=live, tag_cache=self.tag_ids
+            session,
+            entry.hashed(),
+            policy=self.policy,
+            path_is_live=live,
+            tag_cache=self.tags.ids,
         )
         if settled.outcome is Outcome.IMPORTED:
             result.imported += 1
@@ -1155,4 +856,4 @@ def _ahead(items: Iterator[Any]) -> Iterator[Any]:
         helper.join()
 
 
-__all__ = ["ImportReport", "Progress", "import_legacy_data"]
+__all__ = ["MAX_WARNINGS", "ImportReport", "Progress", "import_legacy_data"]
