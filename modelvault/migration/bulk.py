@@ -18,7 +18,8 @@ driver allows:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, cast
@@ -84,9 +85,10 @@ class Lookups:
         """What the catalog holds for these rows' paths and hashes: three look-ups."""
         paths = [row.path for row in rows]
         hashes = [row.sha256 for row in rows if row.sha256 is not None]
-        model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
-        model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
-        staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source
+        with _probing_indexes(session):
+            model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
+            model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
+            staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source
         # Only models met already need their meta (none on a first import). It is read
         # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
         marks: dict[str, Marks] = {}
@@ -98,6 +100,24 @@ class Lookups:
             model_of={sha: (path, marks.get(sha, NO_MARKS)) for sha, path in model_of.items()},
             staged=staged,
         )
+
+
+@contextmanager
+def _probing_indexes(session: Session) -> Iterator[None]:
+    """PostgreSQL: the look-ups probe the indexes, whatever the planner guesses.
+
+    A batch's keys are a few thousand among rows that grow to millions: probes
+    cost per key, a scan per row of the table. For a long array the planner
+    picks the scan, and each look-up would then grow with the catalog. Set for
+    the look-ups only (``SET LOCAL``: the transaction's, undone even on error).
+    """
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    yield
+    conn.exec_driver_sql("SET LOCAL enable_seqscan TO DEFAULT")
 
 
 class KeyLookup:
