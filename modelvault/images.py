@@ -50,6 +50,8 @@ CHUNK = 1 << 20
 _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 _NOT_PLAIN = re.compile(r"[/\\:\x00]")  # a folder, a drive, or NUL: not a plain file name
 _STORED_NAME = re.compile(r"[0-9a-f]{64}(\.[a-z0-9]{1,10})?")
+
+
 class _SourceProblem(Exception):
     """An image of the legacy folder that cannot be taken (the reason is the message)."""
 

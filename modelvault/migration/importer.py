@@ -4,6 +4,14 @@
 read-only engine (``modelvault.migration.legacy``) in batches of
 ``settings.import_batch_size`` rows, each written in one catalog transaction.
 
+The work is split in modules, read in this order: ``cleaning`` (a legacy value
+in v3 form, and whether a legacy hash still describes its file),
+``legacy_tags`` (the legacy tags in v3 form, registered in the catalog),
+``placement`` (where a row goes: one pure function of the row and of what the
+catalog holds for its path and hash), ``bulk`` (what the catalog holds for a
+batch, and the batch's rows written in a few statements per backend),
+``report`` (``ImportReport``), and this one, which runs them batch by batch.
+
 Where each legacy row goes
 --------------------------
 A legacy hash counts when it is 64 hex digits after trimming (any case; stored
@@ -58,8 +66,9 @@ stays ``loras``).
 
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
-with the worker; the non-colliding bulk is inserted with executemany, which
-gives the same rows. A re-run therefore changes nothing, and a run that stopped
+with the worker; the non-colliding bulk is inserted in a few statements
+(``bulk``: executemany on SQLite, ``COPY`` and one ``INSERT ... SELECT`` on
+PostgreSQL), which gives the same rows. A re-run therefore changes nothing, and a run that stopped
 half-way (each batch is atomic) is completed by running it again. A batch that
 breaks a unique key is written again only if the catalog changed meanwhile
 (another writer got in first); otherwise ``MigrationError`` says which rows.
@@ -144,86 +153,77 @@ created for every legacy tag, used or not, with the legacy ``created_at``.
 from __future__ import annotations
 
 import base64
-import errno
 import functools
+import gc
 import json
 import logging
-import math
 import os
-import re
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, cast
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, insert, select
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelvault.catalog import (
-    LEGACY,
-    PREVIOUS_PATHS,
     RESERVED_META_KEYS,
-    SUPERSEDED,
     HashedFile,
     Outcome,
     TagSpec,
-    chunked,
-    ensure_tags,
-    file_name,
-    insert_ignoring_duplicates,
     settle_file,
 )
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
-from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
-from modelvault.db.types import UTCDateTime, utcnow
-from modelvault.errors import CatalogError, ConfigError, MigrationError, ValidationError
-from modelvault.images import ImageReport, LegacyImages
+from modelvault.db.engine import SQLITE_BEGIN
+from modelvault.db.models import PendingStatus, model_tags
+from modelvault.db.types import utcnow
+from modelvault.errors import CatalogError, ConfigError, MigrationError
+from modelvault.images import LegacyImages
+from modelvault.migration import cleaning
+from modelvault.migration.bulk import (
+    MODELS,
+    PENDING,
+    BulkInsert,
+    CatalogState,
+    Lookups,
+    bulk_insert,
+)
 from modelvault.migration.legacy import (
+    LegacyBatch,
     LegacyCatalog,
     LegacyLayout,
     LegacyRow,
     NotUtf8Text,
     open_legacy,
 )
+from modelvault.migration.legacy_tags import LegacyTags
+from modelvault.migration.placement import Place, place
+from modelvault.migration.report import MAX_WARNINGS, ImportReport
 from modelvault.normalize import (
     RELATIVE_PATH,
     is_absolute_path,
-    model_type_for_folder,
-    normalize_tag_name,
-    normalize_type,
     parse_sha256,
-    read_color,
 )
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
-MAX_WARNINGS = 1000
 TAG_CHUNK = 10_000  # legacy tags registered per transaction
 TAG_CACHE = 50_000  # legacy tags kept in memory between batches
-LOOKUP_CHUNK = 1000  # keys per IN list: one or two queries per batch, far below any limit
 # A concurrent writer (a worker on PostgreSQL) may insert the same model between
 # our look-up and our insert; the batch is then read and written again, but only
 # if the catalog changed meanwhile: otherwise the same write would fail again.
 BATCH_ATTEMPTS = 3
-# User keys named like modelvault's own top-level meta keys (RESERVED_META_KEYS)
-# move under meta.legacy.extra_json_shadowed so neither side is lost.
-MAX_NAME, MAX_TYPE = 512, 64  # the v3 column widths
-# Far deeper than any real note, far below what the JSON encoder manages (about
-# 990 levels, fewer the deeper the stack it runs in).
-MAX_JSON_DEPTH = 200
-REPEATED_KEYS = "repeats keys"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+SQLITE_CACHE_KIB = 16 * 1024  # the import connection's page cache (random-key indexes)
 
-MODELS = cast(Table, Model.__table__)
-PENDING = cast(Table, PendingImport.__table__)
-TAGS = cast(Table, Tag.__table__)
 MODEL_COLUMNS: tuple[str, ...] = (
     *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
     *("created_at", "updated_at", "meta"),
@@ -232,59 +232,6 @@ PENDING_COLUMNS: tuple[str, ...] = (
     *("path", "name", "type", "size_bytes", "created_at", "meta", "tags"),
     *("legacy_id", "source", "status", "attempts", "last_error", "sha256"),
 )
-
-
-@dataclass
-class ImportReport:
-    """What an import did; ``to_dict()`` is fit for ``json.dumps``.
-
-    ``rows_read == imported + merged + moved + staged + duplicates + conflicts
-    + already_present + failed`` (see ``accounted``), on every run, first or not.
-    """
-
-    legacy_path: str
-    layout: int | None = None
-    rows_read: int = 0
-    imported: int = 0  # new models
-    merged: int = 0  # combined into a model the user had catalogued at the same path
-    moved: int = 0  # the model of its content had a dead path: it now points at this row's file
-    staged: int = 0  # pending_import rows waiting for the worker
-    duplicates: int = 0  # pending_import rows "duplicate" (content catalogued elsewhere)
-    conflicts: int = 0  # pending_import rows "conflict" (path catalogued with other content)
-    already_present: int = 0  # put in place by an earlier run (or the worker since)
-    failed: int = 0  # pending_import rows "failed": their path cannot be used (relative)
-    tags_created: int = 0
-    orphan_links_skipped: int = 0
-    unreadable_colors: list[dict[str, Any]] = field(default_factory=list)
-    color_clashes: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-    warnings_omitted: int = 0
-    images: ImageReport | None = None  # the preview images (modelvault.images)
-    seconds: float = 0.0
-
-    @property
-    def accounted(self) -> int:
-        """Rows that reached a place; equals ``rows_read`` once the import is done."""
-        return (
-            self.imported
-            + self.merged
-            + self.moved
-            + self.staged
-            + self.duplicates
-            + self.conflicts
-            + self.already_present
-            + self.failed
-        )
-
-    def warn(self, table: str, legacy_id: Any, reason: str) -> None:
-        log.debug("legacy %s %s: %s", table, legacy_id, reason)
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append({"table": table, "legacy_id": legacy_id, "reason": reason})
-        else:
-            self.warnings_omitted += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def import_legacy_data(
@@ -321,16 +268,13 @@ def import_legacy_data(
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
+            notes = _RowNotes()
             images = LegacyImages.checked(
-                legacy.path,
-                images_dir,
-                catalog.images_dir,
-                catalog.display_url,
-                functools.partial(report.warn, "models"),
+                legacy.path, images_dir, catalog.images_dir, catalog.display_url, notes
             )
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
-            _Run(legacy, catalog, report, progress, chosen, images).run()
+            _Run(legacy, catalog, report, progress, chosen, images, notes).run()
             report.images = images.finish()
         finally:
             if own_db:
@@ -354,27 +298,8 @@ def import_legacy_data(
 
 
 @dataclass(slots=True)
-class _LegacyTag:
-    """A legacy tag in v3 form: ``spec`` is None when its name cannot be a v3 tag.
-
-    ``key`` is its name as stored (the key of ``meta.legacy.tag_colors``);
-    ``color_clash`` is set when its colour is readable but the v3 tag has another.
-    """
-
-    id: Any
-    spec: TagSpec | None
-    key: str | None
-    raw_name: Any
-    raw_color: Any
-    unreadable_color: bool
-    color_clash: bool = False
-    color_kept: bool = True  # False: the v3 colour drops what the raw one says (alpha, ...)
-    raw_bytes: dict[str, str] | None = None  # {"name"/"color": base64} of bytes values
-
-
-@dataclass(slots=True)
 class _Entry:
-    """A legacy row ready for the catalog."""
+    """A legacy row ready for the catalog (its tags are set once its batch's are known)."""
 
     legacy_id: int
     path: str
@@ -385,7 +310,7 @@ class _Entry:
     created_at: datetime
     meta: dict[str, Any]
     sha256: str | None
-    tags: list[TagSpec]
+    tags: list[TagSpec] = field(default_factory=list)
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
     unusable_path: str | None = None  # why it is staged as failed (a relative path)
 
@@ -393,18 +318,18 @@ class _Entry:
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
     ) -> tuple[Any, ...]:
         """The values of its staging row, in ``PENDING_COLUMNS`` order."""
-        tags = [spec.to_json() for spec in self.tags]
+        tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
-            *(self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta),
-            *(tags, self.legacy_id, source, status.value, 0, reason, sha256),
-        )
+            self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta,
+            tags, self.legacy_id, source, status.value, 0, reason, sha256,
+        )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
-            *(self.sha256, self.path, self.name, self.type, None, self.size_bytes),
-            *(self.mtime_ns, self.created_at, now, self.meta),
-        )
+            self.sha256, self.path, self.name, self.type, None, self.size_bytes,
+            self.mtime_ns, self.created_at, now, self.meta,
+        )  # fmt: skip
 
     def hashed(self) -> HashedFile:
         assert self.sha256 is not None
@@ -419,6 +344,12 @@ class _Entry:
             meta=self.meta,
             tags=self.tags,
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_json(spec: TagSpec) -> str:
+    """A tag of a staging row's ``tags``, as JSON text (a file has few distinct ones)."""
+    return json.dumps(spec.to_json())
 
 
 @dataclass
@@ -436,30 +367,47 @@ class _BatchResult:
     warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _Marks:
-    """The legacy provenance a model carries: its ``meta.legacy`` and the
-    ``meta.legacy`` of every record that gave way to it (``meta.superseded``)."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A legacy batch with its rows in v3 form, and what was noted about them."""
 
-    sources: frozenset[str] = frozenset()  # legacy files its records came from
-    rows: frozenset[tuple[str, Any]] = frozenset()  # (source, legacy id) of each
-    previous_paths: tuple[Any, ...] = ()  # where the model was before it moved
-
-
-_NO_MARKS = _Marks()
+    batch: LegacyBatch
+    entries: list[_Entry]
+    notes: list[tuple[Any, str]]
 
 
-@dataclass
-class _CatalogState:
-    """What the catalog already holds for the paths and hashes of one batch."""
+class _RowNotes:
+    """Warnings about the rows of the batch being prepared. On PostgreSQL the next
+    batch is prepared while this one is written, so they reach the report with
+    their batch: the report lists warnings in row order however the two overlap."""
 
-    model_at: dict[str, tuple[str, _Marks]]  # path -> (sha256, its marks)
-    model_of: dict[str, tuple[str, _Marks]]  # sha256 -> (path, its marks)
-    staged: dict[str, str | None]  # path -> source
+    def __init__(self) -> None:
+        self.current: list[tuple[Any, str]] = []
+
+    def __call__(self, legacy_id: Any, reason: str) -> None:
+        self.current.append((legacy_id, reason))
+
+    def take(self) -> list[tuple[Any, str]]:
+        taken, self.current = self.current, []
+        return taken
+
+
+@dataclass(frozen=True)
+class _Inserts:
+    models: BulkInsert
+    links: BulkInsert
+    pending: BulkInsert
 
 
 class _Run:
-    """One import run: the legacy file, the catalog, the tag ids and the report."""
+    """One import run: the legacy file, the catalog, the tag ids and the report.
+
+    A batch is read and its rows put in v3 form (``_prepared_batches``: no catalog
+    access), then given their tags and written (``_write``). On PostgreSQL a
+    helper thread prepares the next batch while the server writes this one; on
+    SQLite, whose writes take Python's interpreter lock back for every row, the
+    two would only take turns, so one thread does both.
+    """
 
     def __init__(
         self,
@@ -469,9 +417,11 @@ class _Run:
         progress: Progress | None,
         policy: str,
         images: LegacyImages,
+        notes: _RowNotes,
     ) -> None:
         self.legacy = legacy
         self.images = images
+        self.notes = notes
         self.db = db
         self.report = report
         self.progress = progress
@@ -480,223 +430,60 @@ class _Run:
         # Paths that cleaning produced (NUL replaced, a blob or number read as text)
         # -> the legacy id that holds it: only these can collide with another row's.
         self.cleaned_paths: dict[str, int] = {}
-        # Caches, emptied when they outgrow TAG_CACHE (a legacy file may hold
-        # millions of tags): what a batch needs is looked up again.
-        self.tags: dict[Any, _LegacyTag] = {}  # legacy tag id -> the tag in v3 form
-        self.tag_ids: dict[str, int] = {}  # v3 tag name -> id
-        self.missing_tags: set[Any] = set()  # legacy tag ids that links name but do not exist
+        self.tags = LegacyTags(legacy, db, report, TAG_CACHE)
         self.inserts: _Inserts | None = None
-        self.queries = _Queries()
+        self.lookups = Lookups()
 
     def run(self) -> None:
         total = self.legacy.count_models()
-        for chunk in self.legacy.tag_chunks(TAG_CHUNK):
-            self._forget_tags(len(chunk))
-            self._register_tags(chunk)
+        self.tags.register_all(TAG_CHUNK)
+        with _collector_paused(), self._connection() as conn:
+            batches = self._prepared_batches()
+            if conn.dialect.name == "postgresql":
+                batches = _ahead(batches)
+            for prepared in batches:
+                links = self.tags.links_by_model(prepared.batch.rows, prepared.batch.links)
+                for legacy_id, reason in prepared.notes:
+                    self.report.warn("models", legacy_id, reason)
+                for entry in prepared.entries:
+                    legacy = entry.meta["legacy"]
+                    entry.tags = self.tags.of_row(links.get(entry.legacy_id, ()), legacy)
+                read = len(prepared.batch.rows)
+                prepared.batch.rows.clear()  # they live on in entries: free the rest now
+                prepared.batch.links.clear()
+                if prepared.entries:
+                    self._write(conn, prepared.entries)
+                    self.report.rows_read += len(prepared.entries)
+                if self.progress is not None and read:
+                    done = self.report.rows_read
+                    self.progress(done, max(total, done))
+
+    def _prepared_batches(self) -> Iterator[_Prepared]:
+        """The legacy batches with their rows in v3 form (no catalog access)."""
         for batch in self.legacy.batches(self.db.settings.import_batch_size):
-            links = self._links_by_model(batch.rows, batch.links)
-            entries = [self._entry(row, links.get(row.id, ())) for row in batch.rows]
-            if entries:
-                self._write(entries)
-                self.report.rows_read += len(entries)
-            if self.progress is not None and batch.rows:
-                done = self.report.rows_read
-                self.progress(done, max(total, done))
+            entries = [self._entry(row) for row in batch.rows]
+            yield _Prepared(batch, entries, self.notes.take())
 
-    # -- tags -----------------------------------------------------------------
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """The connection every batch is written on, tuned for bulk writes while it lasts."""
+        with self.db.translate_errors(), self.db.engine.connect() as conn:
+            conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            restore = _tune_for_bulk(conn)
+            try:
+                yield conn
+            finally:
+                with suppress(conn.dialect.loaded_dbapi.Error):
+                    restore()
 
-    def _forget_tags(self, coming: int) -> None:
-        """Empty the tag caches if ``coming`` more would take them past TAG_CACHE."""
-        if len(self.tags) + coming > TAG_CACHE:
-            self.tags.clear()
-            self.tag_ids.clear()
+    # -- rows (no catalog access: on PostgreSQL, a helper thread runs these) ----
 
-    def _resolve_tags(self, needed: set[Any]) -> None:
-        """Put the legacy tags ``needed`` by a batch in ``self.tags`` (their v3 ids in
-        ``self.tag_ids``): from the cache, else read again from both files; a tag
-        the legacy app added since the tags were registered is registered now."""
-        self._forget_tags(len(needed))
-        unknown = sorted(needed - self.tags.keys() - self.missing_tags, key=repr)
-        if not unknown:
-            return
-        rows = self.legacy.tags(unknown)
-        found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
-        names = {tag.spec.name for tag in found.values() if tag.spec is not None}
-        in_catalog: dict[str, tuple[int, str | None]] = {}
-        with self.db.session_scope() as session:
-            for chunk in chunked(sorted(names)):
-                query = select(Tag.name, Tag.id, Tag.color).where(Tag.name.in_(chunk))
-                in_catalog.update((name, (i, color)) for name, i, color in session.execute(query))
-        added_since = []
-        for row in rows:
-            tag = found[row.id]
-            if tag.spec is not None and tag.spec.name not in in_catalog:
-                added_since.append(row)
-                continue
-            if tag.spec is not None:
-                tag_id, color = in_catalog[tag.spec.name]
-                self.tag_ids[tag.spec.name] = tag_id
-                tag.color_clash = tag.spec.color is not None and color != tag.spec.color
-            self.tags[row.id] = tag
-        if added_since:
-            self._register_tags(added_since)
-        self.missing_tags.update(t for t in unknown if t not in self.tags)
-
-    def _register_tags(self, rows: Sequence[Any]) -> None:
-        """Normalise legacy tags and get or create them in the catalog (one transaction)."""
-        now = utcnow()
-        wanted: dict[str, dict[str, Any]] = {}
-        registered: list[_LegacyTag] = []
-        for row in rows:
-            tag = self._legacy_tag(row)
-            self.tags[row.id] = tag
-            registered.append(tag)
-            if tag.spec is not None and tag.spec.name not in wanted:
-                created = _from_ms(row.created_at) or now
-                wanted[tag.spec.name] = {
-                    "name": tag.spec.name,
-                    "color": tag.spec.color,
-                    "created_at": created,
-                }
-            elif tag.spec is not None and wanted[tag.spec.name]["color"] is None:
-                wanted[tag.spec.name]["color"] = tag.spec.color
-        if not wanted:
-            return
-        specs = [TagSpec(v["name"], v["color"]) for v in wanted.values()]
-        with self.db.session_scope(immediate=True) as session:
-            existing: set[str] = set()
-            for names in chunked(list(wanted)):
-                existing.update(session.scalars(select(Tag.name).where(Tag.name.in_(names))))
-            # Insert first so new tags keep their legacy created_at; ensure_tags then
-            # fills an empty colour of a tag that existed, and gives us the ids.
-            insert_ignoring_duplicates(
-                session, TAGS, [v for n, v in wanted.items() if n not in existing]
-            )
-            ids = ensure_tags(session, specs)
-            colors: dict[str, str | None] = {}
-            for names in chunked(list(wanted)):
-                query = select(Tag.name, Tag.color).where(Tag.name.in_(names))
-                colors.update((name, color) for name, color in session.execute(query))
-        self.tag_ids.update(ids)
-        self.report.tags_created += len(wanted.keys() - existing)
-        for tag in registered:
-            if tag.spec is not None and tag.spec.color is not None:
-                kept = colors.get(tag.spec.name)
-                if kept != tag.spec.color:
-                    self._color_clash(tag, kept)
-
-    def _color_clash(self, tag: _LegacyTag, kept: str | None) -> None:
-        """A readable legacy colour that the v3 tag does not have: another legacy
-        tag of the same name, or the catalog's own tag, gave it another colour."""
-        tag.color_clash = True
-        self.report.color_clashes.append(
-            {"tag_id": tag.id, "tag": tag.raw_name, "color": tag.raw_color, "tag_color": kept}
-        )
-        assert tag.spec is not None
-        self.report.warn(
-            "tags",
-            tag.id,
-            f"colour {tag.raw_color!r} differs from {kept!r}, the colour of the tag "
-            f"{tag.spec.name!r}; the tag keeps {kept!r}, and {tag.raw_color!r} is kept "
-            "in the meta of its models",
-        )
-
-    def _legacy_tag(self, row: Any, *, quiet: bool = False) -> _LegacyTag:
-        """The tag in v3 form; unless ``quiet`` (read again), what is odd is reported."""
-        report = ImportReport(legacy_path=self.source) if quiet else self.report
-        raw_color = _jsonable(row.color)
-        color = None
-        unreadable = inexact = False
-        if isinstance(raw_color, str) and raw_color.strip():
-            read = read_color(raw_color)
-            color = None if read is None else read[0]
-            unreadable = read is None
-            inexact = read is not None and not read[1]
-        elif raw_color is not None and not isinstance(raw_color, str):
-            unreadable = True  # a number or a blob; blank text is just "no colour"
-        name = _text(row.name)
-        try:
-            if name is not None and "\x00" in name:
-                raise ValidationError(f"{name!r} holds a NUL character")
-            spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
-        except ValidationError as exc:
-            spec = None
-            report.warn(
-                "tags",
-                row.id,
-                f"its name cannot be a tag name ({exc}); kept in the meta of its models",
-            )
-        if unreadable:
-            report.unreadable_colors.append(
-                {"tag_id": row.id, "tag": _jsonable(row.name), "color": raw_color}
-            )
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is not a colour; the tag is imported without one",
-            )
-        if inexact:
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
-                "the colour as written is kept in the meta of its models",
-            )
-        raw_bytes = {
-            column: base64.b64encode(value).decode("ascii")
-            for column, value in (("name", row.name), ("color", row.color))
-            if isinstance(value, bytes)
-        }
-        for column in raw_bytes:
-            report.warn(
-                "tags",
-                row.id,
-                f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
-                f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
-                "its models",
-            )
-        key = name if spec is not None else None
-        return _LegacyTag(
-            *(row.id, spec, key, _jsonable(row.name), raw_color, unreadable),
-            color_kept=not inexact,
-            raw_bytes=raw_bytes or None,
-        )
-
-    def _links_by_model(
-        self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
-    ) -> dict[int, list[Any]]:
-        """Group a batch's links by model; report and drop those pointing nowhere."""
-        ids = {row.id for row in rows}
-        links = list(links)
-        self._resolve_tags({t for m, t in links if m in ids})
-        grouped: dict[int, list[Any]] = {}
-        for model_id, tag_id in links:
-            if model_id not in ids:
-                self._orphan(
-                    model_id,
-                    f"a model_tags row links tag {tag_id!r} to model {model_id!r}, "
-                    "which does not exist",
-                )
-            elif tag_id not in self.tags:
-                self._orphan(
-                    model_id, f"a model_tags row links it to tag {tag_id!r}, which does not exist"
-                )
-            else:
-                grouped.setdefault(model_id, []).append(tag_id)
-        return grouped
-
-    def _orphan(self, model_id: Any, reason: str) -> None:
-        self.report.orphan_links_skipped += 1
-        self.report.warn("model_tags", _jsonable(model_id), reason + "; skipped")
-
-    # -- rows -----------------------------------------------------------------
-
-    def _entry(self, row: LegacyRow, tag_ids: Sequence[Any]) -> _Entry:
+    def _entry(self, row: LegacyRow) -> _Entry:
         """Turn a legacy row into catalog values, keeping everything else in meta."""
         legacy: dict[str, Any] = {
             "source": self.source,
             "id": row.id,
-            "created_at_ms": _jsonable(row.created_at),
+            "created_at_ms": cleaning.jsonable(row.created_at),
         }
         self._keep_bytes(row, legacy)
         raw_path = row.path
@@ -705,16 +492,15 @@ class _Run:
             path: str = raw_path
         else:
             path, path_clash = self._cleaned_path(row.id, raw_path)
-            legacy["path"] = _jsonable(raw_path)
-        size = _legacy_count(row.size_bytes, "size_bytes", legacy)
+            legacy["path"] = cleaning.jsonable(raw_path)
+        size = cleaning.legacy_count(row.size_bytes, "size_bytes", legacy)
         mtime_ns = None
         if self.legacy.layout is LegacyLayout.V1:
-            mtime_ns = _layout1_fields(row, legacy)
-        created_at = _from_ms(row.created_at)
+            mtime_ns = cleaning.layout1_fields(row, legacy)
+        created_at = cleaning.from_ms(row.created_at)
         if created_at is None:
             created_at = utcnow()
-            self.report.warn(
-                "models",
+            self.notes(
                 row.id,
                 f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
             )
@@ -723,14 +509,13 @@ class _Run:
         return _Entry(
             legacy_id=row.id,
             path=path,
-            name=_name(row.name, path, legacy),
-            type=_type(row.type, path, legacy),
+            name=cleaning.name_of(row.name, path, legacy),
+            type=cleaning.model_type_of(row.type, path, legacy),
             size_bytes=size,
             mtime_ns=mtime_ns,
             created_at=created_at,
             meta=meta,
             sha256=self._usable_hash(row, path, size, legacy),
-            tags=self._row_tags(tag_ids, legacy),
             path_clash=path_clash,
             unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
@@ -739,12 +524,14 @@ class _Run:
         """Keep the exact bytes of every value stored as a BLOB or as TEXT that is
         not UTF-8 in ``meta.legacy.<column>_bytes_b64``: the columns get the text
         decoded with replacement characters, which loses the bytes."""
+        kinds = set(map(type, row))  # one pass in C: nearly every row has no bytes
+        if bytes not in kinds and NotUtf8Text not in kinds:
+            return
         for column, value in zip(row._fields, row, strict=True):
             if isinstance(value, bytes):
                 legacy[f"{column}_bytes_b64"] = base64.b64encode(value).decode("ascii")
                 what = "text that is not UTF-8" if isinstance(value, NotUtf8Text) else "a BLOB"
-                self.report.warn(
-                    "models",
+                self.notes(
                     row.id,
                     f"its {column} is {what}; it is read with replacement characters, and "
                     f"its exact bytes are kept in meta.legacy.{column}_bytes_b64",
@@ -759,14 +546,14 @@ class _Run:
         text) may equal another row's path: it is then staged as a conflict at a
         path of its own, ``"<path> (legacy id N)"``, the same on every run.
         """
-        path = _storable(_text(raw) or "")
+        path = cleaning.storable(cleaning.text(raw) or "")
         what = "holds a NUL character" if isinstance(raw, str) else "is not stored as text"
         holder = self.cleaned_paths.get(path)
         if holder is None:
             holder = next(iter(self.legacy.ids_with_path(path)), None)
         if holder is None:
             self.cleaned_paths[path] = legacy_id
-            self.report.warn("models", legacy_id, f"its path {what}; it is read as {path!r}")
+            self.notes(legacy_id, f"its path {what}; it is read as {path!r}")
             return path, None
         candidate, n = f"{path} (legacy id {legacy_id})", 1
         while candidate in self.cleaned_paths or self.legacy.ids_with_path(candidate):
@@ -782,76 +569,43 @@ class _Run:
     def _usable_hash(
         self, row: LegacyRow, path: str, size: int | None, legacy: dict[str, Any]
     ) -> str | None:
-        raw = _text(row.hash_hex)
+        raw = cleaning.text(row.hash_hex)
+        if not raw:
+            return None  # '' (or NULL): the legacy app never hashed it
         sha = parse_sha256(raw)
         why = None
-        if not raw:
-            pass  # '' (or NULL): the legacy app never hashed it
-        elif sha is None:
+        if sha is None:
             why = f"hash_hex {raw!r} is not a SHA-256 (64 hex digits)"
         elif (
             self.legacy.layout is LegacyLayout.V1 and str(row.hash_algo).strip().lower() != "sha256"
         ):
             why = f"its hash algorithm is {row.hash_algo!r}, not sha256"
         else:
-            why = self._file_changed(row, path, size)
+            why = cleaning.file_changed(row, path, size, self.legacy.layout)
         usable = sha if why is None else None
-        if raw and raw != usable:
+        if raw != usable:
             legacy["hash_hex"] = raw
         if why is not None:
             legacy["hash_ignored"] = why
-            self.report.warn("models", row.id, why + "; staged to be hashed")
+            self.notes(row.id, why + "; staged to be hashed")
         return usable
-
-    def _file_changed(self, row: LegacyRow, path: str, size: int | None) -> str | None:
-        """Why the legacy hash may not describe the file, or None when it provably does.
-
-        The legacy app's re-scan stores a file's new size but keeps the old hash
-        (LEGACY.md), so the size alone proves nothing. The file is unchanged when
-        it has the legacy size and (layout 2) was last written at or before the
-        row's ``created_at``, which the app set once, when it first saw the file,
-        or (layout 1) its mtime is the stored ``mtime_ns``. A gone file keeps the
-        legacy hash: it is all anyone will ever know of it.
-        """
-        if not is_absolute_path(path):
-            return RELATIVE_PATH
-        if not os.path.isabs(path):
-            return None  # not a path of this machine (a Windows path here): nothing to read
-        try:
-            stat = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                return None  # no file can have this path
-            return f"its file could not be checked ({exc})"
-        if size is None:
-            return "the legacy catalog has no size for its file, so nothing shows it is unchanged"
-        if stat.st_size != size:
-            return (
-                f"the file changed since it was hashed "
-                f"(size {size} in the legacy catalog, {stat.st_size} now)"
-            )
-        if self.legacy.layout is LegacyLayout.V1:
-            return _changed_since_mtime(row.mtime_ns, stat.st_mtime_ns)
-        return _written_after_created(row.created_at, stat.st_mtime_ns)
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
-        meta_json = _text(row.meta_json)
+        meta_json = cleaning.text(row.meta_json)
         if meta_json is not None:
-            value, problem = _parse_json(meta_json)
-            ok = problem in (None, REPEATED_KEYS)
+            value, problem = cleaning.parse_json(meta_json)
+            ok = problem in (None, cleaning.REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
-                self.report.warn("models", row.id, f"meta_json {problem}; its text is kept")
-        extra = _text(row.extra_json)
+                self.notes(row.id, f"meta_json {problem}; its text is kept")
+        extra = cleaning.text(row.extra_json)
         if extra is not None:
-            value, problem = _parse_json(extra)
-            ok = problem in (None, REPEATED_KEYS)
+            value, problem = cleaning.parse_json(extra)
+            ok = problem in (None, cleaning.REPEATED_KEYS)
             if problem is not None:
                 legacy["extra_json_raw"] = extra
-                self.report.warn("models", row.id, f"extra_json {problem}; its text is kept")
+                self.notes(row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
                 shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
                 if shadowed:
@@ -864,25 +618,9 @@ class _Run:
         meta["legacy"] = legacy
         return meta
 
-    def _row_tags(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
-        specs: dict[str, TagSpec] = {}
-        for tag_id in tag_ids:
-            tag = self.tags[tag_id]
-            if tag.raw_bytes:
-                legacy.setdefault("tag_bytes_b64", {})[str(tag.id)] = tag.raw_bytes
-            if tag.spec is None:
-                legacy.setdefault("unusable_tags", []).append(
-                    {"id": tag.id, "name": tag.raw_name, "color": tag.raw_color}
-                )
-                continue
-            if tag.unreadable_color or tag.color_clash or not tag.color_kept:
-                legacy.setdefault("tag_colors", {})[tag.key] = tag.raw_color
-            specs.setdefault(tag.spec.name, tag.spec)
-        return list(specs.values())
-
     # -- writing --------------------------------------------------------------
 
-    def _write(self, entries: list[_Entry]) -> None:
+    def _write(self, conn: Connection, entries: list[_Entry]) -> None:
         """Write one batch in one transaction, again if a concurrent writer got in first.
 
         A unique-key violation is tried again only when the catalog changed since
@@ -890,19 +628,26 @@ class _Run:
         same write would fail the same way, and ``MigrationError`` says so at once.
         """
         for attempt in range(1, BATCH_ATTEMPTS + 1):
-            known_tags = dict(self.tag_ids)
-            looked_at: list[_CatalogState] = []
+            known_tags = dict(self.tags.ids)
+            looked_at: list[CatalogState] = []
             try:
-                with self.db.session_scope(immediate=True) as session:
+                with (
+                    self.db.translate_errors(),
+                    Session(bind=conn, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
                     result = self._write_batch(session, entries, looked_at)
                 break
             except CatalogError as exc:
-                self.tag_ids = known_tags  # ids of tags created in the rolled-back transaction
+                self.tags.ids = known_tags  # ids of tags created in the rolled-back transaction
                 if not isinstance(exc.__cause__, IntegrityError) or not looked_at:
                     raise
                 if attempt == BATCH_ATTEMPTS or self._state_now(entries) == looked_at[0]:
                     raise self._write_failed(entries, exc.__cause__) from exc.__cause__
-                log.info("batch collided with a concurrent writer; reading it again (%s)", exc)
+                log.info(
+                    "batch collided with a concurrent writer; reading it again (%s)",
+                    exc,
+                )
         report = self.report
         report.imported += result.imported
         report.merged += result.merged
@@ -915,9 +660,9 @@ class _Run:
         for legacy_id, reason in result.warnings:
             report.warn("models", legacy_id, reason)
 
-    def _state_now(self, entries: Sequence[_Entry]) -> _CatalogState:
+    def _state_now(self, entries: Sequence[_Entry]) -> CatalogState:
         with self.db.session_scope() as session:
-            return _catalog_state(session, entries, self.queries)
+            return self.lookups.state(session, entries)
 
     def _write_failed(self, entries: Sequence[_Entry], exc: IntegrityError) -> MigrationError:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
@@ -929,9 +674,9 @@ class _Run:
         )
 
     def _write_batch(
-        self, session: Session, entries: list[_Entry], looked_at: list[_CatalogState]
+        self, session: Session, entries: list[_Entry], looked_at: list[CatalogState]
     ) -> _BatchResult:
-        state = _catalog_state(session, entries, self.queries)
+        state = self.lookups.state(session, entries)
         looked_at.append(state)
         result = _BatchResult()
         now = utcnow()
@@ -941,32 +686,39 @@ class _Run:
         colliding: list[_Entry] = []
         new_hashes: set[str] = set()
         for entry in entries:
-            place = self._place(entry, state, new_hashes, result)
-            if place == "stage":
+            sha = entry.sha256
+            placement = place(entry, state.held(entry.path, sha, sha in new_hashes), self.source)
+            where = placement.place
+            if where is Place.NEW:
+                assert sha is not None
+                new_hashes.add(sha)
+                models.append(entry.model(now))
+                links.extend((sha, self.tags.ids[spec.name]) for spec in entry.tags)
+                result.imported += 1
+            elif where is Place.STAGE:
                 staged.append(entry.pending(PendingStatus.PENDING, None, None, self.source))
                 result.staged += 1
-            elif place == "conflict":
+            elif where is Place.PRESENT:
+                result.already_present += 1
+                if placement.warning is not None:
+                    result.warnings.append((entry.legacy_id, placement.warning))
+            elif where is Place.SETTLE:
+                colliding.append(entry)
+            elif where is Place.CONFLICT:
                 why = entry.path_clash
-                staged.append(entry.pending(PendingStatus.CONFLICT, entry.sha256, why, self.source))
+                staged.append(entry.pending(PendingStatus.CONFLICT, sha, why, self.source))
                 result.conflicts += 1
                 result.warnings.append((entry.legacy_id, f"conflict: {why}"))
-            elif place == "failed":
+            else:
                 why = entry.unusable_path
                 staged.append(entry.pending(PendingStatus.FAILED, None, why, self.source))
                 result.failed += 1
                 result.warnings.append((entry.legacy_id, f"failed: {why}"))
-            elif place == "settle":
-                colliding.append(entry)
-            elif place == "new":
-                assert entry.sha256 is not None
-                new_hashes.add(entry.sha256)
-                models.append(entry.model(now))
-                links.extend((entry.sha256, self.tag_ids[spec.name]) for spec in entry.tags)
-                result.imported += 1
         inserts = self._inserts(session)
+        # In primary-key order: each index page is written once, not once per row.
         # New models are new in this transaction, so their links cannot exist yet.
-        inserts.models.execute(session, models)
-        inserts.links.execute(session, links)
+        inserts.models.execute(session, sorted(models, key=itemgetter(0)))
+        inserts.links.execute(session, sorted(links))
         for entry in colliding:
             staged.extend(self._settle(session, entry, result))
         inserts.pending.execute(session, staged)
@@ -976,54 +728,11 @@ class _Run:
         if self.inserts is None:
             dialect = session.get_bind().dialect
             self.inserts = _Inserts(
-                _BulkInsert(MODELS, MODEL_COLUMNS, dialect),
-                _BulkInsert(model_tags, ("model_sha256", "tag_id"), dialect),
-                _BulkInsert(PENDING, PENDING_COLUMNS, dialect),
+                bulk_insert(MODELS, MODEL_COLUMNS, dialect),
+                bulk_insert(model_tags, ("model_sha256", "tag_id"), dialect),
+                bulk_insert(PENDING, PENDING_COLUMNS, dialect, json_text=("tags",)),
             )
         return self.inserts
-
-    def _place(
-        self, entry: _Entry, state: _CatalogState, new_hashes: set[str], result: _BatchResult
-    ) -> str:
-        """Where a row goes: "stage", "conflict", "new", "present", or "settle"
-        (``settle_file`` decides)."""
-        if entry.path in state.staged:
-            source = state.staged[entry.path]
-            self._already(entry, frozenset() if source is None else {source}, result)
-            return "present"
-        if entry.unusable_path is not None:
-            return "failed"
-        if entry.path_clash is not None:
-            return "conflict"
-        held = state.model_at.get(entry.path)
-        if held is not None:
-            if held[1].sources:
-                self._already(entry, held[1].sources, result)
-                return "present"
-            return "stage" if entry.sha256 is None else "settle"
-        if entry.sha256 is None:
-            return "stage"
-        if entry.sha256 in new_hashes:
-            return "settle"
-        other = state.model_of.get(entry.sha256)
-        if other is None:
-            return "new"
-        marks = other[1]
-        if entry.path in marks.previous_paths and (self.source, entry.legacy_id) in marks.rows:
-            result.already_present += 1  # the model moved away from this row's path since
-            return "present"
-        return "settle"
-
-    def _already(self, entry: _Entry, sources: AbstractSet[str], result: _BatchResult) -> None:
-        result.already_present += 1
-        if sources and self.source not in sources:
-            result.warnings.append(
-                (
-                    entry.legacy_id,
-                    f"{entry.path} was imported already from {', '.join(sorted(sources))}; "
-                    "this row's tags and notes were not added",
-                )
-            )
 
     def _settle(
         self, session: Session, entry: _Entry, result: _BatchResult
@@ -1031,7 +740,11 @@ class _Run:
         # The model moves here only if this row's file is there and its own is gone.
         live = os.path.exists if os.path.exists(entry.path) else None
         settled = settle_file(
-            session, entry.hashed(), policy=self.policy, path_is_live=live, tag_cache=self.tag_ids
+            session,
+            entry.hashed(),
+            policy=self.policy,
+            path_is_live=live,
+            tag_cache=self.tags.ids,
         )
         if settled.outcome is Outcome.IMPORTED:
             result.imported += 1
@@ -1051,344 +764,96 @@ class _Run:
         return []
 
 
-def _catalog_state(session: Session, entries: Sequence[_Entry], q: _Queries) -> _CatalogState:
-    """What the catalog holds for this batch's paths and hashes: a few IN queries."""
-    paths = [entry.path for entry in entries]
-    hashes = list({entry.sha256 for entry in entries if entry.sha256 is not None})
-    model_at = dict(q.model_by_path.fetch(session, paths))  # path -> sha256
-    model_of = dict(q.model_by_sha.fetch(session, hashes))  # sha256 -> path
-    staged = dict(q.staged_by_path.fetch(session, paths))  # path -> source
-    # Only models met already need their meta (none on a first import). It is read
-    # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
-    marks: dict[str, _Marks] = {}
-    for chunk in chunked(sorted(set(model_at.values()) | model_of.keys())):
-        rows = session.execute(select(Model.sha256, Model.meta).where(Model.sha256.in_(chunk)))
-        marks.update((sha, _marks(meta)) for sha, meta in rows)
-    return _CatalogState(
-        model_at={path: (sha, marks.get(sha, _NO_MARKS)) for path, sha in model_at.items()},
-        model_of={sha: (path, marks.get(sha, _NO_MARKS)) for sha, path in model_of.items()},
-        staged=staged,
-    )
+# -- running ------------------------------------------------------------------------
 
 
-class _KeyLookup:
-    """``SELECT a, b FROM t WHERE key IN (...)`` run through the driver directly.
+def _tune_for_bulk(conn: Connection) -> Callable[[], None]:
+    """Settings of the import's own connection that suit bulk writes; returns
+    what puts them back (the connection goes back to the pool afterwards).
 
-    SQLAlchemy compiles it once per list length; the IN lists of every batch are
-    the import's most frequent queries, and Core's per-parameter handling of an
-    expanding IN cost more than the look-ups themselves.
+    SQLite: a 16 MiB page cache, so the pages of the random-key indexes (sha256,
+    model_tags) stay in memory across a batch. PostgreSQL: no server-side
+    prepared statements, whose generic plan, made while the tables were nearly
+    empty, would stay in use as they grow.
     """
+    raw: Any = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite":
+        before = raw.execute("PRAGMA cache_size").fetchone()[0]
+        raw.execute(f"PRAGMA cache_size = {-SQLITE_CACHE_KIB}")
+        return lambda: raw.execute(f"PRAGMA cache_size = {int(before)}")
+    if conn.dialect.name == "postgresql":
+        threshold = raw.prepare_threshold
+        raw.prepare_threshold = None
 
-    def __init__(self, columns: Sequence[ColumnElement[Any]], key: ColumnElement[Any]) -> None:
-        self.columns = columns
-        self.key = key
-        self.compiled: dict[int, tuple[str, bool]] = {}
+        def restore() -> None:
+            raw.prepare_threshold = threshold
 
-    def fetch(self, session: Session, keys: Sequence[Any]) -> list[tuple[Any, ...]]:
-        conn = session.connection()
-        found: list[tuple[Any, ...]] = []
-        for chunk in chunked(keys, LOOKUP_CHUNK):
-            sql, positional = self._compile(len(chunk), conn.dialect)
-            params = tuple(chunk) if positional else {f"k{i}": k for i, k in enumerate(chunk)}
-            found.extend(tuple(row) for row in conn.exec_driver_sql(sql, params))
-        return found
-
-    def _compile(self, size: int, dialect: Dialect) -> tuple[str, bool]:
-        if size not in self.compiled:
-            binds: list[Any] = [bindparam(f"k{i}") for i in range(size)]
-            compiled = select(*self.columns).where(self.key.in_(binds)).compile(dialect=dialect)
-            self.compiled[size] = (str(compiled), compiled.positional)
-        return self.compiled[size]
+        return restore
+    return lambda: None
 
 
-@dataclass(frozen=True)
-class _Queries:
-    model_by_path: _KeyLookup = field(
-        default_factory=lambda: _KeyLookup([MODELS.c.path, MODELS.c.sha256], MODELS.c.path)
-    )
-    model_by_sha: _KeyLookup = field(
-        default_factory=lambda: _KeyLookup([MODELS.c.sha256, MODELS.c.path], MODELS.c.sha256)
-    )
-    staged_by_path: _KeyLookup = field(
-        default_factory=lambda: _KeyLookup([PENDING.c.path, PENDING.c.source], PENDING.c.path)
-    )
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while batches are built and written: it
+    would walk every object of a batch many times over, and a batch's objects
+    are freed by reference counting (the few cycles a batch leaves, its session's,
+    wait for the next collection). Restored, even on error."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-def _marks(meta: Any) -> _Marks:
-    """The legacy rows a catalogued model holds: its own ``meta.legacy`` and those
-    of the records that gave way to it (``meta.superseded[*].meta.legacy``), which
-    is where a row merged into a model that had one already keeps its provenance."""
-    if not isinstance(meta, dict):
-        return _NO_MARKS
-    blocks = [meta.get(LEGACY)]
-    superseded = meta.get(SUPERSEDED)
-    if isinstance(superseded, list):
-        blocks.extend(
-            entry["meta"].get(LEGACY)
-            for entry in superseded
-            if isinstance(entry, dict) and isinstance(entry.get("meta"), dict)
-        )
-    sources: set[str] = set()
-    rows: set[tuple[str, Any]] = set()
-    for block in blocks:
-        if isinstance(block, dict) and isinstance(source := block.get("source"), str):
-            sources.add(source)
-            legacy_id = block.get("id")
-            if isinstance(legacy_id, int) and not isinstance(legacy_id, bool):
-                rows.add((source, legacy_id))
-    previous = meta.get(PREVIOUS_PATHS)
-    return _Marks(
-        frozenset(sources),
-        frozenset(rows),
-        tuple(p for p in previous if isinstance(p, str)) if isinstance(previous, list) else (),
-    )
+_DONE = object()
 
 
-def _changed_since_mtime(stored: Any, mtime_ns: int) -> str | None:
-    """Layout 1: the file is the one hashed only if its mtime is the stored ``mtime_ns``."""
-    if not isinstance(stored, int) or isinstance(stored, bool):
-        return f"its legacy mtime_ns {stored!r} is not a time, so nothing shows it is unchanged"
-    if stored == mtime_ns:
-        return None
-    return (
-        f"the file was written since it was hashed "
-        f"(mtime_ns {stored} in the legacy catalog, {mtime_ns} now)"
-    )
+def _ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, each computed by a helper thread while the consumer works on the
+    one before: never more than that one ahead, so memory holds two at most.
 
-
-def _written_after_created(created_ms: Any, mtime_ns: int) -> str | None:
-    """Layout 2: the file is the one hashed only if it was last written at or before
-    the row's ``created_at`` (compared in whole milliseconds, the column's unit)."""
-    created = _from_ms(created_ms)
-    if created is None:
-        return f"its created_at {created_ms!r} is not a time, so nothing shows it is unchanged"
-    if mtime_ns // 1_000_000 <= created_ms:
-        return None
-    written = EPOCH + timedelta(microseconds=mtime_ns // 1000)
-    return (
-        f"the file was written at {written.isoformat()}, after the legacy app first saw it "
-        f"({created.isoformat()}), so its legacy hash may be of other bytes"
-    )
-
-
-def _layout1_fields(row: LegacyRow, legacy: dict[str, Any]) -> int | None:
-    """Keep the layout-1 columns in meta; returns mtime_ns if it is one."""
-    legacy["hash_algo"] = _jsonable(row.hash_algo)
-    legacy["dir_path"] = _jsonable(row.dir_path)
-    if row.mtime_ns is not None:
-        legacy["mtime_ns"] = _jsonable(row.mtime_ns)
-    if row.updated_at is not None:
-        legacy["updated_at_ms"] = _jsonable(row.updated_at)
-    mtime = row.mtime_ns
-    return mtime if isinstance(mtime, int) and not isinstance(mtime, bool) else None
-
-
-class _BulkInsert:
-    """One INSERT run with executemany on values already in the driver's form.
-
-    SQLAlchemy compiles the statement and supplies each column type's bind
-    processor (JSON, UTC datetimes), but the rows skip Core's per-row parameter
-    handling, which took a third of the import's time (bench/import_bench.py).
+    An error in the helper is raised here, where its item would have come; a
+    consumer that stops early stops the helper before this returns.
     """
+    ready: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+    may_compute = threading.Semaphore(1)  # released each time the consumer takes an item
+    stop = threading.Event()
 
-    def __init__(self, table: Table, columns: Sequence[str], dialect: Dialect) -> None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-        self.sql = str(compiled)
-        self.columns = tuple(columns)
-        self.positional = compiled.positional
-        # Columns with a Python-side default are compiled in too: the caller gives
-        # every value, in the statement's own order (the table's).
-        order = tuple(compiled.positiontup or ()) if self.positional else tuple(compiled.params)
-        if order != self.columns:
-            raise AssertionError(f"give the values of {order}, not {self.columns}")
-        self.processors = [
-            (i, _quicker(table.c[name].type, process))
-            for i, name in enumerate(columns)
-            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-        ]
+    def produce() -> None:
+        try:
+            while True:
+                while not may_compute.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                item = next(items, _DONE)
+                ready.put((item, None))
+                if item is _DONE:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put((_DONE, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator's open reads end here, in the thread that runs it
 
-    def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        if self.positional and not self.processors:
-            session.connection().exec_driver_sql(self.sql, list(rows))  # e.g. links: as they are
-            return
-        params: list[Any] = []
-        last: dict[int, tuple[Any, Any]] = {}
-        for row in rows:
-            values = list(row)
-            for i, process in self.processors:
-                value = values[i]
-                seen = last.get(i)
-                if seen is not None and seen[0] is value:
-                    values[i] = seen[1]  # the batch's one "now", processed once
-                else:
-                    values[i] = processed = process(value)
-                    last[i] = (value, processed)
-            params.append(
-                tuple(values) if self.positional else dict(zip(self.columns, values, strict=True))
-            )
-        session.connection().exec_driver_sql(self.sql, params)
-
-
-_DATETIME_PROBES = (
-    EPOCH,
-    datetime(2024, 8, 18, 16, 53, 20, 123000, tzinfo=timezone.utc),
-    datetime(1, 1, 1, tzinfo=timezone.utc),
-    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
-)
-
-
-def _utc_text(value: datetime | None) -> str | None:
-    return (
-        None
-        if value is None
-        else value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-    )
-
-
-def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``isoformat`` instead of the generic processor of a datetime stored as text.
-
-    On SQLite a UTC datetime is stored as naive UTC text; the generic processor
-    formats it field by field, at twice the cost of the whole rest of a row's
-    conversion. The quick one is used only where it writes the very same text.
-    """
-    if not isinstance(column_type, UTCDateTime):
-        return process
+    helper = threading.Thread(target=produce, name="modelvault-import-reader", daemon=True)
+    helper.start()
     try:
-        same = all(process(probe) == _utc_text(probe) for probe in _DATETIME_PROBES)
-    except (TypeError, ValueError, OverflowError):
-        same = False
-    return _utc_text if same else process
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            may_compute.release()  # the next one is computed while this one is used
+            yield item
+    finally:
+        stop.set()
+        helper.join()
 
 
-@dataclass(frozen=True)
-class _Inserts:
-    models: _BulkInsert
-    links: _BulkInsert
-    pending: _BulkInsert
-
-
-# -- value cleaning ------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    """A text column's value as text (a hand-edited file may hold numbers or blobs)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    """A raw SQLite value in a form JSON (and PostgreSQL's json type) can hold."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    return value
-
-
-def _from_ms(value: Any) -> datetime | None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        return None
-    try:
-        return EPOCH + timedelta(milliseconds=value)
-    except OverflowError:
-        return None
-
-
-def _legacy_count(value: Any, key: str, legacy: dict[str, Any]) -> int | None:
-    """A legacy size (a count of bytes): the raw value goes to ``legacy[key]`` if it is not one."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    legacy[key] = _jsonable(value)
-    return None
-
-
-def _storable(text: str) -> str:
-    """Text PostgreSQL can store: no file name holds NUL, but a hand-edited file may."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
-def _name(value: Any, path: str, legacy: dict[str, Any]) -> str:
-    raw = _text(value)
-    name = raw if raw is not None and raw.strip() else file_name(path) or path
-    stored = _storable(name)[:MAX_NAME]
-    if value is not None and stored != value:
-        legacy["name"] = _jsonable(value)  # blank, unstorable, too long, or not text
-    return stored
-
-
-def _type(value: Any, path: str, legacy: dict[str, Any]) -> str:
-    """ComfyUI's model type for the legacy type, which the legacy app took from the
-    folder name (``loras`` -> ``lora``); a file directly in a models root got its
-    own file name as type, which says nothing of what it is: ``other``."""
-    raw = _text(value)
-    kind = model_type_for_folder(raw if raw is None else _storable(raw))
-    if kind == normalize_type(file_name(path)):
-        kind = "other"
-    stored = kind if len(kind) <= MAX_TYPE else "other"
-    if value is not None and stored != value:
-        legacy["type"] = _jsonable(value)  # a folder name, a file name, not lower case, ...
-    return stored
-
-
-class _RepeatedKeys(Exception):
-    pass
-
-
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _RepeatedKeys
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN/Infinity: PostgreSQL's json refuses them
-
-
-# Built once: json.loads with arguments would build a decoder for every row.
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_reject_constant)
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _parse_json(text: str) -> tuple[Any, str | None]:
-    """(value, what is wrong with it). Repeated keys keep the last value, as every
-    JSON reader does; the caller keeps the text so the others survive too. JSON
-    nested deeper than ``MAX_JSON_DEPTH`` is read as not JSON: it cannot be
-    written back (the encoder recurses, and the catalog nests meta further)."""
-    # Counting brackets is quick and spares nearly every row the closer look.
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
-        return None, f"is nested deeper than {MAX_JSON_DEPTH} levels"
-    try:
-        return _STRICT_JSON.decode(text), None
-    except _RepeatedKeys:
-        return _JSON.decode(text), REPEATED_KEYS
-    except (ValueError, RecursionError):
-        return None, "is not valid JSON"
-
-
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
-
-
-def _too_deep(text: str) -> bool:
-    """Whether brackets outside strings nest deeper than ``MAX_JSON_DEPTH``."""
-    depth = 0
-    for token in _JSON_TOKEN.finditer(text):
-        mark = token.group()
-        if mark in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif mark in "]}":
-            depth -= 1
-    return False
-
-
-__all__ = ["ImportReport", "Progress", "import_legacy_data"]
+__all__ = ["MAX_WARNINGS", "ImportReport", "Progress", "import_legacy_data"]

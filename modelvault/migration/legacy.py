@@ -51,7 +51,7 @@ LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
 
 # A batch of models holds at most this many links (fewer models if need be), so
 # memory stays flat however many tags a model has; one model's links come whole.
-LINKS_PER_BATCH = 50_000
+LINKS_PER_BATCH = 100_000
 # A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
 COPY_ATTEMPTS = 3
 
@@ -130,7 +130,8 @@ class LegacyBatch(NamedTuple):
     """Models with ids in (previous batch's last id, this batch's last id], and the
     ``model_tags`` rows whose model_id falls in that same range (orphans included),
     at most ``LINKS_PER_BATCH`` of them unless one model has more. The final
-    batches have no rows and carry the links beyond the last model."""
+    batches have no rows and carry the links beyond the last model. The lists are
+    the caller's: it may empty them once read, to free their memory early."""
 
     rows: list[LegacyRow]
     links: list[tuple[Any, Any]]
@@ -235,8 +236,8 @@ class LegacyCatalog:
                 batch = self._batch(select_models, last_id, size, tolerant=True, budget=budget)
             if batch is None:
                 break
-            yield batch
             last_id = batch.rows[-1].id
+            yield batch  # the caller may empty its lists once read: nothing here reads them again
         # The links past the last model, LINKS_PER_BATCH at a time, in one read.
         with self._reading() as cursor:
             if last_id is None:

@@ -1,0 +1,310 @@
+"""The importer's bulk reads and writes: what the catalog holds for a batch, and
+the batch's new rows written in a few statements.
+
+Nothing here decides anything (``placement.place`` does); everything here is
+about doing the database work of a batch with as little per-row cost as the
+driver allows:
+
+- ``CatalogState``: what the catalog holds at a batch's paths and for its
+  hashes, read with three look-ups per batch (``KeyLookup``) run through the driver.
+- ``bulk_insert``: one table's new rows, given as tuples in the table's column
+  order and turned into the driver's values once (each column type's bind
+  processor, SQLAlchemy's own). SQLite: one ``executemany``. PostgreSQL: one
+  ``COPY`` into a temporary table (dropped at commit) and one
+  ``INSERT ... SELECT`` from it, so the database checks every key and foreign key
+  in one set-based statement, within the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, cast
+
+from sqlalchemy import JSON, Column, Table, insert, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from modelvault.catalog import chunked
+from modelvault.db.models import Model, PendingImport
+from modelvault.db.types import UTCDateTime
+from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
+
+MODELS = cast(Table, Model.__table__)
+PENDING = cast(Table, PendingImport.__table__)
+
+
+class Keyed(Protocol):
+    @property
+    def path(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+
+
+@dataclass
+class CatalogState:
+    """What the catalog already holds for the paths and hashes of one batch."""
+
+    model_at: dict[str, tuple[str, Marks]]  # path -> (sha256, its marks)
+    model_of: dict[str, tuple[str, Marks]]  # sha256 -> (path, its marks)
+    staged: dict[str, str | None]  # path -> source
+
+    def held(self, path: str, sha256: str | None, new_in_batch: bool) -> Held:
+        """What it holds for one row (``NOTHING_HELD``, shared, for most rows)."""
+        at = self.model_at.get(path)
+        of = None if sha256 is None else self.model_of.get(sha256)
+        staged = path in self.staged
+        if at is None and of is None and not staged and not new_in_batch:
+            return NOTHING_HELD
+        return Held(
+            staged=staged,
+            staged_source=self.staged.get(path),
+            at_path=None if at is None else at[1],
+            of_hash=None if of is None else of[1],
+            new_in_batch=new_in_batch,
+        )
+
+
+@dataclass(frozen=True)
+class Lookups:
+    model_by_path: KeyLookup = field(
+        default_factory=lambda: KeyLookup([MODELS.c.path, MODELS.c.sha256], MODELS.c.path)
+    )
+    model_by_sha: KeyLookup = field(
+        default_factory=lambda: KeyLookup([MODELS.c.sha256, MODELS.c.path], MODELS.c.sha256)
+    )
+    staged_by_path: KeyLookup = field(
+        default_factory=lambda: KeyLookup([PENDING.c.path, PENDING.c.source], PENDING.c.path)
+    )
+
+    def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
+        """What the catalog holds for these rows' paths and hashes: three look-ups."""
+        paths = [row.path for row in rows]
+        hashes = [row.sha256 for row in rows if row.sha256 is not None]
+        with _probing_indexes(session):
+            model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
+            model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
+            staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source
+        # Only models met already need their meta (none on a first import). It is read
+        # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
+        marks: dict[str, Marks] = {}
+        for chunk in chunked(sorted(set(model_at.values()) | model_of.keys())):
+            found = session.execute(select(Model.sha256, Model.meta).where(Model.sha256.in_(chunk)))
+            marks.update((sha, marks_of(meta)) for sha, meta in found)
+        return CatalogState(
+            model_at={path: (sha, marks.get(sha, NO_MARKS)) for path, sha in model_at.items()},
+            model_of={sha: (path, marks.get(sha, NO_MARKS)) for sha, path in model_of.items()},
+            staged=staged,
+        )
+
+
+@contextmanager
+def _probing_indexes(session: Session) -> Iterator[None]:
+    """PostgreSQL: the look-ups probe the indexes, whatever the planner guesses.
+
+    A batch's keys are a few thousand among rows that grow to millions: probes
+    cost per key, a scan per row of the table. For a long array the planner
+    picks the scan, and each look-up would then grow with the catalog. Set for
+    the look-ups only (``SET LOCAL``: the transaction's, undone even on error).
+    """
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    yield
+    conn.exec_driver_sql("SET LOCAL enable_seqscan TO DEFAULT")
+
+
+class KeyLookup:
+    """``SELECT a, b FROM t WHERE key IN (the keys)``: one statement for a whole
+    batch, whatever its size, run through the driver directly.
+
+    The keys go in as one value, in order (each index page is read once): a JSON
+    array joined to the table on SQLite (``json_each``, whose rows probe the
+    index one by one, where ``IN (SELECT ...)`` would first build and sort a
+    temporary index of them), an array on PostgreSQL (``= ANY``). An IN list of
+    bound parameters would need a statement per thousand keys, and Core's
+    per-parameter handling of an expanding IN cost more than the look-ups.
+    """
+
+    def __init__(self, columns: Sequence[Column[Any]], key: Column[Any]) -> None:
+        table = key.table.name
+        self.sqlite = (
+            f"SELECT {', '.join('t.' + column.name for column in columns)} "
+            f"FROM json_each(?) AS k JOIN {table} AS t ON t.{key.name} = k.value"
+        )
+        names = ", ".join(column.name for column in columns)
+        self.postgresql = f"SELECT {names} FROM {table} WHERE {key.name} = ANY(%s)"
+
+    def fetch(self, session: Session, keys: Iterable[Any]) -> list[tuple[Any, ...]]:
+        ordered = sorted(set(keys))
+        if not ordered:
+            return []
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(self.postgresql, (ordered,))
+        else:
+            rows = conn.exec_driver_sql(self.sqlite, (json.dumps(ordered),))
+        return [tuple(row) for row in rows]
+
+
+class BulkInsert:
+    """One table's rows inserted with ``executemany``, as values in the driver's form.
+
+    SQLAlchemy compiles the statement and supplies each column type's bind
+    processor (JSON, UTC datetimes), but the rows skip Core's per-row parameter
+    handling, which took a third of the import's time (bench/import_bench.py).
+    """
+
+    def __init__(
+        self, table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+    ) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        self.table = table
+        self.sql = str(compiled)
+        self.columns = tuple(columns)
+        self.positional = compiled.positional
+        # Columns with a Python-side default are compiled in too: the caller gives
+        # every value, in the statement's own order (the table's).
+        order = tuple(compiled.positiontup or ()) if self.positional else tuple(compiled.params)
+        if order != self.columns:
+            raise AssertionError(f"give the values of {order}, not {self.columns}")
+        self.processors = [
+            (i, _quicker(table.c[name].type, process))
+            for i, name in enumerate(columns)
+            if name not in json_text  # JSON columns whose values come as JSON text already
+            and (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+
+    def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+        if rows:
+            session.connection().exec_driver_sql(self.sql, self.driver_rows(rows))
+
+    def driver_rows(self, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The rows as the driver takes them: tuples (positional) or dicts."""
+        if self.processors and rows:
+            columns: list[Sequence[Any]] = list(zip(*rows, strict=True))  # loops run in C
+            for i, process in self.processors:
+                columns[i] = _processed(process, columns[i])
+            rows = list(zip(*columns, strict=True))
+        return list(rows) if self.positional else [self._named(row) for row in rows]
+
+    def _named(self, values: Sequence[Any]) -> dict[str, Any]:
+        return dict(zip(self.columns, values, strict=True))
+
+
+class CopyInsert(BulkInsert):
+    """PostgreSQL: ``COPY`` the rows into a temporary table of the batch's
+    transaction, then one ``INSERT ... SELECT`` into the table, which checks
+    every key and foreign key at once and fails as one statement."""
+
+    def __init__(
+        self, table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+    ) -> None:
+        super().__init__(table, columns, dialect, json_text)
+        self.positional = True  # COPY takes rows as sequences
+        # COPY reads JSON as text: the text psycopg's own Json adapter would send.
+        self.processors = [
+            (i, json.dumps if isinstance(table.c[name].type, JSON) else process)
+            for i, process in self.processors
+            for name in (self.columns[i],)
+        ]
+        names = ", ".join(self.columns)
+        temp = f"modelvault_import_{table.name}"
+        self.create = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {temp} ON COMMIT DROP "
+            f"AS SELECT {names} FROM {table.name} WITH NO DATA"
+        )
+        self.copy = f"COPY {temp} ({names}) FROM STDIN"
+        self.insert = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {temp}"
+        self.empty = f"TRUNCATE {temp}"
+
+    def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        conn = session.connection()
+        dbapi: Any = conn.connection.dbapi_connection  # psycopg's, for its copy()
+        driver_rows = self.driver_rows(rows)
+        try:
+            with dbapi.cursor() as cursor:
+                cursor.execute(self.create)
+                with cursor.copy(self.copy) as copy:
+                    for row in driver_rows:
+                        copy.write_row(row)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(
+                self.copy, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+            ) from exc
+        conn.exec_driver_sql(self.insert)
+        conn.exec_driver_sql(self.empty)  # a second call in this transaction starts empty
+
+
+def _processed(process: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    first = values[0]
+    if values.count(first) == len(values):  # e.g. the batch's one "now": processed once
+        return [process(first)] * len(values)
+    return list(map(process, values))
+
+
+def bulk_insert(
+    table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
+) -> BulkInsert:
+    """The quickest way to insert many rows on this backend; the values of the
+    JSON columns named in ``json_text`` are given as JSON text."""
+    kind = CopyInsert if dialect.name == "postgresql" else BulkInsert
+    return kind(table, columns, dialect, json_text)
+
+
+_DATETIME_PROBES = (
+    datetime(1970, 1, 1, tzinfo=timezone.utc),
+    datetime(2024, 8, 18, 16, 53, 20, 123000, tzinfo=timezone.utc),
+    datetime(1, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=5))),
+)
+
+
+_JSON_PROBES: tuple[Any, ...] = (
+    None,
+    {},
+    [],
+    {"a": [1, 2.5, None, True], "é": {"\u0000": '\ud83d\ude00 \\ "'}},
+    [{"name": "x", "color": "#ff0000"}],
+)
+
+
+def _utc_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A quicker processor that gives the very same values, where there is one.
+
+    A UTC datetime stored as naive UTC text (SQLite): ``isoformat``, where the
+    generic processor formats it field by field, at twice the cost of the whole
+    rest of a row's conversion. JSON stored as text: ``json.dumps`` itself,
+    without the generic processor's checks around it.
+    """
+    quick: Callable[[Any], Any]
+    if isinstance(column_type, UTCDateTime):
+        quick, probes = _utc_text, _DATETIME_PROBES
+    elif isinstance(column_type, JSON):
+        quick, probes = json.dumps, _JSON_PROBES
+    else:
+        return process
+    try:
+        same = all(process(probe) == quick(probe) for probe in probes)
+    except (TypeError, ValueError, OverflowError):
+        same = False
+    return quick if same else process
+
+
+__all__ = ["BulkInsert", "CatalogState", "CopyInsert", "KeyLookup", "Lookups", "bulk_insert"]
