@@ -374,3 +374,28 @@ def test_a_copy_whose_model_was_deleted_is_queued_again(db: DatabaseManager, tre
     model = db.get_model(sha)
     assert model is not None
     assert model.path == str(copy)
+
+
+def test_a_scan_right_after_a_migration_reads_nothing_again(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    from modelvault.migration.importer import import_legacy_data
+    from modelvault.migration.sample import LegacyModel, scan_time_ms, write_legacy_catalog
+
+    root = tmp_path / "models"
+    trusted, unhashed, copy = (root / "loras" / n for n in ("a.bin", "b.bin", "a copy.bin"))
+    digest = write(trusted, b"a" * 1000)
+    write(unhashed, b"b" * 1000)
+    write(copy, b"a" * 1000)
+    seen = scan_time_ms(trusted.stat().st_mtime_ns)  # the legacy app hashed it once written
+    rows = [
+        LegacyModel(1, str(trusted), "loras", size_bytes=1000, hash_hex=digest, created_at=seen),
+        LegacyModel(2, str(unhashed), "loras", size_bytes=1000),
+        LegacyModel(3, str(copy), "loras", size_bytes=1000),
+    ]
+    legacy = write_legacy_catalog(tmp_path / "hikaze_mm.sqlite3", rows=rows)
+    assert import_legacy_data(legacy, db).imported == 1  # the trusted hash, not read
+    worked = process_pending(db, workers=1)
+    assert (worked.imported, worked.duplicate) == (1, 1)
+    report = scan_roots(db, [root])
+    assert (report.files_seen, report.unchanged, report.staged) == (3, 3, 0)

@@ -8,6 +8,7 @@ expiry into the row, as a stalled worker's clock would have it.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,7 +25,7 @@ from modelvault import (
     Settings,
     ValidationError,
 )
-from modelvault.catalog import Outcome
+from modelvault.catalog import SCAN_MTIME_NS, Outcome
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.migration import queue
@@ -226,7 +227,8 @@ def test_content_at_another_live_path_is_a_duplicate(db: DatabaseManager, tmp_pa
     row = staging(db)[copy]
     assert (row.status, row.sha256) == ("duplicate", sha)
     assert row.last_error == f"same content as {original}"
-    assert row.meta == {"notes": "legacy notes"}
+    # The file's mtime is kept for the next folder scan, which then leaves it alone.
+    assert row.meta == {"notes": "legacy notes", SCAN_MTIME_NS: os.stat(copy).st_mtime_ns}
     model = db.get_model(sha)
     assert model is not None
     assert model.path == original

@@ -203,8 +203,12 @@ def too_deep(text: str) -> bool:
     return False
 
 
-def file_changed(row: LegacyRow, path: str, size: int | None, layout: LegacyLayout) -> str | None:
-    """Why the legacy hash may not describe the file, or None when it provably does.
+def file_changed(
+    row: LegacyRow, path: str, size: int | None, layout: LegacyLayout
+) -> tuple[str | None, int | None]:
+    """Why the legacy hash may not describe the file (None when it provably does),
+    and the file's mtime (ns) when it is there and provably unchanged, so that
+    the model records it and a folder scan finds the file unchanged.
 
     The legacy app's re-scan stores a file's new size but keeps the old hash
     (LEGACY.md), so the size alone proves nothing. The file is unchanged when
@@ -214,24 +218,27 @@ def file_changed(row: LegacyRow, path: str, size: int | None, layout: LegacyLayo
     legacy hash: it is all anyone will ever know of it.
     """
     if not is_absolute_path(path):
-        return RELATIVE_PATH
+        return RELATIVE_PATH, None
     if not os.path.isabs(path):
-        return None  # not a path of this machine (a Windows path here): nothing to read
+        return None, None  # not a path of this machine (a Windows path here): nothing to read
     try:
         stat = os.stat(path)
     except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
+        return None, None
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
-            return None  # no file can have this path
-        return f"its file could not be checked ({exc})"
+            return None, None  # no file can have this path
+        return f"its file could not be checked ({exc})", None
+    why: str | None
     if size is None:
-        return "the legacy catalog has no size for its file, so nothing shows it is unchanged"
-    if stat.st_size != size:
-        return (
+        why = "the legacy catalog has no size for its file, so nothing shows it is unchanged"
+    elif stat.st_size != size:
+        why = (
             f"the file changed since it was hashed "
             f"(size {size} in the legacy catalog, {stat.st_size} now)"
         )
-    if layout is LegacyLayout.V1:
-        return changed_since_mtime(row.mtime_ns, stat.st_mtime_ns)
-    return written_after_created(row.created_at, stat.st_mtime_ns)
+    elif layout is LegacyLayout.V1:
+        why = changed_since_mtime(row.mtime_ns, stat.st_mtime_ns)
+    else:
+        why = written_after_created(row.created_at, stat.st_mtime_ns)
+    return why, (stat.st_mtime_ns if why is None else None)

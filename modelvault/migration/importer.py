@@ -506,16 +506,17 @@ class _Run:
             )
         meta = self._user_meta(row, legacy)
         self.images.add_previews(row.id, meta)
+        sha256, seen_mtime_ns = self._usable_hash(row, path, size, legacy)
         return _Entry(
             legacy_id=row.id,
             path=path,
             name=cleaning.name_of(row.name, path, legacy),
             type=cleaning.model_type_of(row.type, path, legacy),
             size_bytes=size,
-            mtime_ns=mtime_ns,
+            mtime_ns=mtime_ns if seen_mtime_ns is None else seen_mtime_ns,
             created_at=created_at,
             meta=meta,
-            sha256=self._usable_hash(row, path, size, legacy),
+            sha256=sha256,
             path_clash=path_clash,
             unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
         )
@@ -568,12 +569,14 @@ class _Run:
 
     def _usable_hash(
         self, row: LegacyRow, path: str, size: int | None, legacy: dict[str, Any]
-    ) -> str | None:
+    ) -> tuple[str | None, int | None]:
+        """The legacy SHA-256 if it can be trusted, and the file's mtime when it
+        was seen unchanged (see ``cleaning.file_changed``)."""
         raw = cleaning.text(row.hash_hex)
         if not raw:
-            return None  # '' (or NULL): the legacy app never hashed it
+            return None, None  # '' (or NULL): the legacy app never hashed it
         sha = parse_sha256(raw)
-        why = None
+        why, seen_mtime_ns = None, None
         if sha is None:
             why = f"hash_hex {raw!r} is not a SHA-256 (64 hex digits)"
         elif (
@@ -581,14 +584,14 @@ class _Run:
         ):
             why = f"its hash algorithm is {row.hash_algo!r}, not sha256"
         else:
-            why = cleaning.file_changed(row, path, size, self.legacy.layout)
+            why, seen_mtime_ns = cleaning.file_changed(row, path, size, self.legacy.layout)
         usable = sha if why is None else None
         if raw != usable:
             legacy["hash_hex"] = raw
         if why is not None:
             legacy["hash_ignored"] = why
             self.notes(row.id, why + "; staged to be hashed")
-        return usable
+        return usable, seen_mtime_ns
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] | None = None

@@ -200,6 +200,8 @@ class Statements:
             "status": bindparam("new_status"),
             "sha256": bindparam("new_sha256"),
             "last_error": bindparam("new_error"),
+            "size_bytes": bindparam("new_size"),
+            "meta": bindparam("new_meta", type_=TABLE.c.meta.type),
             "not_before": None,
         }
         self.close_held = update(TABLE).where(guard).values(**settled_values, **closed)
@@ -652,9 +654,9 @@ def _settle_batch(
         )
         cache.learn(item.tags, view)
     settled = {row_id: outcomes[row_id] for row_id, _ in todo}
-    shas = {row_id: item.sha256 for row_id, item in todo}
+    files = dict(todo)
     session.flush()
-    if _close_rows(conn, sql, guard, settled, shas) != len(todo):
+    if _close_rows(conn, sql, guard, settled, files) != len(todo):
         raise LeaseLost("a lease changed hands under a lock")  # cannot happen; be safe
     return outcomes
 
@@ -740,7 +742,7 @@ def _close_rows(
     sql: BatchSQL,
     guard: dict[str, Any],
     settled: dict[int, Settled | None],
-    shas: dict[int, str],
+    files: dict[int, HashedFile],
 ) -> int:
     """Delete the rows that became models, mark the others; returns the rows changed."""
     done = [
@@ -755,14 +757,18 @@ def _close_rows(
         changed += _rowcount(conn.exec_driver_sql(sql.delete_held, params))
     closing = {row_id: result for row_id, result in settled.items() if row_id not in done}
     if closing:
-        changed += _mark_settled(conn, guard["owner"], closing, shas)
+        changed += _mark_settled(conn, guard["owner"], closing, files)
     return changed
 
 
 def _mark_settled(
-    conn: Connection, owner: str, settled: dict[int, Settled | None], shas: dict[int, str]
+    conn: Connection, owner: str, settled: dict[int, Settled | None], files: dict[int, HashedFile]
 ) -> int:
-    """Mark the rows settled as ``duplicate`` or ``conflict`` (rare: Core is clear enough)."""
+    """Mark the rows settled as ``duplicate`` or ``conflict`` (rare: Core is clear enough).
+
+    The row keeps the size and mtime of the file that was hashed, so a folder
+    scan finds the file unchanged and does not queue it again.
+    """
     sql = statements(conn)
     guard = {**sql.params(), "owner": owner}
     changed = 0
@@ -778,8 +784,10 @@ def _mark_settled(
             **guard,
             "ids": [row_id],
             "new_status": status.value,
-            "new_sha256": shas[row_id],
+            "new_sha256": files[row_id].sha256,
             "new_error": result.reason,
+            "new_size": files[row_id].size_bytes,
+            "new_meta": {**files[row_id].meta, SCAN_MTIME_NS: files[row_id].mtime_ns},
         }
         changed += _rowcount(conn.execute(sql.close_held, params))
     return changed
