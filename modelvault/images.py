@@ -371,7 +371,9 @@ class LegacyImages:
             return None
 
     def _earlier(self, legacy_id: Any) -> list[dict[str, str]]:
-        names = self.by_row.pop(legacy_id, []) if isinstance(legacy_id, int) else []
+        names = self.by_row.pop(legacy_id, None) if isinstance(legacy_id, int) else None
+        if not names:
+            return []  # nearly every row
         earlier = []
         for name in names:
             if name in self.named:

@@ -282,7 +282,8 @@ def _utc_text(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    # Less its "+00:00": quicker than a naive copy of the datetime, the same text.
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:

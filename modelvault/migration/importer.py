@@ -223,6 +223,7 @@ TAG_CACHE = 50_000  # legacy tags kept in memory between batches
 # if the catalog changed meanwhile: otherwise the same write would fail again.
 BATCH_ATTEMPTS = 3
 SQLITE_CACHE_KIB = 16 * 1024  # the import connection's page cache (random-key indexes)
+_RESERVED_KEYS = frozenset(RESERVED_META_KEYS)
 
 MODEL_COLUMNS: tuple[str, ...] = (
     *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
@@ -321,7 +322,7 @@ class _Entry:
         tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
             self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta,
-            tags, self.legacy_id, source, status.value, 0, reason, sha256,
+            tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256,
         )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
@@ -344,6 +345,10 @@ class _Entry:
             meta=self.meta,
             tags=self.tags,
         )
+
+
+# An enum's ``value`` is a property: looked up per staged row, a dict is quicker.
+_STATUS_TEXT = {status: status.value for status in PendingStatus}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -479,11 +484,18 @@ class _Run:
     # -- rows (no catalog access: on PostgreSQL, a helper thread runs these) ----
 
     def _entry(self, row: LegacyRow) -> _Entry:
-        """Turn a legacy row into catalog values, keeping everything else in meta."""
+        """Turn a legacy row into catalog values, keeping everything else in meta.
+
+        Runs for every row: the common values (an int, a size that is a count,
+        an empty hash) take a quick test here before any call.
+        """
+        created_ms = row.created_at
         legacy: dict[str, Any] = {
             "source": self.source,
             "id": row.id,
-            "created_at_ms": cleaning.jsonable(row.created_at),
+            "created_at_ms": created_ms
+            if type(created_ms) is int
+            else cleaning.jsonable(created_ms),
         }
         self._keep_bytes(row, legacy)
         raw_path = row.path
@@ -493,32 +505,39 @@ class _Run:
         else:
             path, path_clash = self._cleaned_path(row.id, raw_path)
             legacy["path"] = cleaning.jsonable(raw_path)
-        size = cleaning.legacy_count(row.size_bytes, "size_bytes", legacy)
+        size = row.size_bytes
+        if type(size) is not int or size < 0:
+            size = cleaning.legacy_count(size, "size_bytes", legacy)
         mtime_ns = None
         if self.legacy.layout is LegacyLayout.V1:
             mtime_ns = cleaning.layout1_fields(row, legacy)
-        created_at = cleaning.from_ms(row.created_at)
+        created_at = cleaning.from_ms(created_ms)
         if created_at is None:
             created_at = utcnow()
             self.notes(
                 row.id,
-                f"created_at {row.created_at!r} is not a time in milliseconds; now is used",
+                f"created_at {created_ms!r} is not a time in milliseconds; now is used",
             )
         meta = self._user_meta(row, legacy)
         self.images.add_previews(row.id, meta)
-        sha256, seen_mtime_ns = self._usable_hash(row, path, size, legacy)
+        raw_hash = row.hash_hex
+        if raw_hash is None or (type(raw_hash) is str and not raw_hash):
+            sha256, seen_mtime_ns = None, None  # the legacy app never hashed it
+        else:
+            sha256, seen_mtime_ns = self._usable_hash(row, path, size, legacy)
         return _Entry(
-            legacy_id=row.id,
-            path=path,
-            name=cleaning.name_of(row.name, path, legacy),
-            type=cleaning.model_type_of(row.type, path, legacy),
-            size_bytes=size,
-            mtime_ns=mtime_ns if seen_mtime_ns is None else seen_mtime_ns,
-            created_at=created_at,
-            meta=meta,
-            sha256=sha256,
-            path_clash=path_clash,
-            unusable_path=None if is_absolute_path(path) else RELATIVE_PATH,
+            row.id,
+            path,
+            cleaning.name_of(row.name, path, legacy),
+            cleaning.model_type_of(row.type, path, legacy),
+            size,
+            mtime_ns if seen_mtime_ns is None else seen_mtime_ns,
+            created_at,
+            meta,
+            sha256,
+            [],
+            path_clash,
+            None if path.startswith("/") or is_absolute_path(path) else RELATIVE_PATH,
         )
 
     def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
@@ -595,14 +614,17 @@ class _Run:
 
     def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] | None = None
-        meta_json = cleaning.text(row.meta_json)
-        if meta_json is not None:
+        if row.meta_json is not None:
+            meta_json = cleaning.text(row.meta_json)
+            assert meta_json is not None
             value, problem = cleaning.parse_json(meta_json)
             ok = problem in (None, cleaning.REPEATED_KEYS)
             legacy["meta_json" if ok else "meta_json_raw"] = value if ok else meta_json
             if not ok:
                 self.notes(row.id, f"meta_json {problem}; its text is kept")
-        extra = cleaning.text(row.extra_json)
+        extra = row.extra_json
+        if type(extra) is not str:
+            extra = cleaning.text(extra)
         if extra is not None:
             value, problem = cleaning.parse_json(extra)
             ok = problem in (None, cleaning.REPEATED_KEYS)
@@ -610,9 +632,10 @@ class _Run:
                 legacy["extra_json_raw"] = extra
                 self.notes(row.id, f"extra_json {problem}; its text is kept")
             if isinstance(value, dict):
-                shadowed = {key: value.pop(key) for key in RESERVED_META_KEYS if key in value}
-                if shadowed:
-                    legacy["extra_json_shadowed"] = shadowed
+                if not _RESERVED_KEYS.isdisjoint(value):  # in C: nearly every row has none
+                    legacy["extra_json_shadowed"] = {
+                        key: value.pop(key) for key in RESERVED_META_KEYS if key in value
+                    }
                 meta = value
             elif ok and value is not None:
                 legacy["extra_json"] = value
@@ -688,18 +711,20 @@ class _Run:
         staged: list[tuple[Any, ...]] = []
         colliding: list[_Entry] = []
         new_hashes: set[str] = set()
+        # Looked up once: the loop runs for every row.
+        held, source, tag_ids = state.held, self.source, self.tags.ids
         for entry in entries:
             sha = entry.sha256
-            placement = place(entry, state.held(entry.path, sha, sha in new_hashes), self.source)
+            placement = place(entry, held(entry.path, sha, sha in new_hashes), source)
             where = placement.place
             if where is Place.NEW:
                 assert sha is not None
                 new_hashes.add(sha)
                 models.append(entry.model(now))
-                links.extend((sha, self.tags.ids[spec.name]) for spec in entry.tags)
+                links += [(sha, tag_ids[spec.name]) for spec in entry.tags]
                 result.imported += 1
             elif where is Place.STAGE:
-                staged.append(entry.pending(PendingStatus.PENDING, None, None, self.source))
+                staged.append(entry.pending(PendingStatus.PENDING, None, None, source))
                 result.staged += 1
             elif where is Place.PRESENT:
                 result.already_present += 1
