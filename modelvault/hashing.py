@@ -105,6 +105,8 @@ class HashControl:
 
     def wait_until_running(self, timeout: float | None = None) -> bool:
         """Block while paused; True once running or stopped (see ``stopped``), False on timeout."""
+        if self._go.is_set():  # the usual case, without the lock Event.wait takes
+            return True
         return self._go.wait(timeout)
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
@@ -157,8 +159,8 @@ def hash_file_digest(
         if control.stopped:
             raise HashCancelled(f"Hashing {name} was stopped.")
 
-    with open_regular_file(name) as mine:
-        before = os.fstat(mine.fileno())
+    mine, before = _open_regular(name, follow_symlinks=True)
+    with mine:
         sha = hashlib.sha256()
         if before.st_size < chunk:
             # One chunk: a relay's second handle and thread would cost more than the work.
@@ -218,7 +220,11 @@ def open_regular_file(path: StrPath, *, follow_symlinks: bool = True) -> io.File
     ``OSError`` of ``stat`` or ``open`` as it is. With ``follow_symlinks=False``
     a symbolic link is refused like any other file that is not regular.
     """
-    name = os.fspath(path)
+    return _open_regular(os.fspath(path), follow_symlinks=follow_symlinks)[0]
+
+
+def _open_regular(name: str, *, follow_symlinks: bool) -> tuple[io.FileIO, os.stat_result]:
+    """``open_regular_file``, and the ``fstat`` of the descriptor it checked."""
     seen = os.stat(name, follow_symlinks=follow_symlinks)
     _require_regular(name, seen)
     no_follow = 0 if follow_symlinks else _O_NOFOLLOW
@@ -230,7 +236,7 @@ def open_regular_file(path: StrPath, *, follow_symlinks: bool = True) -> io.File
             raise FileChangedError(f"{name} was replaced while it was being opened.")
         if _O_NONBLOCK:
             os.set_blocking(fd, True)  # a regular file reads the same either way; be plain
-        return io.FileIO(fd, "rb", closefd=True)
+        return io.FileIO(fd, "rb", closefd=True), opened
     except BaseException:
         os.close(fd)
         raise
@@ -306,6 +312,11 @@ def _advise_sequential(handle: io.FileIO) -> None:
 def _read_at(handle: io.FileIO, offset: int, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``offset``; fewer bytes only at the end of the file."""
     handle.seek(offset)
+    return _fill(handle, buffer)
+
+
+def _fill(handle: io.FileIO, buffer: memoryview) -> int:
+    """Fill ``buffer`` from the handle's position; fewer bytes only at the end of the file."""
     filled = 0
     while filled < len(buffer):
         # Network filesystems may return short reads before the end: only 0 means EOF.
@@ -323,10 +334,13 @@ def _single_read(
     checkpoint: Callable[[], None],
     report: Callable[[int], None],
 ) -> int:
-    """Hash a file smaller than one chunk in the calling thread; return the bytes hashed."""
+    """Hash a file smaller than one chunk in the calling thread; return the bytes hashed.
+
+    ``handle`` was just opened: it is at offset 0, no seek needed.
+    """
     checkpoint()
     buffer = memoryview(bytearray(size + 1))  # one byte more: a file that grew is caught
-    n = _read_at(handle, 0, buffer)
+    n = _fill(handle, buffer)
     sha.update(buffer[:n])
     _report_some(report, n)
     return n

@@ -128,10 +128,8 @@ def _configure_postgresql(engine: Engine) -> None:
         # psycopg prepares a statement on the server after a few runs, and
         # PostgreSQL may then keep one generic plan for it, made while the
         # tables were empty: lookups in ``models`` that should use an index end
-        # up scanning it, slower with every row the catalog gains. A custom
-        # plan per run keeps the parse saved and the plan right for the table
-        # as it is now. Set per connection, so the server's default is untouched.
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET plan_cache_mode = force_custom_plan")
-        dbapi_connection.commit()
-
+        # up scanning it, slower with every row the catalog gains. Unprepared,
+        # each run is planned for the table as it is now. Not plan_cache_mode =
+        # force_custom_plan: that would also plan the foreign key checks again
+        # for every row inserted, a cost several times the insert's own.
+        dbapi_connection.prepare_threshold = None

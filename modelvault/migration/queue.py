@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import threading
 import weakref
@@ -94,6 +95,8 @@ CLAIM_BYTE_BUDGET = 256 * 1024 * 1024
 RETRYABLE_SQLSTATES = frozenset({"23505", "40P01", "40001"})
 FINISH_TRIES = 5
 
+IMPORTED = Settled(Outcome.IMPORTED)  # frozen: one for every new model
+
 
 @dataclass(frozen=True)
 class ClaimedRow:
@@ -118,7 +121,10 @@ class ClaimedRow:
         shared tag names in the same order (no lock-order deadlock).
         """
         # sorted() is stable: a name given twice keeps its first colour in ensure_tags.
-        specs = sorted(self.specs, key=lambda s: s.name)
+        specs = sorted(self.specs, key=_spec_name)
+        meta = self.meta
+        if SCAN_MTIME_NS in meta:  # the scan's stat is bookkeeping of the row, not a note
+            meta = {k: v for k, v in meta.items() if k != SCAN_MTIME_NS}
         return HashedFile(
             sha256=sha256,
             path=self.path,
@@ -128,16 +134,20 @@ class ClaimedRow:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
             created_at=self.created_at,
-            # The scan's stat is bookkeeping of the staging row, not a note of the model.
-            meta={k: v for k, v in self.meta.items() if k != SCAN_MTIME_NS},
+            meta=meta,
             tags=specs,
             source=self.source,
         )
 
-    @functools.cached_property
+    @property
     def specs(self) -> list[TagSpec]:
         """The staged tags, parsed once; ``ValidationError`` if one can never be stored."""
-        return [_parse_tag(entry) for entry in self.tags]
+        # Kept in the instance's dict by hand: functools.cached_property takes a lock
+        # on every first read in Python 3.11, a cost paid for every row.
+        specs: list[TagSpec] | None = self.__dict__.get("_specs")
+        if specs is None:
+            specs = self.__dict__["_specs"] = [_parse_tag(entry) for entry in self.tags]
+        return specs
 
     def tag_problem(self) -> ValidationError | None:
         """Why the staged tags can never be stored, or None if they can."""
@@ -146,6 +156,9 @@ class ClaimedRow:
         except ValidationError as exc:
             return exc
         return None
+
+
+_spec_name = operator.attrgetter("name")
 
 
 def _parse_tag(entry: Any) -> TagSpec:
@@ -370,7 +383,7 @@ def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
             source=source,
         )
         for row_id, path, name, kind, base, size, created, meta, tags, attempts, source in (
-            conn.exec_driver_sql(sql.claim, params)
+            conn.exec_driver_sql(sql.claim, params).all()  # one fetch, not one per row
         )
     ]
     return sorted(claimed, key=lambda row: row.id)
@@ -635,7 +648,7 @@ def _settle_batch(
     sql = batch_sql(conn.dialect.name == "postgresql")
     ids = [row_id for row_id, _ in items]
     guard = {**sql.clock(), "owner": owner}
-    mine = set(conn.exec_driver_sql(sql.lock_held, {**guard, "ids": sql.many(ids)}).scalars())
+    mine = set(conn.exec_driver_sql(sql.lock_held, {**guard, "ids": sql.many(ids)}).scalars().all())
     outcomes: dict[int, Settled | None] = dict.fromkeys(ids)
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
@@ -643,7 +656,7 @@ def _settle_batch(
     fresh, others = _split_fresh(conn, sql, todo)
     if fresh:
         inserted = _import_fresh(conn, sql, session, [item for _, item in fresh], cache)
-        outcomes.update((row_id, Settled(Outcome.IMPORTED)) for row_id, _ in fresh)
+        outcomes.update((row_id, IMPORTED) for row_id, _ in fresh)
         # Content a concurrent worker catalogued meanwhile: settle it like the rest.
         lost = {row_id for row_id, item in fresh if item.sha256 not in inserted}
         others = [(row_id, item) for row_id, item in todo if row_id in lost] + others
@@ -675,7 +688,7 @@ def _split_fresh(
     paths = sql.many([item.path for _, item in todo])
     known_shas: set[str] = set()
     known_paths: set[str] = set()
-    for sha, path in conn.exec_driver_sql(sql.known, {"shas": shas, "paths": paths}):
+    for sha, path in conn.exec_driver_sql(sql.known, {"shas": shas, "paths": paths}).all():
         known_shas.add(sha)
         known_paths.add(path)
     fresh, others = [], []

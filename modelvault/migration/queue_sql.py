@@ -166,7 +166,9 @@ class BatchSQL:
         """A time as ``UTCDateTime`` stores it: naive UTC text on SQLite."""
         if self.postgresql:
             return value
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+        if value.tzinfo is not timezone.utc:
+            value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def read_time(self, value: Any) -> datetime | None:
         """A stored time back as an aware UTC datetime (``UTCDateTime`` on reading)."""
@@ -188,19 +190,26 @@ class BatchSQL:
         return json.loads(value) if isinstance(value, str) else value
 
     def model_rows(self, rows: list[dict[str, Any]]) -> Any:
-        """The parameters of ``insert_models`` for ``rows`` (one dict of values per model)."""
-        converted = [
-            {
-                **row,
-                "created_at": self.time(row["created_at"]),
-                "updated_at": self.time(row["updated_at"]),
-                "meta": self.json(row["meta"]),
-            }
-            for row in rows
-        ]
+        """The parameters of ``insert_models`` for ``rows`` (one dict of values per model).
+
+        The rows' dicts are converted in place: the caller builds them for this alone.
+        Times are converted once per distinct value (a batch shares its ``updated_at``).
+        """
+        converted: dict[datetime, Any] = {}
+
+        def time(value: datetime) -> Any:
+            text = converted.get(value)
+            if text is None:
+                text = converted[value] = self.time(value)
+            return text
+
+        for row in rows:
+            row["created_at"] = time(row["created_at"])
+            row["updated_at"] = time(row["updated_at"])
+            row["meta"] = self.json(row["meta"])
         if not self.postgresql:
-            return converted
-        return {column: [row[column] for row in converted] for column in converted[0]}
+            return rows
+        return {column: [row[column] for row in rows] for column in rows[0]}
 
     def insert_links_run(self, conn: Connection, links: list[tuple[str, int]]) -> None:
         """Link models to tags (a link that exists is left as it is)."""

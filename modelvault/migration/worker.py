@@ -474,17 +474,18 @@ class MigrationWorker(threading.Thread):
                 if digest is not None:
                     self._hashed.append((row, digest))
                     self._hashed_bytes += digest.size_bytes
-            if self._finish_due():
+            now = time.monotonic()
+            if self._finish_due(now):
                 self._finish_hashed()
-            self._maybe_renew()
+            if self._held and now >= self._next_renew:
+                self._renew()
         self._finish_hashed(claim_next=True)
 
-    def _finish_due(self) -> bool:
+    def _finish_due(self, now: float) -> bool:
         """Commit hashed rows once they add up, so a crash never costs much re-reading."""
         if not self._hashed:
             return False
-        first_done = self._hashed_since or time.monotonic()
-        waited = time.monotonic() - first_done
+        waited = now - (self._hashed_since or now)
         return self._hashed_bytes >= FINISH_EVERY_BYTES or waited >= FINISH_EVERY_SECONDS
 
     # -- one row --------------------------------------------------------------
@@ -492,7 +493,8 @@ class MigrationWorker(threading.Thread):
     def _hash(self, row: ClaimedRow) -> FileDigest | None:
         """Hash the row's file; on failure, record it and return None."""
         self._hashing_id, self._row_bytes = row.id, 0
-        self._emit("claimed", row, bytes=row.size_bytes or 0)
+        if self.on_event is not None:
+            self._emit("claimed", row, bytes=row.size_bytes or 0)
         problem = row.tag_problem()  # before the file is read: no hash can cure it
         if problem is not None:
             self._give_up(row, f"its tags cannot be stored: {problem}", final=True)
@@ -577,6 +579,8 @@ class MigrationWorker(threading.Thread):
         self.report.count(outcome)
         if settled.outcome is Outcome.CONFLICT:
             log.info("%s: conflict: %s", row.path, settled.reason)
+        if self.on_event is None:  # no subscriber: no event to build
+            return
         self._emit(
             "finished",
             row,
