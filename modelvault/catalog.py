@@ -51,6 +51,11 @@ SCAN_SOURCE = "scan"
 # (``pending_import`` has no mtime column; the worker takes the file's own stat).
 SCAN_MTIME_NS = "scan_mtime_ns"
 
+
+def without_scan_mtime(meta: dict[str, Any]) -> dict[str, Any]:
+    """A staging row's meta as a model's: the scan's stat is bookkeeping, not a note."""
+    return {k: v for k, v in meta.items() if k != SCAN_MTIME_NS} if SCAN_MTIME_NS in meta else meta
+
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
 
@@ -417,7 +422,7 @@ def replace_content(
                 base=copy.base,
                 size_bytes=copy.size_bytes,
                 mtime_ns=(copy.meta or {}).get(SCAN_MTIME_NS),
-                meta={k: v for k, v in (copy.meta or {}).items() if k != SCAN_MTIME_NS},
+                meta=without_scan_mtime(copy.meta or {}),
             )
         )
         session.delete(copy)

@@ -340,54 +340,41 @@ class DatabaseManager:
         model_type: str | None = None,
         search: str | None = None,
         missing: bool = False,
+        under: Iterable[str | os.PathLike[str]] = (),
         limit: int | None = None,
         offset: int = 0,
     ) -> list[ModelRecord]:
         """Models by name then path, one page of them (``offset``, ``limit``).
 
         Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
-        in their name or path (any case), and with ``missing`` only those whose
-        file is gone. Two queries per page, however many tags the models have.
+        in their name or path (any case), under one of the folders ``under``, and
+        with ``missing`` only those whose file is gone. Two queries per page,
+        however many tags the models have.
         """
-        query = _model_query().order_by(Model.name, Model.path)
-        for name in tags:
-            tagged = (
-                select(model_tags.c.model_sha256)
-                .join(Tag, Tag.id == model_tags.c.tag_id)
-                .where(Tag.name == normalize_tag_name(name))
-            )
-            query = query.where(Model.sha256.in_(tagged))
-        if model_type:
-            query = query.where(Model.type == model_type)
-        if search:
-            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
-            query = query.where(
-                or_(
-                    func.lower(Model.name).like(pattern, escape="\\"),
-                    func.lower(Model.path).like(pattern, escape="\\"),
-                )
-            )
+        where = _model_filters(tags, model_type, search, under)
         with self.session_scope() as session:
             if not missing:
-                rows = session.scalars(query.offset(offset).limit(limit))
-                return [ModelRecord.of(m) for m in rows]
-            # Whether a file is gone is only known on disk: filter page by page.
-            found: list[ModelRecord] = []
-            skip = offset
-            for start in itertools.count(0, _MISSING_SCAN_PAGE):
-                page = list(session.scalars(query.offset(start).limit(_MISSING_SCAN_PAGE)))
-                for model in page:
-                    if os.path.lexists(model.path):
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
-                    found.append(ModelRecord.of(model))
-                    if limit is not None and len(found) >= limit:
-                        return found
-                if len(page) < _MISSING_SCAN_PAGE:
-                    return found
-            raise AssertionError("unreachable")
+                query = _model_query().where(*where).order_by(Model.name, Model.path)
+                return [
+                    ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
+                ]
+            # Whether a file is gone is only known on disk: stream the paths once,
+            # then load the models of the page.
+            paths = (
+                select(Model.sha256, Model.path)
+                .where(*where)
+                .order_by(Model.name, Model.path)
+                .execution_options(yield_per=_MISSING_SCAN_PAGE)
+            )
+            with session.execute(paths) as rows:
+                gone = (sha for sha, path in rows if not os.path.lexists(path))
+                page = list(
+                    itertools.islice(gone, offset, None if limit is None else offset + limit)
+                )
+            if not page:
+                return []
+            query = _model_query().where(Model.sha256.in_(page)).order_by(Model.name, Model.path)
+            return [ModelRecord.of(m) for m in session.scalars(query)]
 
     def find_model(self, key: str) -> ModelRecord:
         """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
@@ -643,6 +630,37 @@ def _is_sqlite_file(file: Path) -> bool:
 
 def _model_query() -> Any:
     return select(Model).options(selectinload(Model.tags))
+
+
+def _model_filters(
+    tags: Iterable[str],
+    model_type: str | None,
+    search: str | None,
+    under: Iterable[str | os.PathLike[str]],
+) -> list[Any]:
+    """The conditions of ``find_models``."""
+    where: list[Any] = []
+    for name in tags:
+        tagged = (
+            select(model_tags.c.model_sha256)
+            .join(Tag, Tag.id == model_tags.c.tag_id)
+            .where(Tag.name == normalize_tag_name(name))
+        )
+        where.append(Model.sha256.in_(tagged))
+    if model_type:
+        where.append(Model.type == model_type)
+    if search:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+        where.append(
+            or_(
+                func.lower(Model.name).like(pattern, escape="\\"),
+                func.lower(Model.path).like(pattern, escape="\\"),
+            )
+        )
+    folders = [os.path.abspath(os.fspath(f)).rstrip(os.sep) + os.sep for f in under]
+    if folders:
+        where.append(or_(*(Model.path.startswith(f, autoescape=True) for f in folders)))
+    return where
 
 
 def _statuses(status: str | Iterable[str] | None) -> list[str] | None:

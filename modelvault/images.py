@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from modelvault.catalog import LEGACY, PREVIEWS
+from modelvault.db.engine import sqlite_file
 from modelvault.errors import (
     ConfigError,
     FileChangedError,
@@ -62,12 +63,8 @@ def default_store(url: URL, configured: Path | None) -> Path | None:
     in-memory SQLite), which needs ``MODELVAULT_IMAGES_DIR``."""
     if configured is not None:
         return configured
-    database = url.database or ""
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:") or url.query.get("mode") == "memory":
-        return None  # a URI filename: memory or not, no folder we can be sure of
-    return Path(database).expanduser().absolute().parent / STORE_FOLDER
+    file = sqlite_file(url)
+    return None if file is None else Path(file).absolute().parent / STORE_FOLDER
 
 
 def is_stored_name(name: object) -> bool:

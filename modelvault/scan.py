@@ -609,8 +609,4 @@ def find_missing(
     Only models under ``roots`` if any are given. Looks at each file's
     existence (no content is read); nothing is deleted.
     """
-    prefixes = tuple(os.path.abspath(os.fspath(r)).rstrip(os.sep) + os.sep for r in roots)
-    gone = db.find_models(missing=True, limit=None if prefixes else limit)
-    if prefixes:
-        gone = [m for m in gone if m.path.startswith(prefixes)][:limit]
-    return gone
+    return db.find_models(missing=True, under=roots, limit=limit)

@@ -43,6 +43,10 @@ def test_find_models_filters_and_pages(db: DatabaseManager, shelf: dict[str, str
     assert names(missing=True) == ["Base_XL.safetensors", "gone.safetensors"]
     assert names(missing=True, offset=1, limit=5) == ["gone.safetensors"]
     assert names(limit=1, offset=1) == ["gone.safetensors"]
+    root = Path(db.find_models(tags=["fav"])[0].path).parent.parent
+    assert names(under=[root / "loras"]) == ["gone.safetensors", "ink_100%_style.safetensors"]
+    assert names(under=[root / "lora"]) == []  # a folder, not a prefix of a name
+    assert names(missing=True, under=[root / "ckpt", root / "vae"]) == ["Base_XL.safetensors"]
     (ink,) = db.find_models(tags=["fav"])
     assert {(t.name, t.color) for t in ink.tags} == {("style", None), ("fav", "#ff8800")}
 

@@ -416,7 +416,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         lines = ["no models match" if _filtered(args) else "the catalog has no models yet"]
     elif len(models) == args.limit:
         lines.append(f"(the first {plural(args.limit, 'model')}: see more with --limit N)")
-    out.emit({"models": [_model_json(m) for m in models]}, lines)
+    gone = True if args.missing else None  # --missing: each one was just found gone
+    out.emit({"models": [_model_json(m, gone) for m in models]}, lines)
     return EXIT_OK
 
 
@@ -424,18 +425,23 @@ def _filtered(args: argparse.Namespace) -> bool:
     return bool(args.tag or args.type or args.search or args.missing)
 
 
-def _model_json(model: ModelRecord) -> dict[str, Any]:
+def _model_json(model: ModelRecord, gone: bool | None = None) -> dict[str, Any]:
+    """The model as JSON; ``gone``: whether its file is gone, if known already."""
     data = model.to_dict()
-    data["file_exists"] = os.path.lexists(model.path)
+    data["file_exists"] = not (gone if gone is not None else _gone(model))
     return data
+
+
+def _gone(model: ModelRecord) -> bool:
+    return not os.path.lexists(model.path)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True)
     model = db.find_model(args.model)
-    previews = _preview_files(db, model)
-    data = {**_model_json(model), "preview_files": previews}
-    ui(args).emit({"model": data}, describe_model(ui(args), model, previews))
+    previews, gone = _preview_files(db, model), _gone(model)
+    data = {**_model_json(model, gone), "preview_files": previews}
+    ui(args).emit({"model": data}, describe_model(ui(args), model, previews, gone=gone))
     return EXIT_OK
 
 
@@ -463,15 +469,16 @@ _NOTES = (
 )
 
 
-def describe_model(out: Ui, model: ModelRecord, previews: Sequence[str] = ()) -> list[Line]:
-    exists = os.path.lexists(model.path)
+def describe_model(
+    out: Ui, model: ModelRecord, previews: Sequence[str] = (), *, gone: bool = False
+) -> list[Line]:
     fields_: list[tuple[str, Line]] = [
         ("name", model.name),
         ("sha256", model.sha256),
         ("type", model.type),
         ("base", model.base or "-"),
         ("size", _size(model.size_bytes)),
-        ("path", model.path + ("" if exists else "  (the file is gone)")),
+        ("path", model.path + ("  (the file is gone)" if gone else "")),
         ("modified", _when_ns(model.mtime_ns)),
         ("catalogued", _when(model.created_at)),
         ("updated", _when(model.updated_at)),

@@ -79,6 +79,8 @@ def sqlite_file(url: URL) -> str | None:
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     if database.startswith("file:") or "mode=memory" in database:
+        return None  # a URI filename: memory or not, no folder we can be sure of
+    if url.query.get("mode") == "memory":
         return None
     return str(Path(database).expanduser())
 

@@ -14,6 +14,27 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def utc_text(value: datetime | None) -> str | None:
+    """An aware datetime as ``UTCDateTime`` stores it on SQLite: naive UTC text."""
+    if value is None:
+        return None
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    # Less its "+00:00": quicker than a naive copy of the datetime, the same text.
+    return value.isoformat(" ", "microseconds")[:-6]
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A stored time (a datetime, or SQLite's text of one) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend.
 
@@ -34,8 +55,4 @@ class UTCDateTime(TypeDecorator[datetime]):
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if not isinstance(value, datetime):
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        return as_utc(value) if isinstance(value, datetime) else None

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from modelvault.catalog import chunked
 from modelvault.db.models import Model, PendingImport
-from modelvault.db.types import UTCDateTime
+from modelvault.db.types import UTCDateTime, utc_text
 from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
 
 MODELS = cast(Table, Model.__table__)
@@ -277,15 +277,6 @@ _JSON_PROBES: tuple[Any, ...] = (
 )
 
 
-def _utc_text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    # Less its "+00:00": quicker than a naive copy of the datetime, the same text.
-    return value.isoformat(" ", "microseconds")[:-6]
-
-
 def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A quicker processor that gives the very same values, where there is one.
 
@@ -296,7 +287,7 @@ def _quicker(column_type: Any, process: Callable[[Any], Any]) -> Callable[[Any],
     """
     quick: Callable[[Any], Any]
     if isinstance(column_type, UTCDateTime):
-        quick, probes = _utc_text, _DATETIME_PROBES
+        quick, probes = utc_text, _DATETIME_PROBES
     elif isinstance(column_type, JSON):
         quick, probes = json.dumps, _JSON_PROBES
     else:

@@ -800,23 +800,14 @@ def _tune_for_bulk(conn: Connection) -> Callable[[], None]:
     what puts them back (the connection goes back to the pool afterwards).
 
     SQLite: a 16 MiB page cache, so the pages of the random-key indexes (sha256,
-    model_tags) stay in memory across a batch. PostgreSQL: no server-side
-    prepared statements, whose generic plan, made while the tables were nearly
-    empty, would stay in use as they grow.
+    model_tags) stay in memory across a batch. (PostgreSQL connections never
+    prepare statements on the server: ``db.engine`` sets that for every one.)
     """
     raw: Any = conn.connection.dbapi_connection
     if conn.dialect.name == "sqlite":
         before = raw.execute("PRAGMA cache_size").fetchone()[0]
         raw.execute(f"PRAGMA cache_size = {-SQLITE_CACHE_KIB}")
         return lambda: raw.execute(f"PRAGMA cache_size = {int(before)}")
-    if conn.dialect.name == "postgresql":
-        threshold = raw.prepare_threshold
-        raw.prepare_threshold = None
-
-        def restore() -> None:
-            raw.prepare_threshold = threshold
-
-        return restore
     return lambda: None
 
 

@@ -48,7 +48,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    or_,
     select,
     update,
 )
@@ -63,12 +62,12 @@ from modelvault.catalog import (
     TagSpec,
     ensure_tags,
     settle_file,
+    without_scan_mtime,
 )
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
 from modelvault.db.models import (
     FINAL_STATUSES,
-    Model,
     PendingImport,
     PendingStatus,
 )
@@ -80,7 +79,6 @@ log = logging.getLogger(__name__)
 
 TABLE = cast(Table, PendingImport.__table__)
 COLUMNS = TABLE.c
-MODELS = cast(Table, Model.__table__)
 
 PENDING = PendingStatus.PENDING.value
 CLAIMED = PendingStatus.CLAIMED.value
@@ -122,9 +120,6 @@ class ClaimedRow:
         """
         # sorted() is stable: a name given twice keeps its first colour in ensure_tags.
         specs = sorted(self.specs, key=_spec_name)
-        meta = self.meta
-        if SCAN_MTIME_NS in meta:  # the scan's stat is bookkeeping of the row, not a note
-            meta = {k: v for k, v in meta.items() if k != SCAN_MTIME_NS}
         return HashedFile(
             sha256=sha256,
             path=self.path,
@@ -134,7 +129,7 @@ class ClaimedRow:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
             created_at=self.created_at,
-            meta=meta,
+            meta=without_scan_mtime(self.meta),
             tags=specs,
             source=self.source,
         )
@@ -251,20 +246,6 @@ def _statements_for(postgresql: bool) -> Statements:
 def statements(bind: Connection | Session) -> Statements:
     dialect = bind.get_bind().dialect if isinstance(bind, Session) else bind.dialect
     return _statements_for(dialect.name == "postgresql")
-
-
-def claimable(now: Any) -> ColumnElement[bool]:
-    """Pending and out of back-off, or claimed by someone whose lease ran out."""
-    return or_(
-        and_(
-            COLUMNS.status == PENDING,
-            or_(COLUMNS.not_before.is_(None), COLUMNS.not_before <= now),
-        ),
-        and_(
-            COLUMNS.status == CLAIMED,
-            or_(COLUMNS.lease_expires_at.is_(None), COLUMNS.lease_expires_at <= now),
-        ),
-    )
 
 
 def held(owner: Any, ids: Any, now: Any) -> ColumnElement[bool]:

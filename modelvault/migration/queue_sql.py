@@ -11,8 +11,8 @@ would (``UTCDateTime``: naive UTC text on SQLite; ``JSON``: ``json.dumps``).
 
 Lists of ids, hashes and paths are ONE parameter: an array on PostgreSQL
 (``= ANY(...)``), a JSON array on SQLite (``json_each``). The text of each
-statement is then the same whatever the batch size, so PostgreSQL reuses one
-prepared statement instead of one per list length.
+statement is then the same whatever the batch size: no list is expanded into
+one parameter per value, and the statements are built once.
 
 Everything else (renewals, failures, merges, conflicts) goes through the ORM
 and Core statements in ``queue``: rare, and clearer there.
@@ -28,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection
+
+from modelvault.db.types import as_utc, utc_text
 
 CLAIMED_COLUMNS = (
     "id, path, name, type, base, size_bytes, created_at, meta, tags, attempts, source"
@@ -85,7 +87,7 @@ class BatchSQL:
 
     def _candidates(self, now: str) -> str:
         """The oldest claimable rows: pending and out of back-off, or claimed by a lease that ran
-        out (``queue.claimable``)."""
+        out."""
         if self.postgresql:
             return (
                 "SELECT id, size_bytes FROM pending_import WHERE "
@@ -164,23 +166,9 @@ class BatchSQL:
 
     def time(self, value: datetime) -> Any:
         """A time as ``UTCDateTime`` stores it: naive UTC text on SQLite."""
-        if self.postgresql:
-            return value
-        if value.tzinfo is not timezone.utc:
-            value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value if self.postgresql else utc_text(value)
 
-    def read_time(self, value: Any) -> datetime | None:
-        """A stored time back as an aware UTC datetime (``UTCDateTime`` on reading)."""
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if not isinstance(value, datetime):
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+    read_time = staticmethod(as_utc)  # a stored time back as an aware UTC datetime
 
     def json(self, value: Any) -> Any:
         return json.dumps(value)

@@ -477,8 +477,7 @@ class MigrationWorker(threading.Thread):
             now = time.monotonic()
             if self._finish_due(now):
                 self._finish_hashed()
-            if self._held and now >= self._next_renew:
-                self._renew()
+            self._maybe_renew(now)
         self._finish_hashed(claim_next=True)
 
     def _finish_due(self, now: float) -> bool:
@@ -651,8 +650,8 @@ class MigrationWorker(threading.Thread):
             if self._current is not None and self._current.id not in self._held:
                 raise _LeaseLost
 
-    def _maybe_renew(self) -> None:
-        if self._held and time.monotonic() >= self._next_renew:
+    def _maybe_renew(self, now: float | None = None) -> None:
+        if self._held and (time.monotonic() if now is None else now) >= self._next_renew:
             self._renew()
 
     def _renew(self) -> None:
