@@ -408,10 +408,9 @@ class _Run:
     """One import run: the legacy file, the catalog, the tag ids and the report.
 
     A batch is read and its rows put in v3 form (``_prepared_batches``: no catalog
-    access), then given their tags and written (``_write``). On PostgreSQL a
-    helper thread prepares the next batch while the server writes this one; on
-    SQLite, whose writes take Python's interpreter lock back for every row, the
-    two would only take turns, so one thread does both.
+    access), then given their tags and written (``_write``). A helper thread
+    prepares the next batch while this one is written (PostgreSQL) or committed
+    (SQLite): see ``_Ahead``.
     """
 
     def __init__(
@@ -442,11 +441,15 @@ class _Run:
     def run(self) -> None:
         total = self.legacy.count_models()
         self.tags.register_all(TAG_CHUNK)
-        with _collector_paused(), self._connection() as conn:
-            batches = self._prepared_batches()
-            if conn.dialect.name == "postgresql":
-                batches = _ahead(batches)
+        with (
+            _collector_paused(),
+            self._connection() as conn,
+            _Ahead(self._prepared_batches()) as batches,
+        ):
+            eager = conn.dialect.name == "postgresql"  # see _Ahead: when the next is prepared
             for prepared in batches:
+                if eager:
+                    batches.allow_next()
                 links = self.tags.links_by_model(prepared.batch.rows, prepared.batch.links)
                 for legacy_id, reason in prepared.notes:
                     self.report.warn("models", legacy_id, reason)
@@ -457,7 +460,7 @@ class _Run:
                 prepared.batch.rows.clear()  # they live on in entries: free the rest now
                 prepared.batch.links.clear()
                 if prepared.entries:
-                    self._write(conn, prepared.entries)
+                    self._write(conn, prepared.entries, before_commit=batches.allow_next)
                     self.report.rows_read += len(prepared.entries)
                 if self.progress is not None and read:
                     done = self.report.rows_read
@@ -481,7 +484,7 @@ class _Run:
                 with suppress(conn.dialect.loaded_dbapi.Error):
                     restore()
 
-    # -- rows (no catalog access: on PostgreSQL, a helper thread runs these) ----
+    # -- rows (no catalog access: the helper thread of _Ahead runs these) -------
 
     def _entry(self, row: LegacyRow) -> _Entry:
         """Turn a legacy row into catalog values, keeping everything else in meta.
@@ -646,8 +649,11 @@ class _Run:
 
     # -- writing --------------------------------------------------------------
 
-    def _write(self, conn: Connection, entries: list[_Entry]) -> None:
-        """Write one batch in one transaction, again if a concurrent writer got in first.
+    def _write(
+        self, conn: Connection, entries: list[_Entry], before_commit: Callable[[], None]
+    ) -> None:
+        """Write one batch in one transaction, again if a concurrent writer got in first;
+        ``before_commit`` is called when only the commit is left to do.
 
         A unique-key violation is tried again only when the catalog changed since
         the batch was looked at (another writer got in between); otherwise the
@@ -663,6 +669,7 @@ class _Run:
                     session.begin(),
                 ):
                     result = self._write_batch(session, entries, looked_at)
+                    before_commit()
                 break
             except CatalogError as exc:
                 self.tags.ids = known_tags  # ids of tags created in the rolled-back transaction
@@ -829,50 +836,82 @@ def _collector_paused() -> Iterator[None]:
 _DONE = object()
 
 
-def _ahead(items: Iterator[Any]) -> Iterator[Any]:
-    """``items``, each computed by a helper thread while the consumer works on the
-    one before: never more than that one ahead, so memory holds two at most.
+class _Ahead:
+    """The items of ``items``, each computed by a helper thread before the consumer
+    asks for it, never more than one ahead (memory holds two batches at most).
 
-    An error in the helper is raised here, where its item would have come; a
-    consumer that stops early stops the helper before this returns.
+    The consumer says when the helper may compute the next item
+    (``allow_next``): on PostgreSQL as soon as it takes one, since the server
+    works while Python prepares; on SQLite only when the batch's ``COMMIT``
+    starts, the one long call that leaves the interpreter lock free (an
+    ``executemany`` takes the lock back for every row, and two threads would then
+    wait on each other for every row). Taking an item allows it if the consumer
+    did not, so nothing waits forever. An error in the helper is raised where its
+    item would have come; ``close`` stops the helper, which finishes the item it
+    is computing and closes ``items`` in its own thread.
     """
-    ready: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
-    may_compute = threading.Semaphore(1)  # released each time the consumer takes an item
-    stop = threading.Event()
 
-    def produce() -> None:
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+        self._ready: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+        self._may_compute = threading.Semaphore(0)
+        self._allowed = False  # the consumer's own: whether the next item was allowed
+        self._finished = False
+        self._stop = threading.Event()
+        self._helper = threading.Thread(
+            target=self._produce, name="modelvault-import-reader", daemon=True
+        )
+        self._helper.start()
+
+    def __enter__(self) -> _Ahead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> _Ahead:
+        return self
+
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        self.allow_next()
+        item, error = self._ready.get()
+        self._allowed = False
+        if error is not None or item is _DONE:
+            self._finished = True
+            if error is not None:
+                raise error
+            raise StopIteration
+        return item
+
+    def allow_next(self) -> None:
+        """Let the helper compute the next item now (once per item; more calls do nothing)."""
+        if not self._allowed:
+            self._allowed = True
+            self._may_compute.release()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._may_compute.release()  # wakes a helper waiting to be allowed
+        self._helper.join()
+
+    def _produce(self) -> None:
         try:
             while True:
-                while not may_compute.acquire(timeout=0.1):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
+                self._may_compute.acquire()
+                if self._stop.is_set():
                     return
-                item = next(items, _DONE)
-                ready.put((item, None))
+                item = next(self._items, _DONE)
+                self._ready.put((item, None))
                 if item is _DONE:
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
-            ready.put((_DONE, exc))
+            self._ready.put((_DONE, exc))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()  # a generator's open reads end here, in the thread that runs it
-
-    helper = threading.Thread(target=produce, name="modelvault-import-reader", daemon=True)
-    helper.start()
-    try:
-        while True:
-            item, error = ready.get()
-            if error is not None:
-                raise error
-            if item is _DONE:
-                return
-            may_compute.release()  # the next one is computed while this one is used
-            yield item
-    finally:
-        stop.set()
-        helper.join()
 
 
 __all__ = ["MAX_WARNINGS", "ImportReport", "Progress", "import_legacy_data"]
