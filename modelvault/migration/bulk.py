@@ -10,9 +10,9 @@ driver allows:
 - ``bulk_insert``: one table's new rows, given as tuples in the table's column
   order and turned into the driver's values once (each column type's bind
   processor, SQLAlchemy's own). SQLite: one ``executemany``. PostgreSQL: one
-  ``COPY`` into a temporary table (dropped at commit) and one
-  ``INSERT ... SELECT`` from it, so the database checks every key and foreign key
-  in one set-based statement, within the batch's transaction.
+  ``COPY`` into the table, within the batch's transaction, which checks every
+  key and foreign key as it goes: a row that breaks one fails the statement
+  and the whole batch, like an ``executemany``.
 """
 
 from __future__ import annotations
@@ -199,9 +199,8 @@ class BulkInsert:
 
 
 class CopyInsert(BulkInsert):
-    """PostgreSQL: ``COPY`` the rows into a temporary table of the batch's
-    transaction, then one ``INSERT ... SELECT`` into the table, which checks
-    every key and foreign key at once and fails as one statement."""
+    """PostgreSQL: the rows sent by one ``COPY ... FROM STDIN`` (the quickest way
+    in: no statement per row, and no second copy through a temporary table)."""
 
     def __init__(
         self, table: Table, columns: Sequence[str], dialect: Dialect, json_text: Sequence[str] = ()
@@ -214,15 +213,7 @@ class CopyInsert(BulkInsert):
             for i, process in self.processors
             for name in (self.columns[i],)
         ]
-        names = ", ".join(self.columns)
-        temp = f"modelvault_import_{table.name}"
-        self.create = (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {temp} ON COMMIT DROP "
-            f"AS SELECT {names} FROM {table.name} WITH NO DATA"
-        )
-        self.copy = f"COPY {temp} ({names}) FROM STDIN"
-        self.insert = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {temp}"
-        self.empty = f"TRUNCATE {temp}"
+        self.copy = f"COPY {table.name} ({', '.join(self.columns)}) FROM STDIN"
 
     def execute(self, session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
@@ -231,17 +222,13 @@ class CopyInsert(BulkInsert):
         dbapi: Any = conn.connection.dbapi_connection  # psycopg's, for its copy()
         driver_rows = self.driver_rows(rows)
         try:
-            with dbapi.cursor() as cursor:
-                cursor.execute(self.create)
-                with cursor.copy(self.copy) as copy:
-                    for row in driver_rows:
-                        copy.write_row(row)
+            with dbapi.cursor() as cursor, cursor.copy(self.copy) as copy:
+                for row in driver_rows:
+                    copy.write_row(row)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(
                 self.copy, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
             ) from exc
-        conn.exec_driver_sql(self.insert)
-        conn.exec_driver_sql(self.empty)  # a second call in this transaction starts empty
 
 
 def _processed(process: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:

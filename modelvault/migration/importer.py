@@ -67,11 +67,11 @@ stays ``loras``).
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted in a few statements
-(``bulk``: executemany on SQLite, ``COPY`` and one ``INSERT ... SELECT`` on
-PostgreSQL), which gives the same rows. A re-run therefore changes nothing, and a run that stopped
-half-way (each batch is atomic) is completed by running it again. A batch that
-breaks a unique key is written again only if the catalog changed meanwhile
-(another writer got in first); otherwise ``MigrationError`` says which rows.
+(``bulk``: executemany on SQLite, ``COPY`` on PostgreSQL), which gives the same
+rows. A re-run therefore changes nothing, and a run that stopped half-way (each
+batch is atomic) is completed by running it again. A batch that breaks a unique
+key is written again only if the catalog changed meanwhile (another writer got
+in first); otherwise ``MigrationError`` says which rows.
 
 The report
 ----------
