@@ -313,7 +313,7 @@ def test_a_batch_a_concurrent_writer_got_into_is_written_again(
     got_in: list[str] = []
 
     def another_writer(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not got_in and "FROM models WHERE sha256" in statement:
+        if not got_in and "JOIN models AS t ON t.sha256" in statement:  # its look-up
             other.upsert_model({"sha256": sha("1"), "path": "/m/elsewhere"})
             got_in.append(statement)
 

@@ -125,11 +125,13 @@ class KeyLookup:
     batch, whatever its size, run through the driver directly.
 
     The keys go in as one value, in order (each index page is read once): a JSON
-    array joined to the table on SQLite (``json_each``, whose rows probe the
+    array joined to the table (SQLite's ``json_each``, whose rows probe the
     index one by one, where ``IN (SELECT ...)`` would first build and sort a
-    temporary index of them), an array on PostgreSQL (``= ANY``). An IN list of
-    bound parameters would need a statement per thousand keys, and Core's
-    per-parameter handling of an expanding IN cost more than the look-ups.
+    temporary index of them; PostgreSQL's ``json_array_elements_text``: psycopg
+    builds an array parameter element by element in Python, which cost more
+    than the look-ups). An IN list of bound parameters would need a statement
+    per thousand keys, and Core's per-parameter handling of an expanding IN
+    cost more than the look-ups too.
     """
 
     def __init__(self, columns: Sequence[Column[Any]], key: Column[Any]) -> None:
@@ -138,18 +140,19 @@ class KeyLookup:
             f"SELECT {', '.join('t.' + column.name for column in columns)} "
             f"FROM json_each(?) AS k JOIN {table} AS t ON t.{key.name} = k.value"
         )
-        names = ", ".join(column.name for column in columns)
-        self.postgresql = f"SELECT {names} FROM {table} WHERE {key.name} = ANY(%s)"
+        self.postgresql = (
+            f"SELECT {', '.join('t.' + column.name for column in columns)} "
+            f"FROM json_array_elements_text(%s::json) AS k(value) "
+            f"JOIN {table} AS t ON t.{key.name} = k.value"
+        )
 
     def fetch(self, session: Session, keys: Iterable[Any]) -> list[tuple[Any, ...]]:
         ordered = sorted(set(keys))
         if not ordered:
             return []
         conn = session.connection()
-        if conn.dialect.name == "postgresql":
-            rows = conn.exec_driver_sql(self.postgresql, (ordered,))
-        else:
-            rows = conn.exec_driver_sql(self.sqlite, (json.dumps(ordered),))
+        sql = self.postgresql if conn.dialect.name == "postgresql" else self.sqlite
+        rows = conn.exec_driver_sql(sql, (json.dumps(ordered),))
         return [tuple(row) for row in rows]
 
 
