@@ -83,8 +83,8 @@ class Lookups:
 
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
         """What the catalog holds for these rows' paths and hashes: three look-ups."""
-        paths = [row.path for row in rows]
-        hashes = [row.sha256 for row in rows if row.sha256 is not None]
+        paths = _keys([row.path for row in rows])
+        hashes = _keys([row.sha256 for row in rows if row.sha256 is not None])
         with _probing_indexes(session):
             model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
             model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
@@ -146,14 +146,20 @@ class KeyLookup:
             f"JOIN {table} AS t ON t.{key.name} = k.value"
         )
 
-    def fetch(self, session: Session, keys: Iterable[Any]) -> list[tuple[Any, ...]]:
-        ordered = sorted(set(keys))
-        if not ordered:
+    def fetch(self, session: Session, keys: str | None) -> list[tuple[Any, ...]]:
+        """The rows for ``keys``, as ``_keys`` gives them (None: no keys)."""
+        if keys is None:
             return []
         conn = session.connection()
         sql = self.postgresql if conn.dialect.name == "postgresql" else self.sqlite
-        rows = conn.exec_driver_sql(sql, (json.dumps(ordered),))
-        return [tuple(row) for row in rows]
+        return [tuple(row) for row in conn.exec_driver_sql(sql, (keys,))]
+
+
+def _keys(keys: Iterable[Any]) -> str | None:
+    """Look-up keys as ``KeyLookup`` takes them: a JSON array, in order, no repeats
+    (made once for the look-ups that share them); None when there are none."""
+    ordered = sorted(set(keys))
+    return json.dumps(ordered) if ordered else None
 
 
 class BulkInsert:

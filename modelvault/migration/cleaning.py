@@ -217,10 +217,11 @@ def file_changed(
     or (layout 1) its mtime is the stored ``mtime_ns``. A gone file keeps the
     legacy hash: it is all anyone will ever know of it.
     """
-    if not is_absolute_path(path):
-        return RELATIVE_PATH, None
-    if not os.path.isabs(path):
-        return None, None  # not a path of this machine (a Windows path here): nothing to read
+    if not path.startswith("/"):  # nearly every path: absolute here, no closer look
+        if not is_absolute_path(path):
+            return RELATIVE_PATH, None
+        if not os.path.isabs(path):
+            return None, None  # not a path of this machine (a Windows path here): nothing to read
     try:
         stat = os.stat(path)
     except (FileNotFoundError, NotADirectoryError, ValueError):
