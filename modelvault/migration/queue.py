@@ -634,13 +634,16 @@ def _settle_batch(
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
         return outcomes
-    fresh, others = _split_fresh(conn, sql, todo)
-    if fresh:
-        inserted = _import_fresh(conn, sql, session, [item for _, item in fresh], cache)
-        outcomes.update((row_id, IMPORTED) for row_id, _ in fresh)
-        # Content a concurrent worker catalogued meanwhile: settle it like the rest.
-        lost = {row_id for row_id, item in fresh if item.sha256 not in inserted}
-        others = [(row_id, item) for row_id, item in todo if row_id in lost] + others
+    # New content at a free path becomes a model in one statement; the rest (content
+    # or path the catalog holds, or a later copy in this batch) is settled one by one,
+    # in batch order: the outcome each row would get on its own, in this order.
+    inserted = _import_fresh(conn, sql, session, [item for _, item in todo], cache)
+    others = []
+    for row_id, item in todo:
+        if item.path in inserted:
+            outcomes[row_id] = IMPORTED
+        else:
+            others.append((row_id, item))
     for row_id, item in others:
         view = cache.view(item.tags)
         outcomes[row_id] = settle_file(
@@ -655,33 +658,6 @@ def _settle_batch(
     return outcomes
 
 
-def _split_fresh(
-    conn: Connection, sql: BatchSQL, todo: Sequence[tuple[int, HashedFile]]
-) -> tuple[list[tuple[int, HashedFile]], list[tuple[int, HashedFile]]]:
-    """Split off the files whose content and path the catalog has never seen.
-
-    Those become new models in a few bulk statements; everything else goes
-    through ``settle_file`` one by one. The first copy of new content counts as
-    fresh and later copies in the same batch go to ``settle_file`` after it,
-    so the outcome is the one the rows would get one at a time in this order.
-    """
-    shas = sql.many([item.sha256 for _, item in todo])
-    paths = sql.many([item.path for _, item in todo])
-    known_shas: set[str] = set()
-    known_paths: set[str] = set()
-    for sha, path in conn.exec_driver_sql(sql.known, {"shas": shas, "paths": paths}).all():
-        known_shas.add(sha)
-        known_paths.add(path)
-    fresh, others = [], []
-    for row_id, item in todo:
-        if item.sha256 in known_shas or item.path in known_paths:
-            others.append((row_id, item))
-        else:
-            fresh.append((row_id, item))
-            known_shas.add(item.sha256)
-    return fresh, others
-
-
 def _import_fresh(
     conn: Connection,
     sql: BatchSQL,
@@ -691,32 +667,36 @@ def _import_fresh(
 ) -> set[str]:
     """What ``settle_file`` does for new content at a free path, for many files at once.
 
-    Returns the sha256 of the models inserted. One that a concurrent worker
-    committed meanwhile (PostgreSQL waits for it) is skipped rather than failing
-    the transaction, and left to the caller. Models go in sha256 order and tags
-    in name order, so concurrent batches take their locks in the same order.
+    Every file is offered; a model goes in only where neither its sha256 nor its
+    path is in the catalog yet (nor an earlier copy of its content in ``items``).
+    Returns the paths of the models inserted: the other files are left to the
+    caller. Models go in sha256 order and tags in name order, so concurrent
+    batches take their locks in the same order.
     """
-    stamp = utcnow()
+    stamp = sql.json_time(utcnow())
+    time = sql.json_time
     inserted = sql.insert_models_run(
         conn,
         [
-            {
-                "sha256": item.sha256,
-                "path": item.path,
-                "name": item.name,
-                "type": item.type,
-                "base": item.base,
-                "size_bytes": item.size_bytes,
-                "mtime_ns": item.mtime_ns,
-                "created_at": item.created_at or stamp,
-                "updated_at": stamp,
-                "meta": item.meta,
-            }
-            for item in sorted(items, key=lambda i: i.sha256)
+            [
+                item.sha256,
+                item.path,
+                item.name,
+                item.type,
+                item.base,
+                item.size_bytes,
+                item.mtime_ns,
+                stamp if item.created_at is None else time(item.created_at),
+                stamp,
+                item.meta,
+            ]
+            for item in sorted(items, key=_item_sha)
         ],
     )
-    done = [item for item in items if item.sha256 in inserted]
-    specs = sorted((spec for item in done for spec in item.tags), key=lambda s: s.name)
+    if not inserted:
+        return inserted
+    done = [item for item in items if item.path in inserted]
+    specs = sorted((spec for item in done for spec in item.tags), key=_spec_name)
     if not specs:
         return inserted
     view = cache.view(specs)
@@ -729,6 +709,9 @@ def _import_fresh(
     links = {(item.sha256, tag_ids[spec.name]) for item in done for spec in item.tags}
     sql.insert_links_run(conn, sorted(links))
     return inserted
+
+
+_item_sha = operator.attrgetter("sha256")
 
 
 def _close_rows(

@@ -34,6 +34,18 @@ from modelvault.db.types import as_utc, utc_text
 CLAIMED_COLUMNS = (
     "id, path, name, type, base, size_bytes, created_at, meta, tags, attempts, source"
 )
+MODEL_COLUMNS = (
+    "sha256",
+    "path",
+    "name",
+    "type",
+    "base",
+    "size_bytes",
+    "mtime_ns",
+    "created_at",
+    "updated_at",
+    "meta",
+)
 
 
 class BatchSQL:
@@ -63,12 +75,12 @@ class BatchSQL:
         lock = " FOR UPDATE" if postgresql else ""  # SQLite: the write lock is held from BEGIN
         self.lock_held = self._text(f"SELECT id FROM pending_import WHERE {held}{lock}")
         self.delete_held = self._text(f"DELETE FROM pending_import WHERE {held}")
-        self.known = self._text(self._known())
         self.insert_models = self._text(self._insert_models())
         self.insert_links = self._text(
             "INSERT INTO model_tags (model_sha256, tag_id) "
             + (
-                "SELECT * FROM unnest(CAST(:sha256 AS text[]), CAST(:tag_id AS integer[]))"
+                "SELECT v ->> 0, CAST(v ->> 1 AS integer) FROM "
+                "json_array_elements(CAST(:links AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n"
                 if postgresql
                 else "VALUES (:sha256, :tag_id)"
             )
@@ -109,45 +121,30 @@ class BatchSQL:
         )
         return f"SELECT id, size_bytes FROM ({members}) ORDER BY id LIMIT :limit"
 
-    def _known(self) -> str:
-        """sha256 and path of the models holding any of ``shas`` or ``paths``."""
-        # Two index lookups: with an OR, SQLite cannot use both indexes, and PostgreSQL
-        # may scan the whole table when its statistics are older than the table.
-        return (
-            f"SELECT sha256, path FROM models WHERE {self._any('sha256', 'shas')} "
-            f"UNION ALL SELECT sha256, path FROM models WHERE {self._any('path', 'paths')}"
-        )
-
     def _insert_models(self) -> str:
-        columns = (
-            "sha256, path, name, type, base, size_bytes, mtime_ns, created_at, updated_at, meta"
-        )
-        if not self.postgresql:
-            # No ON CONFLICT and no RETURNING (sqlite3's executemany takes neither): the
-            # write lock is held since BEGIN and the models were looked up under it, so
-            # nobody can have inserted them meanwhile.
-            values = ", ".join(f":{c}" for c in columns.split(", "))
-            return f"INSERT INTO models ({columns}) VALUES ({values})"
-        # One statement for the whole batch; a model another host committed meanwhile
-        # is skipped (PostgreSQL waits for its commit) and settled by the caller.
-        arrays = ", ".join(
-            f"CAST(:{column} AS {kind}[])"
-            for column, kind in (
-                ("sha256", "text"),
-                ("path", "text"),
-                ("name", "text"),
-                ("type", "text"),
-                ("base", "text"),
-                ("size_bytes", "bigint"),
-                ("mtime_ns", "bigint"),
-                ("created_at", "timestamptz"),
-                ("updated_at", "timestamptz"),
-                ("meta", "json"),
+        """Insert the models of ``:rows``, a JSON array of ``MODEL_COLUMNS`` arrays, in its
+        order; a model whose sha256 or path the catalog holds already is skipped.
+
+        One statement and one parameter for the whole batch, whatever its size. What
+        it returns (the paths inserted) tells which files were new: the others, known
+        content or a path taken, are settled one by one. On PostgreSQL a model another
+        host committed meanwhile is skipped too (PostgreSQL waits for its commit).
+        """
+        columns = ", ".join(MODEL_COLUMNS)
+        if self.postgresql:
+            kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
+            values = [f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds)]
+            values.append(f"v -> {len(kinds)}")  # meta: the JSON object itself
+            source = (
+                "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n"
             )
-        )
+        else:
+            values = [f"json_extract(value, '$[{i}]')" for i in range(len(MODEL_COLUMNS))]
+            # WHERE true: without it SQLite would read ON CONFLICT as a join's ON.
+            source = "json_each(:rows) WHERE true ORDER BY key"
         return (
-            f"INSERT INTO models ({columns}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT DO NOTHING RETURNING sha256"
+            f"INSERT INTO models ({columns}) SELECT {', '.join(values)} FROM {source} "
+            "ON CONFLICT DO NOTHING RETURNING path"
         )
 
     # -- values ---------------------------------------------------------------
@@ -168,6 +165,10 @@ class BatchSQL:
         """A time as ``UTCDateTime`` stores it: naive UTC text on SQLite."""
         return value if self.postgresql else utc_text(value)
 
+    def json_time(self, value: datetime) -> str | None:
+        """A time as ``insert_models`` takes it in its JSON: ISO text, naive UTC on SQLite."""
+        return value.isoformat() if self.postgresql else utc_text(value)
+
     read_time = staticmethod(as_utc)  # a stored time back as an aware UTC datetime
 
     def json(self, value: Any) -> Any:
@@ -177,48 +178,25 @@ class BatchSQL:
         """psycopg decodes JSON itself; sqlite3 hands back the text."""
         return json.loads(value) if isinstance(value, str) else value
 
-    def model_rows(self, rows: list[dict[str, Any]]) -> Any:
-        """The parameters of ``insert_models`` for ``rows`` (one dict of values per model).
-
-        The rows' dicts are converted in place: the caller builds them for this alone.
-        Times are converted once per distinct value (a batch shares its ``updated_at``).
-        """
-        converted: dict[datetime, Any] = {}
-
-        def time(value: datetime) -> Any:
-            text = converted.get(value)
-            if text is None:
-                text = converted[value] = self.time(value)
-            return text
-
-        for row in rows:
-            row["created_at"] = time(row["created_at"])
-            row["updated_at"] = time(row["updated_at"])
-            row["meta"] = self.json(row["meta"])
-        if not self.postgresql:
-            return rows
-        return {column: [row[column] for row in rows] for column in rows[0]}
-
     def insert_links_run(self, conn: Connection, links: list[tuple[str, int]]) -> None:
         """Link models to tags (a link that exists is left as it is)."""
         if not links:
             return
         if self.postgresql:
-            shas, tag_ids = zip(*links, strict=True)
-            conn.exec_driver_sql(self.insert_links, {"sha256": list(shas), "tag_id": list(tag_ids)})
+            conn.exec_driver_sql(self.insert_links, {"links": json.dumps(links)})
             return
         rows = [{"sha256": sha, "tag_id": tag_id} for sha, tag_id in links]
         conn.exec_driver_sql(self.insert_links, rows)
 
-    def insert_models_run(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert the models; returns the sha256 of those inserted (all of them on SQLite)."""
+    def insert_models_run(self, conn: Connection, rows: list[list[Any]]) -> set[str]:
+        """Insert the models (``MODEL_COLUMNS`` values each, times as ``time`` gives them,
+        meta as a dict); returns the paths of those inserted."""
         if not rows:
             return set()
-        params = self.model_rows(rows)
-        if self.postgresql:
-            return set(conn.exec_driver_sql(self.insert_models, params).scalars())
-        conn.exec_driver_sql(self.insert_models, params)
-        return {row["sha256"] for row in rows}
+        # ensure_ascii=False: a string the driver cannot encode (a lone surrogate) fails
+        # as it would as a parameter of its own, instead of being stored as an escape.
+        payload = json.dumps(rows, ensure_ascii=False)
+        return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars())
 
 
 @functools.cache
