@@ -32,9 +32,10 @@ import logging
 import operator
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -270,6 +271,67 @@ def transaction(db: DatabaseManager) -> Iterator[Connection]:
             yield conn
 
 
+# How long a worker's own connection may sit unused before it goes back to the pool,
+# to be checked again (on PostgreSQL: pinged) before its next transaction.
+HELD_IDLE_SECONDS = 1.0
+
+
+class HeldConnection:
+    """One connection a worker keeps between its batches, for its hot path.
+
+    A batch of tiny files takes milliseconds; taking a connection from the pool
+    for each one (and on PostgreSQL pinging it first) costs a noticeable part of
+    that. So back-to-back transactions reuse this one. It goes back to the pool,
+    and a fresh one (pinged as usual) is taken, once it sat unused for
+    ``HELD_IDLE_SECONDS`` (a server restarted meanwhile is then noticed as
+    before) or after a failure that invalidated it. Errors are translated as by
+    ``transaction``; ``close()`` hands the connection back. One thread only.
+    """
+
+    def __init__(self, db: DatabaseManager) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+        self._last_used = 0.0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """``transaction(db)`` on the held connection."""
+        with writer_turn(self.db), self.db.translate_errors():
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                if conn.invalidated:  # a lost connection: the next transaction takes another
+                    self.close()
+                raise
+            finally:
+                self._last_used = time.monotonic()
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is not None and time.monotonic() - self._last_used > HELD_IDLE_SECONDS:
+            self.close()
+            conn = None
+        if conn is None:
+            conn = self._conn = self.db.engine.connect()
+            conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        return conn
+
+    def close(self) -> None:
+        """Hand the connection back to the pool (a broken one is discarded)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):  # nothing is open on it; a broken one is dropped
+                conn.close()
+
+
+def _transaction(
+    db: DatabaseManager, held: HeldConnection | None
+) -> AbstractContextManager[Connection]:
+    return transaction(db) if held is None else held.transaction()
+
+
 _sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _sqlite_writers_lock = threading.Lock()
 
@@ -334,10 +396,11 @@ def claim_batch(
     lease_seconds: float,
     byte_budget: int = CLAIM_BYTE_BUDGET,
     min_bytes: int = 0,
+    held: HeldConnection | None = None,
 ) -> list[ClaimedRow]:
     """Take up to ``limit`` claimable rows (oldest first) under a lease of ``owner``
-    (none if they add up to less than ``min_bytes``: see ``Claim``)."""
-    with transaction(db) as conn:
+    (none if they add up to less than ``min_bytes``: see ``Claim``), on ``held`` if given."""
+    with _transaction(db, held) as conn:
         return _claim(conn, owner, Claim(limit, lease_seconds, byte_budget, min_bytes))
 
 
@@ -548,6 +611,7 @@ def finish_batch(
     tag_cache: TagCache,
     path_is_live: Callable[[str], bool] = os.path.exists,
     claim_next: Claim | None = None,
+    held: HeldConnection | None = None,
 ) -> tuple[dict[int, Settled | None], list[ClaimedRow]]:
     """Settle hashed files and close their staging rows, all in ONE transaction.
 
@@ -562,6 +626,7 @@ def finish_batch(
 
     With ``claim_next`` the worker's next batch is claimed in the same
     transaction (one commit fewer per batch); it is returned with the outcomes.
+    ``held``: the worker's own connection, if it keeps one (``HeldConnection``).
 
     ``tag_cache`` is only updated when the transaction commits, so an id that
     a rollback took back is never used again.
@@ -569,7 +634,7 @@ def finish_batch(
     for attempt in range(1, FINISH_TRIES + 1):
         cache = tag_cache.copy()
         try:
-            with transaction(db) as conn, _LazySession(conn) as session:
+            with _transaction(db, held) as conn, _LazySession(conn) as session:
                 outcomes = _settle_batch(conn, session, owner, items, policy, cache, path_is_live)
                 session.flush()
                 claimed = [] if claim_next is None else _claim(conn, owner, claim_next)

@@ -76,6 +76,7 @@ class BatchSQL:
         self.lock_held = self._text(f"SELECT id FROM pending_import WHERE {held}{lock}")
         self.delete_held = self._text(f"DELETE FROM pending_import WHERE {held}")
         self.insert_models = self._text(self._insert_models())
+        self.known = self._text(self._known())
         self.insert_links = self._text(
             "INSERT INTO model_tags (model_sha256, tag_id) "
             + (
@@ -122,29 +123,33 @@ class BatchSQL:
         return f"SELECT id, size_bytes FROM ({members}) ORDER BY id LIMIT :limit"
 
     def _insert_models(self) -> str:
-        """Insert the models of ``:rows``, a JSON array of ``MODEL_COLUMNS`` arrays, in its
-        order; a model whose sha256 or path the catalog holds already is skipped.
+        """Insert models.
 
-        One statement and one parameter for the whole batch, whatever its size. What
-        it returns (the paths inserted) tells which files were new: the others, known
-        content or a path taken, are settled one by one. On PostgreSQL a model another
-        host committed meanwhile is skipped too (PostgreSQL waits for its commit).
+        PostgreSQL: the models of ``:rows``, a JSON array of ``MODEL_COLUMNS``
+        arrays, in its order, in one statement with one parameter (an array per
+        column costs more to send than the insert takes); a model whose sha256 or
+        path the catalog holds already, or that another host committed meanwhile
+        (PostgreSQL waits for its commit), is skipped, and the paths returned
+        tell which files were new. SQLite: one row of ``MODEL_COLUMNS`` values,
+        for ``executemany`` (which takes no RETURNING): the files known to be new.
         """
         columns = ", ".join(MODEL_COLUMNS)
-        if self.postgresql:
-            kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
-            values = [f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds)]
-            values.append(f"v -> {len(kinds)}")  # meta: the JSON object itself
-            source = (
-                "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n"
-            )
-        else:
-            values = [f"json_extract(value, '$[{i}]')" for i in range(len(MODEL_COLUMNS))]
-            # WHERE true: without it SQLite would read ON CONFLICT as a join's ON.
-            source = "json_each(:rows) WHERE true ORDER BY key"
+        if not self.postgresql:
+            return f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(MODEL_COLUMNS))})"
+        kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
+        values = ", ".join(f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds))
         return (
-            f"INSERT INTO models ({columns}) SELECT {', '.join(values)} FROM {source} "
+            f"INSERT INTO models ({columns}) SELECT {values}, v -> {len(kinds)} FROM "
+            "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n "
             "ON CONFLICT DO NOTHING RETURNING path"
+        )
+
+    def _known(self) -> str:
+        """sha256 and path of the models holding any of ``shas`` or ``paths`` (SQLite)."""
+        # Two index lookups: with an OR, SQLite cannot use both indexes.
+        return (
+            f"SELECT sha256, path FROM models WHERE {self._any('sha256', 'shas')} "
+            f"UNION ALL SELECT sha256, path FROM models WHERE {self._any('path', 'paths')}"
         )
 
     # -- values ---------------------------------------------------------------
@@ -189,14 +194,36 @@ class BatchSQL:
         conn.exec_driver_sql(self.insert_links, rows)
 
     def insert_models_run(self, conn: Connection, rows: list[list[Any]]) -> set[str]:
-        """Insert the models (``MODEL_COLUMNS`` values each, times as ``time`` gives them,
-        meta as a dict); returns the paths of those inserted."""
+        """Insert the models of the files whose content and path the catalog has never
+        seen (``MODEL_COLUMNS`` values each, times as ``json_time`` gives them, meta as a
+        dict); returns their paths. A later copy of content earlier in ``rows`` is not new.
+        """
         if not rows:
             return set()
-        # ensure_ascii=False: a string the driver cannot encode (a lone surrogate) fails
-        # as it would as a parameter of its own, instead of being stored as an escape.
-        payload = json.dumps(rows, ensure_ascii=False)
-        return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars())
+        if self.postgresql:
+            # ensure_ascii=False: a string the driver cannot encode (a lone surrogate)
+            # fails as it would as a parameter of its own, not stored as an escape.
+            payload = json.dumps(rows, ensure_ascii=False)
+            return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars().all())
+        # SQLite: a lookup, then executemany, costs half of one INSERT ... SELECT from
+        # json_each (which parses each row's JSON again for every column). The write
+        # lock is held since BEGIN: nobody can insert these models meanwhile.
+        shas = json.dumps([row[0] for row in rows])
+        paths = json.dumps([row[1] for row in rows])
+        known_shas: set[str] = set()
+        known_paths: set[str] = set()
+        for sha, path in conn.exec_driver_sql(self.known, {"shas": shas, "paths": paths}).all():
+            known_shas.add(sha)
+            known_paths.add(path)
+        fresh = []
+        for row in rows:
+            if row[0] not in known_shas and row[1] not in known_paths:
+                known_shas.add(row[0])
+                row[9] = json.dumps(row[9])
+                fresh.append(row)
+        if fresh:
+            conn.exec_driver_sql(self.insert_models, [tuple(row) for row in fresh])
+        return {row[1] for row in fresh}
 
 
 @functools.cache
