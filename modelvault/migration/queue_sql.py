@@ -3,16 +3,19 @@
 On tiny files the catalog is the whole cost of a worker, and SQLAlchemy's
 statement machinery (caching, expanding IN lists, type processing of every
 parameter and result) cost more than SQLite takes to run the statements. So
-the few statements of the hot path (claim, lock, look up, insert, delete) are
+the few statements of the hot path (claim, lock, insert, delete; on SQLite a
+look-up of the batch's hashes and paths too) are
 written out once per backend and run with ``exec_driver_sql``: errors are still
 SQLAlchemy's (``translate_errors`` and the retry rules see them as before),
 events still fire, and the values are converted here, the way the column types
 would (``UTCDateTime``: naive UTC text on SQLite; ``JSON``: ``json.dumps``).
 
 Lists of ids, hashes and paths are ONE parameter: an array on PostgreSQL
-(``= ANY(...)``), a JSON array on SQLite (``json_each``). The text of each
-statement is then the same whatever the batch size: no list is expanded into
-one parameter per value, and the statements are built once.
+(``= ANY(...)``), a JSON array on SQLite (``json_each``); on PostgreSQL the new
+models and their links are one JSON array too (sending an array per column cost
+more than the insert itself). The text of each statement is then the same
+whatever the batch size: no list is expanded into one parameter per value, and
+the statements are built once.
 
 Everything else (renewals, failures, merges, conflicts) goes through the ORM
 and Core statements in ``queue``: rare, and clearer there.
