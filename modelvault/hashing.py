@@ -159,22 +159,67 @@ def hash_file_digest(
         if control.stopped:
             raise HashCancelled(f"Hashing {name} was stopped.")
 
-    mine, before = _open_regular(name, follow_symlinks=True)
+    seen = os.stat(name)
+    _require_regular(name, seen)
+    if seen.st_size < chunk:
+        # One chunk: a relay's second handle and thread would cost more than the work.
+        return _hash_small(name, seen, checkpoint, report)
+    mine, before = _open_checked(name, seen, follow_symlinks=True)
     with mine:
         sha = hashlib.sha256()
-        if before.st_size < chunk:
-            # One chunk: a relay's second handle and thread would cost more than the work.
-            total = _single_read(mine, sha, before.st_size, checkpoint, report)
-        else:
-            # A second handle, not a shared fd: each thread seeks its own (no pread on Windows).
-            with open_regular_file(name) as theirs:
-                if not os.path.samestat(before, os.fstat(theirs.fileno())):
-                    raise FileChangedError(f"{name} was replaced while it was being opened.")
-                for handle in (mine, theirs):
-                    _advise_sequential(handle)
-                total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
+        # A second handle, not a shared fd: each thread seeks its own (no pread on Windows).
+        with open_regular_file(name) as theirs:
+            if not os.path.samestat(before, os.fstat(theirs.fileno())):
+                raise FileChangedError(f"{name} was replaced while it was being opened.")
+            for handle in (mine, theirs):
+                _advise_sequential(handle)
+            total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
         after = os.fstat(mine.fileno())
+    _check_unchanged(name, before, after, total)
+    return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
 
+
+def _hash_small(
+    name: str,
+    seen: os.stat_result,
+    checkpoint: Callable[[], None],
+    report: Callable[[int], None],
+) -> FileDigest:
+    """``hash_file_digest`` for a file smaller than one chunk: one read, in this thread.
+
+    The same checks as for a big file, in fewer system calls where all is well:
+    the path names the same file, unchanged, after the read (``stat``; the
+    descriptor was checked to be that file when it was opened), so the
+    descriptor's own ``fstat`` is only asked when something did change, to say what.
+    """
+    fd, before = _open_fd(name, seen, follow_symlinks=True)
+    try:
+        checkpoint()
+        want = before.st_size + 1  # one byte more: a file that grew is caught
+        data = os.read(fd, want)
+        while len(data) < want:  # network filesystems may return short reads before the end
+            more = os.read(fd, want - len(data))
+            if not more:
+                break
+            data += more
+        sha = hashlib.sha256(data)
+        total = len(data)
+        _report_some(report, total)
+        try:
+            unchanged = _identity(os.stat(name)) == _identity(before)
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged or total != before.st_size:
+            _check_unchanged(name, before, os.fstat(fd), total)
+    finally:
+        os.close(fd)
+    return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
+
+
+def _check_unchanged(name: str, before: os.stat_result, after: os.stat_result, total: int) -> None:
+    """FileChangedError unless the file read (``before``, ``after``: its descriptor's
+    stat) kept its size and mtime, ``total`` bytes were its size, and the path still
+    names it."""
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise FileChangedError(
             f"{name} changed while it was being hashed "
@@ -187,7 +232,6 @@ def hash_file_digest(
             f"read {total} bytes of a file of {before.st_size}."
         )
     _check_path_still_names(name, before)
-    return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
 
 
 def hash_file(
@@ -227,6 +271,26 @@ def _open_regular(name: str, *, follow_symlinks: bool) -> tuple[io.FileIO, os.st
     """``open_regular_file``, and the ``fstat`` of the descriptor it checked."""
     seen = os.stat(name, follow_symlinks=follow_symlinks)
     _require_regular(name, seen)
+    return _open_checked(name, seen, follow_symlinks=follow_symlinks)
+
+
+def _open_checked(
+    name: str, seen: os.stat_result, *, follow_symlinks: bool
+) -> tuple[io.FileIO, os.stat_result]:
+    """``_open_fd`` as a file object."""
+    fd, opened = _open_fd(name, seen, follow_symlinks=follow_symlinks)
+    try:
+        return io.FileIO(fd, "rb", closefd=True), opened
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_fd(
+    name: str, seen: os.stat_result, *, follow_symlinks: bool
+) -> tuple[int, os.stat_result]:
+    """Open ``name``, which ``seen`` (its ``stat``) says is a regular file, without ever
+    blocking; the descriptor and its ``fstat``, checked to be that same regular file."""
     no_follow = 0 if follow_symlinks else _O_NOFOLLOW
     fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY | no_follow)
     try:
@@ -236,7 +300,7 @@ def _open_regular(name: str, *, follow_symlinks: bool) -> tuple[io.FileIO, os.st
             raise FileChangedError(f"{name} was replaced while it was being opened.")
         if _O_NONBLOCK:
             os.set_blocking(fd, True)  # a regular file reads the same either way; be plain
-        return io.FileIO(fd, "rb", closefd=True), opened
+        return fd, opened
     except BaseException:
         os.close(fd)
         raise
@@ -325,25 +389,6 @@ def _fill(handle: io.FileIO, buffer: memoryview) -> int:
             break
         filled += n
     return filled
-
-
-def _single_read(
-    handle: io.FileIO,
-    sha: _Hash,
-    size: int,
-    checkpoint: Callable[[], None],
-    report: Callable[[int], None],
-) -> int:
-    """Hash a file smaller than one chunk in the calling thread; return the bytes hashed.
-
-    ``handle`` was just opened: it is at offset 0, no seek needed.
-    """
-    checkpoint()
-    buffer = memoryview(bytearray(size + 1))  # one byte more: a file that grew is caught
-    n = _fill(handle, buffer)
-    sha.update(buffer[:n])
-    _report_some(report, n)
-    return n
 
 
 class _Turns:

@@ -373,8 +373,8 @@ def crash_worker(pipe: Connection, url: str, mode: str, batch: int) -> None:
     """A worker process forked from the test, to be SIGKILLed.
 
     ``mode``: "run" (until done), "at-commit:N" / "after-commit:N" (block inside
-    the N-th transaction just before its COMMIT / just after it, when its
-    connection goes back to the pool), "at-progress:N" (block in the N-th
+    the N-th transaction just before its COMMIT / as the N-th begins, just after
+    the one before it committed), "at-progress:N" (block in the N-th
     progress callback, in the middle of hashing a file). It sends "blocked"
     first: that is how the parent kills it exactly there.
 
@@ -397,8 +397,8 @@ def crash_worker(pipe: Connection, url: str, mode: str, batch: int) -> None:
 
     if kind == "at-commit":
         event.listen(db.engine, "commit", block)
-    elif kind == "after-commit":  # the connection goes back to the pool after each transaction
-        event.listen(db.engine.pool, "checkin", block)
+    elif kind == "after-commit":  # the next transaction begins: the last one is committed
+        event.listen(db.engine, "begin", block)
 
     def on_event(e: WorkerEvent) -> None:
         if e.kind == "progress" and kind == "at-progress":

@@ -32,9 +32,10 @@ import logging
 import operator
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -270,6 +271,67 @@ def transaction(db: DatabaseManager) -> Iterator[Connection]:
             yield conn
 
 
+# How long a worker's own connection may sit unused before it goes back to the pool,
+# to be checked again (on PostgreSQL: pinged) before its next transaction.
+HELD_IDLE_SECONDS = 1.0
+
+
+class HeldConnection:
+    """One connection a worker keeps between its batches, for its hot path.
+
+    A batch of tiny files takes milliseconds; taking a connection from the pool
+    for each one (and on PostgreSQL pinging it first) costs a noticeable part of
+    that. So back-to-back transactions reuse this one. It goes back to the pool,
+    and a fresh one (pinged as usual) is taken, once it sat unused for
+    ``HELD_IDLE_SECONDS`` (a server restarted meanwhile is then noticed as
+    before) or after a failure that invalidated it. Errors are translated as by
+    ``transaction``; ``close()`` hands the connection back. One thread only.
+    """
+
+    def __init__(self, db: DatabaseManager) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+        self._last_used = 0.0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """``transaction(db)`` on the held connection."""
+        with writer_turn(self.db), self.db.translate_errors():
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                if conn.invalidated:  # a lost connection: the next transaction takes another
+                    self.close()
+                raise
+            finally:
+                self._last_used = time.monotonic()
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is not None and time.monotonic() - self._last_used > HELD_IDLE_SECONDS:
+            self.close()
+            conn = None
+        if conn is None:
+            conn = self._conn = self.db.engine.connect()
+            conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        return conn
+
+    def close(self) -> None:
+        """Hand the connection back to the pool (a broken one is discarded)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):  # nothing is open on it; a broken one is dropped
+                conn.close()
+
+
+def _transaction(
+    db: DatabaseManager, held: HeldConnection | None
+) -> AbstractContextManager[Connection]:
+    return transaction(db) if held is None else held.transaction()
+
+
 _sqlite_writers: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 _sqlite_writers_lock = threading.Lock()
 
@@ -334,10 +396,11 @@ def claim_batch(
     lease_seconds: float,
     byte_budget: int = CLAIM_BYTE_BUDGET,
     min_bytes: int = 0,
+    held: HeldConnection | None = None,
 ) -> list[ClaimedRow]:
     """Take up to ``limit`` claimable rows (oldest first) under a lease of ``owner``
-    (none if they add up to less than ``min_bytes``: see ``Claim``)."""
-    with transaction(db) as conn:
+    (none if they add up to less than ``min_bytes``: see ``Claim``), on ``held`` if given."""
+    with _transaction(db, held) as conn:
         return _claim(conn, owner, Claim(limit, lease_seconds, byte_budget, min_bytes))
 
 
@@ -548,6 +611,7 @@ def finish_batch(
     tag_cache: TagCache,
     path_is_live: Callable[[str], bool] = os.path.exists,
     claim_next: Claim | None = None,
+    held: HeldConnection | None = None,
 ) -> tuple[dict[int, Settled | None], list[ClaimedRow]]:
     """Settle hashed files and close their staging rows, all in ONE transaction.
 
@@ -562,6 +626,7 @@ def finish_batch(
 
     With ``claim_next`` the worker's next batch is claimed in the same
     transaction (one commit fewer per batch); it is returned with the outcomes.
+    ``held``: the worker's own connection, if it keeps one (``HeldConnection``).
 
     ``tag_cache`` is only updated when the transaction commits, so an id that
     a rollback took back is never used again.
@@ -569,7 +634,7 @@ def finish_batch(
     for attempt in range(1, FINISH_TRIES + 1):
         cache = tag_cache.copy()
         try:
-            with transaction(db) as conn, _LazySession(conn) as session:
+            with _transaction(db, held) as conn, _LazySession(conn) as session:
                 outcomes = _settle_batch(conn, session, owner, items, policy, cache, path_is_live)
                 session.flush()
                 claimed = [] if claim_next is None else _claim(conn, owner, claim_next)
@@ -634,13 +699,16 @@ def _settle_batch(
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
         return outcomes
-    fresh, others = _split_fresh(conn, sql, todo)
-    if fresh:
-        inserted = _import_fresh(conn, sql, session, [item for _, item in fresh], cache)
-        outcomes.update((row_id, IMPORTED) for row_id, _ in fresh)
-        # Content a concurrent worker catalogued meanwhile: settle it like the rest.
-        lost = {row_id for row_id, item in fresh if item.sha256 not in inserted}
-        others = [(row_id, item) for row_id, item in todo if row_id in lost] + others
+    # New content at a free path becomes a model in one statement; the rest (content
+    # or path the catalog holds, or a later copy in this batch) is settled one by one,
+    # in batch order: the outcome each row would get on its own, in this order.
+    inserted = _import_fresh(conn, sql, session, [item for _, item in todo], cache)
+    others = []
+    for row_id, item in todo:
+        if item.path in inserted:
+            outcomes[row_id] = IMPORTED
+        else:
+            others.append((row_id, item))
     for row_id, item in others:
         view = cache.view(item.tags)
         outcomes[row_id] = settle_file(
@@ -655,33 +723,6 @@ def _settle_batch(
     return outcomes
 
 
-def _split_fresh(
-    conn: Connection, sql: BatchSQL, todo: Sequence[tuple[int, HashedFile]]
-) -> tuple[list[tuple[int, HashedFile]], list[tuple[int, HashedFile]]]:
-    """Split off the files whose content and path the catalog has never seen.
-
-    Those become new models in a few bulk statements; everything else goes
-    through ``settle_file`` one by one. The first copy of new content counts as
-    fresh and later copies in the same batch go to ``settle_file`` after it,
-    so the outcome is the one the rows would get one at a time in this order.
-    """
-    shas = sql.many([item.sha256 for _, item in todo])
-    paths = sql.many([item.path for _, item in todo])
-    known_shas: set[str] = set()
-    known_paths: set[str] = set()
-    for sha, path in conn.exec_driver_sql(sql.known, {"shas": shas, "paths": paths}).all():
-        known_shas.add(sha)
-        known_paths.add(path)
-    fresh, others = [], []
-    for row_id, item in todo:
-        if item.sha256 in known_shas or item.path in known_paths:
-            others.append((row_id, item))
-        else:
-            fresh.append((row_id, item))
-            known_shas.add(item.sha256)
-    return fresh, others
-
-
 def _import_fresh(
     conn: Connection,
     sql: BatchSQL,
@@ -691,32 +732,36 @@ def _import_fresh(
 ) -> set[str]:
     """What ``settle_file`` does for new content at a free path, for many files at once.
 
-    Returns the sha256 of the models inserted. One that a concurrent worker
-    committed meanwhile (PostgreSQL waits for it) is skipped rather than failing
-    the transaction, and left to the caller. Models go in sha256 order and tags
-    in name order, so concurrent batches take their locks in the same order.
+    Every file is offered; a model goes in only where neither its sha256 nor its
+    path is in the catalog yet (nor an earlier copy of its content in ``items``).
+    Returns the paths of the models inserted: the other files are left to the
+    caller. Models go in sha256 order and tags in name order, so concurrent
+    batches take their locks in the same order.
     """
-    stamp = utcnow()
+    stamp = sql.json_time(utcnow())
+    time = sql.json_time
     inserted = sql.insert_models_run(
         conn,
         [
-            {
-                "sha256": item.sha256,
-                "path": item.path,
-                "name": item.name,
-                "type": item.type,
-                "base": item.base,
-                "size_bytes": item.size_bytes,
-                "mtime_ns": item.mtime_ns,
-                "created_at": item.created_at or stamp,
-                "updated_at": stamp,
-                "meta": item.meta,
-            }
-            for item in sorted(items, key=lambda i: i.sha256)
+            [
+                item.sha256,
+                item.path,
+                item.name,
+                item.type,
+                item.base,
+                item.size_bytes,
+                item.mtime_ns,
+                stamp if item.created_at is None else time(item.created_at),
+                stamp,
+                item.meta,
+            ]
+            for item in sorted(items, key=_item_sha)
         ],
     )
-    done = [item for item in items if item.sha256 in inserted]
-    specs = sorted((spec for item in done for spec in item.tags), key=lambda s: s.name)
+    if not inserted:
+        return inserted
+    done = [item for item in items if item.path in inserted]
+    specs = sorted((spec for item in done for spec in item.tags), key=_spec_name)
     if not specs:
         return inserted
     view = cache.view(specs)
@@ -729,6 +774,9 @@ def _import_fresh(
     links = {(item.sha256, tag_ids[spec.name]) for item in done for spec in item.tags}
     sql.insert_links_run(conn, sorted(links))
     return inserted
+
+
+_item_sha = operator.attrgetter("sha256")
 
 
 def _close_rows(

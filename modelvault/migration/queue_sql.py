@@ -3,16 +3,19 @@
 On tiny files the catalog is the whole cost of a worker, and SQLAlchemy's
 statement machinery (caching, expanding IN lists, type processing of every
 parameter and result) cost more than SQLite takes to run the statements. So
-the few statements of the hot path (claim, lock, look up, insert, delete) are
+the few statements of the hot path (claim, lock, insert, delete; on SQLite a
+look-up of the batch's hashes and paths too) are
 written out once per backend and run with ``exec_driver_sql``: errors are still
 SQLAlchemy's (``translate_errors`` and the retry rules see them as before),
 events still fire, and the values are converted here, the way the column types
 would (``UTCDateTime``: naive UTC text on SQLite; ``JSON``: ``json.dumps``).
 
 Lists of ids, hashes and paths are ONE parameter: an array on PostgreSQL
-(``= ANY(...)``), a JSON array on SQLite (``json_each``). The text of each
-statement is then the same whatever the batch size: no list is expanded into
-one parameter per value, and the statements are built once.
+(``= ANY(...)``), a JSON array on SQLite (``json_each``); on PostgreSQL the new
+models and their links are one JSON array too (sending an array per column cost
+more than the insert itself). The text of each statement is then the same
+whatever the batch size: no list is expanded into one parameter per value, and
+the statements are built once.
 
 Everything else (renewals, failures, merges, conflicts) goes through the ORM
 and Core statements in ``queue``: rare, and clearer there.
@@ -33,6 +36,18 @@ from modelvault.db.types import as_utc, utc_text
 
 CLAIMED_COLUMNS = (
     "id, path, name, type, base, size_bytes, created_at, meta, tags, attempts, source"
+)
+MODEL_COLUMNS = (
+    "sha256",
+    "path",
+    "name",
+    "type",
+    "base",
+    "size_bytes",
+    "mtime_ns",
+    "created_at",
+    "updated_at",
+    "meta",
 )
 
 
@@ -63,12 +78,13 @@ class BatchSQL:
         lock = " FOR UPDATE" if postgresql else ""  # SQLite: the write lock is held from BEGIN
         self.lock_held = self._text(f"SELECT id FROM pending_import WHERE {held}{lock}")
         self.delete_held = self._text(f"DELETE FROM pending_import WHERE {held}")
-        self.known = self._text(self._known())
         self.insert_models = self._text(self._insert_models())
+        self.known = self._text(self._known())
         self.insert_links = self._text(
             "INSERT INTO model_tags (model_sha256, tag_id) "
             + (
-                "SELECT * FROM unnest(CAST(:sha256 AS text[]), CAST(:tag_id AS integer[]))"
+                "SELECT v ->> 0, CAST(v ->> 1 AS integer) FROM "
+                "json_array_elements(CAST(:links AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n"
                 if postgresql
                 else "VALUES (:sha256, :tag_id)"
             )
@@ -109,45 +125,34 @@ class BatchSQL:
         )
         return f"SELECT id, size_bytes FROM ({members}) ORDER BY id LIMIT :limit"
 
+    def _insert_models(self) -> str:
+        """Insert models.
+
+        PostgreSQL: the models of ``:rows``, a JSON array of ``MODEL_COLUMNS``
+        arrays, in its order, in one statement with one parameter (an array per
+        column costs more to send than the insert takes); a model whose sha256 or
+        path the catalog holds already, or that another host committed meanwhile
+        (PostgreSQL waits for its commit), is skipped, and the paths returned
+        tell which files were new. SQLite: one row of ``MODEL_COLUMNS`` values,
+        for ``executemany`` (which takes no RETURNING): the files known to be new.
+        """
+        columns = ", ".join(MODEL_COLUMNS)
+        if not self.postgresql:
+            return f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(MODEL_COLUMNS))})"
+        kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
+        values = ", ".join(f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds))
+        return (
+            f"INSERT INTO models ({columns}) SELECT {values}, v -> {len(kinds)} FROM "
+            "json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n "
+            "ON CONFLICT DO NOTHING RETURNING path"
+        )
+
     def _known(self) -> str:
-        """sha256 and path of the models holding any of ``shas`` or ``paths``."""
-        # Two index lookups: with an OR, SQLite cannot use both indexes, and PostgreSQL
-        # may scan the whole table when its statistics are older than the table.
+        """sha256 and path of the models holding any of ``shas`` or ``paths`` (SQLite)."""
+        # Two index lookups: with an OR, SQLite cannot use both indexes.
         return (
             f"SELECT sha256, path FROM models WHERE {self._any('sha256', 'shas')} "
             f"UNION ALL SELECT sha256, path FROM models WHERE {self._any('path', 'paths')}"
-        )
-
-    def _insert_models(self) -> str:
-        columns = (
-            "sha256, path, name, type, base, size_bytes, mtime_ns, created_at, updated_at, meta"
-        )
-        if not self.postgresql:
-            # No ON CONFLICT and no RETURNING (sqlite3's executemany takes neither): the
-            # write lock is held since BEGIN and the models were looked up under it, so
-            # nobody can have inserted them meanwhile.
-            values = ", ".join(f":{c}" for c in columns.split(", "))
-            return f"INSERT INTO models ({columns}) VALUES ({values})"
-        # One statement for the whole batch; a model another host committed meanwhile
-        # is skipped (PostgreSQL waits for its commit) and settled by the caller.
-        arrays = ", ".join(
-            f"CAST(:{column} AS {kind}[])"
-            for column, kind in (
-                ("sha256", "text"),
-                ("path", "text"),
-                ("name", "text"),
-                ("type", "text"),
-                ("base", "text"),
-                ("size_bytes", "bigint"),
-                ("mtime_ns", "bigint"),
-                ("created_at", "timestamptz"),
-                ("updated_at", "timestamptz"),
-                ("meta", "json"),
-            )
-        )
-        return (
-            f"INSERT INTO models ({columns}) SELECT * FROM unnest({arrays}) "
-            "ON CONFLICT DO NOTHING RETURNING sha256"
         )
 
     # -- values ---------------------------------------------------------------
@@ -168,6 +173,10 @@ class BatchSQL:
         """A time as ``UTCDateTime`` stores it: naive UTC text on SQLite."""
         return value if self.postgresql else utc_text(value)
 
+    def json_time(self, value: datetime) -> str | None:
+        """A time as ``insert_models`` takes it in its JSON: ISO text, naive UTC on SQLite."""
+        return value.isoformat() if self.postgresql else utc_text(value)
+
     read_time = staticmethod(as_utc)  # a stored time back as an aware UTC datetime
 
     def json(self, value: Any) -> Any:
@@ -177,48 +186,47 @@ class BatchSQL:
         """psycopg decodes JSON itself; sqlite3 hands back the text."""
         return json.loads(value) if isinstance(value, str) else value
 
-    def model_rows(self, rows: list[dict[str, Any]]) -> Any:
-        """The parameters of ``insert_models`` for ``rows`` (one dict of values per model).
-
-        The rows' dicts are converted in place: the caller builds them for this alone.
-        Times are converted once per distinct value (a batch shares its ``updated_at``).
-        """
-        converted: dict[datetime, Any] = {}
-
-        def time(value: datetime) -> Any:
-            text = converted.get(value)
-            if text is None:
-                text = converted[value] = self.time(value)
-            return text
-
-        for row in rows:
-            row["created_at"] = time(row["created_at"])
-            row["updated_at"] = time(row["updated_at"])
-            row["meta"] = self.json(row["meta"])
-        if not self.postgresql:
-            return rows
-        return {column: [row[column] for row in rows] for column in rows[0]}
-
     def insert_links_run(self, conn: Connection, links: list[tuple[str, int]]) -> None:
         """Link models to tags (a link that exists is left as it is)."""
         if not links:
             return
         if self.postgresql:
-            shas, tag_ids = zip(*links, strict=True)
-            conn.exec_driver_sql(self.insert_links, {"sha256": list(shas), "tag_id": list(tag_ids)})
+            conn.exec_driver_sql(self.insert_links, {"links": json.dumps(links)})
             return
         rows = [{"sha256": sha, "tag_id": tag_id} for sha, tag_id in links]
         conn.exec_driver_sql(self.insert_links, rows)
 
-    def insert_models_run(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert the models; returns the sha256 of those inserted (all of them on SQLite)."""
+    def insert_models_run(self, conn: Connection, rows: list[list[Any]]) -> set[str]:
+        """Insert the models of the files whose content and path the catalog has never
+        seen (``MODEL_COLUMNS`` values each, times as ``json_time`` gives them, meta as a
+        dict); returns their paths. A later copy of content earlier in ``rows`` is not new.
+        """
         if not rows:
             return set()
-        params = self.model_rows(rows)
         if self.postgresql:
-            return set(conn.exec_driver_sql(self.insert_models, params).scalars())
-        conn.exec_driver_sql(self.insert_models, params)
-        return {row["sha256"] for row in rows}
+            # ensure_ascii=False: a string the driver cannot encode (a lone surrogate)
+            # fails as it would as a parameter of its own, not stored as an escape.
+            payload = json.dumps(rows, ensure_ascii=False)
+            return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars().all())
+        # SQLite: a lookup, then executemany, costs half of one INSERT ... SELECT from
+        # json_each (which parses each row's JSON again for every column). The write
+        # lock is held since BEGIN: nobody can insert these models meanwhile.
+        shas = json.dumps([row[0] for row in rows])
+        paths = json.dumps([row[1] for row in rows])
+        known_shas: set[str] = set()
+        known_paths: set[str] = set()
+        for sha, path in conn.exec_driver_sql(self.known, {"shas": shas, "paths": paths}).all():
+            known_shas.add(sha)
+            known_paths.add(path)
+        fresh = []
+        for row in rows:
+            if row[0] not in known_shas and row[1] not in known_paths:
+                known_shas.add(row[0])
+                row[9] = json.dumps(row[9])
+                fresh.append(row)
+        if fresh:
+            conn.exec_driver_sql(self.insert_models, [tuple(row) for row in fresh])
+        return {row[1] for row in fresh}
 
 
 @functools.cache

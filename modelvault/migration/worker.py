@@ -322,6 +322,7 @@ class MigrationWorker(threading.Thread):
         self._hashed_bytes = 0  # the size of the files in _hashed
         self._next_batch: list[ClaimedRow] = []  # claimed with the last commit, not started
         self._tag_cache = queue.TagCache()
+        self._connection = queue.HeldConnection(db)  # for claims and finishes
         self._renew_every = max(self.settings.lease_seconds / 4, HEARTBEAT_SECONDS)
         self._next_renew = 0.0
         self._current: ClaimedRow | None = None  # the row being hashed
@@ -368,6 +369,7 @@ class MigrationWorker(threading.Thread):
         finally:
             try:
                 self._finish_hashed_quietly()
+                self._connection.close()
                 self._release_held("stopped")
             finally:  # whatever happened, wait() must return
                 self.signal.leave_lane(self)
@@ -391,6 +393,7 @@ class MigrationWorker(threading.Thread):
                     limit=claim.limit,
                     lease_seconds=claim.lease_seconds,
                     min_bytes=claim.min_bytes,
+                    held=self._connection,
                 )
                 self._claimed(batch)
             if batch:
@@ -550,6 +553,7 @@ class MigrationWorker(threading.Thread):
                 policy=self.policy,
                 tag_cache=self._tag_cache,
                 claim_next=claim,
+                held=self._connection,
             )
         except (ValidationError, ValueError, RecursionError) as exc:
             # A row's data the catalog cannot take (a ValidationError, or an encoding
