@@ -722,3 +722,59 @@ def test_the_report_is_plain_data() -> None:
     report = ImportReport(legacy_path="/x", rows_read=3, imported=1, staged=1, already_present=1)
     assert report.accounted == 3
     assert json.loads(json.dumps(report.to_dict()))["already_present"] == 1
+
+
+def stored_meta_text(db: DatabaseManager) -> dict[int, str]:
+    """legacy id -> the meta text as the catalog stores it (models and staging rows)."""
+    with db.engine.connect() as conn:
+        cast = "meta::text" if conn.dialect.name == "postgresql" else "meta"
+        texts: dict[int, str] = {}
+        for table in ("models", "pending_import"):
+            for (text,) in conn.exec_driver_sql(f"SELECT {cast} FROM {table}"):
+                texts[json.loads(text)["legacy"]["id"]] = text
+    return texts
+
+
+def test_the_users_extra_json_text_is_kept_in_meta(db_url: str, tmp_path: Path) -> None:
+    """The user's own keys keep the legacy text as written; modelvault's keys follow.
+    Any other meta (keys moved aside, text that is not an object) is encoded whole."""
+    settings = Settings(db_url=db_url, images_dir=tmp_path / "store")
+    db = DatabaseManager(db_url, settings=settings)
+    images = tmp_path / "legacy-images"
+    images.mkdir()
+    (images / "p.png").write_bytes(b"\x89PNG preview")
+    extras = {
+        1: json.dumps({"description": "as json.dumps writes it", "n": [1, 2.5, None]}),
+        2: '{"compact":true,"nested":{"a":"\\u00e9 \\" }"}}',  # escapes, a brace in a string
+        3: " {  } \n",  # empty, with JSON whitespace around and inside
+        4: '{"images": ["/media/p.png"], "note": "with a preview"}',
+        5: '{"legacy": "the user\'s own key", "x": 1}',  # moved aside: encoded whole
+        6: '{"twice": 1, "twice": 2}',  # repeated keys: kept as raw text, encoded whole
+        7: "[1, 2]",  # not an object
+    }
+    rows = [
+        LegacyModel(i, f"/m/{i}", "lora", hash_hex=sha(str(i)) if i % 2 else "", extra_json=text)
+        for i, text in extras.items()
+    ]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    try:
+        import_legacy_data(path, db, images_dir=images)
+        stored = stored_meta_text(db)
+    finally:
+        db.dispose()
+    assert set(stored) == set(extras)
+    for legacy_id, text in stored.items():
+        meta = json.loads(text)
+        if legacy_id <= 4:
+            head = extras[legacy_id].strip()[:-1].rstrip()
+            assert text.startswith(head), legacy_id
+            assert text == json.dumps(meta) or legacy_id in (2, 3), legacy_id
+        else:
+            assert text == json.dumps(meta), legacy_id
+    assert json.loads(stored[2])["nested"] == {"a": 'é " }'}
+    assert set(json.loads(stored[3])) == {"legacy"}
+    assert json.loads(stored[4])["previews"][0]["source"] == "/media/p.png"
+    assert json.loads(stored[5])["legacy"]["extra_json_shadowed"] == {
+        "legacy": "the user's own key"
+    }
+    assert json.loads(stored[7])["legacy"]["extra_json"] == [1, 2]

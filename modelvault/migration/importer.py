@@ -173,6 +173,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelvault.catalog import (
+    LEGACY,
+    PREVIEWS,
     RESERVED_META_KEYS,
     HashedFile,
     Outcome,
@@ -314,6 +316,23 @@ class _Entry:
     tags: list[TagSpec] = field(default_factory=list)
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
     unusable_path: str | None = None  # why it is staged as failed (a relative path)
+    # The legacy extra_json text that ``meta`` was read from, up to its closing
+    # brace, when ``meta`` is that object with only modelvault's keys after it.
+    extra_head: str | None = None
+    extra_keys: int = 0  # how many keys that object has
+
+    def meta_json(self) -> str:
+        """``json.dumps(self.meta)``, at a fraction of the cost for nearly every row:
+        the legacy text of the user's own keys is kept as it was (it was just read as
+        JSON, and nothing changes it), and only modelvault's keys after it are encoded."""
+        meta, head = self.meta, self.extra_head
+        previews = meta.get(PREVIEWS)
+        if head is None or len(meta) != self.extra_keys + 1 + (previews is not None):
+            return json.dumps(meta)  # other keys came or went: the whole object
+        tail = '"legacy": ' + json.dumps(meta[LEGACY])
+        if previews is not None:
+            tail += ', "previews": ' + json.dumps(previews)
+        return head + tail + "}"
 
     def pending(
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
@@ -321,7 +340,7 @@ class _Entry:
         """The values of its staging row, in ``PENDING_COLUMNS`` order."""
         tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
-            self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta,
+            self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta_json(),
             tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256,
         )  # fmt: skip
 
@@ -329,7 +348,7 @@ class _Entry:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
             self.sha256, self.path, self.name, self.type, None, self.size_bytes,
-            self.mtime_ns, self.created_at, now, self.meta,
+            self.mtime_ns, self.created_at, now, self.meta_json(),
         )  # fmt: skip
 
     def hashed(self) -> HashedFile:
@@ -346,6 +365,14 @@ class _Entry:
             tags=self.tags,
         )
 
+
+def _object_head(text: str) -> str:
+    """The text of a JSON object up to its closing brace, ready for more keys."""
+    body = text.strip(_JSON_SPACE)[:-1].rstrip(_JSON_SPACE)
+    return body if body.endswith("{") else body + ", "
+
+
+_JSON_SPACE = " \t\n\r"
 
 # An enum's ``value`` is a property: looked up per staged row, a dict is quicker.
 _STATUS_TEXT = {status: status.value for status in PendingStatus}
@@ -521,7 +548,8 @@ class _Run:
                 row.id,
                 f"created_at {created_ms!r} is not a time in milliseconds; now is used",
             )
-        meta = self._user_meta(row, legacy)
+        meta, extra_head = self._user_meta(row, legacy)
+        extra_keys = len(meta) - 1  # its own, before the previews
         self.images.add_previews(row.id, meta)
         raw_hash = row.hash_hex
         if raw_hash is None or (type(raw_hash) is str and not raw_hash):
@@ -541,6 +569,8 @@ class _Run:
             [],
             path_clash,
             None if path.startswith("/") or is_absolute_path(path) else RELATIVE_PATH,
+            extra_head,
+            extra_keys,
         )
 
     def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
@@ -615,8 +645,13 @@ class _Run:
             self.notes(row.id, why + "; staged to be hashed")
         return usable, seen_mtime_ns
 
-    def _user_meta(self, row: LegacyRow, legacy: dict[str, Any]) -> dict[str, Any]:
+    def _user_meta(
+        self, row: LegacyRow, legacy: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The row's meta, and its extra_json text up to the closing brace when the
+        meta is that very object (see ``_Entry.meta_json``)."""
         meta: dict[str, Any] | None = None
+        head = None
         if row.meta_json is not None:
             meta_json = cleaning.text(row.meta_json)
             assert meta_json is not None
@@ -639,13 +674,15 @@ class _Run:
                     legacy["extra_json_shadowed"] = {
                         key: value.pop(key) for key in RESERVED_META_KEYS if key in value
                     }
+                elif problem is None and type(row.extra_json) is str:
+                    head = _object_head(extra)
                 meta = value
             elif ok and value is not None:
                 legacy["extra_json"] = value
         if meta is None:
             meta = {}
-        meta["legacy"] = legacy
-        return meta
+        meta[LEGACY] = legacy
+        return meta, head
 
     # -- writing --------------------------------------------------------------
 
@@ -763,9 +800,9 @@ class _Run:
         if self.inserts is None:
             dialect = session.get_bind().dialect
             self.inserts = _Inserts(
-                bulk_insert(MODELS, MODEL_COLUMNS, dialect),
+                bulk_insert(MODELS, MODEL_COLUMNS, dialect, json_text=("meta",)),
                 bulk_insert(model_tags, ("model_sha256", "tag_id"), dialect),
-                bulk_insert(PENDING, PENDING_COLUMNS, dialect, json_text=("tags",)),
+                bulk_insert(PENDING, PENDING_COLUMNS, dialect, json_text=("meta", "tags")),
             )
         return self.inserts
 
