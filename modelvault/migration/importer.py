@@ -311,28 +311,32 @@ class _Entry:
     size_bytes: int | None
     mtime_ns: int | None
     created_at: datetime
+    # Its meta; or, when ``extra_head`` is set, only modelvault's keys of it (see there).
     meta: dict[str, Any]
     sha256: str | None
     tags: list[TagSpec] = field(default_factory=list)
     path_clash: str | None = None  # why it is staged as a conflict at a path of its own
     unusable_path: str | None = None  # why it is staged as failed (a relative path)
-    # The legacy extra_json text that ``meta`` was read from, up to its closing
-    # brace, when ``meta`` is that object with only modelvault's keys after it.
+    # The legacy extra_json text of the user's own keys, up to its closing brace,
+    # when the meta is that object with modelvault's keys after it: the text is
+    # kept as written (it was just read as JSON, and nothing changes it), so the
+    # meta's JSON costs the encoding of modelvault's keys only, and a batch does
+    # not hold every row's notes as Python objects as well (memory).
     extra_head: str | None = None
-    extra_keys: int = 0  # how many keys that object has
 
     def meta_json(self) -> str:
-        """``json.dumps(self.meta)``, at a fraction of the cost for nearly every row:
-        the legacy text of the user's own keys is kept as it was (it was just read as
-        JSON, and nothing changes it), and only modelvault's keys after it are encoded."""
-        meta, head = self.meta, self.extra_head
-        previews = meta.get(PREVIEWS)
-        if head is None or len(meta) != self.extra_keys + 1 + (previews is not None):
-            return json.dumps(meta)  # other keys came or went: the whole object
-        tail = '"legacy": ' + json.dumps(meta[LEGACY])
-        if previews is not None:
-            tail += ', "previews": ' + json.dumps(previews)
-        return head + tail + "}"
+        """The row's meta as JSON text: ``json.dumps(full_meta())``, in its value."""
+        if self.extra_head is None:
+            return json.dumps(self.meta)
+        ours = (f"{json.dumps(key)}: {json.dumps(value)}" for key, value in self.meta.items())
+        return self.extra_head + ", ".join(ours) + "}"
+
+    def full_meta(self) -> dict[str, Any]:
+        """The row's meta: the user's keys, then modelvault's."""
+        if self.extra_head is None:
+            return self.meta
+        full: dict[str, Any] = json.loads(self.meta_json())
+        return full
 
     def pending(
         self, status: PendingStatus, sha256: str | None, reason: str | None, source: str
@@ -361,7 +365,7 @@ class _Entry:
             size_bytes=self.size_bytes,
             mtime_ns=self.mtime_ns,
             created_at=self.created_at,
-            meta=self.meta,
+            meta=self.full_meta(),
             tags=self.tags,
         )
 
@@ -373,6 +377,7 @@ def _object_head(text: str) -> str:
 
 
 _JSON_SPACE = " \t\n\r"
+_OURS = (LEGACY, PREVIEWS)  # the keys a legacy row's meta gets besides the user's, in order
 
 # An enum's ``value`` is a property: looked up per staged row, a dict is quicker.
 _STATUS_TEXT = {status: status.value for status in PendingStatus}
@@ -549,8 +554,14 @@ class _Run:
                 f"created_at {created_ms!r} is not a time in milliseconds; now is used",
             )
         meta, extra_head = self._user_meta(row, legacy)
-        extra_keys = len(meta) - 1  # its own, before the previews
+        users_keys = len(meta) - 1
         self.images.add_previews(row.id, meta)
+        if extra_head is not None:  # the user's keys live on as text: see _Entry.extra_head
+            ours = {key: meta[key] for key in _OURS if key in meta}
+            if len(meta) == users_keys + len(ours):
+                meta = ours
+            else:
+                extra_head = None  # keys modelvault does not know of came: the whole object
         raw_hash = row.hash_hex
         if raw_hash is None or (type(raw_hash) is str and not raw_hash):
             sha256, seen_mtime_ns = None, None  # the legacy app never hashed it
@@ -570,7 +581,6 @@ class _Run:
             path_clash,
             None if path.startswith("/") or is_absolute_path(path) else RELATIVE_PATH,
             extra_head,
-            extra_keys,
         )
 
     def _keep_bytes(self, row: LegacyRow, legacy: dict[str, Any]) -> None:
