@@ -326,10 +326,8 @@ class _Entry:
 
     def meta_json(self) -> str:
         """The row's meta as JSON text: ``json.dumps(full_meta())``, in its value."""
-        if self.extra_head is None:
-            return json.dumps(self.meta)
-        ours = (f"{json.dumps(key)}: {json.dumps(value)}" for key, value in self.meta.items())
-        return self.extra_head + ", ".join(ours) + "}"
+        ours = json.dumps(self.meta)
+        return ours if self.extra_head is None else self.extra_head + ours[1:]  # less its "{"
 
     def full_meta(self) -> dict[str, Any]:
         """The row's meta: the user's keys, then modelvault's."""
@@ -377,7 +375,6 @@ def _object_head(text: str) -> str:
 
 
 _JSON_SPACE = " \t\n\r"
-_OURS = (LEGACY, PREVIEWS)  # the keys a legacy row's meta gets besides the user's, in order
 
 # An enum's ``value`` is a property: looked up per staged row, a dict is quicker.
 _STATUS_TEXT = {status: status.value for status in PendingStatus}
@@ -557,7 +554,8 @@ class _Run:
         users_keys = len(meta) - 1
         self.images.add_previews(row.id, meta)
         if extra_head is not None:  # the user's keys live on as text: see _Entry.extra_head
-            ours = {key: meta[key] for key in _OURS if key in meta}
+            previews = meta.get(PREVIEWS)
+            ours = {LEGACY: legacy} if previews is None else {LEGACY: legacy, PREVIEWS: previews}
             if len(meta) == users_keys + len(ours):
                 meta = ours
             else:
