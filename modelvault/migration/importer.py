@@ -89,7 +89,8 @@ The ``meta`` of a model or staging row
 --------------------------------------
 Every key of the legacy ``extra_json`` object (``description``,
 ``community_links``, ``images``, ``prompts``, ...) at the top level, where apps
-look for them, and under ``"legacy"`` what has no v3 column::
+look for them (their JSON text as the legacy app wrote it, when the object is
+kept whole), and under ``"legacy"`` what has no v3 column::
 
     "legacy": {
       "source": "/abs/path/hikaze_mm.sqlite3",   # always
