@@ -298,3 +298,18 @@ def test_import_lists_five_warnings_and_every_one_with_verbose(tmp_path: Path) -
     assert every.returncode == 0, every.stderr
     assert every.stdout.count("is not a SHA-256") == 7
     assert "more (all of them" not in every.stdout
+
+
+@pytest.mark.parametrize("command", ["import", "migrate"])
+def test_the_legacy_file_is_opened_and_checked_once(tmp_path: Path, command: str) -> None:
+    """The check before anything is written is the opening the import reads from: a
+    big legacy file is integrity-checked (and, in WAL mode, copied) once, not twice."""
+    from modelvault.migration.sample import LegacyModel, write_legacy_catalog
+
+    legacy = write_legacy_catalog(
+        tmp_path / "hikaze_mm.sqlite3", rows=[LegacyModel(1, "/gone/a.safetensors")]
+    )
+    catalog = str(tmp_path / "catalog.sqlite3")
+    result = run_modelvault(command, str(legacy), "--db", catalog, "-vv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(f"opened legacy catalog {legacy}") == 1, result.stderr

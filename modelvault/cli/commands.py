@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -24,6 +24,9 @@ from modelvault.db.models import PendingStatus
 from modelvault.errors import ModelVaultError
 from modelvault.images import default_store
 from modelvault.records import ModelRecord
+
+if TYPE_CHECKING:
+    from modelvault.migration.legacy import LegacyCatalog
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Rows that need a person (failed, conflict) or are still waiting: after a run
@@ -76,11 +79,12 @@ def open_catalog(
     return db
 
 
-def check_legacy_file(path: str) -> None:
-    """Refuse a bad legacy file before anything is created or written."""
+def open_legacy_file(path: str) -> LegacyCatalog:
+    """The legacy file, checked (a bad one is refused before anything is created or
+    written) and open for the import, which reads it without checking it again."""
     from modelvault.migration.legacy import open_legacy
 
-    open_legacy(path).close()
+    return open_legacy(path)
 
 
 def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
@@ -180,13 +184,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
+def run_import(
+    args: argparse.Namespace, db: DatabaseManager, legacy: LegacyCatalog
+) -> dict[str, Any]:
     from modelvault.migration.importer import import_legacy_data
 
     view = progress_view(args)
     try:
         report = import_legacy_data(
-            args.legacy,
+            legacy,
             db,
             progress=view.importing,
             policy=getattr(args, "conflict", None),
@@ -198,9 +204,9 @@ def run_import(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    check_legacy_file(args.legacy)
-    db = open_catalog(args, check=check_images(args))
-    report = run_import(args, db)
+    with open_legacy_file(args.legacy) as legacy:
+        db = open_catalog(args, check=check_images(args))
+        report = run_import(args, db, legacy)
     counts, lines = describe_catalog(db)
     # Staged rows are the point of stage 1; only rows that need a person count.
     code = exit_code_for(counts["staging"], NEEDS_ATTENTION)
@@ -290,9 +296,9 @@ def finish_processing(
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    check_legacy_file(args.legacy)
-    db = open_catalog(args, check=check_images(args))
-    report = run_import(args, db)
+    with open_legacy_file(args.legacy) as legacy:
+        db = open_catalog(args, check=check_images(args))
+        report = run_import(args, db, legacy)
     return finish_processing(
         args, db, {"import": report}, describe_import(report, all_warnings=bool(args.verbose))
     )

@@ -239,7 +239,7 @@ PENDING_COLUMNS: tuple[str, ...] = (
 
 
 def import_legacy_data(
-    legacy_db_path: str | os.PathLike[str],
+    legacy_db_path: str | os.PathLike[str] | LegacyCatalog,
     db: DatabaseManager | None = None,
     *,
     progress: Progress | None = None,
@@ -254,7 +254,9 @@ def import_legacy_data(
     among those raises ``ConfigError`` before anything is read.
 
     The legacy file is checked first: anything that is not a legacy catalog
-    raises ``LegacyDatabaseError`` before the catalog is touched. Then the
+    raises ``LegacyDatabaseError`` before the catalog is touched (a caller that
+    checked it already passes what ``legacy.open_legacy`` returned instead of
+    its path: it is read, and left open, without a second check). Then the
     catalog is migrated to the newest schema and the rows are imported batch by
     batch; ``progress(rows_done, rows_total)`` is called after each batch.
 
@@ -268,7 +270,7 @@ def import_legacy_data(
         )
     started = time.monotonic()
     own_db = db is None
-    with open_legacy(legacy_db_path) as legacy:
+    with _opened(legacy_db_path) as legacy:
         catalog = db if db is not None else DatabaseManager()
         try:
             report = ImportReport(legacy_path=str(legacy.path), layout=int(legacy.layout))
@@ -299,6 +301,16 @@ def import_legacy_data(
         report.seconds,
     )
     return report
+
+
+@contextmanager
+def _opened(legacy: str | os.PathLike[str] | LegacyCatalog) -> Iterator[LegacyCatalog]:
+    """The legacy catalog to read: opened (and closed) here when given by path."""
+    if isinstance(legacy, LegacyCatalog):
+        yield legacy
+        return
+    with open_legacy(legacy) as opened:
+        yield opened
 
 
 @dataclass(slots=True)
