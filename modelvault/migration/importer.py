@@ -338,7 +338,7 @@ class _Entry:
     extra_head: str | None = None
 
     def meta_json(self) -> str:
-        """The row's meta as JSON text: ``json.dumps(full_meta())``, in its value."""
+        """The row's meta as JSON text (whose value is ``full_meta()``)."""
         ours = json.dumps(self.meta)
         return ours if self.extra_head is None else self.extra_head + ours[1:]  # less its "{"
 
