@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from modelvault import (
+    CatalogError,
     ConfigError,
     DatabaseManager,
     MigrationError,
@@ -598,6 +599,29 @@ def test_a_catalog_failure_stops_the_pool_with_a_clear_error(tmp_path: Path) -> 
     with pytest.raises(MigrationError, match="a worker stopped on an error"):
         process_pending(empty, workers=2)
     empty.dispose()
+
+
+def test_a_driver_error_while_settling_is_a_catalog_error_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the batch's statements run on the driver's own connection: its errors
+    still reach the pool as the catalog's, and the batch is rolled back and handed back."""
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    path, _ = make_file(tmp_path, "a.bin", b"a" * 100)
+    stage(db, path, meta={"notes": "kept"})
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE DELETE ON pending_import "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+    with pytest.raises(MigrationError, match="refused by a trigger") as raised:
+        process_pending(db, settings=FAST, workers=1)
+    assert isinstance(raised.value.__cause__, CatalogError)
+    assert db.count_models() == 0
+    (row,) = staging(db).values()
+    assert (row.status, row.claimed_by, row.meta) == ("pending", None, {"notes": "kept"})
+    db.dispose()
 
 
 def test_report_adds_up_and_serialises() -> None:
