@@ -109,7 +109,7 @@ class ClaimedRow:
     size_bytes: int | None
     created_at: datetime | None
     meta: Mapping[str, Any]  # on SQLite, usually the stored text until read (StoredJSON)
-    tags: list[dict[str, Any]]
+    tags: Sequence[Any]  # as staged: {"name", "color"} entries (TagSpec.parse takes them)
     attempts: int
     source: str | None = None
 
@@ -423,7 +423,7 @@ def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
             size_bytes=size,
             created_at=sql.read_time(created),
             meta=sql.read_meta(meta),
-            tags=list(sql.read_json(tags) or []),
+            tags=sql.read_tags(tags),
             attempts=attempts,
             source=source,
         )

@@ -56,6 +56,10 @@ MODEL_COLUMNS = (
     "meta",
 )
 
+# SQLite's largest rowid is 2**63 - 1; a batch whose inserts could reach it is
+# looked up first instead of told apart by rowid (see BatchSQL.insert_models_run).
+LAST_ROWID_BEFORE_LOOKUP = 2**62
+
 
 class StoredJSON(Mapping[str, Any]):
     """A JSON object as the catalog stored it: its text, decoded on first use.
@@ -119,6 +123,7 @@ class BatchSQL:
         self.delete_held = self._text(f"DELETE FROM pending_import WHERE {held}")
         self.insert_models = self._text(self._insert_models())
         self.known = self._text(self._known())
+        self.inserted_since = "SELECT path FROM models WHERE rowid > :last"  # SQLite
         self.insert_links = self._text(
             "INSERT INTO model_tags (model_sha256, tag_id) "
             + (
@@ -173,11 +178,13 @@ class BatchSQL:
         path the catalog holds already, or that another host committed meanwhile
         (PostgreSQL waits for its commit), is skipped, and the paths returned
         tell which files were new. SQLite: one row of ``MODEL_COLUMNS`` values,
-        for ``executemany`` (which takes no RETURNING): the files known to be new.
+        for ``executemany`` (which takes no RETURNING), skipped if its sha256 or path
+        is taken (see ``insert_models_run``).
         """
         columns = ", ".join(MODEL_COLUMNS)
         if not self.postgresql:
-            return f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(MODEL_COLUMNS))})"
+            marks = ", ".join("?" * len(MODEL_COLUMNS))
+            return f"INSERT INTO models ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
         kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
         values = ", ".join(f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds))
         return (
@@ -214,9 +221,16 @@ class BatchSQL:
 
     def json_time(self, value: datetime) -> str | None:
         """A time as ``insert_models`` takes it in its JSON: ISO text, naive UTC on SQLite."""
-        return value.isoformat() if self.postgresql else utc_text(value)
+        return value.isoformat() if self.postgresql else _stored_time_text(value)
 
-    read_time = staticmethod(as_utc)  # a stored time back as an aware UTC datetime
+    @staticmethod
+    def read_time(value: Any) -> datetime | None:
+        """A stored time back as an aware UTC datetime."""
+        return _read_stored_time(value)
+
+    def read_tags(self, value: Any) -> Sequence[Any]:
+        """A staged tag list: on SQLite its text, decoded once for all rows that share it."""
+        return _decode_tags(value) if isinstance(value, str) else list(value or [])
 
     def json(self, value: Any) -> Any:
         return json.dumps(value)
@@ -276,9 +290,29 @@ class BatchSQL:
             # fails as it would as a parameter of its own, not stored as an escape.
             payload = json.dumps(rows, ensure_ascii=False)
             return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars().all())
-        # SQLite: a lookup, then executemany, costs half of one INSERT ... SELECT from
-        # json_each (which parses each row's JSON again for every column). The write
-        # lock is held since BEGIN: nobody can insert these models meanwhile.
+        for row in rows:
+            meta = row[9]
+            row[9] = meta.text if isinstance(meta, StoredJSON) else json.dumps(meta)
+        # SQLite: usually every file is new, and inserting them all, skipping none, is
+        # one statement (ON CONFLICT DO NOTHING counts only the rows it inserted). If one
+        # was skipped, the rows past the table's last rowid before are the new ones: the
+        # write lock is held since BEGIN, nobody else inserts meanwhile, and SQLite gives
+        # a new row the last rowid + 1 (while it is below the largest one; else a
+        # look-up decides first). A savepoint to take them back cost more than the
+        # insert; executemany takes no RETURNING; one INSERT ... SELECT from json_each
+        # parses each row's JSON again for every column, twice slower.
+        ((last,),) = self.fetch(conn, "SELECT max(rowid) FROM models", {})
+        last = last or 0
+        if last >= LAST_ROWID_BEFORE_LOOKUP:
+            rows = self._not_in_catalog(conn, rows)
+        if not rows:
+            return set()
+        if _sqlite(conn, self.insert_models, rows, many=True).rowcount == len(rows):
+            return {row[1] for row in rows}
+        return {path for (path,) in self.fetch(conn, self.inserted_since, {"last": last})}
+
+    def _not_in_catalog(self, conn: Connection, rows: list[list[Any]]) -> list[list[Any]]:
+        """The rows whose sha256 and path the catalog does not hold, nor an earlier row."""
         shas = json.dumps([row[0] for row in rows])
         paths = json.dumps([row[1] for row in rows])
         known_shas: set[str] = set()
@@ -290,12 +324,8 @@ class BatchSQL:
         for row in rows:
             if row[0] not in known_shas and row[1] not in known_paths:
                 known_shas.add(row[0])
-                meta = row[9]
-                row[9] = meta.text if isinstance(meta, StoredJSON) else json.dumps(meta)
                 fresh.append(row)
-        if fresh:
-            self.run_many(conn, self.insert_models, fresh)
-        return {row[1] for row in fresh}
+        return fresh
 
 
 def _sqlite(conn: Connection, statement: str, params: Any, *, many: bool = False) -> Any:
@@ -312,6 +342,18 @@ def _sqlite(conn: Connection, statement: str, params: Any, *, many: bool = False
         return raw.executemany(statement, params) if many else raw.execute(statement, params)
     except sqlite3.Error as exc:
         raise DBAPIError.instance(statement, params, exc, sqlite3.Error) from exc
+
+
+# The rows of one staging batch often share their created_at, and tag lists repeat
+# (a folder's tags, a few favourites): each distinct value is converted once. The
+# values kept are immutable (datetimes, tuples), or tag entries nothing changes.
+_read_stored_time = functools.lru_cache(maxsize=1024)(as_utc)
+_stored_time_text = functools.lru_cache(maxsize=1024)(utc_text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_tags(text: str) -> tuple[Any, ...]:
+    return tuple(json.loads(text) or ())
 
 
 @functools.cache
