@@ -30,6 +30,7 @@ from modelvault.catalog import SCAN_MTIME_NS, Outcome
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.migration import queue
+from modelvault.migration.queue_sql import batch_sql
 from modelvault.migration.worker import (
     WorkerEvent,
     WorkerReport,
@@ -621,6 +622,29 @@ def test_a_driver_error_while_settling_is_a_catalog_error_and_loses_nothing(
     assert db.count_models() == 0
     (row,) = staging(db).values()
     assert (row.status, row.claimed_by, row.meta) == ("pending", None, {"notes": "kept"})
+    db.dispose()
+
+
+@pytest.mark.parametrize("last_rowid", [1, 2**63 - 1])
+def test_the_new_models_of_a_batch_are_told_apart_on_sqlite(
+    tmp_path: Path, last_rowid: int
+) -> None:
+    """A batch with a file the catalog holds: the others are told apart as new, also
+    past the largest rowid, where SQLite numbers new rows at random."""
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    sha = {name: hashlib.sha256(name.encode()).hexdigest() for name in "abcd"}
+    db.upsert_model({"sha256": sha["a"], "path": "/m/a"})
+    stamp = "2024-01-01 00:00:00.000000"
+    rows = [
+        [sha[name], path, name, "other", None, 1, 1, stamp, stamp, {}]
+        for name, path in [("b", "/m/b"), ("a", "/m/a-copy"), ("c", "/m/a"), ("d", "/m/d")]
+    ]
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE models SET rowid = {last_rowid}")
+        new = batch_sql(False).insert_models_run(conn, rows)
+    assert new == {"/m/b", "/m/d"}  # a's content and a's path are taken
+    assert sorted(m.path for m in db.find_models()) == ["/m/a", "/m/b", "/m/d"]
     db.dispose()
 
 
