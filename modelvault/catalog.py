@@ -52,7 +52,7 @@ SCAN_SOURCE = "scan"
 SCAN_MTIME_NS = "scan_mtime_ns"
 
 
-def without_scan_mtime(meta: dict[str, Any]) -> dict[str, Any]:
+def without_scan_mtime(meta: Mapping[str, Any]) -> Mapping[str, Any]:
     """A staging row's meta as a model's: the scan's stat is bookkeeping, not a note."""
     return {k: v for k, v in meta.items() if k != SCAN_MTIME_NS} if SCAN_MTIME_NS in meta else meta
 

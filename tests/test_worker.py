@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from modelvault import (
+    CatalogError,
     ConfigError,
     DatabaseManager,
     MigrationError,
@@ -29,6 +30,7 @@ from modelvault.catalog import SCAN_MTIME_NS, Outcome
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.migration import queue
+from modelvault.migration.queue_sql import batch_sql
 from modelvault.migration.worker import (
     WorkerEvent,
     WorkerReport,
@@ -598,6 +600,52 @@ def test_a_catalog_failure_stops_the_pool_with_a_clear_error(tmp_path: Path) -> 
     with pytest.raises(MigrationError, match="a worker stopped on an error"):
         process_pending(empty, workers=2)
     empty.dispose()
+
+
+def test_a_driver_error_while_settling_is_a_catalog_error_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """On SQLite the batch's statements run on the driver's own connection: its errors
+    still reach the pool as the catalog's, and the batch is rolled back and handed back."""
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    path, _ = make_file(tmp_path, "a.bin", b"a" * 100)
+    stage(db, path, meta={"notes": "kept"})
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE DELETE ON pending_import "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+    with pytest.raises(MigrationError, match="refused by a trigger") as raised:
+        process_pending(db, settings=FAST, workers=1)
+    assert isinstance(raised.value.__cause__, CatalogError)
+    assert db.count_models() == 0
+    (row,) = staging(db).values()
+    assert (row.status, row.claimed_by, row.meta) == ("pending", None, {"notes": "kept"})
+    db.dispose()
+
+
+@pytest.mark.parametrize("last_rowid", [1, 2**63 - 1])
+def test_the_new_models_of_a_batch_are_told_apart_on_sqlite(
+    tmp_path: Path, last_rowid: int
+) -> None:
+    """A batch with a file the catalog holds: the others are told apart as new, also
+    past the largest rowid, where SQLite numbers new rows at random."""
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    sha = {name: hashlib.sha256(name.encode()).hexdigest() for name in "abcd"}
+    db.upsert_model({"sha256": sha["a"], "path": "/m/a"})
+    stamp = "2024-01-01 00:00:00.000000"
+    rows = [
+        [sha[name], path, name, "other", None, 1, 1, stamp, stamp, {}]
+        for name, path in [("b", "/m/b"), ("a", "/m/a-copy"), ("c", "/m/a"), ("d", "/m/d")]
+    ]
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE models SET rowid = {last_rowid}")
+        new = batch_sql(False).insert_models_run(conn, rows)
+    assert new == {"/m/b", "/m/d"}  # a's content and a's path are taken
+    assert sorted(m.path for m in db.find_models()) == ["/m/a", "/m/b", "/m/d"]
+    db.dispose()
 
 
 def test_report_adds_up_and_serialises() -> None:

@@ -34,7 +34,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,7 +74,7 @@ from modelvault.db.models import (
 )
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
-from modelvault.migration.queue_sql import BatchSQL, batch_sql
+from modelvault.migration.queue_sql import BatchSQL, StoredJSON, batch_sql
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ class ClaimedRow:
     base: str | None
     size_bytes: int | None
     created_at: datetime | None
-    meta: dict[str, Any]
-    tags: list[dict[str, Any]]
+    meta: Mapping[str, Any]  # on SQLite, usually the stored text until read (StoredJSON)
+    tags: Sequence[Any]  # as staged: {"name", "color"} entries (TagSpec.parse takes them)
     attempts: int
     source: str | None = None
 
@@ -130,7 +130,8 @@ class ClaimedRow:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
             created_at=self.created_at,
-            meta=without_scan_mtime(self.meta),
+            # Stored text holds no scan mtime (see BatchSQL.read_meta): left undecoded.
+            meta=self.meta if isinstance(self.meta, StoredJSON) else without_scan_mtime(self.meta),
             tags=specs,
             source=self.source,
         )
@@ -407,7 +408,7 @@ def claim_batch(
 def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
     sql = batch_sql(conn.dialect.name == "postgresql")
     clock = sql.clock(claim.lease_seconds)
-    candidates = conn.exec_driver_sql(sql.candidates, {**clock, "limit": claim.limit}).all()
+    candidates = sql.fetch(conn, sql.candidates, {**clock, "limit": claim.limit})
     ids = within_budget([(r[0], r[1]) for r in candidates], claim.byte_budget, claim.min_bytes)
     if not ids:
         return []
@@ -421,13 +422,13 @@ def _claim(conn: Connection, owner: str, claim: Claim) -> list[ClaimedRow]:
             base=base,
             size_bytes=size,
             created_at=sql.read_time(created),
-            meta=dict(sql.read_json(meta) or {}),
-            tags=list(sql.read_json(tags) or []),
+            meta=sql.read_meta(meta),
+            tags=sql.read_tags(tags),
             attempts=attempts,
             source=source,
         )
         for row_id, path, name, kind, base, size, created, meta, tags, attempts, source in (
-            conn.exec_driver_sql(sql.claim, params).all()  # one fetch, not one per row
+            sql.fetch(conn, sql.claim, params)  # one fetch, not one per row
         )
     ]
     return sorted(claimed, key=lambda row: row.id)
@@ -694,7 +695,7 @@ def _settle_batch(
     sql = batch_sql(conn.dialect.name == "postgresql")
     ids = [row_id for row_id, _ in items]
     guard = {**sql.clock(), "owner": owner}
-    mine = set(conn.exec_driver_sql(sql.lock_held, {**guard, "ids": sql.many(ids)}).scalars().all())
+    mine = {row[0] for row in sql.fetch(conn, sql.lock_held, {**guard, "ids": sql.many(ids)})}
     outcomes: dict[int, Settled | None] = dict.fromkeys(ids)
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
@@ -796,7 +797,7 @@ def _close_rows(
     changed = 0
     if done:
         params = {**guard, "ids": sql.many(done)}
-        changed += _rowcount(conn.exec_driver_sql(sql.delete_held, params))
+        changed += sql.change(conn, sql.delete_held, params)
     closing = {row_id: result for row_id, result in settled.items() if row_id not in done}
     if closing:
         changed += _mark_settled(conn, guard["owner"], closing, files)
