@@ -508,6 +508,42 @@ def test_nothing_is_written_for_a_row_whose_lease_was_lost(
     assert tags_of(db, sha) == {"t": "#ff0000"}
 
 
+def test_a_batch_with_one_lost_lease_settles_the_rows_still_held(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    """The batch is settled without a look at which rows are held; the lease guard
+    misses one, so it is rolled back and settled again, looking first."""
+    (path_a, sha_a), (path_b, sha_b) = (
+        make_file(tmp_path, "a.bin", b"a"),
+        make_file(tmp_path, "b.bin", b"b"),
+    )
+    stage(db, path_a, size_bytes=1, tags=[{"name": "t", "color": "red"}])
+    stage(db, path_b, size_bytes=1, tags=[{"name": "t", "color": "red"}])
+    mine = queue.claim_batch(db, "slow", limit=2, lease_seconds=60)
+    assert [row.path for row in mine] == [path_a, path_b]
+    with db.session_scope() as s:  # row a's lease ran out, and "fast" took it
+        s.execute(
+            update(PendingImport)
+            .where(PendingImport.id == mine[0].id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    (theirs,) = queue.claim_batch(db, "fast", limit=2, lease_seconds=60)
+    assert theirs.id == mine[0].id
+    items = [(mine[0].id, mine[0].hashed(sha_a, 1, 1)), (mine[1].id, mine[1].hashed(sha_b, 1, 1))]
+    outcomes, _ = queue.finish_batch(
+        db, "slow", items, policy="merge", tag_cache=queue.TagCache()
+    )
+    assert outcomes[mine[0].id] is None
+    settled = outcomes[mine[1].id]
+    assert settled is not None
+    assert settled.outcome is Outcome.IMPORTED
+    with db.session_scope() as s:
+        assert set(s.scalars(select(Model.sha256))) == {sha_b}
+    assert tags_of(db, sha_b) == {"t": "#ff0000"}
+    assert list(staging(db)) == [path_a]
+    assert staging(db)[path_a].claimed_by == "fast"
+
+
 def test_an_expired_lease_nobody_took_is_released_but_not_finished(
     db: DatabaseManager, tmp_path: Path
 ) -> None:

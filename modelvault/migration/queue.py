@@ -586,6 +586,12 @@ class LeaseLost(ModelVaultError):
     """The row was taken over by another worker; this one must let it go."""
 
 
+class _LeaseInDoubt(Exception):
+    """A batch settled without looking first which rows are still held found one
+    that is not: its transaction is rolled back, and the batch settled again,
+    looking first."""
+
+
 def finish(
     db: DatabaseManager,
     owner: str,
@@ -616,12 +622,14 @@ def finish_batch(
 ) -> tuple[dict[int, Settled | None], list[ClaimedRow]]:
     """Settle hashed files and close their staging rows, all in ONE transaction.
 
-    First the rows still held (claimed by ``owner``, lease running) are locked
-    (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is held from BEGIN), so
-    the lease cannot change hands before the commit. Rows whose lease was lost
-    get None and nothing is written for them. For each held row the model and
-    its tags are written, then its staging row is deleted (or marked
-    ``duplicate``/``conflict``) under the lease guard. A crash at any instant
+    For each row the model and its tags are written, then its staging row is
+    deleted (or marked ``duplicate``/``conflict``) under the lease guard
+    (claimed by ``owner``, lease running). Nearly always every row is still
+    held, and the guard finds them all. If it misses one, the transaction is
+    rolled back and the batch settled again, this time locking the rows still
+    held first (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is held from
+    BEGIN), so no lease changes hands before the commit: rows whose lease was
+    lost get None and nothing is written for them. A crash at any instant
     leaves, for every row, either the staging row or the finished model, never
     both and never neither.
 
@@ -632,13 +640,21 @@ def finish_batch(
     ``tag_cache`` is only updated when the transaction commits, so an id that
     a rollback took back is never used again.
     """
-    for attempt in range(1, FINISH_TRIES + 1):
+    look_first = False  # which rows are still held: only once a lease was found lost
+    attempt = 0
+    while attempt < FINISH_TRIES:
+        attempt += 1
         cache = tag_cache.copy()
         try:
             with _transaction(db, held) as conn, _LazySession(conn) as session:
-                outcomes = _settle_batch(conn, session, owner, items, policy, cache, path_is_live)
+                outcomes = _settle_batch(
+                    conn, session, owner, items, policy, cache, path_is_live, look_first
+                )
                 session.flush()
                 claimed = [] if claim_next is None else _claim(conn, owner, claim_next)
+        except _LeaseInDoubt:
+            look_first, attempt = True, attempt - 1  # rolled back: settle again, looking first
+            continue
         except LeaseLost:
             return {row_id: None for row_id, _ in items}, []
         except CatalogError as exc:
@@ -691,11 +707,15 @@ def _settle_batch(
     policy: str,
     cache: TagCache,
     path_is_live: Callable[[str], bool],
+    look_first: bool,
 ) -> dict[int, Settled | None]:
     sql = batch_sql(conn.dialect.name == "postgresql")
     ids = [row_id for row_id, _ in items]
     guard = {**sql.clock(), "owner": owner}
-    mine = {row[0] for row in sql.fetch(conn, sql.lock_held, {**guard, "ids": sql.many(ids)})}
+    if look_first:
+        mine = {row[0] for row in sql.fetch(conn, sql.lock_held, {**guard, "ids": sql.many(ids)})}
+    else:
+        mine = set(ids)  # the lease guard of _close_rows checks them all (one round trip fewer)
     outcomes: dict[int, Settled | None] = dict.fromkeys(ids)
     todo = [(row_id, item) for row_id, item in items if row_id in mine]
     if not todo:
@@ -720,6 +740,8 @@ def _settle_batch(
     files = dict(todo)
     session.flush()
     if _close_rows(conn, sql, guard, settled, files) != len(todo):
+        if not look_first:
+            raise _LeaseInDoubt
         raise LeaseLost("a lease changed hands under a lock")  # cannot happen; be safe
     return outcomes
 
