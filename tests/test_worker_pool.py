@@ -34,14 +34,22 @@ def test_a_pool_leaves_small_files_to_one_worker(db: DatabaseManager, tmp_path: 
         path, _ = make_file(tmp_path, f"{i}.bin", b"small file %d" % i)
         stage(db, path, size_bytes=len(b"small file %d" % i))
     events = Events()
+    threads_seen: set[str] = set()
 
-    report = process_pending(db, workers=3, settings=FAST, on_event=events)
+    def on_event(event: WorkerEvent) -> None:
+        threads_seen.update(t.name for t in threading.enumerate())
+        events(event)
+
+    report = process_pending(db, workers=3, settings=FAST, on_event=on_event)
 
     assert report.imported == 200
     assert report.workers == 3
     # Several batches (32 rows each), all claimed by whichever worker took the lane.
     assert len({e.worker for e in events.of("claimed")}) == 1
     assert len({e.worker for e in events.of("finished")}) == 1
+    # The others were held back: on small files they would only cost their start.
+    pool_threads = {name for name in threads_seen if name.startswith("modelvault-worker-")}
+    assert pool_threads == {"modelvault-worker-1"}
 
 
 def test_a_pool_hashes_heavy_files_in_parallel(db: DatabaseManager, tmp_path: Path) -> None:

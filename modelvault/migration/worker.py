@@ -217,7 +217,8 @@ class QueueSignal:
     hash the big ones.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_heavy_work: Callable[[], None] | None = None) -> None:
+        self._on_heavy_work = on_heavy_work  # the pool's: start the workers held back
         lock = threading.RLock()
         self._changed = threading.Condition(lock)
         self._generation = 0
@@ -232,6 +233,11 @@ class QueueSignal:
             if self._lane is None:
                 self._lane = worker
             return self._lane is worker
+
+    def heavy_work(self) -> None:
+        """A worker claimed a batch worth hashing in parallel (see ``_Reserve``)."""
+        if self._on_heavy_work is not None:
+            self._on_heavy_work()
 
     def leave_lane(self, worker: object) -> None:
         """Free the lane if ``worker`` holds it, and wake the workers waiting for it."""
@@ -432,8 +438,11 @@ class MigrationWorker(threading.Thread):
 
     def _claimed(self, batch: list[ClaimedRow]) -> None:
         """Leave the light lane unless the batch just claimed is light."""
-        if not batch or queue.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
+        if not batch:
             self.signal.leave_lane(self)
+        elif queue.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
+            self.signal.leave_lane(self)
+            self.signal.heavy_work()
 
     def _wait_for_lane(self) -> None:
         """Wait until the light lane is free, a stop, or ``POLL_SECONDS``.
@@ -835,7 +844,8 @@ def _run_pool(
         raise ConfigError(f"workers {count!r} is not valid: use a whole number of at least 1.")
     control = control or HashControl()
     stop = threading.Event()
-    signal = QueueSignal()
+    reserve = _Reserve()
+    signal = QueueSignal(on_heavy_work=reserve.start)
     pool = [
         MigrationWorker(
             db,
@@ -851,13 +861,13 @@ def _run_pool(
     ]
     queue.refresh_statistics(db)
     started = time.monotonic()
-    for worker in pool:
-        worker.start()
+    reserve.hold(pool[1:])
+    pool[0].start()
     try:
-        _wait_all(pool)
+        _wait_all(pool, reserve)
     except BaseException:  # e.g. KeyboardInterrupt: hand the rows back before leaving
         pool[0].stop()  # they share the stop event
-        _wait_all(pool)
+        _wait_all(pool, reserve)
         raise
     report = WorkerReport.combine((w.report for w in pool), seconds=time.monotonic() - started)
     errors = [w.error for w in pool if w.error is not None]
@@ -875,13 +885,44 @@ def _run_pool(
     return report
 
 
-def _wait_all(pool: list[MigrationWorker]) -> None:
+class _Reserve:
+    """The workers of a pool beyond the first, started only once one of them claims
+    a batch worth hashing in parallel: on small files a pool is one worker (see
+    ``QueueSignal``), and the others would only cost their start. Once the first
+    worker is done, those never started are done too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[MigrationWorker] = []
+
+    def hold(self, workers: list[MigrationWorker]) -> None:
+        self._held = list(workers)
+
+    def start(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+            for worker in held:
+                worker.start()
+
+    def close(self) -> None:
+        """No start any more: the workers held back are done (they never ran)."""
+        with self._lock:
+            held, self._held = self._held, []
+            for worker in held:
+                worker.done.set()
+
+
+def _wait_all(pool: list[MigrationWorker], reserve: _Reserve) -> None:
     """Wait for every worker to be done; the first one that fails stops the others."""
     alive = list(pool)
     while alive:
         for worker in list(alive):
+            if worker.ident is None and not worker.done.is_set():
+                continue  # held back, not started (yet)
             if worker.wait(HEARTBEAT_SECONDS):
                 alive.remove(worker)
+                if worker is pool[0]:
+                    reserve.close()  # the first one alone starts the others: it is done
                 if worker.error is not None:
                     worker.stop()  # the others share its stop event
 
