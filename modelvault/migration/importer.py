@@ -208,7 +208,7 @@ from modelvault.migration.legacy import (
 )
 from modelvault.migration.legacy_tags import LegacyTags
 from modelvault.migration.placement import Place, place
-from modelvault.migration.report import MAX_WARNINGS, ImportReport
+from modelvault.migration.report import MAX_WARNINGS, OUTCOMES, ImportReport
 from modelvault.normalize import (
     RELATIVE_PATH,
     is_absolute_path,
@@ -401,7 +401,8 @@ def _tag_json(spec: TagSpec) -> str:
 
 @dataclass
 class _BatchResult:
-    """Counts of one batch, added to the report only once its transaction committed."""
+    """Counts of one batch (``OUTCOMES``), added to the report only once its
+    transaction committed."""
 
     imported: int = 0
     merged: int = 0
@@ -740,14 +741,8 @@ class _Run:
                     exc,
                 )
         report = self.report
-        report.imported += result.imported
-        report.merged += result.merged
-        report.moved += result.moved
-        report.staged += result.staged
-        report.duplicates += result.duplicates
-        report.conflicts += result.conflicts
-        report.already_present += result.already_present
-        report.failed += result.failed
+        for outcome in OUTCOMES:
+            setattr(report, outcome, getattr(report, outcome) + getattr(result, outcome))
         for legacy_id, reason in result.warnings:
             report.warn("models", legacy_id, reason)
 

@@ -641,9 +641,8 @@ def finish_batch(
     a rollback took back is never used again.
     """
     look_first = False  # which rows are still held: only once a lease was found lost
-    attempt = 0
-    while attempt < FINISH_TRIES:
-        attempt += 1
+    failed_tries = 0
+    while True:
         cache = tag_cache.copy()
         try:
             with _transaction(db, held) as conn, _LazySession(conn) as session:
@@ -653,12 +652,13 @@ def finish_batch(
                 session.flush()
                 claimed = [] if claim_next is None else _claim(conn, owner, claim_next)
         except _LeaseInDoubt:
-            look_first, attempt = True, attempt - 1  # rolled back: settle again, looking first
+            look_first = True  # rolled back: settle again, looking first (not a failed try)
             continue
         except LeaseLost:
             return {row_id: None for row_id, _ in items}, []
         except CatalogError as exc:
-            if attempt == FINISH_TRIES or not _retryable(exc):
+            failed_tries += 1
+            if failed_tries == FINISH_TRIES or not _retryable(exc):
                 raise
             # A concurrent worker committed the same model or tag first (or
             # PostgreSQL broke a deadlock): run again; the cache may hold ids of
@@ -668,7 +668,6 @@ def finish_batch(
             continue
         tag_cache.coloured, tag_cache.plain = cache.coloured, cache.plain
         return outcomes, claimed
-    raise AssertionError("unreachable")
 
 
 class _LazySession:

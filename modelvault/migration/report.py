@@ -11,6 +11,11 @@ from modelvault.images import ImageReport
 log = logging.getLogger("modelvault.migration.importer")
 
 MAX_WARNINGS = 1000
+# Where a legacy row can go: each is a count of the report, and they add up to rows_read.
+OUTCOMES = (
+    *("imported", "merged", "moved", "staged"),
+    *("duplicates", "conflicts", "already_present", "failed"),
+)
 
 
 @dataclass
@@ -44,16 +49,7 @@ class ImportReport:
     @property
     def accounted(self) -> int:
         """Rows that reached a place; equals ``rows_read`` once the import is done."""
-        return (
-            self.imported
-            + self.merged
-            + self.moved
-            + self.staged
-            + self.duplicates
-            + self.conflicts
-            + self.already_present
-            + self.failed
-        )
+        return sum(getattr(self, outcome) for outcome in OUTCOMES)
 
     def warn(self, table: str, legacy_id: Any, reason: str) -> None:
         log.debug("legacy %s %s: %s", table, legacy_id, reason)
@@ -66,4 +62,4 @@ class ImportReport:
         return asdict(self)
 
 
-__all__ = ["MAX_WARNINGS", "ImportReport"]
+__all__ = ["MAX_WARNINGS", "OUTCOMES", "ImportReport"]
