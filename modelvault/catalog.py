@@ -56,6 +56,7 @@ def without_scan_mtime(meta: Mapping[str, Any]) -> Mapping[str, Any]:
     """A staging row's meta as a model's: the scan's stat is bookkeeping, not a note."""
     return {k: v for k, v in meta.items() if k != SCAN_MTIME_NS} if SCAN_MTIME_NS in meta else meta
 
+
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
 
 

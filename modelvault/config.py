@@ -175,6 +175,8 @@ def _image_folder(value: object) -> Path:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"images_dir {str(folder)!r} is not valid: it is a file, not a folder.")
     return folder
+
+
 def _check_roots(roots: object) -> None:
     if not isinstance(roots, tuple) or not all(isinstance(r, str) and r.strip() for r in roots):
         raise ConfigError(

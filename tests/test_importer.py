@@ -778,3 +778,43 @@ def test_the_users_extra_json_text_is_kept_in_meta(db_url: str, tmp_path: Path) 
         "legacy": "the user's own key"
     }
     assert json.loads(stored[7])["legacy"]["extra_json"] == [1, 2]
+
+
+def test_json_no_float_holds_and_repeats_before_an_error_are_kept_as_text(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A number beyond a float's range would be read as infinity and written back
+    as ``Infinity``, which is not JSON (PostgreSQL refuses the whole batch); text
+    that repeats a key before it turns invalid was read once more and raised.
+    Both are kept as their text, like any JSON that cannot be stored."""
+    db = DatabaseManager(db_url, settings=Settings(db_url=db_url, images_dir=tmp_path / "s"))
+    odd = {
+        1: ('{"weight": 1e400, "note": "huge"}', None),
+        2: ('{"a": 1, "a": 2} trailing', None),
+        3: ("{}", '{"w": -1E999}'),
+        4: ('{"fine": 1.5, "tiny": 1e-400}', '{"ok": 2.5}'),
+    }
+    rows = [
+        LegacyModel(i, f"/m/{i}", "lora", hash_hex=sha(str(i)) if i % 2 else "",
+                    extra_json=extra, meta_json=meta)
+        for i, (extra, meta) in odd.items()
+    ]  # fmt: skip
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    try:
+        report = import_legacy_data(path, db)
+        stored = {i: json.loads(text) for i, text in stored_meta_text(db).items()}
+    finally:
+        db.dispose()
+    assert report.rows_read == 4
+    assert report.imported + report.staged == 4
+    assert stored[1]["legacy"]["extra_json_raw"] == odd[1][0]
+    assert "weight" not in stored[1]
+    assert stored[2]["legacy"]["extra_json_raw"] == odd[2][0]
+    assert stored[3]["legacy"]["meta_json_raw"] == odd[3][1]
+    assert stored[4]["fine"] == 1.5
+    assert stored[4]["legacy"]["meta_json"] == {"ok": 2.5}
+    reasons = {w["legacy_id"]: w["reason"] for w in report.warnings}
+    assert "holds the number 1e400" in reasons[1]
+    assert "not valid JSON" in reasons[2]
+    assert "holds the number -1E999" in reasons[3]
+    assert 4 not in reasons

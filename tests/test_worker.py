@@ -530,9 +530,7 @@ def test_a_batch_with_one_lost_lease_settles_the_rows_still_held(
     (theirs,) = queue.claim_batch(db, "fast", limit=2, lease_seconds=60)
     assert theirs.id == mine[0].id
     items = [(mine[0].id, mine[0].hashed(sha_a, 1, 1)), (mine[1].id, mine[1].hashed(sha_b, 1, 1))]
-    outcomes, _ = queue.finish_batch(
-        db, "slow", items, policy="merge", tag_cache=queue.TagCache()
-    )
+    outcomes, _ = queue.finish_batch(db, "slow", items, policy="merge", tag_cache=queue.TagCache())
     assert outcomes[mine[0].id] is None
     settled = outcomes[mine[1].id]
     assert settled is not None

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -165,9 +166,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: PostgreSQL's json refuses them
 
 
+class _HugeNumber(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond a float's range (``1e400``) would be
+    read as infinity and written back as ``Infinity``, which is not JSON."""
+    value = float(text)
+    if math.isinf(value):
+        raise _HugeNumber(text)
+    return value
+
+
 # Built once: json.loads with arguments would build a decoder for every row.
-_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_repeats, parse_constant=_reject_constant)
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_STRICT_JSON = json.JSONDecoder(
+    object_pairs_hook=_no_repeats, parse_constant=_reject_constant, parse_float=_finite_float
+)
+_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _json_text_maker() -> Callable[[Any], str]:
+    """``json.dumps`` with its defaults, made once: ``json.dumps`` builds its C
+    encoder again on every call, which is most of the cost for a small object
+    (the importer encodes one per legacy row). The very same text; no check for
+    circular references (the values are read from JSON, which has none)."""
+    make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+    if make is None:  # an interpreter without the C accelerator
+        return json.dumps
+    encoder = json.JSONEncoder()
+    encode = make(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, True,
+    )  # fmt: skip
+    return lambda value: "".join(encode(value, 0))
+
+
+json_text = _json_text_maker()
 
 
 def parse_json(text: str) -> tuple[Any, str | None]:
@@ -178,12 +213,30 @@ def parse_json(text: str) -> tuple[Any, str | None]:
     # Counting brackets is quick and spares nearly every row the closer look.
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and too_deep(text):
         return None, f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    if text[:1] == "{":  # nearly every note: read without decode()'s two whitespace scans
+        try:
+            value, end = _STRICT_JSON.raw_decode(text)
+        except (_RepeatedKeys, ValueError, RecursionError):
+            pass  # told apart below
+        else:
+            if end == len(text):
+                return value, None
     try:
         return _STRICT_JSON.decode(text), None
     except _RepeatedKeys:
+        pass  # read again below, each key keeping its last value
+    except (ValueError, RecursionError) as exc:
+        return None, _not_json(exc)
+    try:
         return _JSON.decode(text), REPEATED_KEYS
-    except (ValueError, RecursionError):
-        return None, "is not valid JSON"
+    except (ValueError, RecursionError) as exc:  # the repeat came before what is wrong
+        return None, _not_json(exc)
+
+
+def _not_json(exc: Exception) -> str:
+    if isinstance(exc, _HugeNumber):
+        return f"holds the number {exc}, too large for a floating-point number"
+    return "is not valid JSON"
 
 
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')

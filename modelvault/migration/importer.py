@@ -102,10 +102,12 @@ kept whole), and under ``"legacy"`` what has no v3 column::
       "hash_algo", "dir_path", "mtime_ns", "updated_at_ms",   # layout 1 columns
       "meta_json": {...},            # legacy meta_json, parsed
       "meta_json_raw": "...",        # ...or its text when it is not JSON (or nested
-                                     # deeper than MAX_JSON_DEPTH levels)
+                                     # deeper than MAX_JSON_DEPTH levels, or holds a
+                                     # number beyond a float's range, like 1e400)
       "extra_json": [...],           # extra_json that is JSON but not an object
       "extra_json_raw": "...",       # extra_json text that is not JSON, repeats keys,
-                                     # or is nested deeper than MAX_JSON_DEPTH levels
+                                     # is nested deeper than MAX_JSON_DEPTH levels, or
+                                     # holds a number beyond a float's range
       "<column>_bytes_b64": "...",   # the exact bytes, base64 (RFC 4648, padded), of
                                      # a value stored as a BLOB or as TEXT that is not
                                      # UTF-8 (e.g. "extra_json_bytes_b64"); the column
@@ -339,7 +341,7 @@ class _Entry:
 
     def meta_json(self) -> str:
         """The row's meta as JSON text (whose value is ``full_meta()``)."""
-        ours = json.dumps(self.meta)
+        ours = cleaning.json_text(self.meta)
         return ours if self.extra_head is None else self.extra_head + ours[1:]  # less its "{"
 
     def full_meta(self) -> dict[str, Any]:

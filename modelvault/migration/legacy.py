@@ -260,7 +260,7 @@ class LegacyCatalog:
     ) -> LegacyBatch | None:
         with self._reading(tolerant=tolerant) as cursor:
             rows = cursor.execute(select_models, (_MIN_ID if last_id is None else last_id, size))
-            batch = [LegacyRow(*row) for row in rows.fetchall()]
+            batch = list(map(LegacyRow._make, rows.fetchall()))
             if not batch:
                 return None
             links = _links(cursor, last_id, batch[-1].id, budget + 1)
