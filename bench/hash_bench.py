@@ -312,7 +312,7 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
     Measured against it: ``process_pending`` with 1 and with 2 workers. Printed:
     rows/s, ratio to the floor, and 2 workers / 1 worker (> 1: the pool lost).
     Targets (issue 11): 1 worker <= 1.5x the floor; the pool never slower than
-    one worker. Medians of ``--repeat`` runs, interleaved.
+    one worker. Medians of ``--repeat`` runs, interleaved, each in turn first.
 
     On PostgreSQL, also the rate as the catalog grows: rows/s in the first and
     in the last fifth of a run of ``--growth-rows`` rows, for the floor and for
@@ -345,6 +345,10 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
 
 # Mixes of file sizes for the pool: (label, number of files, size of file i).
 MIXES: list[tuple[str, int, Callable[[random.Random, int], int]]] = [
+    # Either side of the worker's LIGHT_BATCH_BYTES (4 MiB a batch of 32): one worker
+    # on the first, some batches in parallel on the second, all of them on the third.
+    ("1,500 files of 32-96 KiB", 1500, lambda rng, i: rng.randrange(32, 96) * 1024),
+    ("1,000 files of 64-192 KiB", 1000, lambda rng, i: rng.randrange(64, 192) * 1024),
     ("1,000 files of 128-384 KiB", 1000, lambda rng, i: rng.randrange(128, 384) * 1024),
     ("300 files of 0.5-1.5 MiB", 300, lambda rng, i: rng.randrange(512, 1536) * 1024),
     ("100 files of 2-6 MiB", 100, lambda rng, i: rng.randrange(2048, 6144) * 1024),
@@ -382,7 +386,7 @@ def _pool_on_mixes(folder: Path, repeat: int) -> None:
             rows.append({"path": str(path), "name": path.name, "size_bytes": path.stat().st_size})
         runs: dict[int, list[float]] = {1: [], 2: []}
         for run in range(repeat):
-            for workers in (1, 2):
+            for workers in _turns([1, 2], run):
                 url = f"sqlite:///{mix / f'catalog-{workers}-{run}.sqlite3'}"
                 db = DatabaseManager(url, settings=Settings(db_url=url))
                 db.init_db()
@@ -398,6 +402,14 @@ def _pool_on_mixes(folder: Path, repeat: int) -> None:
             f"{', '.join(f'{t:.2f}' for t in runs[2])} s]"
         )
         shutil.rmtree(mix)
+
+
+def _turns(what: list[Any], run: int) -> list[Any]:
+    """The order of run ``run``: each in turn goes first, so that what a run leaves
+    behind (pages for the kernel to write back, a warm cache) does not always
+    fall on the same one."""
+    shift = run % len(what)
+    return what[shift:] + what[:shift]
 
 
 class TinyFiles:
@@ -448,15 +460,14 @@ def _rows_per_backend(
     floor_loop = _sqlite_floor if catalogs.backend == "sqlite" else _postgres_floor
     runs: dict[str, list[float]] = {"floor": [], "1 worker": [], "2 workers": []}
     for run in range(args.repeat):  # interleaved, so a burst of load hits all alike
-        db = files.staged(catalogs.fresh(f"floor{run}"), count)
-        url = db.engine.url.render_as_string(hide_password=False)
-        db.dispose()
-        runs["floor"].append(_finished_times(floor_loop(url), count)[-1])
-        for workers in (1, 2):
-            db = files.staged(catalogs.fresh(f"w{workers}r{run}"), count)
-            runs[f"{workers} worker{'s' if workers > 1 else ''}"].append(
-                _timed_pool(db, workers, count)
-            )
+        for what in _turns(list(runs), run):
+            db = files.staged(catalogs.fresh(f"{what.replace(' ', '')}{run}"), count)
+            if what == "floor":
+                url = db.engine.url.render_as_string(hide_password=False)
+                db.dispose()
+                runs[what].append(_finished_times(floor_loop(url), count)[-1])
+            else:
+                runs[what].append(_timed_pool(db, int(what[0]), count))
         catalogs.drop_all()
     floor = statistics.median(runs["floor"])
     one = statistics.median(runs["1 worker"])

@@ -38,11 +38,12 @@ the same rows as the import.
 
 Each measurement runs in a child process of its own, so its peak RSS (VmHWM from
 /proc, the interpreter and imports included) is its own. Floor and import runs
-are interleaved and the figures are medians of ``--repeat`` runs. Printed per
-size and backend: seconds (wall and CPU), rows/s, microseconds per row, bytes
-written to storage (SQLite; from /proc/self/io, a figure the machine's load does
-not change), peak RSS, and the ratio import / floor; with two sizes, the
-linear-growth figure (microseconds per row at the largest size / at the smallest).
+are interleaved (each goes first in turn) and the figures are medians of
+``--repeat`` runs. Printed per size and backend: seconds (wall and CPU), rows/s,
+microseconds per row, bytes written to storage (SQLite; from /proc/self/io, a
+figure the machine's load does not change), peak RSS, and the ratio import /
+floor; with two sizes, the linear-growth figure (microseconds per row at the
+largest size / at the smallest).
 
 Targets (issue 11): ratio <= 1.2 at 100,000 rows and <= 1.1 at 1,000,000 on
 SQLite, <= 1.3 on PostgreSQL; cost per row at 1M within 1.2x of the cost at
@@ -376,11 +377,15 @@ def measure(
     floor_code = FLOOR_PRELUDE + (
         SQLITE_FLOOR_CHILD if backend == "sqlite" else POSTGRES_FLOOR_CHILD
     )
-    floors, imports = [], []
+    floors: list[Run] = []
+    imports: list[Run] = []
     for run in range(args.repeat):  # interleaved, so a burst of load hits both alike
         floor_url, import_url = target.fresh("floor"), target.fresh("import")
-        floors.append(run_child(floor_code, legacy, floor_url, args.batch))
-        imports.append(run_child(IMPORT_CHILD, legacy, import_url, args.batch))
+        turns = [(floors, floor_code, floor_url), (imports, IMPORT_CHILD, import_url)]
+        # Each goes first in turn: what a run leaves behind (its writes for the
+        # kernel to flush, a warm cache) does not always fall on the same one.
+        for runs, code, url in turns if run % 2 == 0 else turns[::-1]:
+            runs.append(run_child(code, legacy, url, args.batch))
         if run == 0 and not args.no_check:
             check_same_rows(floor_url, import_url)
         target.drop_all()
