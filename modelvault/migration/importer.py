@@ -67,7 +67,7 @@ stays ``loras``).
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted in a few statements
-(``bulk``: executemany on SQLite, ``COPY`` on PostgreSQL), which gives the same
+(``bulk``: multi-row ``INSERT`` on SQLite, ``COPY`` on PostgreSQL), which gives the same
 rows. A re-run therefore changes nothing, and a run that stopped half-way (each
 batch is atomic) is completed by running it again. A batch that breaks a unique
 key is written again only if the catalog changed meanwhile (another writer got
@@ -898,9 +898,11 @@ class _Ahead:
     The consumer says when the helper may compute the next item
     (``allow_next``): on PostgreSQL as soon as it takes one, since the server
     works while Python prepares; on SQLite only when the batch's ``COMMIT``
-    starts, the one long call that leaves the interpreter lock free (an
-    ``executemany`` takes the lock back for every row, and two threads would then
-    wait on each other for every row). Taking an item allows it if the consumer
+    starts, the longest call that leaves the interpreter lock free. Alongside
+    the look-ups and ``settle_file``, whose statements take the lock back for
+    every row, the consumer would wait for the helper up to the interpreter's
+    switch interval at every row; alongside the multi-row inserts as well it
+    measured more CPU and memory for no time saved. Taking an item allows it if the consumer
     did not, so nothing waits forever. An error in the helper is raised where its
     item would have come; ``close`` stops the helper, which finishes the item it
     is computing and closes ``items`` in its own thread.
