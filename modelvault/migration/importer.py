@@ -67,11 +67,11 @@ stays ``loras``).
 The policy is ``import_legacy_data(..., policy=)`` or ``settings.conflict_policy``.
 Rows that collide go through ``catalog.settle_file``, the one definition shared
 with the worker; the non-colliding bulk is inserted in a few statements
-(``bulk``: multi-row ``INSERT`` on SQLite, ``COPY`` on PostgreSQL), which gives the same
-rows. A re-run therefore changes nothing, and a run that stopped half-way (each
-batch is atomic) is completed by running it again. A batch that breaks a unique
-key is written again only if the catalog changed meanwhile (another writer got
-in first); otherwise ``MigrationError`` says which rows.
+(``bulk``: multi-row ``INSERT`` on SQLite, ``COPY`` on PostgreSQL), which give
+the same rows. A re-run therefore changes nothing, and a run that stopped
+half-way (each batch is atomic) is completed by running it again. A batch that
+breaks a unique key is written again only if the catalog changed meanwhile
+(another writer got in first); otherwise ``MigrationError`` says which rows.
 
 The report
 ----------
@@ -901,11 +901,13 @@ class _Ahead:
     starts, the longest call that leaves the interpreter lock free. Alongside
     the look-ups and ``settle_file``, whose statements take the lock back for
     every row, the consumer would wait for the helper up to the interpreter's
-    switch interval at every row; alongside the multi-row inserts as well it
-    measured more CPU and memory for no time saved. Taking an item allows it if the consumer
-    did not, so nothing waits forever. An error in the helper is raised where its
-    item would have come; ``close`` stops the helper, which finishes the item it
-    is computing and closes ``items`` in its own thread.
+    switch interval at every row; alongside the multi-row inserts too, it
+    measured more CPU and memory and saved no time.
+
+    Taking an item allows it if the consumer did not, so nothing waits forever.
+    An error in the helper is raised where its item would have come; ``close``
+    stops the helper, which finishes the item it is computing and closes
+    ``items`` in its own thread.
     """
 
     def __init__(self, items: Iterator[Any]) -> None:
