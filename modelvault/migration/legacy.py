@@ -12,11 +12,11 @@ the copy is read. A file that fails ``PRAGMA quick_check`` is refused as damaged
 Rows are read in batches, each in its own short read, so that a legacy app
 writing in rollback-journal mode is never blocked for longer than one batch.
 The model ids are read first, in the order of their stored hash (see
-``LegacyCatalog.batches``), and kept as an array (8 bytes each); each batch then
-reads the models it lists with their ``model_tags`` rows. After them come the
-links that name no model, then, by keyset pagination (``WHERE id > ? ORDER BY
-id LIMIT ?``), any models the legacy app added meanwhile and the links past
-them: every model and every link is seen exactly once.
+``LegacyCatalog.batches``), and kept as an array (8 bytes each). The links that
+name no model come first; then each batch reads the models it lists with their
+``model_tags`` rows; then, by keyset pagination (``WHERE id > ? ORDER BY id
+LIMIT ?``), any models the legacy app added meanwhile and the links past them:
+every model and every link is seen exactly once.
 
 A TEXT value that is not UTF-8 stops nothing: the batch that holds one is read
 again with a text factory that gives such values as ``NotUtf8Text`` (their
@@ -132,8 +132,8 @@ class LegacyTagRow(NamedTuple):
 
 class LegacyBatch(NamedTuple):
     """Models and their ``model_tags`` rows, at most ``LINKS_PER_BATCH`` of these
-    unless one model has more; the final batches have no models and carry the
-    links of no model (see ``LegacyCatalog.batches``). The lists are the
+    unless one model has more; the first and the last batches may have no models
+    and carry links of no model (see ``LegacyCatalog.batches``). The lists are the
     caller's: it may empty them once read, to free their memory early."""
 
     rows: list[LegacyRow]
@@ -152,9 +152,10 @@ def _select_models_listed(layout: LegacyLayout) -> str:
     layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ()
     columns = [f"m.{column}" for column in LAYOUT2_MODEL_COLUMNS + layout1]
     columns += ["NULL"] * (4 - len(layout1))
+    # In any order: _listed_batch puts them in the list's (a sort in SQL cost more).
     return (
         f"SELECT {', '.join(columns)} FROM json_each(?) AS j "
-        "JOIN models AS m ON m.id = j.value ORDER BY j.key"
+        "CROSS JOIN models AS m ON m.id = j.value"
     )
 
 
@@ -168,7 +169,7 @@ _LINKS_LISTED = (
     "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
     "JOIN model_tags AS l ON l.model_id = j.value ORDER BY j.key, l.tag_id"
 )
-_LINKS_LISTED_UP_TO = _LINKS_LISTED + " LIMIT ?"
+_LINKS_LISTED_UP_TO = _LINKS_LISTED + " LIMIT ?"  # in order: the budget cuts after a model
 _LINKS_OF_NO_MODEL_UP_TO = (
     "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? "
     "AND NOT EXISTS (SELECT 1 FROM models AS m WHERE m.id = model_tags.model_id) "
@@ -258,8 +259,9 @@ class LegacyCatalog:
             last_id = rows[-1][0]
 
     def batches(self, size: int) -> Iterator[LegacyBatch]:
-        """The models, ``size`` at a time, each batch with its links; then the links
-        that belong to no model.
+        """The links that name no model, then the models, ``size`` at a time, each
+        batch with its links (those of a model the legacy app deleted meanwhile
+        too: the importer reports them), then any models added meanwhile.
 
         The models come in the order of their stored hash, those without one
         first (in id order): the catalog's largest indexes are keyed by SHA-256,
@@ -272,6 +274,9 @@ class LegacyCatalog:
         if order is None:
             yield from self._batches_by_id(size)
             return
+        last = max(order, default=None)
+        if last is not None:  # the links up to there that name no model (a gap in the ids)
+            yield from self._links_in_batches(_LINKS_OF_NO_MODEL_UP_TO, (last,))
         select_models = _select_models_listed(self.layout)
         done = 0
         while done < len(order):
@@ -282,9 +287,6 @@ class LegacyCatalog:
                 batch, covered = self._listed_batch(select_models, ids, tolerant=True)
             done += covered
             yield batch  # the caller may empty its lists once read: nothing here reads them again
-        last = max(order, default=None)
-        if last is not None:  # links up to there that name no model (a gap in the ids)
-            yield from self._links_in_batches(_LINKS_OF_NO_MODEL_UP_TO, (last,))
         # Then the rows the legacy app added meanwhile, and the links past them.
         yield from self._batches_by_id(size, after=last)
 
@@ -318,7 +320,9 @@ class LegacyCatalog:
         first one alone has more, that model with all its links)."""
         listed = json.dumps(ids)
         with self._reading(tolerant=tolerant) as cursor:
-            rows = list(map(LegacyRow._make, cursor.execute(select_models, (listed,))))
+            rows = list(map(LegacyRow._make, cursor.execute(select_models, (listed,)).fetchall()))
+            position = {id_: number for number, id_ in enumerate(ids)}
+            rows.sort(key=lambda row: position[row.id])
             links = cursor.execute(_LINKS_LISTED_UP_TO, (listed, LINKS_PER_BATCH + 1)).fetchall()
             covered = len(ids)
             if len(links) > LINKS_PER_BATCH:
@@ -326,11 +330,11 @@ class LegacyCatalog:
                 if covered == 0:  # the first model alone has more: it comes with all of them
                     covered = 1
                     links = cursor.execute(_LINKS_LISTED, (json.dumps(ids[:1]),)).fetchall()
-        # Only the links of the models that came: a model the legacy app deleted
-        # meanwhile has its links read with the links of no model.
-        came = {row.id for row in rows}.intersection(ids[:covered])
-        kept = [row for row in rows if row.id in came]
-        return LegacyBatch(kept, [link for link in links if link[0] in came]), covered
+        if covered == len(ids):
+            return LegacyBatch(rows, links), covered
+        whole = set(ids[:covered])
+        kept = [row for row in rows if row.id in whole]
+        return LegacyBatch(kept, [link for link in links if link[0] in whole]), covered
 
     def _batches_by_id(self, size: int, after: int | None = None) -> Iterator[LegacyBatch]:
         """The models in id order (past ``after``), ``size`` at a time, each with the
