@@ -146,6 +146,21 @@ def _select_models(layout: LegacyLayout) -> str:
     return f"SELECT {columns} FROM models WHERE id > ? ORDER BY id LIMIT ?"
 
 
+def _listed_links(
+    cursor: Any, listed: str, position: dict[int, int], limit: int | None
+) -> list[Any]:
+    """The links of the models ``listed`` (a JSON array), in its order, each
+    model's by tag id: at most ``limit`` (None: all)."""
+    suffix, params = ("", (listed,)) if limit is None else (" LIMIT ?", (listed, limit))
+    links: list[Any] = cursor.execute(_LINKS_LISTED + suffix, params).fetchall()
+    keys = [(position[model_id], tag_id) for model_id, tag_id in links]
+    if keys == sorted(keys):  # in order: one pass (timsort)
+        return links
+    # Another join order after all: the sort in SQL, which reads all the links first.
+    sorted_links: list[Any] = cursor.execute(_LINKS_LISTED_SORTED + suffix, params).fetchall()
+    return sorted_links
+
+
 def _select_models_listed(layout: LegacyLayout) -> str:
     """The models whose ids a JSON array lists, in its order (``json_each`` has
     columns named ``id`` and ``path`` too: every column is the model's)."""
@@ -165,11 +180,19 @@ _IDS_IN_HASH_ORDER = "SELECT id FROM models ORDER BY lower(trim(hash_hex, ?)), i
 # What str.strip() removes, which normalize.parse_sha256 does: rows of one content
 # come together, the lowest id first (it becomes the model, the others duplicates).
 _SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+# The links of the listed models in the list's order, each model's by tag id.
+# CROSS JOIN makes the list the outer loop and each model's links come from the
+# (model_id, tag_id) key, so they come in that order with no sort and LIMIT stops
+# early; an ORDER BY would first read every link of the batch's models (ten
+# million in bench/import_bench.py --links-stress). _listed_links checks it.
 _LINKS_LISTED = (
+    "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
+    "CROSS JOIN model_tags AS l ON l.model_id = j.value"
+)
+_LINKS_LISTED_SORTED = (
     "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
     "JOIN model_tags AS l ON l.model_id = j.value ORDER BY j.key, l.tag_id"
 )
-_LINKS_LISTED_UP_TO = _LINKS_LISTED + " LIMIT ?"  # in order: the budget cuts after a model
 _LINKS_OF_NO_MODEL_UP_TO = (
     "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? "
     "AND NOT EXISTS (SELECT 1 FROM models AS m WHERE m.id = model_tags.model_id) "
@@ -299,10 +322,13 @@ class LegacyCatalog:
 
     def _hash_order(self) -> array[int] | None:
         """The model ids in the order ``batches`` reads them; None when ``models.id``
-        is not the row id (a hand-made file), which only id order reads quickly."""
-        columns = self._query("PRAGMA table_info(models)")
-        keys = [(name, str(kind).upper()) for _, name, kind, _, _, pk in columns if pk]
-        if keys != [("id", "INTEGER")]:
+        is not the row id or ``model_tags`` is not keyed by (model_id, tag_id) (a
+        hand-made file), which only id order reads quickly."""
+        models = self._query("PRAGMA table_info(models)")
+        links = self._query("PRAGMA table_info(model_tags)")
+        model_key = [(name, str(kind).upper()) for _, name, kind, _, _, pk in models if pk]
+        link_key = sorted((pk, name) for _, name, _, _, _, pk in links if pk)
+        if model_key != [("id", "INTEGER")] or link_key != [(1, "model_id"), (2, "tag_id")]:
             return None
         order = array("q")
         with self._reading() as cursor:
@@ -323,13 +349,13 @@ class LegacyCatalog:
             rows = list(map(LegacyRow._make, cursor.execute(select_models, (listed,)).fetchall()))
             position = {id_: number for number, id_ in enumerate(ids)}
             rows.sort(key=lambda row: position[row.id])
-            links = cursor.execute(_LINKS_LISTED_UP_TO, (listed, LINKS_PER_BATCH + 1)).fetchall()
+            links = _listed_links(cursor, listed, position, LINKS_PER_BATCH + 1)
             covered = len(ids)
             if len(links) > LINKS_PER_BATCH:
                 covered = ids.index(links[LINKS_PER_BATCH][0])
                 if covered == 0:  # the first model alone has more: it comes with all of them
                     covered = 1
-                    links = cursor.execute(_LINKS_LISTED, (json.dumps(ids[:1]),)).fetchall()
+                    links = _listed_links(cursor, json.dumps(ids[:1]), position, None)
         if covered == len(ids):
             return LegacyBatch(rows, links), covered
         whole = set(ids[:covered])
