@@ -3,7 +3,6 @@ writer of legacy files (``modelvault.migration.sample``) that the other tests us
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -66,7 +65,6 @@ def test_both_layouts_are_recognised_and_read_back_exactly(tmp_path: Path, layou
         assert legacy.count_models() == 5
         assert [t.name for t in legacy.tags()] == list(SYSTEM_TAG_NAMES)
     rows, _ = read_all(path)
-    rows.sort(key=lambda row: row.id)  # read in hash order: see test_models_come_in_hash_order
     written = quirky_rows()
     assert [r.id for r in rows] == [w.id for w in written]
     for row, want in zip(rows, written, strict=True):
@@ -89,7 +87,7 @@ def test_both_layouts_are_recognised_and_read_back_exactly(tmp_path: Path, layou
             assert (row.dir_path, row.hash_algo, row.updated_at) == (None, None, None)
 
 
-def test_every_link_comes_once_with_its_model_or_after_them_all(tmp_path: Path) -> None:
+def test_every_link_comes_once_in_the_batch_of_its_id_range(tmp_path: Path) -> None:
     rows = [LegacyModel(i, f"/m/{i}") for i in (1, 2, 5, 6, 7)]
     links = [(0, 1), (1, 1), (1, 2), (3, 1), (6, 99), (7, 1), (8, 1), (1000, 3)]
     path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
@@ -98,35 +96,14 @@ def test_every_link_comes_once_with_its_model_or_after_them_all(tmp_path: Path) 
     conn.commit()
     conn.close()
     got_rows, got_links = read_all(path, size=2)
-    assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]  # no hashes: id order
+    assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]
+    # batches cover (-inf, 2], (2, 6], (6, 7], then everything after 7
     assert got_links == [
-        [(0, 1), (3, 1)],  # up to the last model's id, naming no model
-        [(1, 1), (1, 2)],  # the links of models 1 and 2
-        [(6, 99)],  # of 5 and 6
+        [(0, 1), (1, 1), (1, 2)],
+        [(3, 1), (6, 99)],
         [(7, 1)],
-        [(8, 1), (1000, 3), ("text-id", 1)],  # after it (rows added meanwhile would be here)
+        [(8, 1), (1000, 3), ("text-id", 1)],
     ]
-
-
-def test_models_come_in_hash_order_those_without_one_first(tmp_path: Path) -> None:
-    """The catalog's SHA-256 indexes take each batch as one stretch. Rows of one
-    content (after trimming and in any case) come together, the lowest id first:
-    it becomes the model, the others its duplicates, as in id order."""
-    h = hashlib.sha256(b"x").hexdigest()
-    hashes = {1: "b" * 64, 2: "", 3: f" {h.upper()}\t", 4: None, 5: h, 6: "0" * 64, 7: "junk"}
-    rows = [LegacyModel(i, f"/m/{i}", hash_hex=value) for i, value in hashes.items()]
-    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, hash_not_null=False)
-    got_rows, _ = read_all(path, size=3)
-
-    def rule(i: int) -> tuple[bool, str, int]:
-        value = hashes[i]
-        return (value is not None, (value or "").strip().lower(), i)
-
-    assert [r.id for r in got_rows] == sorted(hashes, key=rule)
-    assert [r.id for r in got_rows][:2] == [4, 2]  # NULL, then ''
-    assert [r.id for r in got_rows][-1] == 7  # not hex: after every hash
-    got = [r.id for r in got_rows]
-    assert got.index(5) == got.index(3) + 1  # one content together, the lowest id first
 
 
 def test_a_path_is_found_only_where_it_is_stored_as_that_text(tmp_path: Path) -> None:
@@ -292,8 +269,8 @@ def test_rows_left_in_the_wal_are_read_and_no_byte_changes(tmp_path: Path) -> No
     assert len(before[1]) > 0
     assert not Path(f"{path}-shm").exists()
     rows, links = read_all(path)
-    assert sorted(r.id for r in rows) == [1, 2, 5, 6, 9]  # they exist only in the WAL
-    assert [link for batch in links for link in batch] == [(1, 2)]
+    assert [r.id for r in rows] == [1, 2, 5, 6, 9]  # they exist only in the WAL
+    assert links[0] == [(1, 2)]
     assert (path.read_bytes(), wal.read_bytes()) == before
 
 
@@ -315,41 +292,9 @@ def test_reading_while_the_legacy_app_writes(tmp_path: Path) -> None:
                 if number <= 3:  # the app writes, and holds its write lock while we read on
                     app.execute("BEGIN IMMEDIATE")
                     app.execute(insert, (100 + number, f"/m/new-{100 + number}"))
-        assert sorted(seen[:5]) == [1, 2, 5, 6, 9]
-        assert seen[5:] == [101, 102, 103]  # new rows come last, by id
+        assert seen == [1, 2, 5, 6, 9, 101, 102, 103]  # new rows come last, by id
     finally:
         app.close()
-
-
-def test_a_model_deleted_while_it_is_read_has_its_links_seen_once(tmp_path: Path) -> None:
-    rows = [LegacyModel(i, f"/m/{i}") for i in range(1, 7)]
-    links = [(i, 1) for i in range(1, 7)]
-    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
-    with open_legacy(path) as legacy:
-        batches = legacy.batches(2)
-        first = next(batches)  # no link names no model: the models come first
-        with sqlite3.connect(path) as app:  # the legacy app, which leaves the links behind
-            app.execute("DELETE FROM models WHERE id = 5")
-        app.close()
-        rest = list(batches)
-    assert [r.id for r in first.rows] == [1, 2]
-    assert [r.id for batch in rest for r in batch.rows] == [3, 4, 6]
-    every_link = first.links + [link for batch in rest for link in batch.links]
-    assert sorted(every_link) == sorted(links)  # each once: 5's in the batch it was listed in
-
-
-def test_a_models_table_without_a_row_id_is_read_in_id_order(tmp_path: Path) -> None:
-    rows = [LegacyModel(i, f"/m/{i}", hash_hex=sha_text) for i, sha_text in
-            ((1, "f" * 64), (2, "0" * 64), (3, ""))]  # fmt: skip
-    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=[(2, 1), (9, 1)])
-    with sqlite3.connect(path) as conn:  # hand-made: "id" a plain column, not the row id
-        conn.execute("CREATE TABLE copied AS SELECT * FROM models")
-        conn.execute("DROP TABLE models")
-        conn.execute("ALTER TABLE copied RENAME TO models")
-    conn.close()
-    got_rows, got_links = read_all(path, size=2)
-    assert [r.id for r in got_rows] == [1, 2, 3]
-    assert [link for batch in got_links for link in batch] == [(2, 1), (9, 1)]
 
 
 def test_the_writer_refuses_to_overwrite_and_unknown_layouts(tmp_path: Path) -> None:

@@ -9,14 +9,13 @@ Nothing is ever created beside it: a WAL-mode file that SQLite could read only b
 creating a ``-shm`` there is copied (with its ``-wal``) into a private folder, and
 the copy is read. A file that fails ``PRAGMA quick_check`` is refused as damaged.
 
-Rows are read in batches, each in its own short read, so that a legacy app
-writing in rollback-journal mode is never blocked for longer than one batch.
-The model ids are read first, in the order of their stored hash (see
-``LegacyCatalog.batches``), and kept as an array (8 bytes each). The links that
-name no model come first; then each batch reads the models it lists with their
-``model_tags`` rows; then, by keyset pagination (``WHERE id > ? ORDER BY id
-LIMIT ?``), any models the legacy app added meanwhile and the links past them:
-every model and every link is seen exactly once.
+Rows are read in keyset-paginated batches (``WHERE id > ? ORDER BY id LIMIT ?``),
+each batch in its own short read, so the memory used stays flat however large the
+file is, and a legacy app writing in rollback-journal mode is never blocked for
+longer than one batch. Each batch carries the ``model_tags`` rows whose
+``model_id`` falls in the id range it covers, so links that point at a missing
+model show up in the batch of their range (the last batch covers the range
+after the last model, so every link is seen exactly once).
 
 A TEXT value that is not UTF-8 stops nothing: the batch that holds one is read
 again with a text factory that gives such values as ``NotUtf8Text`` (their
@@ -26,14 +25,11 @@ exact bytes); BLOB values are ``bytes``. The importer keeps both byte for byte.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
-from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,10 +127,11 @@ class LegacyTagRow(NamedTuple):
 
 
 class LegacyBatch(NamedTuple):
-    """Models and their ``model_tags`` rows, at most ``LINKS_PER_BATCH`` of these
-    unless one model has more; the first and the last batches may have no models
-    and carry links of no model (see ``LegacyCatalog.batches``). The lists are the
-    caller's: it may empty them once read, to free their memory early."""
+    """Models with ids in (previous batch's last id, this batch's last id], and the
+    ``model_tags`` rows whose model_id falls in that same range (orphans included),
+    at most ``LINKS_PER_BATCH`` of them unless one model has more. The final
+    batches have no rows and carry the links beyond the last model. The lists are
+    the caller's: it may empty them once read, to free their memory early."""
 
     rows: list[LegacyRow]
     links: list[tuple[Any, Any]]
@@ -144,60 +141,6 @@ def _select_models(layout: LegacyLayout) -> str:
     layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ("NULL",) * 4
     columns = ", ".join(LAYOUT2_MODEL_COLUMNS + layout1)
     return f"SELECT {columns} FROM models WHERE id > ? ORDER BY id LIMIT ?"
-
-
-def _listed_links(
-    cursor: Any, listed: str, position: dict[int, int], limit: int | None
-) -> list[Any]:
-    """The links of the models ``listed`` (a JSON array), in its order, each
-    model's by tag id: at most ``limit`` (None: all)."""
-    suffix, params = ("", (listed,)) if limit is None else (" LIMIT ?", (listed, limit))
-    links: list[Any] = cursor.execute(_LINKS_LISTED + suffix, params).fetchall()
-    keys = [(position[model_id], tag_id) for model_id, tag_id in links]
-    if keys == sorted(keys):  # in order: one pass (timsort)
-        return links
-    # Another join order after all: the sort in SQL, which reads all the links first.
-    sorted_links: list[Any] = cursor.execute(_LINKS_LISTED_SORTED + suffix, params).fetchall()
-    return sorted_links
-
-
-def _select_models_listed(layout: LegacyLayout) -> str:
-    """The models whose ids a JSON array lists, in its order (``json_each`` has
-    columns named ``id`` and ``path`` too: every column is the model's)."""
-    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ()
-    columns = [f"m.{column}" for column in LAYOUT2_MODEL_COLUMNS + layout1]
-    columns += ["NULL"] * (4 - len(layout1))
-    # In any order: _listed_batch puts them in the list's (a sort in SQL cost more).
-    return (
-        f"SELECT {', '.join(columns)} FROM json_each(?) AS j "
-        "CROSS JOIN models AS m ON m.id = j.value"
-    )
-
-
-# Rows without a hash first (NULL and '' sort first), then by hash; each batch's
-# rows are then a stretch of the catalog's SHA-256 indexes (see batches).
-_IDS_IN_HASH_ORDER = "SELECT id FROM models ORDER BY lower(trim(hash_hex, ?)), id"
-# What str.strip() removes, which normalize.parse_sha256 does: rows of one content
-# come together, the lowest id first (it becomes the model, the others duplicates).
-_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
-# The links of the listed models in the list's order, each model's by tag id.
-# CROSS JOIN makes the list the outer loop and each model's links come from the
-# (model_id, tag_id) key, so they come in that order with no sort and LIMIT stops
-# early; an ORDER BY would first read every link of the batch's models (ten
-# million in bench/import_bench.py --links-stress). _listed_links checks it.
-_LINKS_LISTED = (
-    "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
-    "CROSS JOIN model_tags AS l ON l.model_id = j.value"
-)
-_LINKS_LISTED_SORTED = (
-    "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
-    "JOIN model_tags AS l ON l.model_id = j.value ORDER BY j.key, l.tag_id"
-)
-_LINKS_OF_NO_MODEL_UP_TO = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? "
-    "AND NOT EXISTS (SELECT 1 FROM models AS m WHERE m.id = model_tags.model_id) "
-    "ORDER BY model_id, tag_id"
-)
 
 
 _LINKS_IN_RANGE = (
@@ -282,92 +225,9 @@ class LegacyCatalog:
             last_id = rows[-1][0]
 
     def batches(self, size: int) -> Iterator[LegacyBatch]:
-        """The links that name no model, then the models, ``size`` at a time, each
-        batch with its links (those of a model the legacy app deleted meanwhile
-        too: the importer reports them), then any models added meanwhile.
-
-        The models come in the order of their stored hash, those without one
-        first (in id order): the catalog's largest indexes are keyed by SHA-256,
-        and rows in hash order add to one stretch of them per batch, where rows
-        in id order would rewrite most of their pages in every batch (1,000,000
-        rows: a fifth less time, a third of the bytes written; bench/import_bench.py).
-        A file whose ``models.id`` is not SQLite's row id is read in id order.
-        """
-        order = self._hash_order()
-        if order is None:
-            yield from self._batches_by_id(size)
-            return
-        last = max(order, default=None)
-        if last is not None:  # the links up to there that name no model (a gap in the ids)
-            yield from self._links_in_batches(_LINKS_OF_NO_MODEL_UP_TO, (last,))
-        select_models = _select_models_listed(self.layout)
-        done = 0
-        while done < len(order):
-            ids = order[done : done + size].tolist()
-            try:
-                batch, covered = self._listed_batch(select_models, ids, tolerant=False)
-            except _NotUtf8:  # rare: read this batch again, the slower way that keeps bytes
-                batch, covered = self._listed_batch(select_models, ids, tolerant=True)
-            done += covered
-            yield batch  # the caller may empty its lists once read: nothing here reads them again
-        # Then the rows the legacy app added meanwhile, and the links past them.
-        yield from self._batches_by_id(size, after=last)
-
-    def _links_in_batches(self, sql: str, params: Sequence[Any]) -> Iterator[LegacyBatch]:
-        """The links ``sql`` selects, ``LINKS_PER_BATCH`` at a time, in one read."""
-        with self._reading() as cursor:
-            cursor.execute(sql, params)
-            while links := cursor.fetchmany(LINKS_PER_BATCH):
-                yield LegacyBatch([], links)
-
-    def _hash_order(self) -> array[int] | None:
-        """The model ids in the order ``batches`` reads them; None when ``models.id``
-        is not the row id or ``model_tags`` is not keyed by (model_id, tag_id) (a
-        hand-made file), which only id order reads quickly."""
-        models = self._query("PRAGMA table_info(models)")
-        links = self._query("PRAGMA table_info(model_tags)")
-        model_key = [(name, str(kind).upper()) for _, name, kind, _, _, pk in models if pk]
-        link_key = sorted((pk, name) for _, name, _, _, _, pk in links if pk)
-        if model_key != [("id", "INTEGER")] or link_key != [(1, "model_id"), (2, "tag_id")]:
-            return None
-        order = array("q")
-        with self._reading() as cursor:
-            cursor.execute(_IDS_IN_HASH_ORDER, (_SPACE,))
-            while ids := cursor.fetchmany(10_000):
-                order.extend(id_ for (id_,) in ids)
-        return order
-
-    def _listed_batch(
-        self, select_models: str, ids: list[int], *, tolerant: bool
-    ) -> tuple[LegacyBatch, int]:
-        """The models of ``ids``, in that order, with their links; and how many of
-        ``ids`` the batch covers (fewer when their links exceed ``LINKS_PER_BATCH``:
-        the models before the one whose links may not all have come, or, when the
-        first one alone has more, that model with all its links)."""
-        listed = json.dumps(ids)
-        with self._reading(tolerant=tolerant) as cursor:
-            rows = list(map(LegacyRow._make, cursor.execute(select_models, (listed,)).fetchall()))
-            position = {id_: number for number, id_ in enumerate(ids)}
-            rows.sort(key=lambda row: position[row.id])
-            links = _listed_links(cursor, listed, position, LINKS_PER_BATCH + 1)
-            covered = len(ids)
-            if len(links) > LINKS_PER_BATCH:
-                covered = ids.index(links[LINKS_PER_BATCH][0])
-                if covered == 0:  # the first model alone has more: it comes with all of them
-                    covered = 1
-                    links = _listed_links(cursor, json.dumps(ids[:1]), position, None)
-        if covered == len(ids):
-            return LegacyBatch(rows, links), covered
-        whole = set(ids[:covered])
-        kept = [row for row in rows if row.id in whole]
-        return LegacyBatch(kept, [link for link in links if link[0] in whole]), covered
-
-    def _batches_by_id(self, size: int, after: int | None = None) -> Iterator[LegacyBatch]:
-        """The models in id order (past ``after``), ``size`` at a time, each with the
-        links of its id range; then the links past the last model, in batches too
-        (always one, empty or not)."""
+        """The models in id order, ``size`` at a time, each with the links of its id range."""
         select_models = _select_models(self.layout)
-        last_id = after
+        last_id: int | None = None
         while True:
             budget = LINKS_PER_BATCH
             try:
