@@ -323,3 +323,52 @@ def test_the_writer_keeps_tags_colours_and_orphans_as_given(tmp_path: Path) -> N
             (1, 77),
             (55, 9),
         ]
+
+
+MODEL_COLUMNS_SQL = (
+    "path TEXT NOT NULL UNIQUE, name TEXT, type TEXT NOT NULL, size_bytes INTEGER, "
+    "hash_hex TEXT, created_at INTEGER NOT NULL, meta_json TEXT, extra_json TEXT"
+)
+
+
+@pytest.mark.parametrize(
+    ("id_column", "table_options", "odd_id"),
+    [
+        ("id INTEGER PRIMARY KEY DESC", "", "x"),  # not the row id: any type goes in
+        ("id INTEGER PRIMARY KEY DESC", "", 2.5),
+        ("id INTEGER PRIMARY KEY", " WITHOUT ROWID", 7),
+    ],
+)
+def test_hand_made_tables_are_read_whole(
+    tmp_path: Path, id_column: str, table_options: str, odd_id: object
+) -> None:
+    """Every model and every link comes exactly once, whatever a hand-made file
+    declared: ids that are not the row id (any type in them), links keyed by text."""
+    path = write_legacy_catalog(
+        tmp_path / "l.sqlite3",
+        rows=[LegacyModel(i, f"/m/{i}", hash_hex=sha_text) for i, sha_text in
+              ((1, "f" * 64), (3, "0" * 64))],
+        links=[(1, 1), (3, 2), (9, 1)],
+    )  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"CREATE TABLE copied ({id_column}, {MODEL_COLUMNS_SQL}){table_options}")
+        conn.execute("INSERT INTO copied SELECT * FROM models")
+        conn.execute("DROP TABLE models")
+        conn.execute("ALTER TABLE copied RENAME TO models")
+        conn.execute(
+            "INSERT INTO models VALUES (?, '/m/odd', NULL, 'other', NULL, '', 0, NULL, NULL)",
+            (odd_id,),
+        )
+        conn.execute(
+            "CREATE TABLE links (model_id TEXT NOT NULL, tag_id INTEGER NOT NULL, "
+            "PRIMARY KEY (model_id, tag_id))"
+        )
+        conn.execute("INSERT INTO links SELECT * FROM model_tags")
+        conn.execute("DROP TABLE model_tags")
+        conn.execute("ALTER TABLE links RENAME TO model_tags")
+    conn.close()
+    got_rows, got_links = read_all(path, size=2)
+    assert sorted(map(str, (r.id for r in got_rows))) == sorted(["1", "3", str(odd_id)])
+    assert sorted((str(m), t) for batch in got_links for m, t in batch) == [
+        ("1", 1), ("3", 2), ("9", 1)
+    ]  # fmt: skip
