@@ -1,4 +1,5 @@
-"""Building blocks for tests that need a legacy catalog with real files behind it."""
+"""Building blocks for tests: legacy catalogs with real files behind them, and
+what a test watches (the statements a catalog runs)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import event
+
+from modelvault import DatabaseManager
 from modelvault.migration.sample import (
     LegacyModel,
     LegacyTag,
@@ -103,3 +109,18 @@ def legacy_with_files(
         links=links,
     )
     return legacy, digests
+
+
+@contextmanager
+def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
+    """The SQL text of every statement ``db`` runs inside the block, in order."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)

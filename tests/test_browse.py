@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from support import statements_run
 
 from modelvault import DatabaseManager, NotFoundError, ValidationError
 
@@ -54,16 +54,8 @@ def test_find_models_filters_and_pages(db: DatabaseManager, shelf: dict[str, str
 def test_find_models_reads_tags_without_a_query_per_model(db: DatabaseManager) -> None:
     for n in range(1, 31):
         _add(db, n, f"/m/{n}.safetensors", "lora", [f"t{n}", "all"])
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with statements_run(db) as statements:
         models = db.find_models(tags=["all"])
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert len(models) == 30
     assert all(len(m.tags) == 2 for m in models)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]

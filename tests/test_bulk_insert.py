@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from support import statements_run
 
 from modelvault import DatabaseManager
 from modelvault.config import sqlite_url
@@ -57,21 +58,12 @@ def tag_rows(n: int) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("n", [1, 4, 11, 37])
 def test_every_row_is_written_once_with_its_values(db: DatabaseManager, n: int) -> None:
-    statements: list[int] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("INSERT"):
-            statements.append(statement.count("(?"))  # its rows
-
     insert = bulk_insert(TAGS, COLUMNS, db.engine.dialect)
     assert isinstance(insert, ValuesInsert)
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        with db.session_scope() as session:
-            insert.execute(session, tag_rows(n))
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
-    assert statements == list(_statement_sizes(n, 4))
+    with statements_run(db) as statements, db.session_scope() as session:
+        insert.execute(session, tag_rows(n))
+    rows_per_insert = [sql.count("(?") for sql in statements if sql.startswith("INSERT")]
+    assert rows_per_insert == list(_statement_sizes(n, 4))
     with db.session_scope() as session:
         stored = session.execute(select(Tag.name, Tag.color, Tag.created_at).order_by(Tag.name))
         assert [tuple(row) for row in stored] == tag_rows(n)

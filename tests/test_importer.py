@@ -8,15 +8,14 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, inspect, select
+from sqlalchemy import delete, inspect, select
+from support import statements_run
 
 from modelvault import ConfigError, DatabaseManager, LegacyDatabaseError, Settings
 from modelvault.catalog import HashedFile, Outcome, TagSpec, settle_file
@@ -666,20 +665,6 @@ def test_the_default_catalog_is_the_configured_one_migrated_first(
 
 
 # -- it streams -----------------------------------------------------------------
-
-
-@contextmanager
-def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
 
 
 def test_no_query_per_row(db: DatabaseManager, tmp_path: Path) -> None:

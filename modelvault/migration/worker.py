@@ -85,8 +85,8 @@ FINISH_EVERY_SECONDS = 1.0
 # A batch whose files add up to less than this is light: hashing it takes less
 # than cataloguing it, so a second worker on it would only wait for the first
 # (see QueueSignal). Above it, hashing in parallel pays: measured on batches of
-# 32 files, two workers took 0.99-1.10x the time of one on 2 MiB batches, 0.8x
-# on 4 MiB ones and 0.64x on 8 MiB ones (bench/hash_bench.py, the mixes).
+# 32 files, two workers took 0.99-1.10x the time of one on 2 MiB batches,
+# 0.85-0.92x on 4 MiB ones and 0.60-0.64x on 8 MiB ones (bench/hash_bench.py, the mixes).
 LIGHT_BATCH_BYTES = 4 * 1024 * 1024
 
 EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
