@@ -288,7 +288,9 @@ def test_a_write_that_fails_the_same_way_again_is_not_retried(
     ]
     path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
     caplog.set_level(logging.INFO, logger="modelvault.migration.importer")
-    with pytest.raises(MigrationError, match=r"legacy rows 1 to 3 of .* trying again would fail"):
+    with pytest.raises(
+        MigrationError, match=r"3 legacy rows \(ids 1 to 3\) of .* trying again would fail"
+    ):
         import_legacy_data(path, db)
     # Written once (PostgreSQL's COPY runs beside SQLAlchemy's statement events, so
     # the retry's own log line is what shows the batch was not written again).

@@ -3,13 +3,18 @@ writer of legacy files (``modelvault.migration.sample``) that the other tests us
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from modelvault import DatabaseManager, LegacyDatabaseError
+from modelvault.migration import legacy as legacy_module
 from modelvault.migration.legacy import LegacyLayout, LegacyRow, open_legacy
 from modelvault.migration.sample import (
     SYSTEM_TAG_NAMES,
@@ -19,6 +24,7 @@ from modelvault.migration.sample import (
     system_tags,
     write_legacy_catalog,
 )
+from modelvault.normalize import parse_sha256
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -65,6 +71,7 @@ def test_both_layouts_are_recognised_and_read_back_exactly(tmp_path: Path, layou
         assert legacy.count_models() == 5
         assert [t.name for t in legacy.tags()] == list(SYSTEM_TAG_NAMES)
     rows, _ = read_all(path)
+    rows.sort(key=lambda row: row.id)  # read in hash order: see test_models_come_in_hash_order
     written = quirky_rows()
     assert [r.id for r in rows] == [w.id for w in written]
     for row, want in zip(rows, written, strict=True):
@@ -87,7 +94,7 @@ def test_both_layouts_are_recognised_and_read_back_exactly(tmp_path: Path, layou
             assert (row.dir_path, row.hash_algo, row.updated_at) == (None, None, None)
 
 
-def test_every_link_comes_once_in_the_batch_of_its_id_range(tmp_path: Path) -> None:
+def test_every_link_comes_once_with_its_model_or_after_them_all(tmp_path: Path) -> None:
     rows = [LegacyModel(i, f"/m/{i}") for i in (1, 2, 5, 6, 7)]
     links = [(0, 1), (1, 1), (1, 2), (3, 1), (6, 99), (7, 1), (8, 1), (1000, 3)]
     path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
@@ -96,14 +103,45 @@ def test_every_link_comes_once_in_the_batch_of_its_id_range(tmp_path: Path) -> N
     conn.commit()
     conn.close()
     got_rows, got_links = read_all(path, size=2)
-    assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]
-    # batches cover (-inf, 2], (2, 6], (6, 7], then everything after 7
+    assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]  # no hashes: id order
     assert got_links == [
-        [(0, 1), (1, 1), (1, 2)],
-        [(3, 1), (6, 99)],
+        [(0, 1), (3, 1)],  # up to the last model's id, naming no model
+        [(1, 1), (1, 2)],  # the links of models 1 and 2
+        [(6, 99)],  # of 5 and 6
         [(7, 1)],
-        [(8, 1), (1000, 3), ("text-id", 1)],
+        [(8, 1), (1000, 3), ("text-id", 1)],  # after it (rows added meanwhile would be here)
     ]
+
+
+def test_models_come_in_hash_order_those_without_one_first(tmp_path: Path) -> None:
+    """The catalog's SHA-256 indexes take each batch as one stretch. Rows of one
+    content (after trimming and in any case) come in one batch, the lowest id
+    first: it becomes the model, the others its duplicates, as in id order."""
+    hashes: dict[int, str | None] = {}
+    for i in range(1, 301):
+        content = hashlib.sha256(str(i % 250).encode()).hexdigest()  # ids 251-300: copies
+        spelled = [content, f" {content.upper()}\t", f"\u3000{content}"][i % 3]
+        hashes[i] = [spelled, spelled, spelled, "", None, "junk", content[:63]][i % 7]
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=value) for i, value in hashes.items()]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, hash_not_null=False)
+    with open_legacy(path) as legacy:
+        batches = [[row.id for row in batch.rows] for batch in legacy.batches(16)]
+    order = [i for batch in batches for i in batch]
+    assert sorted(order) == list(hashes)  # each once
+    assert max(len(batch) for batch in batches) == 16
+
+    content = {i: parse_sha256(value) for i, value in hashes.items()}
+    unhashed = [i for i in order if content[i] is None]
+    assert order[: len(unhashed)] == sorted(unhashed)  # first, in id order
+    hashed = order[len(unhashed) :]
+    assert [content[i][:2] for i in hashed] == sorted(content[i][:2] for i in hashed)  # type: ignore[index]
+    copies = [i for i in hashed if list(content.values()).count(content[i]) > 1]
+    assert copies, "the data has rows of one content"
+    batch_of = {i: number for number, batch in enumerate(batches) for i in batch}
+    for i in copies:
+        same = [j for j in hashed if content[j] == content[i]]
+        assert same == sorted(same)  # the lowest id first
+        assert len({batch_of[j] for j in same}) == 1  # in one batch
 
 
 def test_a_path_is_found_only_where_it_is_stored_as_that_text(tmp_path: Path) -> None:
@@ -269,8 +307,8 @@ def test_rows_left_in_the_wal_are_read_and_no_byte_changes(tmp_path: Path) -> No
     assert len(before[1]) > 0
     assert not Path(f"{path}-shm").exists()
     rows, links = read_all(path)
-    assert [r.id for r in rows] == [1, 2, 5, 6, 9]  # they exist only in the WAL
-    assert links[0] == [(1, 2)]
+    assert sorted(r.id for r in rows) == [1, 2, 5, 6, 9]  # they exist only in the WAL
+    assert [link for batch in links for link in batch] == [(1, 2)]
     assert (path.read_bytes(), wal.read_bytes()) == before
 
 
@@ -292,9 +330,41 @@ def test_reading_while_the_legacy_app_writes(tmp_path: Path) -> None:
                 if number <= 3:  # the app writes, and holds its write lock while we read on
                     app.execute("BEGIN IMMEDIATE")
                     app.execute(insert, (100 + number, f"/m/new-{100 + number}"))
-        assert seen == [1, 2, 5, 6, 9, 101, 102, 103]  # new rows come last, by id
+        assert sorted(seen[:5]) == [1, 2, 5, 6, 9]
+        assert seen[5:] == [101, 102, 103]  # new rows come last, by id
     finally:
         app.close()
+
+
+def test_a_model_deleted_while_it_is_read_has_its_links_seen_once(tmp_path: Path) -> None:
+    rows = [LegacyModel(i, f"/m/{i}") for i in range(1, 7)]
+    links = [(i, 1) for i in range(1, 7)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    with open_legacy(path) as legacy:
+        batches = legacy.batches(2)
+        first = next(batches)  # no link names no model: the models come first
+        with sqlite3.connect(path) as app:  # the legacy app, which leaves the links behind
+            app.execute("DELETE FROM models WHERE id = 5")
+        app.close()
+        rest = list(batches)
+    assert [r.id for r in first.rows] == [1, 2]
+    assert [r.id for batch in rest for r in batch.rows] == [3, 4, 6]
+    every_link = first.links + [link for batch in rest for link in batch.links]
+    assert sorted(every_link) == sorted(links)  # each once: 5's in the batch it was listed in
+
+
+def test_a_models_table_without_a_row_id_is_read_in_id_order(tmp_path: Path) -> None:
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=sha_text) for i, sha_text in
+            ((1, "f" * 64), (2, "0" * 64), (3, ""))]  # fmt: skip
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=[(2, 1), (9, 1)])
+    with sqlite3.connect(path) as conn:  # hand-made: "id" a plain column, not the row id
+        conn.execute("CREATE TABLE copied AS SELECT * FROM models")
+        conn.execute("DROP TABLE models")
+        conn.execute("ALTER TABLE copied RENAME TO models")
+    conn.close()
+    got_rows, got_links = read_all(path, size=2)
+    assert [r.id for r in got_rows] == [1, 2, 3]
+    assert [link for batch in got_links for link in batch] == [(2, 1), (9, 1)]
 
 
 def test_the_writer_refuses_to_overwrite_and_unknown_layouts(tmp_path: Path) -> None:
@@ -372,3 +442,92 @@ def test_hand_made_tables_are_read_whole(
     assert sorted((str(m), t) for batch in got_links for m, t in batch) == [
         ("1", 1), ("3", 2), ("9", 1)
     ]  # fmt: skip
+
+
+def _vm_steps_per_read(path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How much work each read of ``batches(size)`` does, in thousands of SQLite VM
+    instructions: what decides how long the legacy app may wait for it."""
+    steps = [0]
+    per_read: list[int] = []
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    with open_legacy(path) as legacy:
+        event.listen(
+            legacy.engine, "connect", lambda conn, _: conn.set_progress_handler(count, 1000)
+        )
+        legacy.engine.dispose()  # the next connection gets the handler
+        reading = legacy._reading
+
+        @contextmanager
+        def counted(**options: bool) -> Iterator[object]:
+            steps[0] = 0
+            with reading(**options) as cursor:
+                yield cursor
+            per_read.append(steps[0])
+
+        monkeypatch.setattr(legacy, "_reading", counted)
+        for _batch in legacy.batches(size):
+            pass
+    return per_read
+
+
+def test_no_read_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read is a batch, an ordering chunk or a window of links: ten times the
+    rows take ten times the reads, none of them longer (no sort or scan of it all)."""
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 300)
+    most = []
+    for count in (1_000, 10_000):
+        rows = [
+            LegacyModel(i, f"/m/{i}", hash_hex=hashlib.sha256(bytes(i)).hexdigest() * (i % 2))
+            for i in range(1, count + 1)
+        ]
+        links = [(i, tag) for i in range(1, count + 1) for tag in (1, 2, 3)]
+        links += [(i, 1) for i in range(count + 1, count + 50)]  # naming no model
+        path = write_legacy_catalog(tmp_path / f"{count}.sqlite3", rows=rows, links=links)
+        per_read = _vm_steps_per_read(path, 100, monkeypatch)
+        assert len(per_read) > count // 100
+        most.append(max(per_read))
+    assert most[1] <= 2 * most[0], most
+
+
+def test_a_model_deleted_after_its_id_was_read_has_its_links_seen_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The links of no model come first, a window at a time: whether a link names a
+    model is decided by the ids read, so a model deleted meanwhile (its links
+    left behind) has its links once, in the batch that lists it."""
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)
+    rows = [LegacyModel(i, f"/m/{i}") for i in range(10, 70, 10)]
+    links = [(i, 1) for i in range(10, 70, 10)]
+    links += [(i + 5, 2) for i in range(0, 70, 10)]  # between the models: no model
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    with open_legacy(path) as legacy:
+        batches = legacy.batches(2)
+        first = next(batches)
+        assert first.rows == []  # a window of links of no model
+        with sqlite3.connect(path) as app:  # the legacy app, which leaves the links behind
+            app.execute("DELETE FROM models WHERE id IN (40, 50)")
+        app.close()
+        rest = list(batches)
+    assert [r.id for batch in rest for r in batch.rows] == [10, 20, 30, 60]
+    every_link = first.links + [link for batch in rest for link in batch.links]
+    assert sorted(every_link) == sorted(links)  # each once
+
+
+def test_a_file_with_paths_not_unique_is_read_in_id_order(tmp_path: Path) -> None:
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=f"{9 - i}" * 64) for i in range(1, 6)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=[(2, 1), (9, 1)])
+    with sqlite3.connect(path) as conn:  # hand-made: the same table without UNIQUE(path)
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'models'").fetchone()[0]
+        assert "UNIQUE" in sql
+        conn.execute("ALTER TABLE models RENAME TO old")
+        conn.execute(sql.replace("UNIQUE", ""))
+        conn.execute("INSERT INTO models SELECT * FROM old")
+        conn.execute("DROP TABLE old")
+    conn.close()
+    got_rows, got_links = read_all(path, size=2)
+    assert [r.id for r in got_rows] == [1, 2, 3, 4, 5]  # in hash order: 5, 4, 3, 2, 1
+    assert [link for batch in got_links for link in batch] == [(2, 1), (9, 1)]

@@ -3,6 +3,8 @@
 ``import_legacy_data(legacy_path, db)`` reads the legacy file through a
 read-only engine (``modelvault.migration.legacy``) in batches of
 ``settings.import_batch_size`` rows, each written in one catalog transaction.
+The rows come in the order of their legacy hash, those without one first: each
+batch then adds to one stretch of the catalog's SHA-256 indexes.
 
 The work is split in modules, read in this order: ``cleaning`` (a legacy value
 in v3 form, and whether a legacy hash still describes its file),
@@ -429,7 +431,8 @@ class _Prepared:
 class _RowNotes:
     """Warnings about the rows of the batch being prepared. On PostgreSQL the next
     batch is prepared while this one is written, so they reach the report with
-    their batch: the report lists warnings in row order however the two overlap."""
+    their batch: the report lists warnings in the order the rows are read, however
+    the two overlap."""
 
     def __init__(self) -> None:
         self.current: list[tuple[Any, str]] = []
@@ -755,7 +758,8 @@ class _Run:
     def _write_failed(self, entries: Sequence[_Entry], exc: IntegrityError) -> MigrationError:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         return MigrationError(
-            f"legacy rows {entries[0].legacy_id} to {entries[-1].legacy_id} of {self.source} "
+            f"{len(entries)} legacy rows (ids {min(e.legacy_id for e in entries)} to "
+            f"{max(e.legacy_id for e in entries)}) of {self.source} "
             f"cannot be written to the catalog at {self.db.display_url} ({detail}); the "
             "batches before them are in, and no other program changed the catalog meanwhile, "
             "so trying again would fail the same way: please report this with the legacy file."

@@ -9,13 +9,13 @@ Nothing is ever created beside it: a WAL-mode file that SQLite could read only b
 creating a ``-shm`` there is copied (with its ``-wal``) into a private folder, and
 the copy is read. A file that fails ``PRAGMA quick_check`` is refused as damaged.
 
-Rows are read in keyset-paginated batches (``WHERE id > ? ORDER BY id LIMIT ?``),
-each batch in its own short read, so the memory used stays flat however large the
-file is, and a legacy app writing in rollback-journal mode is never blocked for
-longer than one batch. Each batch carries the ``model_tags`` rows whose
-``model_id`` falls in the id range it covers, so links that point at a missing
-model show up in the batch of their range (the last batch covers the range
-after the last model, so every link is seen exactly once).
+Rows are read in batches, each in its own short read, so that a legacy app
+writing in rollback-journal mode is never blocked for longer than one batch, and
+every model and every ``model_tags`` row is seen exactly once. A file as the
+legacy app makes it is read in the order of the stored hashes (see
+``LegacyCatalog.batches``: the catalog's largest indexes are keyed by SHA-256);
+any other is read by id range (``WHERE id > ? ORDER BY id LIMIT ?``), each batch
+with the links of its range, then the links past the last model.
 
 A TEXT value that is not UTF-8 stops nothing: the batch that holds one is read
 again with a text factory that gives such values as ``NotUtf8Text`` (their
@@ -25,11 +25,15 @@ exact bytes); BLOB values are ``bytes``. The importer keeps both byte for byte.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,11 +131,10 @@ class LegacyTagRow(NamedTuple):
 
 
 class LegacyBatch(NamedTuple):
-    """Models with ids in (previous batch's last id, this batch's last id], and the
-    ``model_tags`` rows whose model_id falls in that same range (orphans included),
-    at most ``LINKS_PER_BATCH`` of them unless one model has more. The final
-    batches have no rows and carry the links beyond the last model. The lists are
-    the caller's: it may empty them once read, to free their memory early."""
+    """Models and ``model_tags`` rows: at most ``LINKS_PER_BATCH`` links unless one
+    model has more (its links come whole, with it). Some batches carry only links
+    that name no model (see ``LegacyCatalog.batches``). The lists are the
+    caller's: it may empty them once read, to free their memory early."""
 
     rows: list[LegacyRow]
     links: list[tuple[Any, Any]]
@@ -143,6 +146,128 @@ def _select_models(layout: LegacyLayout) -> str:
     return f"SELECT {columns} FROM models WHERE id > ? ORDER BY id LIMIT ?"
 
 
+class _HashOrder:
+    """The model ids in id order (``ids``), and the order ``batches`` reads them in:
+    those without a hash, then bucket by bucket, a bucket being the ids whose
+    hash begins with the same ``digits`` hex digits, each in id order."""
+
+    def __init__(self, digits: int) -> None:
+        self.ids = array("q")
+        self.unhashed = array("q")
+        self.buckets = [array("q") for _ in range(16**digits)]
+
+    def add(self, chunk: list[tuple[int, str | None]]) -> None:
+        """Rows of (id, the hash's first digits or None), in id order. Raises
+        ``TypeError`` for an id that is not an integer (nothing is half-added
+        that matters: the caller gives up on the hash order)."""
+        ids, unhashed, buckets = self.ids, self.unhashed, self.buckets
+        for id_, prefix in chunk:
+            ids.append(id_)
+            if prefix is None:
+                unhashed.append(id_)
+            else:
+                buckets[int(prefix, 16)].append(id_)
+
+    def batches(self, size: int) -> Iterator[list[int]]:
+        """The ids without a hash, ``size`` at a time; then whole buckets, as many
+        as fit in ``size`` (a bucket larger than that is cut, in id order)."""
+        for start in range(0, len(self.unhashed), size):
+            yield self.unhashed[start : start + size].tolist()
+        listed: list[int] = []
+        for bucket in self.buckets:
+            if listed and len(listed) + len(bucket) > size:
+                yield listed
+                listed = []
+            for start in range(0, len(bucket), size):
+                listed.extend(bucket[start : start + size])
+                if len(listed) >= size:
+                    yield listed
+                    listed = []
+        if listed:
+            yield listed
+
+
+def _bucket_digits(models: int, size: int) -> int:
+    """Hex digits of the buckets' prefix: enough for eight buckets a batch, so
+    that whole buckets fill batches to within an eighth."""
+    digits = 1
+    while 16**digits * size < 8 * models and digits < 4:
+        digits += 1
+    return digits
+
+
+# What str.strip() removes, as normalize.parse_sha256 does: rows of one content
+# share a bucket however their hash was spelled (spaces, case).
+_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+# Each id with the first digits of its hash when the hash is 64 hex digits once
+# trimmed and in lower case (what the importer accepts), else NULL. Only text
+# made of those digits comes back, so no value here needs decoding.
+_IDS_AND_HASH_PREFIXES = (
+    "SELECT id, CASE WHEN length(h) = 64 AND h NOT GLOB '*[^0-9a-f]*' "
+    "THEN substr(h, 1, ?3) END FROM (SELECT id, lower(trim(hash_hex, ?1)) AS h "
+    "FROM models WHERE id > ?2 ORDER BY id LIMIT ?4)"
+)
+# A window of links: its end (the model_id LINKS_PER_BATCH links on, or the
+# top), then the links up to there whose model_id is not one of the ids listed.
+# The first window has no lower end: a number below every id is still a number.
+_WINDOW_END = (
+    "SELECT model_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
+    "ORDER BY model_id LIMIT 1 OFFSET ?"
+)
+_WINDOW_LINKS = (
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
+    "AND model_id NOT IN (SELECT value FROM json_each(?)) ORDER BY model_id, tag_id"
+)
+_WINDOW_FIRST = (_WINDOW_END.format(">="), _WINDOW_LINKS.format(">="))
+_WINDOW_NEXT = (_WINDOW_END.format(">"), _WINDOW_LINKS.format(">"))
+
+
+def _select_models_listed(layout: LegacyLayout) -> str:
+    """The models whose ids a JSON array lists, in any order (``json_each`` has
+    columns named ``id`` and ``path`` too: every column is the model's)."""
+    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ()
+    columns = [f"m.{column}" for column in LAYOUT2_MODEL_COLUMNS + layout1]
+    columns += ["NULL"] * (4 - len(layout1))
+    return (
+        f"SELECT {', '.join(columns)} FROM json_each(?) AS j "
+        "CROSS JOIN models AS m ON m.id = j.value"
+    )
+
+
+# The links of the listed models in the list's order, each model's by tag id.
+# CROSS JOIN makes the list the outer loop and each model's links come from the
+# (model_id, tag_id) key, so they come in that order with no sort and LIMIT stops
+# early; an ORDER BY would first read every link of the batch's models (ten
+# million in bench/import_bench.py --links-stress). _listed_links checks it.
+_LINKS_LISTED = (
+    "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
+    "CROSS JOIN model_tags AS l ON l.model_id = j.value"
+)
+_LINKS_LISTED_SORTED = (
+    "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
+    "JOIN model_tags AS l ON l.model_id = j.value ORDER BY j.key"
+)
+
+
+def _listed_links(
+    cursor: Any, listed: str, position: dict[int, int], limit: int | None
+) -> list[Any]:
+    """The links of the models ``listed`` (a JSON array), in its order: at most
+    ``limit`` (None: all)."""
+    suffix, params = ("", (listed,)) if limit is None else (" LIMIT ?", (listed, limit))
+    links: list[Any] = cursor.execute(_LINKS_LISTED + suffix, params).fetchall()
+    models = [position[model_id] for model_id, _ in links]
+    if models == sorted(models):  # in the list's order: one pass (timsort)
+        return links
+    # Another join order after all: the sort in SQL, which reads all the links first.
+    sorted_links: list[Any] = cursor.execute(_LINKS_LISTED_SORTED + suffix, params).fetchall()
+    return sorted_links
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 _LINKS_IN_RANGE = (
     "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? AND model_id <= ? "
     "ORDER BY model_id, tag_id"
@@ -152,9 +277,11 @@ _LINKS_UP_TO = (
 )
 # Links past the last model, and any whose model_id is not a number at all (a
 # text value sorts after every integer in SQLite, NULL matches no comparison).
+# Two searches of the key: "model_id > ? OR model_id IS NULL" reads all of it.
 _LINKS_AFTER = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? OR model_id IS NULL "
-    "ORDER BY model_id, tag_id"
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL UNION ALL "
+    "SELECT * FROM (SELECT model_id, tag_id FROM model_tags WHERE model_id > ? "
+    "ORDER BY model_id, tag_id)"
 )
 # Text compares equal only to text: a path stored as a blob or a number never matches.
 _IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
@@ -225,9 +352,147 @@ class LegacyCatalog:
             last_id = rows[-1][0]
 
     def batches(self, size: int) -> Iterator[LegacyBatch]:
-        """The models in id order, ``size`` at a time, each with the links of its id range."""
+        """Every model, ``size`` at a time, each batch with the links of its models;
+        and every link that names no model, in batches of their own.
+
+        A file as the legacy app makes it (see ``_hash_order_possible``) is read
+        in the order of the stored hashes: the catalog's largest indexes are keyed
+        by SHA-256, and a batch of rows in id order lands all over them, so every
+        batch rewrites most of their pages (1,000,000 rows: a fifth more time and
+        three times the bytes written; bench/import_bench.py). First the ids are
+        read, a batch at a time, and sorted into buckets by their hash's first
+        digits, those without a hash on their own (``_HashOrder``); then the links
+        of ids that were not read, a window at a time; then the models bucket by
+        bucket, each batch with its links (read by id, so a model the legacy app
+        deleted meanwhile has its links here, where the importer reports them);
+        then, by id range, the models the legacy app added meanwhile and the links
+        past them. Rows of one content share a bucket, in id order: the lowest id
+        comes first and becomes the model, as in id order. Any other file is read
+        by id range (``_batches_by_id``).
+        """
+        order = self._hash_order(size) if self._hash_order_possible() else None
+        if order is None:
+            yield from self._batches_by_id(size)
+            return
+        yield from self._links_of_no_listed_model(order.ids)
+        select_models = _select_models_listed(self.layout)
+        for listed in order.batches(size):
+            ids = listed
+            while ids:
+                try:
+                    batch, covered = self._listed_batch(select_models, ids, tolerant=False)
+                except _NotUtf8:  # rare: read this batch again, the slower way that keeps bytes
+                    batch, covered = self._listed_batch(select_models, ids, tolerant=True)
+                ids = ids[covered:]
+                yield batch  # the caller may empty its lists: nothing here reads them again
+        yield from self._batches_by_id(size, after=order.ids[-1])
+
+    def _hash_order_possible(self) -> bool:
+        """Whether ``models`` is keyed by ``id`` with unique paths and ``model_tags``
+        by (model_id, tag_id) with an integer model_id, as the legacy app makes them.
+        A hand-made file may differ (ids that are text, links keyed by text, two
+        rows with one path, no keys at all): it is read in id order, where each of
+        these reads right."""
+        models = self._query("PRAGMA table_info(models)")
+        links = self._query("PRAGMA table_info(model_tags)")
+        model_key = [(name, str(kind).upper()) for _, name, kind, _, _, pk in models if pk]
+        link_key = sorted((pk, name) for _, name, _, _, _, pk in links if pk)
+        link_model_kind = next(
+            str(kind).upper() for _, name, kind, *_ in links if name == "model_id"
+        )
+        return (
+            model_key == [("id", "INTEGER")]
+            and link_key == [(1, "model_id"), (2, "tag_id")]
+            and "INT" in link_model_kind  # integer affinity: '5' is stored as 5
+            and self._path_is_unique()
+        )
+
+    def _path_is_unique(self) -> bool:
+        for _, name, unique, *_ in self._query("PRAGMA index_list(models)"):
+            if unique and [
+                row[2] for row in self._query(f"PRAGMA index_info({_quoted(name)})")
+            ] == ["path"]:
+                return True
+        return False
+
+    def _hash_order(self, size: int) -> _HashOrder | None:
+        """The model ids, read ``size`` at a time in id order (each read short),
+        sorted into ``_HashOrder``'s buckets; None when an id is not an integer
+        (a hand-made file: read in id order instead) or there are no models."""
+        digits = _bucket_digits(self.count_models(), size)
+        order = _HashOrder(digits)
+        last: int | None = None
+        while True:
+            chunk = self._query(
+                _IDS_AND_HASH_PREFIXES, (_SPACE, _MIN_ID if last is None else last, digits, size)
+            )
+            if not chunk:
+                break
+            try:
+                order.add(chunk)
+            except TypeError:  # an id that is not an integer
+                return None
+            last = chunk[-1][0]
+        return order if order.ids else None
+
+    def _links_of_no_listed_model(self, ids: array[int]) -> Iterator[LegacyBatch]:
+        """The links up to the last of ``ids`` (which are in order) whose model_id
+        is none of them, a window of about ``LINKS_PER_BATCH`` links per read.
+
+        Whether a link names a model is decided by the ids read, not by the models
+        there are now: the batch that lists an id reads its links, so a model the
+        legacy app deletes after its id was read has its links read once, there.
+        """
+        top = ids[-1]
+        low: float = float("-inf")
+        window = _WINDOW_FIRST
+        while True:
+            first = bisect_right(ids, low)  # and at most LINKS_PER_BATCH ids to list
+            high = ids[min(first + LINKS_PER_BATCH, len(ids)) - 1]
+            with self._reading() as cursor:
+                end = cursor.execute(window[0], (low, high, LINKS_PER_BATCH)).fetchone()
+                high = high if end is None else end[0]
+                listed = ids[first : bisect_right(ids, high)]
+                links = cursor.execute(
+                    window[1], (low, high, json.dumps(listed.tolist()))
+                ).fetchall()
+            if links:
+                yield LegacyBatch([], links)
+            if high == top:
+                return
+            low, window = high, _WINDOW_NEXT
+
+    def _listed_batch(
+        self, select_models: str, ids: list[int], *, tolerant: bool
+    ) -> tuple[LegacyBatch, int]:
+        """The models of ``ids``, in that order, with their links; and how many of
+        ``ids`` the batch covers (fewer when their links exceed ``LINKS_PER_BATCH``:
+        the models before the one whose links may not all have come, or, when the
+        first one alone has more, that model with all its links)."""
+        listed = json.dumps(ids)
+        with self._reading(tolerant=tolerant) as cursor:
+            rows = list(map(LegacyRow._make, cursor.execute(select_models, (listed,)).fetchall()))
+            position = {id_: number for number, id_ in enumerate(ids)}
+            rows.sort(key=lambda row: position[row.id])
+            links = _listed_links(cursor, listed, position, LINKS_PER_BATCH + 1)
+            covered = len(ids)
+            if len(links) > LINKS_PER_BATCH:
+                covered = position[links[LINKS_PER_BATCH][0]]
+                if covered == 0:  # the first model alone has more: it comes with all of them
+                    covered = 1
+                    links = _listed_links(cursor, json.dumps(ids[:1]), position, None)
+        if covered == len(ids):
+            return LegacyBatch(rows, links), covered
+        whole = set(ids[:covered])
+        kept = [row for row in rows if row.id in whole]
+        return LegacyBatch(kept, [link for link in links if link[0] in whole]), covered
+
+    def _batches_by_id(self, size: int, after: int | None = None) -> Iterator[LegacyBatch]:
+        """The models in id order (past ``after``), ``size`` at a time, each with the
+        links of its id range; then the links past the last model, in batches too
+        (always one, empty or not)."""
         select_models = _select_models(self.layout)
-        last_id: int | None = None
+        last_id = after
         while True:
             budget = LINKS_PER_BATCH
             try:
