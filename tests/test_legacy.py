@@ -4,6 +4,7 @@ writer of legacy files (``modelvault.migration.sample``) that the other tests us
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,17 +132,18 @@ def test_models_come_in_hash_order_those_without_one_first(tmp_path: Path) -> No
     assert max(len(batch) for batch in batches) == 16
 
     content = {i: parse_sha256(value) for i, value in hashes.items()}
-    unhashed = [i for i in order if content[i] is None]
-    assert order[: len(unhashed)] == sorted(unhashed)  # first, in id order
-    hashed = order[len(unhashed) :]
-    assert [content[i][:2] for i in hashed] == sorted(content[i][:2] for i in hashed)  # type: ignore[index]
-    copies = [i for i in hashed if list(content.values()).count(content[i]) > 1]
-    assert copies, "the data has rows of one content"
+    unhashed = sorted(i for i in hashes if content[i] is None)
+    assert order[: len(unhashed)] == unhashed  # first, in id order
+    hashed = [batch for batch in batches if batch and content[batch[0]] is not None]
+    assert all(batch == sorted(batch) for batch in hashed)  # each in id order
+    stretches = [[str(content[i]) for i in batch] for batch in hashed]
+    for before, after in itertools.pairwise(stretches):
+        assert max(before)[:2] <= min(after)[:2]  # one stretch of hashes after another
+    copies = {i for i in hashes if list(content.values()).count(content[i]) > 1}
+    assert copies - set(unhashed), "the data has rows of one content"
     batch_of = {i: number for number, batch in enumerate(batches) for i in batch}
-    for i in copies:
-        same = [j for j in hashed if content[j] == content[i]]
-        assert same == sorted(same)  # the lowest id first
-        assert len({batch_of[j] for j in same}) == 1  # in one batch
+    for i in copies - set(unhashed):  # rows of one content, in one batch
+        assert len({batch_of[j] for j in hashes if content[j] == content[i]}) == 1
 
 
 def test_a_path_is_found_only_where_it_is_stored_as_that_text(tmp_path: Path) -> None:

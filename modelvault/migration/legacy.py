@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
 from array import array
 from bisect import bisect_right
@@ -45,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from modelvault.errors import LegacyDatabaseError
+from modelvault.normalize import parse_sha256
 
 log = logging.getLogger(__name__)
 
@@ -147,44 +147,64 @@ def _select_models(layout: LegacyLayout) -> str:
 
 
 class _HashOrder:
-    """The model ids in id order (``ids``), and the order ``batches`` reads them in:
-    those without a hash, then bucket by bucket, a bucket being the ids whose
-    hash begins with the same ``digits`` hex digits, each in id order."""
+    """The model ids in id order (``ids``), and the batches ``batches`` reads:
+    the ids without a hash, then bucket by bucket, a bucket being the ids whose
+    hash begins with the same ``digits`` hex digits."""
 
     def __init__(self, digits: int) -> None:
+        self.digits = digits
         self.ids = array("q")
         self.unhashed = array("q")
         self.buckets = [array("q") for _ in range(16**digits)]
 
-    def add(self, chunk: list[tuple[int, str | None]]) -> None:
-        """Rows of (id, the hash's first digits or None), in id order. Raises
-        ``TypeError`` for an id that is not an integer (nothing is half-added
-        that matters: the caller gives up on the hash order)."""
-        ids, unhashed, buckets = self.ids, self.unhashed, self.buckets
-        for id_, prefix in chunk:
+    def add(self, chunk: list[tuple[Any, Any]]) -> None:
+        """Rows of (id, stored hash), in id order. Raises ``TypeError`` for an id
+        that is not an integer (the caller then gives up on the hash order)."""
+        ids, unhashed, buckets, digits = self.ids, self.unhashed, self.buckets, self.digits
+        for id_, stored in chunk:
             ids.append(id_)
-            if prefix is None:
-                unhashed.append(id_)
-            else:
-                buckets[int(prefix, 16)].append(id_)
+            bucket = _bucket(stored, digits)
+            (unhashed if bucket is None else buckets[bucket]).append(id_)
 
     def batches(self, size: int) -> Iterator[list[int]]:
-        """The ids without a hash, ``size`` at a time; then whole buckets, as many
-        as fit in ``size`` (a bucket larger than that is cut, in id order)."""
+        """Lists of at most ``size`` ids, each in id order: the ids without a hash;
+        then whole buckets, as many as fit (a larger bucket is cut in id order).
+        The catalog takes each batch as one stretch of its SHA-256 indexes, and
+        the legacy file is read in its order within each batch."""
         for start in range(0, len(self.unhashed), size):
             yield self.unhashed[start : start + size].tolist()
         listed: list[int] = []
         for bucket in self.buckets:
             if listed and len(listed) + len(bucket) > size:
-                yield listed
+                yield sorted(listed)
                 listed = []
             for start in range(0, len(bucket), size):
                 listed.extend(bucket[start : start + size])
                 if len(listed) >= size:
-                    yield listed
+                    yield sorted(listed)
                     listed = []
         if listed:
-            yield listed
+            yield sorted(listed)
+
+
+def _bucket(stored: Any, digits: int) -> int | None:
+    """The bucket of a stored hash: for a hash the importer accepts
+    (``parse_sha256`` of its text), the number its first ``digits`` hex digits
+    make, so rows of one content share a bucket however it was spelled (spaces,
+    case); None for most other values (any bucket would do for them)."""
+    if type(stored) is str and len(stored) == 64:  # as the legacy app writes it: no trimming
+        sha: str | None = stored
+    elif isinstance(stored, bytes):
+        sha = parse_sha256(stored.decode("utf-8", "replace"))  # as cleaning.text reads it
+    else:
+        sha = parse_sha256(stored)
+    if sha is None:
+        return None
+    try:
+        bucket = int(sha[:digits], 16)
+    except ValueError:
+        return None
+    return bucket if bucket >= 0 else None
 
 
 def _bucket_digits(models: int, size: int) -> int:
@@ -196,17 +216,8 @@ def _bucket_digits(models: int, size: int) -> int:
     return digits
 
 
-# What str.strip() removes, as normalize.parse_sha256 does: rows of one content
-# share a bucket however their hash was spelled (spaces, case).
-_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
-# Each id with the first digits of its hash when the hash is 64 hex digits once
-# trimmed and in lower case (what the importer accepts), else NULL. Only text
-# made of those digits comes back, so no value here needs decoding.
-_IDS_AND_HASH_PREFIXES = (
-    "SELECT id, CASE WHEN length(h) = 64 AND h NOT GLOB '*[^0-9a-f]*' "
-    "THEN substr(h, 1, ?3) END FROM (SELECT id, lower(trim(hash_hex, ?1)) AS h "
-    "FROM models WHERE id > ?2 ORDER BY id LIMIT ?4)"
-)
+# Each id with its stored hash (the order's reads: see _HashOrder).
+_IDS_AND_HASHES = "SELECT id, hash_hex FROM models WHERE id > ? ORDER BY id LIMIT ?"
 # A window of links: its end (the model_id LINKS_PER_BATCH links on, or the
 # top), then the links up to there whose model_id is not one of the ids listed.
 # The first window has no lower end: a number below every id is still a number.
@@ -366,15 +377,20 @@ class LegacyCatalog:
         bucket, each batch with its links (read by id, so a model the legacy app
         deleted meanwhile has its links here, where the importer reports them);
         then, by id range, the models the legacy app added meanwhile and the links
-        past them. Rows of one content share a bucket, in id order: the lowest id
-        comes first and becomes the model, as in id order. Any other file is read
-        by id range (``_batches_by_id``).
+        past them. Rows of one content share a bucket, so they come in one batch,
+        in id order: the lowest id becomes the model, as in id order. (Should the
+        legacy app change a hash while this reads, its row still comes with the
+        bucket its id was sorted into: a copy of a file may then come before the
+        lower id and become the model, the lower id its duplicate, notes and tags
+        kept as for any duplicate.) Any other file is read by id range
+        (``_batches_by_id``).
         """
         order = self._hash_order(size) if self._hash_order_possible() else None
         if order is None:
             yield from self._batches_by_id(size)
             return
         yield from self._links_of_no_listed_model(order.ids)
+        last, order.ids = order.ids[-1], array("q")  # the buckets hold them: 8 bytes a row less
         select_models = _select_models_listed(self.layout)
         for listed in order.batches(size):
             ids = listed
@@ -385,7 +401,7 @@ class LegacyCatalog:
                     batch, covered = self._listed_batch(select_models, ids, tolerant=True)
                 ids = ids[covered:]
                 yield batch  # the caller may empty its lists: nothing here reads them again
-        yield from self._batches_by_id(size, after=order.ids[-1])
+        yield from self._batches_by_id(size, after=last)
 
     def _hash_order_possible(self) -> bool:
         """Whether ``models`` is keyed by ``id`` with unique paths and ``model_tags``
@@ -408,10 +424,10 @@ class LegacyCatalog:
         )
 
     def _path_is_unique(self) -> bool:
-        for _, name, unique, *_ in self._query("PRAGMA index_list(models)"):
-            if unique and [
-                row[2] for row in self._query(f"PRAGMA index_info({_quoted(name)})")
-            ] == ["path"]:
+        """Whether an index keeps every path unique (not a partial one)."""
+        for _, name, unique, _origin, partial in self._query("PRAGMA index_list(models)"):
+            info = self._query(f"PRAGMA index_info({_quoted(name)})")
+            if unique and not partial and [row[2] for row in info] == ["path"]:
                 return True
         return False
 
@@ -423,9 +439,7 @@ class LegacyCatalog:
         order = _HashOrder(digits)
         last: int | None = None
         while True:
-            chunk = self._query(
-                _IDS_AND_HASH_PREFIXES, (_SPACE, _MIN_ID if last is None else last, digits, size)
-            )
+            chunk = self._query(_IDS_AND_HASHES, (_MIN_ID if last is None else last, size))
             if not chunk:
                 break
             try:
