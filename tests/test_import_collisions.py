@@ -273,6 +273,32 @@ def test_paths_that_collide_once_cleaned_are_staged_as_conflicts(
     assert again.already_present == again.rows_read == 8
 
 
+def test_a_cleaned_path_goes_to_the_lowest_id_whatever_the_hashes(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    """Which of two rows whose paths read alike keeps the path is decided by which
+    comes first; such a file is read in id order, so it is the lowest id, and a
+    re-run after the legacy app hashed the other one changes nothing."""
+    rows = [
+        LegacyModel(1, "/gone/blob", "lora", hash_hex=sha("1")),  # made b"/gone/x\xff" below
+        LegacyModel(2, "/gone/x\x00", "lora"),  # both read as /gone/x\ufffd
+    ]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    with sqlite3.connect(path) as legacy_app:
+        legacy_app.execute("UPDATE models SET path = ? WHERE id = 1", (b"/gone/x\xff",))
+    legacy_app.close()
+    import_legacy_data(path, db)
+    assert db.get_model(sha("1")).path == "/gone/x\ufffd"  # type: ignore[union-attr]
+    assert pending_by_legacy_id(db)[2].path == "/gone/x\ufffd (legacy id 2)"
+    before = snapshot(db)
+    with sqlite3.connect(path) as legacy_app:
+        legacy_app.execute("UPDATE models SET hash_hex = ? WHERE id = 2", (sha("2"),))
+    legacy_app.close()
+    again = import_legacy_data(path, db)
+    assert snapshot(db) == before
+    assert again.already_present == again.rows_read == 2
+
+
 # -- a write that can never succeed is not tried again ------------------------------
 
 

@@ -705,6 +705,22 @@ def test_warnings_are_capped_and_counted(db: DatabaseManager, tmp_path: Path) ->
     assert (len(report.warnings), report.warnings_omitted) == (MAX_WARNINGS, 7)
 
 
+def test_warnings_about_models_come_before_those_about_links_of_no_model(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    """The legacy app left links behind when it deleted models: more of them than
+    the report keeps must not push the warnings about the models out of it."""
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=sha(str(i)) * (i % 2)) for i in range(1, 41)]
+    rows.append(LegacyModel(10 * MAX_WARNINGS, "/m/last", hash_hex="junk"))
+    links = [(i, 1) for i in range(100, 100 + MAX_WARNINGS + 5)]  # below the last id
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    report = import_legacy_data(path, with_batch(db, 8))
+    kept = [w["table"] for w in report.warnings]
+    assert kept.count("models") == 1  # the junk hash
+    assert kept.count("model_tags") == MAX_WARNINGS - 1
+    assert report.warnings_omitted == 6
+
+
 def test_the_report_is_plain_data() -> None:
     report = ImportReport(legacy_path="/x", rows_read=3, imported=1, staged=1, already_present=1)
     assert report.accounted == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,10 +107,10 @@ def test_every_link_comes_once_with_its_model_or_after_them_all(tmp_path: Path) 
     got_rows, got_links = read_all(path, size=2)
     assert [r.id for r in got_rows] == [1, 2, 5, 6, 7]  # no hashes: id order
     assert got_links == [
-        [(0, 1), (3, 1)],  # up to the last model's id, naming no model
         [(1, 1), (1, 2)],  # the links of models 1 and 2
         [(6, 99)],  # of 5 and 6
         [(7, 1)],
+        [(0, 1), (3, 1)],  # then those up to the last model's id that name no model
         [(8, 1), (1000, 3), ("text-id", 1)],  # after it (rows added meanwhile would be here)
     ]
 
@@ -498,24 +499,31 @@ def test_no_read_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_a_model_deleted_after_its_id_was_read_has_its_links_seen_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The links of no model come first, a window at a time: whether a link names a
-    model is decided by the ids read, so a model deleted meanwhile (its links
-    left behind) has its links once, in the batch that lists it."""
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)
+    """Whether a link names a model is decided by the ids read, not by the models
+    there are when its window is read: a model deleted (its links left behind)
+    before or after its batch has its links once, in the batch that listed it."""
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)  # several windows
     rows = [LegacyModel(i, f"/m/{i}") for i in range(10, 70, 10)]
     links = [(i, 1) for i in range(10, 70, 10)]
     links += [(i + 5, 2) for i in range(0, 70, 10)]  # between the models: no model
     path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+
+    def delete(*ids: int) -> None:  # as the legacy app did, leaving the links behind
+        with sqlite3.connect(path) as app:
+            app.execute(f"DELETE FROM models WHERE id IN ({', '.join(map(str, ids))})")
+        app.close()
+
     with open_legacy(path) as legacy:
         batches = legacy.batches(2)
-        first = next(batches)
-        assert first.rows == []  # a window of links of no model
-        with sqlite3.connect(path) as app:  # the legacy app, which leaves the links behind
-            app.execute("DELETE FROM models WHERE id IN (40, 50)")
-        app.close()
-        rest = list(batches)
-    assert [r.id for batch in rest for r in batch.rows] == [10, 20, 30, 60]
-    every_link = first.links + [link for batch in rest for link in batch.links]
+        seen = [next(batches)]
+        delete(40)  # before its batch
+        while seen[-1].rows or len(seen) == 1:
+            seen.append(next(batches))
+        delete(50, 60)  # after their batch, before the windows of links of no model
+        seen += list(batches)
+    assert [r.id for batch in seen for r in batch.rows] == [10, 20, 30, 50, 60]
+    assert seen[1].links == [(30, 1), (40, 1)]  # 40's with the batch that listed it
+    every_link = [link for batch in seen for link in batch.links]
     assert sorted(every_link) == sorted(links)  # each once
 
 
@@ -533,3 +541,33 @@ def test_a_file_with_paths_not_unique_is_read_in_id_order(tmp_path: Path) -> Non
     got_rows, got_links = read_all(path, size=2)
     assert [r.id for r in got_rows] == [1, 2, 3, 4, 5]  # in hash order: 5, 4, 3, 2, 1
     assert [link for batch in got_links for link in batch] == [(2, 1), (9, 1)]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[-(2**31), -1, 5, 6, 2**31 - 1], [-(2**63), 5, 2**31, 2**63 - 1]],
+    ids=["in-hash-order", "beyond-32-bits-in-id-order"],
+)
+def test_ids_at_both_ends_of_their_range_are_read(tmp_path: Path, ids: list[int]) -> None:
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=hashlib.sha256(str(i).encode()).hexdigest())
+            for i in ids]  # fmt: skip
+    links = [(i, 1) for i in ids] + [(0, 2)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    got_rows, got_links = read_all(path, size=2)
+    assert sorted(r.id for r in got_rows) == ids
+    assert sorted(link for batch in got_links for link in batch) == sorted(links)
+
+
+def test_id_ranges_give_the_ids_above_a_bound() -> None:
+    """The ids read, kept as ranges: what the windows of links of no model list."""
+    rng = random.Random(7)
+    for _ in range(200):
+        ids = sorted(rng.sample(range(-50, 50), rng.randint(1, 60)))
+        ranges = legacy_module._IdRanges()
+        chunk = rng.randint(1, 10)
+        for start in range(0, len(ids), chunk):
+            ranges.extend(ids[start : start + chunk])
+        assert ranges.last == ids[-1]
+        for low in [float("-inf"), -51, rng.randint(-50, 50), rng.uniform(-50, 50)]:
+            count = rng.randint(1, 70)
+            assert ranges.after(low, count) == [i for i in ids if i > low][:count]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -147,24 +148,32 @@ def _select_models(layout: LegacyLayout) -> str:
 
 
 class _HashOrder:
-    """The model ids in id order (``ids``), and the batches ``batches`` reads:
-    the ids without a hash, then bucket by bucket, a bucket being the ids whose
-    hash begins with the same ``digits`` hex digits."""
+    """The model ids read (``ids``), and the batches ``batches`` reads: the ids
+    without a hash, then bucket by bucket, a bucket being the ids whose hash
+    begins with the same ``digits`` hex digits (4 bytes an id)."""
 
     def __init__(self, digits: int) -> None:
         self.digits = digits
-        self.ids = array("q")
-        self.unhashed = array("q")
-        self.buckets = [array("q") for _ in range(16**digits)]
+        self.ids = _IdRanges()
+        self.unhashed = array("i")
+        self.buckets = [array("i") for _ in range(16**digits)]
 
-    def add(self, chunk: list[tuple[Any, Any]]) -> None:
-        """Rows of (id, stored hash), in id order. Raises ``TypeError`` for an id
-        that is not an integer (the caller then gives up on the hash order)."""
-        ids, unhashed, buckets, digits = self.ids, self.unhashed, self.buckets, self.digits
-        for id_, stored in chunk:
-            ids.append(id_)
+    def add(self, chunk: list[tuple[Any, Any, Any]]) -> bool:
+        """Rows of (id, stored hash, stored path), in id order. False when one
+        must be read in id order: an id that is not an integer of 32 bits, or a
+        path that is not text without NUL (the importer gives such paths their
+        place by which row comes first, which must not depend on the hashes)."""
+        unhashed, buckets, digits = self.unhashed, self.buckets, self.digits
+        for id_, stored, path in chunk:
+            if type(id_) is not int or type(path) is not str or "\x00" in path:
+                return False
             bucket = _bucket(stored, digits)
-            (unhashed if bucket is None else buckets[bucket]).append(id_)
+            try:
+                (unhashed if bucket is None else buckets[bucket]).append(id_)
+            except OverflowError:
+                return False
+        self.ids.extend([row[0] for row in chunk])
+        return True
 
     def batches(self, size: int) -> Iterator[list[int]]:
         """Lists of at most ``size`` ids, each in id order: the ids without a hash;
@@ -173,8 +182,9 @@ class _HashOrder:
         the legacy file is read in its order within each batch."""
         for start in range(0, len(self.unhashed), size):
             yield self.unhashed[start : start + size].tolist()
+        self.unhashed = array("i")
         listed: list[int] = []
-        for bucket in self.buckets:
+        for number, bucket in enumerate(self.buckets):
             if listed and len(listed) + len(bucket) > size:
                 yield sorted(listed)
                 listed = []
@@ -183,8 +193,51 @@ class _HashOrder:
                 if len(listed) >= size:
                     yield sorted(listed)
                     listed = []
+            self.buckets[number] = array("i")  # read: its memory serves the next batches
         if listed:
             yield sorted(listed)
+
+
+class _IdRanges:
+    """Integers added in ascending order, kept as ranges of consecutive ones: a
+    legacy file's ids mostly are, so they take a few bytes where an array of
+    them would take 8 a row."""
+
+    def __init__(self) -> None:
+        self.firsts = array("q")
+        self.lasts = array("q")
+
+    def __len__(self) -> int:
+        return len(self.firsts)
+
+    @property
+    def last(self) -> int:
+        return self.lasts[-1]
+
+    def extend(self, ids: list[int]) -> None:
+        if ids and ids[-1] - ids[0] == len(ids) - 1:  # one range (they are unique)
+            self._add_range(ids[0], ids[-1])
+            return
+        for id_ in ids:
+            self._add_range(id_, id_)
+
+    def after(self, low: float, count: int) -> list[int]:
+        """At most ``count`` of the integers above ``low``, in order."""
+        found: list[int] = []
+        for number in range(bisect_right(self.lasts, low), len(self.firsts)):
+            first, last = self.firsts[number], self.lasts[number]
+            start = first if low < first else math.floor(low) + 1
+            found.extend(range(start, min(last, start + count - len(found) - 1) + 1))
+            if len(found) >= count:
+                break
+        return found
+
+    def _add_range(self, first: int, last: int) -> None:
+        if self.lasts and first == self.lasts[-1] + 1:
+            self.lasts[-1] = last
+        else:
+            self.firsts.append(first)
+            self.lasts.append(last)
 
 
 def _bucket(stored: Any, digits: int) -> int | None:
@@ -216,8 +269,8 @@ def _bucket_digits(models: int, size: int) -> int:
     return digits
 
 
-# Each id with its stored hash (the order's reads: see _HashOrder).
-_IDS_AND_HASHES = "SELECT id, hash_hex FROM models WHERE id > ? ORDER BY id LIMIT ?"
+# The ordering reads (see _HashOrder.add).
+_IDS_HASHES_AND_PATHS = "SELECT id, hash_hex, path FROM models WHERE id > ? ORDER BY id LIMIT ?"
 # A window of links: its end (the model_id LINKS_PER_BATCH links on, or the
 # top), then the links up to there whose model_id is not one of the ids listed.
 # The first window has no lower end: a number below every id is still a number.
@@ -351,7 +404,7 @@ class LegacyCatalog:
 
     def tag_chunks(self, size: int) -> Iterator[list[LegacyTagRow]]:
         """All legacy tags in id order, ``size`` at a time, each chunk its own read."""
-        last_id = _MIN_ID
+        last_id: Any = _BEFORE_EVERY_ID
         while True:
             rows = self._query(
                 "SELECT id, name, color, created_at FROM tags WHERE id > ? ORDER BY id LIMIT ?",
@@ -370,27 +423,30 @@ class LegacyCatalog:
         in the order of the stored hashes: the catalog's largest indexes are keyed
         by SHA-256, and a batch of rows in id order lands all over them, so every
         batch rewrites most of their pages (1,000,000 rows: a fifth more time and
-        three times the bytes written; bench/import_bench.py). First the ids are
-        read, a batch at a time, and sorted into buckets by their hash's first
-        digits, those without a hash on their own (``_HashOrder``); then the links
-        of ids that were not read, a window at a time; then the models bucket by
-        bucket, each batch with its links (read by id, so a model the legacy app
-        deleted meanwhile has its links here, where the importer reports them);
-        then, by id range, the models the legacy app added meanwhile and the links
-        past them. Rows of one content share a bucket, so they come in one batch,
-        in id order: the lowest id becomes the model, as in id order. (Should the
-        legacy app change a hash while this reads, its row still comes with the
-        bucket its id was sorted into: a copy of a file may then come before the
-        lower id and become the model, the lower id its duplicate, notes and tags
-        kept as for any duplicate.) Any other file is read by id range
-        (``_batches_by_id``).
+        three times the bytes written; bench/import_bench.py).
+
+        1. The ids, a batch at a time, sorted into buckets by their hash's first
+           digits, those without a hash on their own (``_HashOrder``).
+        2. The models, those without a hash first, then bucket by bucket, each
+           batch with its links (read by id: a model the legacy app deleted
+           meanwhile has its links here, where the importer reports them).
+        3. The links up to the last id read whose model_id is none of the ids
+           read, a window at a time.
+        4. By id range, the models the legacy app added meanwhile and the links
+           past them.
+
+        Rows of one content share a bucket, so they come one after another in id
+        order (in one batch unless a batch is cut for its links): the lowest id
+        becomes the model, as in id order. Should the legacy app change a hash
+        while this reads, its row still comes with the bucket its id was sorted
+        into: a copy of a file may then come before the lower id and become the
+        model, the lower id its duplicate, notes and tags kept as for any
+        duplicate. Any other file is read by id range (``_batches_by_id``).
         """
         order = self._hash_order(size) if self._hash_order_possible() else None
         if order is None:
             yield from self._batches_by_id(size)
             return
-        yield from self._links_of_no_listed_model(order.ids)
-        last, order.ids = order.ids[-1], array("q")  # the buckets hold them: 8 bytes a row less
         select_models = _select_models_listed(self.layout)
         for listed in order.batches(size):
             ids = listed
@@ -401,7 +457,8 @@ class LegacyCatalog:
                     batch, covered = self._listed_batch(select_models, ids, tolerant=True)
                 ids = ids[covered:]
                 yield batch  # the caller may empty its lists: nothing here reads them again
-        yield from self._batches_by_id(size, after=last)
+        yield from self._links_of_no_listed_model(order.ids)
+        yield from self._batches_by_id(size, after=order.ids.last)
 
     def _hash_order_possible(self) -> bool:
         """Whether ``models`` is keyed by ``id`` with unique paths and ``model_tags``
@@ -433,43 +490,36 @@ class LegacyCatalog:
 
     def _hash_order(self, size: int) -> _HashOrder | None:
         """The model ids, read ``size`` at a time in id order (each read short),
-        sorted into ``_HashOrder``'s buckets; None when an id is not an integer
-        (a hand-made file: read in id order instead) or there are no models."""
-        digits = _bucket_digits(self.count_models(), size)
-        order = _HashOrder(digits)
-        last: int | None = None
-        while True:
-            chunk = self._query(_IDS_AND_HASHES, (_MIN_ID if last is None else last, size))
-            if not chunk:
-                break
-            try:
-                order.add(chunk)
-            except TypeError:  # an id that is not an integer
+        sorted into ``_HashOrder``'s buckets; None when a row must be read in id
+        order (see ``_HashOrder.add``: a hand-made file) or there are no models."""
+        order = _HashOrder(_bucket_digits(self.count_models(), size))
+        last: float = _BEFORE_EVERY_ID
+        while chunk := self._query(_IDS_HASHES_AND_PATHS, (last, size)):
+            if not order.add(chunk):
                 return None
             last = chunk[-1][0]
-        return order if order.ids else None
+        return order if len(order.ids) else None
 
-    def _links_of_no_listed_model(self, ids: array[int]) -> Iterator[LegacyBatch]:
-        """The links up to the last of ``ids`` (which are in order) whose model_id
-        is none of them, a window of about ``LINKS_PER_BATCH`` links per read.
+    def _links_of_no_listed_model(self, ids: _IdRanges) -> Iterator[LegacyBatch]:
+        """The links up to the last of ``ids`` whose model_id is none of them, a
+        window of about ``LINKS_PER_BATCH`` links (and ids) per read.
 
         Whether a link names a model is decided by the ids read, not by the models
-        there are now: the batch that lists an id reads its links, so a model the
-        legacy app deletes after its id was read has its links read once, there.
+        there are now: the batch that listed an id read its links, so a model the
+        legacy app deleted after its id was read had its links read once, there.
         """
-        top = ids[-1]
+        top = ids.last
         low: float = float("-inf")
         window = _WINDOW_FIRST
         while True:
-            first = bisect_right(ids, low)  # and at most LINKS_PER_BATCH ids to list
-            high = ids[min(first + LINKS_PER_BATCH, len(ids)) - 1]
+            listed = ids.after(low, LINKS_PER_BATCH)
+            high = listed[-1]
             with self._reading() as cursor:
                 end = cursor.execute(window[0], (low, high, LINKS_PER_BATCH)).fetchone()
-                high = high if end is None else end[0]
-                listed = ids[first : bisect_right(ids, high)]
-                links = cursor.execute(
-                    window[1], (low, high, json.dumps(listed.tolist()))
-                ).fetchall()
+                if end is not None:
+                    high = end[0]
+                    listed = listed[: bisect_right(listed, high)]
+                links = cursor.execute(window[1], (low, high, json.dumps(listed))).fetchall()
             if links:
                 yield LegacyBatch([], links)
             if high == top:
@@ -538,7 +588,9 @@ class LegacyCatalog:
         budget: int,
     ) -> LegacyBatch | None:
         with self._reading(tolerant=tolerant) as cursor:
-            rows = cursor.execute(select_models, (_MIN_ID if last_id is None else last_id, size))
+            rows = cursor.execute(
+                select_models, (_BEFORE_EVERY_ID if last_id is None else last_id, size)
+            )
             batch = list(map(LegacyRow._make, rows.fetchall()))
             if not batch:
                 return None
@@ -618,7 +670,8 @@ def _text_or_bytes(value: bytes) -> str | NotUtf8Text:
         return NotUtf8Text(value)
 
 
-_MIN_ID = -(2**63)
+# Below every id, -2**63 included (a real; a text id sorts after every number).
+_BEFORE_EVERY_ID = float("-inf")
 
 
 def open_legacy(
