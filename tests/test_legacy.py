@@ -412,11 +412,19 @@ MODEL_COLUMNS_SQL = (
         ("id INTEGER PRIMARY KEY", " WITHOUT ROWID", 7),
     ],
 )
+@pytest.mark.parametrize("links_per_batch", [1, 100_000], ids=["cut-for-links", "whole"])
 def test_hand_made_tables_are_read_whole(
-    tmp_path: Path, id_column: str, table_options: str, odd_id: object
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    id_column: str,
+    table_options: str,
+    odd_id: object,
+    links_per_batch: int,
 ) -> None:
     """Every model and every link comes exactly once, whatever a hand-made file
-    declared: ids that are not the row id (any type in them), links keyed by text."""
+    declared: ids that are not the row id (any type in them), links keyed by text;
+    also when a batch is cut for its links (where ids of two types meet)."""
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", links_per_batch)
     path = write_legacy_catalog(
         tmp_path / "l.sqlite3",
         rows=[LegacyModel(i, f"/m/{i}", hash_hex=sha_text) for i, sha_text in

@@ -643,15 +643,30 @@ def _links(cursor: Any, after: int | None, top: int, limit: int | None) -> list[
 def _cut(
     cursor: Any, batch: list[LegacyRow], links: list[Any], after: int | None, budget: int
 ) -> tuple[list[LegacyRow], list[Any]]:
-    """Fewer models, so that the batch's links stay within ``budget``: the models
-    whose links all came (those before the model of link number ``budget``), or,
-    when the first model alone has more, that model with all its links."""
-    cut = links[budget][0]
-    whole = [row for row in batch if row.id < cut]
-    if not whole:
+    """Fewer models, so that the batch's links stay within ``budget``: the most
+    models whose id range holds at most ``budget`` links, or, when the first
+    model alone has more, that model with all its links.
+
+    SQLite counts the links of a range, as it read them: a hand-made file may key
+    its links by text and its models by number, and only its comparisons agree
+    with the range each batch reads."""
+    whole, more = 0, len(batch)  # whole rows found; at most this many
+    while whole < more:
+        middle = (whole + more + 1) // 2
+        if _count_links(cursor, after, batch[middle - 1].id, budget + 1) <= budget:
+            whole = middle
+        else:
+            more = middle - 1
+    if whole == 0:
         return batch[:1], _links(cursor, after, batch[0].id, None)
-    top = whole[-1].id
-    return whole, [link for link in links if link[0] <= top]
+    return batch[:whole], links[: _count_links(cursor, after, batch[whole - 1].id, budget)]
+
+
+def _count_links(cursor: Any, after: int | None, top: int, limit: int) -> int:
+    """How many links ``_links`` gives for (after, top], counting no further than ``limit``."""
+    sql, params = (_LINKS_UP_TO, [top]) if after is None else (_LINKS_IN_RANGE, [after, top])
+    found = cursor.execute(f"SELECT count(*) FROM ({sql} LIMIT ?)", [*params, limit])
+    return int(found.fetchone()[0])
 
 
 class NotUtf8Text(bytes):
