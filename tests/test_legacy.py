@@ -339,6 +339,28 @@ def test_reading_while_the_legacy_app_writes(tmp_path: Path) -> None:
         app.close()
 
 
+@pytest.mark.parametrize("hashed", [True, False], ids=["in-hash-order", "in-id-order"])
+def test_the_legacy_app_can_write_whenever_the_importer_holds_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashed: bool
+) -> None:
+    """In rollback-journal mode a reader blocks every writer: no read may stay open
+    while the caller works on a batch, links past the last model included."""
+    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)
+    rows = [LegacyModel(i, f"/m/{i}", hash_hex=SHA if hashed else "") for i in range(1, 7)]
+    links = [(i, t) for i in range(1, 7) for t in (1, 2)] + [(i, 3) for i in range(50, 58)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    app = sqlite3.connect(path, isolation_level=None, timeout=0)  # fails at once if locked
+    try:
+        seen = []
+        with open_legacy(path) as legacy:
+            for batch in legacy.batches(2):
+                seen += batch.links
+                app.execute("UPDATE tags SET color = color WHERE id = 1")  # a write
+        assert sorted(seen) == sorted(links)
+    finally:
+        app.close()
+
+
 def test_a_model_deleted_while_it_is_read_has_its_links_seen_once(tmp_path: Path) -> None:
     rows = [LegacyModel(i, f"/m/{i}") for i in range(1, 7)]
     links = [(i, 1) for i in range(1, 7)]

@@ -339,17 +339,18 @@ _LINKS_IN_RANGE = (
 _LINKS_UP_TO = (
     "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? ORDER BY model_id, tag_id"
 )
-# Links past the last model, and any whose model_id is not a number at all (a
-# text value sorts after every integer in SQLite, NULL matches no comparison).
-# Two searches of the key: "model_id > ? OR model_id IS NULL" reads all of it.
-_LINKS_AFTER = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL UNION ALL "
-    "SELECT * FROM (SELECT model_id, tag_id FROM model_tags WHERE model_id > ? "
-    "ORDER BY model_id, tag_id)"
+# The links past a model_id (see LegacyCatalog._links_past): a window's end (the
+# model_id LINKS_PER_BATCH links on), the links up to it, or all the rest. A text
+# value sorts after every number in SQLite, a blob after every text.
+_TAIL_END = "SELECT model_id FROM model_tags WHERE model_id {} ? ORDER BY model_id LIMIT 1 OFFSET ?"
+_TAIL_WINDOW = (
+    "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
+    "ORDER BY model_id, tag_id"
 )
+_TAIL_REST = "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? ORDER BY model_id, tag_id"
+_LINKS_OF_NULL = "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL ORDER BY tag_id"
 # Text compares equal only to text: a path stored as a blob or a number never matches.
 _IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
-_LINKS_ALL = "SELECT model_id, tag_id FROM model_tags ORDER BY model_id, tag_id"
 
 
 class LegacyCatalog:
@@ -567,16 +568,28 @@ class LegacyCatalog:
                 break
             last_id = batch.rows[-1].id
             yield batch  # the caller may empty its lists once read: nothing here reads them again
-        # The links past the last model, LINKS_PER_BATCH at a time, in one read.
-        with self._reading() as cursor:
-            if last_id is None:
-                cursor.execute(_LINKS_ALL)
-            else:
-                cursor.execute(_LINKS_AFTER, (last_id,))
-            tail = cursor.fetchmany(LINKS_PER_BATCH)
-            yield LegacyBatch([], tail)  # always one, empty or not
-            while tail := cursor.fetchmany(LINKS_PER_BATCH):
-                yield LegacyBatch([], tail)
+        yield from self._links_past(last_id)
+
+    def _links_past(self, after: Any) -> Iterator[LegacyBatch]:
+        """The links whose model_id is past ``after`` (None: every link) or NULL,
+        a window of about ``LINKS_PER_BATCH`` links per read, so that no read is
+        held open while the caller works (always one batch, empty or not).
+        Past the last id is any number above it, and any text or blob."""
+        with self._reading() as cursor:  # a hand-made file's: the legacy app's are NOT NULL
+            links = cursor.execute(_LINKS_OF_NULL).fetchall()
+        compare, low = (">=", float("-inf")) if after is None else (">", after)
+        while True:
+            with self._reading() as cursor:
+                end = cursor.execute(_TAIL_END.format(compare), (low, LINKS_PER_BATCH)).fetchone()
+                if end is None:
+                    links += cursor.execute(_TAIL_REST.format(compare), (low,)).fetchall()
+                else:
+                    window = (low, end[0])
+                    links += cursor.execute(_TAIL_WINDOW.format(compare), window).fetchall()
+            yield LegacyBatch([], links)
+            if end is None:
+                return
+            links, compare, low = [], ">", end[0]
 
     def _batch(
         self,
