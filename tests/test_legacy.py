@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from modelvault import DatabaseManager, LegacyDatabaseError
 from modelvault.migration import legacy as legacy_module
 from modelvault.migration.legacy import LegacyLayout, LegacyRow, open_legacy
+from modelvault.migration.legacy_order import IdRanges
 from modelvault.migration.sample import (
     SYSTEM_TAG_NAMES,
     LegacyModel,
@@ -593,7 +594,7 @@ def test_id_ranges_give_the_ids_above_a_bound() -> None:
     rng = random.Random(7)
     for _ in range(200):
         ids = sorted(rng.sample(range(-50, 50), rng.randint(1, 60)))
-        ranges = legacy_module._IdRanges()
+        ranges = IdRanges()
         chunk = rng.randint(1, 10)
         for start in range(0, len(ids), chunk):
             ranges.extend(ids[start : start + chunk])
