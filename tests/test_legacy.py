@@ -427,6 +427,17 @@ MODEL_COLUMNS_SQL = (
 )
 
 
+def key_links_by_text(conn: sqlite3.Connection) -> None:
+    """Make model_tags.model_id a TEXT column, as a hand-made file may have it."""
+    conn.execute(
+        "CREATE TABLE links (model_id TEXT NOT NULL, tag_id INTEGER NOT NULL, "
+        "PRIMARY KEY (model_id, tag_id))"
+    )
+    conn.execute("INSERT INTO links SELECT * FROM model_tags")
+    conn.execute("DROP TABLE model_tags")
+    conn.execute("ALTER TABLE links RENAME TO model_tags")
+
+
 @pytest.mark.parametrize(
     ("id_column", "table_options", "odd_id"),
     [
@@ -463,13 +474,7 @@ def test_hand_made_tables_are_read_whole(
             "INSERT INTO models VALUES (?, '/m/odd', NULL, 'other', NULL, '', 0, NULL, NULL)",
             (odd_id,),
         )
-        conn.execute(
-            "CREATE TABLE links (model_id TEXT NOT NULL, tag_id INTEGER NOT NULL, "
-            "PRIMARY KEY (model_id, tag_id))"
-        )
-        conn.execute("INSERT INTO links SELECT * FROM model_tags")
-        conn.execute("DROP TABLE model_tags")
-        conn.execute("ALTER TABLE links RENAME TO model_tags")
+        key_links_by_text(conn)
     conn.close()
     got_rows, got_links = read_all(path, size=2)
     assert sorted(map(str, (r.id for r in got_rows))) == sorted(["1", "3", str(odd_id)])
@@ -602,3 +607,19 @@ def test_id_ranges_give_the_ids_above_a_bound() -> None:
         for low in [float("-inf"), -51, rng.randint(-50, 50), rng.uniform(-50, 50)]:
             count = rng.randint(1, 70)
             assert ranges.after(low, count) == [i for i in ids if i > low][:count]
+
+
+def test_links_keyed_by_text_come_once_however_text_and_numbers_sort(tmp_path: Path) -> None:
+    """A hand-made model_tags with a TEXT model_id: as text '10' sorts before '2'
+    while the models come in number order (1, 2, 10); each link still comes once."""
+    rows = [LegacyModel(i, f"/m/{i}") for i in (1, 2, 10)]
+    links = [(1, 1), (2, 1), (10, 1), (3, 2)]
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
+    with sqlite3.connect(path) as conn:
+        key_links_by_text(conn)
+    conn.close()
+    for size in (1, 2, 10):
+        got_rows, got_links = read_all(path, size=size)
+        assert [r.id for r in got_rows] == [1, 2, 10]
+        every_link = [link for batch in got_links for link in batch]
+        assert sorted(every_link) == sorted((str(m), t) for m, t in links)  # each once

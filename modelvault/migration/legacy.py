@@ -25,6 +25,7 @@ exact bytes); BLOB values are ``bytes``. The importer keeps both byte for byte.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import os
@@ -208,22 +209,26 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The reads of links by model_id range. {key} is model_id, or +model_id where the
+# column has TEXT affinity (a hand-made file, see _link_key).
 _LINKS_IN_RANGE = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id > ? AND model_id <= ? "
+    "SELECT model_id, tag_id FROM model_tags WHERE {key} > ? AND {key} <= ? "
     "ORDER BY model_id, tag_id"
 )
-_LINKS_UP_TO = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id <= ? ORDER BY model_id, tag_id"
-)
+_LINKS_UP_TO = "SELECT model_id, tag_id FROM model_tags WHERE {key} <= ? ORDER BY model_id, tag_id"
 # The links past a model_id (see LegacyCatalog._links_past): a window's end (the
 # model_id LINKS_PER_BATCH links on), the links up to it, or all the rest. A text
 # value sorts after every number in SQLite, a blob after every text.
-_TAIL_END = "SELECT model_id FROM model_tags WHERE model_id {} ? ORDER BY model_id LIMIT 1 OFFSET ?"
+_TAIL_END = (
+    "SELECT model_id FROM model_tags WHERE {key} {compare} ? ORDER BY model_id LIMIT 1 OFFSET ?"
+)
 _TAIL_WINDOW = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
+    "SELECT model_id, tag_id FROM model_tags WHERE {key} {compare} ? AND {key} <= ? "
     "ORDER BY model_id, tag_id"
 )
-_TAIL_REST = "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? ORDER BY model_id, tag_id"
+_TAIL_REST = (
+    "SELECT model_id, tag_id FROM model_tags WHERE {key} {compare} ? ORDER BY model_id, tag_id"
+)
 _LINKS_OF_NULL = "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL ORDER BY tag_id"
 # Text compares equal only to text: a path stored as a blob or a number never matches.
 _IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
@@ -453,17 +458,31 @@ class LegacyCatalog:
             links = cursor.execute(_LINKS_OF_NULL).fetchall()
         compare, low = (">=", float("-inf")) if after is None else (">", after)
         while True:
+            sql = {"key": self._link_key, "compare": compare}
             with self._reading() as cursor:
-                end = cursor.execute(_TAIL_END.format(compare), (low, LINKS_PER_BATCH)).fetchone()
+                end = cursor.execute(_TAIL_END.format(**sql), (low, LINKS_PER_BATCH)).fetchone()
                 if end is None:
-                    links += cursor.execute(_TAIL_REST.format(compare), (low,)).fetchall()
+                    links += cursor.execute(_TAIL_REST.format(**sql), (low,)).fetchall()
                 else:
                     window = (low, end[0])
-                    links += cursor.execute(_TAIL_WINDOW.format(compare), window).fetchall()
+                    links += cursor.execute(_TAIL_WINDOW.format(**sql), window).fetchall()
             yield LegacyBatch([], links)
             if end is None:
                 return
             links, compare, low = [], ">", end[0]
+
+    @functools.cached_property
+    def _link_key(self) -> str:
+        """What the reads by range compare: ``model_id``, or ``+model_id`` where the
+        column has TEXT affinity (a hand-made file). There SQLite would compare a
+        number with it as text ('10' before '2') while the models come in number
+        order, and a link could come in two ranges; ``+`` compares the values as
+        stored, in the order the models come in (with no index: each such read
+        scans the links)."""
+        links = self._query("PRAGMA table_info(model_tags)")
+        kind = next(str(kind).upper() for _, name, kind, *_ in links if name == "model_id")
+        text = "INT" not in kind and any(word in kind for word in ("CHAR", "CLOB", "TEXT"))
+        return "+model_id" if text else "model_id"
 
     def _batch(
         self,
@@ -481,9 +500,10 @@ class LegacyCatalog:
             batch = list(map(LegacyRow._make, rows.fetchall()))
             if not batch:
                 return None
-            links = _links(cursor, last_id, batch[-1].id, budget + 1)
+            ranges = _Ranges(cursor, self._link_key, last_id)
+            links = ranges.links(batch[-1].id, budget + 1)
             if len(links) > budget:
-                batch, links = _cut(cursor, batch, links, last_id, budget)
+                batch, links = ranges.cut(batch, links, budget)
         return LegacyBatch(batch, links)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -517,43 +537,50 @@ class LegacyCatalog:
             raise _read_error(self.path, exc) from exc
 
 
-def _links(cursor: Any, after: int | None, top: int, limit: int | None) -> list[Any]:
-    """The links whose model_id is in (after, top] (all up to top when ``after`` is
-    None), at most ``limit`` of them."""
-    sql, params = (_LINKS_UP_TO, [top]) if after is None else (_LINKS_IN_RANGE, [after, top])
-    if limit is not None:
-        sql, params = sql + " LIMIT ?", [*params, limit]
-    rows: list[Any] = cursor.execute(sql, params).fetchall()
-    return rows
+class _Ranges:
+    """The links of the ranges (after, top] for one ``after``, read on ``cursor``."""
 
+    def __init__(self, cursor: Any, key: str, after: Any) -> None:
+        self.cursor, self.after = cursor, after
+        template, self.bounds = (_LINKS_UP_TO, []) if after is None else (_LINKS_IN_RANGE, [after])
+        self.sql = template.format(key=key)
 
-def _cut(
-    cursor: Any, batch: list[LegacyRow], links: list[Any], after: int | None, budget: int
-) -> tuple[list[LegacyRow], list[Any]]:
-    """Fewer models, so that the batch's links stay within ``budget``: the most
-    models whose id range holds at most ``budget`` links, or, when the first
-    model alone has more, that model with all its links.
-
-    SQLite counts the links of a range, as it read them: a hand-made file may key
-    its links by text and its models by number, and only its comparisons agree
-    with the range each batch reads."""
-    whole, more = 0, len(batch)  # whole rows found; at most this many
-    while whole < more:
-        middle = (whole + more + 1) // 2
-        if _count_links(cursor, after, batch[middle - 1].id, budget + 1) <= budget:
-            whole = middle
+    def links(self, top: Any, limit: int | None) -> list[Any]:
+        """The links whose model_id is in (after, top] (all up to top when ``after``
+        is None), at most ``limit`` of them."""
+        if limit is None:
+            rows: list[Any] = self.cursor.execute(self.sql, [*self.bounds, top]).fetchall()
         else:
-            more = middle - 1
-    if whole == 0:
-        return batch[:1], _links(cursor, after, batch[0].id, None)
-    return batch[:whole], links[: _count_links(cursor, after, batch[whole - 1].id, budget)]
+            rows = self.cursor.execute(f"{self.sql} LIMIT ?", [*self.bounds, top, limit]).fetchall()
+        return rows
 
+    def count(self, top: Any, limit: int) -> int:
+        """How many links ``links`` gives for (after, top], counting no further than ``limit``."""
+        found = self.cursor.execute(
+            f"SELECT count(*) FROM ({self.sql} LIMIT ?)", [*self.bounds, top, limit]
+        )
+        return int(found.fetchone()[0])
 
-def _count_links(cursor: Any, after: int | None, top: int, limit: int) -> int:
-    """How many links ``_links`` gives for (after, top], counting no further than ``limit``."""
-    sql, params = (_LINKS_UP_TO, [top]) if after is None else (_LINKS_IN_RANGE, [after, top])
-    found = cursor.execute(f"SELECT count(*) FROM ({sql} LIMIT ?)", [*params, limit])
-    return int(found.fetchone()[0])
+    def cut(
+        self, batch: list[LegacyRow], links: list[Any], budget: int
+    ) -> tuple[list[LegacyRow], list[Any]]:
+        """Fewer models, so that the batch's links stay within ``budget``: the most
+        models whose id range holds at most ``budget`` links, or, when the first
+        model alone has more, that model with all its links.
+
+        SQLite counts the links of a range, as it read them: a hand-made file may
+        mix types in its ids, and only its comparisons agree with the range each
+        batch reads."""
+        whole, more = 0, len(batch)  # whole rows found; at most this many
+        while whole < more:
+            middle = (whole + more + 1) // 2
+            if self.count(batch[middle - 1].id, budget + 1) <= budget:
+                whole = middle
+            else:
+                more = middle - 1
+        if whole == 0:
+            return batch[:1], self.links(batch[0].id, None)
+        return batch[:whole], links[: self.count(batch[whole - 1].id, budget)]
 
 
 class NotUtf8Text(bytes):
