@@ -140,37 +140,26 @@ class LegacyBatch(NamedTuple):
     links: list[tuple[Any, Any]]
 
 
+def _model_columns(layout: LegacyLayout, table: str = "") -> str:
+    """The columns of a ``LegacyRow``, NULL for those the layout lacks."""
+    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ()
+    columns = [f"{table}{column}" for column in LAYOUT2_MODEL_COLUMNS + layout1]
+    return ", ".join(columns + ["NULL"] * (4 - len(layout1)))
+
+
 def _select_models(layout: LegacyLayout) -> str:
-    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ("NULL",) * 4
-    columns = ", ".join(LAYOUT2_MODEL_COLUMNS + layout1)
-    return f"SELECT {columns} FROM models WHERE id > ? ORDER BY id LIMIT ?"
+    return f"SELECT {_model_columns(layout)} FROM models WHERE id > ? ORDER BY id LIMIT ?"
 
 
 # The ordering reads (see legacy_order.HashOrder.add).
 _IDS_HASHES_AND_PATHS = "SELECT id, hash_hex, path FROM models WHERE id > ? ORDER BY id LIMIT ?"
-# A window of links: its end (the model_id LINKS_PER_BATCH links on, or the
-# top), then the links up to there whose model_id is not one of the ids listed.
-# The first window has no lower end: a number below every id is still a number.
-_WINDOW_END = (
-    "SELECT model_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
-    "ORDER BY model_id LIMIT 1 OFFSET ?"
-)
-_WINDOW_LINKS = (
-    "SELECT model_id, tag_id FROM model_tags WHERE model_id {} ? AND model_id <= ? "
-    "AND model_id NOT IN (SELECT value FROM json_each(?)) ORDER BY model_id, tag_id"
-)
-_WINDOW_FIRST = (_WINDOW_END.format(">="), _WINDOW_LINKS.format(">="))
-_WINDOW_NEXT = (_WINDOW_END.format(">"), _WINDOW_LINKS.format(">"))
 
 
 def _select_models_listed(layout: LegacyLayout) -> str:
     """The models whose ids a JSON array lists, in any order (``json_each`` has
     columns named ``id`` and ``path`` too: every column is the model's)."""
-    layout1 = LAYOUT1_ONLY_COLUMNS if layout is LegacyLayout.V1 else ()
-    columns = [f"m.{column}" for column in LAYOUT2_MODEL_COLUMNS + layout1]
-    columns += ["NULL"] * (4 - len(layout1))
     return (
-        f"SELECT {', '.join(columns)} FROM json_each(?) AS j "
+        f"SELECT {_model_columns(layout, 'm.')} FROM json_each(?) AS j "
         "CROSS JOIN models AS m ON m.id = j.value"
     )
 
@@ -205,30 +194,33 @@ def _listed_links(
     return sorted_links
 
 
+def _affinity(declared: str) -> str:
+    """The affinity SQLite gives a column of this declared type (its rules, in order)."""
+    kind = declared.upper()
+    if "INT" in kind:
+        return "INTEGER"
+    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in kind or not kind:
+        return "BLOB"
+    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# The reads of links by model_id range. {key} is model_id, or +model_id where the
-# column has TEXT affinity (a hand-made file, see _link_key).
-_LINKS_IN_RANGE = (
-    "SELECT model_id, tag_id FROM model_tags WHERE {key} > ? AND {key} <= ? "
-    "ORDER BY model_id, tag_id"
+# Every read of links by model_id: the links whose model_id meets ``where``, in
+# key order; or the window's end, the model_id LINKS_PER_BATCH links on (OFFSET).
+# ``where`` compares _link_key. A text value sorts after every number in SQLite,
+# a blob after every text, and NULL meets no comparison.
+_LINKS_WHERE = "SELECT model_id, tag_id FROM model_tags WHERE {where} ORDER BY model_id, tag_id"
+_WINDOW_END_WHERE = (
+    "SELECT model_id FROM model_tags WHERE {where} ORDER BY model_id LIMIT 1 OFFSET ?"
 )
-_LINKS_UP_TO = "SELECT model_id, tag_id FROM model_tags WHERE {key} <= ? ORDER BY model_id, tag_id"
-# The links past a model_id (see LegacyCatalog._links_past): a window's end (the
-# model_id LINKS_PER_BATCH links on), the links up to it, or all the rest. A text
-# value sorts after every number in SQLite, a blob after every text.
-_TAIL_END = (
-    "SELECT model_id FROM model_tags WHERE {key} {compare} ? ORDER BY model_id LIMIT 1 OFFSET ?"
-)
-_TAIL_WINDOW = (
-    "SELECT model_id, tag_id FROM model_tags WHERE {key} {compare} ? AND {key} <= ? "
-    "ORDER BY model_id, tag_id"
-)
-_TAIL_REST = (
-    "SELECT model_id, tag_id FROM model_tags WHERE {key} {compare} ? ORDER BY model_id, tag_id"
-)
+_NOT_LISTED = " AND model_id NOT IN (SELECT value FROM json_each(?))"
 _LINKS_OF_NULL = "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL ORDER BY tag_id"
 # Text compares equal only to text: a path stored as a blob or a number never matches.
 _IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
@@ -328,8 +320,7 @@ class LegacyCatalog:
             yield from self._batches_by_id(size)
             return
         select_models = _select_models_listed(self.layout)
-        for listed in order.batches(size):
-            ids = listed
+        for ids in order.batches(size):
             while ids:
                 try:
                     batch, covered = self._listed_batch(select_models, ids, tolerant=False)
@@ -347,16 +338,12 @@ class LegacyCatalog:
         rows with one path, no keys at all): it is read in id order, where each of
         these reads right."""
         models = self._query("PRAGMA table_info(models)")
-        links = self._query("PRAGMA table_info(model_tags)")
         model_key = [(name, str(kind).upper()) for _, name, kind, _, _, pk in models if pk]
-        link_key = sorted((pk, name) for _, name, _, _, _, pk in links if pk)
-        link_model_kind = next(
-            str(kind).upper() for _, name, kind, *_ in links if name == "model_id"
-        )
+        link_key = sorted((pk, name) for _, name, _, _, _, pk in self._link_columns if pk)
         return (
             model_key == [("id", "INTEGER")]
             and link_key == [(1, "model_id"), (2, "tag_id")]
-            and "INT" in link_model_kind  # integer affinity: '5' is stored as 5
+            and self._link_model_affinity == "INTEGER"  # '5' is stored as 5
             and self._path_is_unique()
         )
 
@@ -378,7 +365,7 @@ class LegacyCatalog:
             if not order.add(chunk):
                 return None
             last = chunk[-1][0]
-        return order if len(order.ids) else None
+        return order if order.ids else None
 
     def _links_of_no_listed_model(self, ids: IdRanges) -> Iterator[LegacyBatch]:
         """The links up to the last of ``ids`` whose model_id is none of them, a
@@ -389,22 +376,27 @@ class LegacyCatalog:
         legacy app deleted after its id was read had its links read once, there.
         """
         top = ids.last
-        low: float = float("-inf")
-        window = _WINDOW_FIRST
+        compare, low = ">=", float("-inf")  # the first window: a number below every id
         while True:
             listed = ids.after(low, LINKS_PER_BATCH)
             high = listed[-1]
+            where = f"model_id {compare} ? AND model_id <= ?"
             with self._reading() as cursor:
-                end = cursor.execute(window[0], (low, high, LINKS_PER_BATCH)).fetchone()
+                end = cursor.execute(
+                    _WINDOW_END_WHERE.format(where=where), (low, high, LINKS_PER_BATCH)
+                ).fetchone()
                 if end is not None:
                     high = end[0]
                     listed = listed[: bisect_right(listed, high)]
-                links = cursor.execute(window[1], (low, high, json.dumps(listed))).fetchall()
+                links = cursor.execute(
+                    _LINKS_WHERE.format(where=where + _NOT_LISTED),
+                    (low, high, json.dumps(listed)),
+                ).fetchall()
             if links:
                 yield LegacyBatch([], links)
             if high == top:
                 return
-            low, window = high, _WINDOW_NEXT
+            compare, low = ">", high
 
     def _listed_batch(
         self, select_models: str, ids: list[int], *, tolerant: bool
@@ -456,16 +448,19 @@ class LegacyCatalog:
         Past the last id is any number above it, and any text or blob."""
         with self._reading() as cursor:  # a hand-made file's: the legacy app's are NOT NULL
             links = cursor.execute(_LINKS_OF_NULL).fetchall()
+        key = self._link_key
         compare, low = (">=", float("-inf")) if after is None else (">", after)
         while True:
-            sql = {"key": self._link_key, "compare": compare}
+            past = f"{key} {compare} ?"
             with self._reading() as cursor:
-                end = cursor.execute(_TAIL_END.format(**sql), (low, LINKS_PER_BATCH)).fetchone()
-                if end is None:
-                    links += cursor.execute(_TAIL_REST.format(**sql), (low,)).fetchall()
+                end = cursor.execute(
+                    _WINDOW_END_WHERE.format(where=past), (low, LINKS_PER_BATCH)
+                ).fetchone()
+                if end is None:  # the rest
+                    links += cursor.execute(_LINKS_WHERE.format(where=past), (low,)).fetchall()
                 else:
-                    window = (low, end[0])
-                    links += cursor.execute(_TAIL_WINDOW.format(**sql), window).fetchall()
+                    window = _LINKS_WHERE.format(where=f"{past} AND {key} <= ?")
+                    links += cursor.execute(window, (low, end[0])).fetchall()
             yield LegacyBatch([], links)
             if end is None:
                 return
@@ -479,10 +474,16 @@ class LegacyCatalog:
         order, and a link could come in two ranges; ``+`` compares the values as
         stored, in the order the models come in (with no index: each such read
         scans the links)."""
-        links = self._query("PRAGMA table_info(model_tags)")
-        kind = next(str(kind).upper() for _, name, kind, *_ in links if name == "model_id")
-        text = "INT" not in kind and any(word in kind for word in ("CHAR", "CLOB", "TEXT"))
-        return "+model_id" if text else "model_id"
+        return "+model_id" if self._link_model_affinity == "TEXT" else "model_id"
+
+    @functools.cached_property
+    def _link_columns(self) -> list[Any]:
+        return self._query("PRAGMA table_info(model_tags)")
+
+    @property
+    def _link_model_affinity(self) -> str:
+        kind = next(kind for _, name, kind, *_ in self._link_columns if name == "model_id")
+        return _affinity(str(kind))
 
     def _batch(
         self,
@@ -541,9 +542,11 @@ class _Ranges:
     """The links of the ranges (after, top] for one ``after``, read on ``cursor``."""
 
     def __init__(self, cursor: Any, key: str, after: Any) -> None:
-        self.cursor, self.after = cursor, after
-        template, self.bounds = (_LINKS_UP_TO, []) if after is None else (_LINKS_IN_RANGE, [after])
-        self.sql = template.format(key=key)
+        self.cursor = cursor
+        where, self.bounds = (
+            (f"{key} <= ?", []) if after is None else (f"{key} > ? AND {key} <= ?", [after])
+        )
+        self.sql = _LINKS_WHERE.format(where=where)
 
     def links(self, top: Any, limit: int | None) -> list[Any]:
         """The links whose model_id is in (after, top] (all up to top when ``after``

@@ -81,8 +81,8 @@ class IdRanges:
         self.firsts = array("q")
         self.lasts = array("q")
 
-    def __len__(self) -> int:
-        return len(self.firsts)
+    def __bool__(self) -> bool:
+        return bool(self.firsts)
 
     @property
     def last(self) -> int:
