@@ -4,6 +4,7 @@ Every scenario is run twice: the second run must change nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
@@ -122,6 +123,30 @@ def test_the_model_moves_to_the_row_whose_file_exists(
     assert snapshot(db) == before
     assert again.already_present == again.rows_read == 6
     assert again.warnings == []
+
+
+def test_rows_meet_a_catalog_that_holds_models_in_id_order(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    """The user's model (gone from its path) moves to row 2's file; row 3 claims
+    that old path with another content. In id order the model has moved away by
+    then and row 3 is a duplicate; read in hash order, row 3 (a hash of zeros)
+    would come first and be staged as a conflict with a model that moves a
+    moment later. Into a catalog that holds models, rows come in id order."""
+    data = b"the user's model"
+    mine = hashlib.sha256(data).hexdigest()
+    db.upsert_model({"sha256": mine, "path": "/gone/old",
+                     "name": "mine", "type": "lora"})  # fmt: skip
+    live = live_file(tmp_path, "mine.safetensors", data)
+    rows = [
+        LegacyModel(1, "/gone/first", "lora", hash_hex="0" * 64),
+        LegacyModel(2, live, "lora", size_bytes=len(data), hash_hex=mine),
+        LegacyModel(3, "/gone/old", "lora", hash_hex="0" * 64),
+    ]  # fmt: skip
+    path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows)
+    report = import_legacy_data(path, with_batch(db, 1))
+    assert (report.imported, report.moved, report.duplicates, report.conflicts) == (1, 1, 1, 0)
+    assert pending_by_legacy_id(db)[3].status == "duplicate"
 
 
 # -- a re-run changes nothing, under every policy ------------------------------------

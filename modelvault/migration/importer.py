@@ -3,8 +3,13 @@
 ``import_legacy_data(legacy_path, db)`` reads the legacy file through a
 read-only engine (``modelvault.migration.legacy``) in batches of
 ``settings.import_batch_size`` rows, each written in one catalog transaction.
-The rows come in the order of their legacy hash, those without one first: each
-batch then adds to one stretch of the catalog's SHA-256 indexes.
+Into a catalog that holds no models yet, the rows come in the order of their
+legacy hash, those without one first: each batch then adds to one stretch of
+the catalog's SHA-256 indexes. There, rows of different contents never meet
+(legacy paths are unique; rows of one content come in id order), so every row
+goes where it would go in id order. A catalog that holds models is read in id
+order: there a row can meet a model that another row, of another content, moves
+away from its path, and the outcome would depend on which row came first.
 
 The work is split in modules, read in this order: ``cleaning`` (a legacy value
 in v3 form, and whether a legacy hash still describes its file),
@@ -173,7 +178,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -189,7 +194,7 @@ from modelvault.catalog import (
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
-from modelvault.db.models import PendingStatus, model_tags
+from modelvault.db.models import Model, PendingStatus, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import CatalogError, ConfigError, MigrationError
 from modelvault.images import LegacyImages
@@ -488,11 +493,13 @@ class _Run:
 
     def run(self) -> None:
         total = self.legacy.count_models()
+        with self.db.session_scope() as session:  # see the module's docstring: the order
+            in_hash_order = session.execute(select(Model.sha256).limit(1)).first() is None
         self.tags.register_all(TAG_CHUNK)
         with (
             _collector_paused(),
             self._connection() as conn,
-            _Ahead(self._prepared_batches()) as batches,
+            _Ahead(self._prepared_batches(in_hash_order)) as batches,
         ):
             eager = conn.dialect.name == "postgresql"  # see _Ahead: when the next is prepared
             for prepared in batches:
@@ -514,9 +521,10 @@ class _Run:
                     done = self.report.rows_read
                     self.progress(done, max(total, done))
 
-    def _prepared_batches(self) -> Iterator[_Prepared]:
+    def _prepared_batches(self, in_hash_order: bool) -> Iterator[_Prepared]:
         """The legacy batches with their rows in v3 form (no catalog access)."""
-        for batch in self.legacy.batches(self.db.settings.import_batch_size):
+        size = self.db.settings.import_batch_size
+        for batch in self.legacy.batches(size, in_hash_order=in_hash_order):
             entries = [self._entry(row) for row in batch.rows]
             yield _Prepared(batch, entries, self.notes.take())
 
