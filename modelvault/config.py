@@ -47,11 +47,36 @@ def default_db_url() -> str:
 # "user:password@" right after the scheme (or at the start of a URL written
 # without one); greedy up to the last "@", since a password may hold one.
 _CREDENTIALS = re.compile(r"(^(?!.*://)|://)([^:/@\s]*):.*@")
+# The connection parameters that carry a secret (libpq's, which psycopg takes in
+# a URL's query, in a key=value connection string, or in a dbname that is one).
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+_SECRET_SETTING = re.compile(r"(?i)\b((?:ssl)?password)(\s*=\s*|%3D)('(?:[^'\\]|\\.)*'|[^\s&#]*)")
 
 
 def mask_password(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}:***@", text)
+    """``text`` with every password in it replaced by ``***``: a URL's
+    ``user:password@``, and ``password=...`` (or ``sslpassword``) in a query or a
+    key=value connection string."""
+    text = _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}:***@", text)
+    return _SECRET_SETTING.sub(lambda m: f"{m[1]}{m[2]}***", text)
+
+
+def shown_url(url: URL) -> str:
+    """``url`` fit for messages, logs and ``info``: no password anywhere in it
+    (its own, a ``?password=`` parameter, or one inside another parameter)."""
+    query = {
+        key: tuple(_masked(key, v) for v in value)
+        if isinstance(value, tuple)
+        else _masked(key, value)
+        for key, value in url.query.items()
+    }
+    database = mask_password(url.database) if url.database else url.database
+    rendered = url.set(database=database, query=query).render_as_string(hide_password=True)
+    return rendered.replace("%2A%2A%2A", "***")  # the query's "***", as SQLAlchemy quotes it
+
+
+def _masked(key: str, value: str) -> str:
+    return "***" if key.lower() in SECRET_PARAMETERS else mask_password(value)
 
 
 def default_workers() -> int:
@@ -60,7 +85,20 @@ def default_workers() -> int:
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The SQLAlchemy URL of a SQLite file (absolute, so a later chdir cannot move it)."""
-    return f"sqlite:///{Path(path).expanduser().resolve()}"
+    file = Path(path).expanduser()
+    try:
+        resolved = str(file.resolve())
+    except RuntimeError:  # Python before 3.13 on a symbolic link loop
+        raise ConfigError(
+            f"{file} is a symbolic link loop (it leads back to itself): "
+            "give the path of the catalog file itself."
+        ) from None
+    except OSError as exc:  # a name too long for the file system, say
+        raise ConfigError(
+            f"{file} cannot be used as a catalog path ({exc.strerror or exc}): give another path."
+        ) from exc
+    # Built, not pasted: a "?", "#" or "%" in the path is quoted, so it stays a path.
+    return URL.create("sqlite", database=resolved).render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True)
@@ -145,12 +183,21 @@ def parse_url(url: str, *, source: str = "") -> URL:
     ``source`` names where the URL came from (e.g. ``"MODELVAULT_DB_URL="``).
     """
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"{source}{mask_password(url)!r} is not a database URL: use e.g. "
             "sqlite:///path/catalog.sqlite3 or postgresql://user@host:5432/db."
         ) from None
+    if parsed.get_backend_name() == "sqlite" and (
+        parsed.host or parsed.username or parsed.password is not None or parsed.port
+    ):
+        raise ConfigError(
+            f"{source}{shown_url(parsed)!r} is not a SQLite URL: a SQLite catalog is a file "
+            "on this computer, with no user, password or host: write "
+            "sqlite:///relative/path.sqlite3 or sqlite:////absolute/path.sqlite3."
+        )
+    return parsed
 
 
 def _name_variable(message: str, values: Mapping[str, Any], env: Mapping[str, str]) -> str:

@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,15 +28,30 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
 from modelvault import catalog
-from modelvault.config import Settings, default_db_url, mask_password, parse_url, sqlite_url
+from modelvault.config import (
+    Settings,
+    default_db_url,
+    mask_password,
+    parse_url,
+    shown_url,
+    sqlite_url,
+)
 from modelvault.db.engine import (
     SQLITE_BEGIN,
     create_catalog_engine,
-    enable_wal,
     is_sqlite,
+    set_journal_mode,
     sqlite_file,
 )
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
+from modelvault.db.network import journal_mode_for, network_filesystem
+from modelvault.db.sqlite_files import (
+    APPLICATION_ID,
+    SqliteFile,
+    create_marked_file,
+    describe_application_id,
+    look_at,
+)
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
@@ -47,8 +63,8 @@ from modelvault.errors import (
     ValidationError,
 )
 from modelvault.images import ImageStore, default_store
-from modelvault.migration.legacy import SQLITE_MAGIC, V3_TABLES
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
+from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
@@ -147,7 +163,7 @@ class DatabaseManager:
     @property
     def display_url(self) -> str:
         """The URL with any password hidden, fit for messages and logs."""
-        return self.url.render_as_string(hide_password=True)
+        return shown_url(self.url)
 
     @property
     def is_sqlite(self) -> bool:
@@ -183,24 +199,56 @@ class DatabaseManager:
 
     # -- schema ---------------------------------------------------------------
 
-    def init_db(self) -> str:
+    def init_db(self, *, adopt_empty: bool = True) -> str:
         """Migrate the catalog to the newest revision; cheap when it is there already.
 
         Returns the revision. Anything that is not a modelvault catalog (another
         app's database, a legacy catalog, a catalog written by a newer
-        modelvault) is refused before anything is written to it. A read-only
+        modelvault) is refused before anything is written to it or beside it.
+        A new SQLite catalog file is created marked as ours (its application id);
+        an empty file, or a SQLite file without tables, is made a catalog only
+        with ``adopt_empty`` (the command line: only ``init`` does). A read-only
         manager only checks that the catalog is there at the newest revision.
         """
-        head, known = packaged_revisions()
+        head, _known = packaged_revisions()
         if self.read_only:
-            return self._check_read_only(head, known)
-        self._check_catalog(known)
+            self.check()
+            return head
+        if not self.check(adopt_empty=adopt_empty):
+            _create_catalog_file(Path(sqlite_file(self.url) or ""))
         self._migrate(head)
         # After the tables exist: switching an empty file to WAL leaves its header
         # unwritten until a checkpoint, and a new connection meanwhile sees no tables.
         with self.translate_errors():
-            enable_wal(self.engine)
+            set_journal_mode(self.engine, journal_mode_for(self.network_filesystem))
         return head
+
+    def check(self, *, adopt_empty: bool = False) -> bool:
+        """Refuse what ``init_db(adopt_empty=...)`` would refuse, writing nothing.
+
+        Returns whether the database is there (False: a SQLite catalog file
+        that ``init_db`` creates). A read-only manager refuses what it could
+        not read: no catalog there, an empty one, one at another revision.
+        """
+        head, known = packaged_revisions()
+        if self.read_only:
+            self._check_read_only(head, known)
+            return True
+        file = sqlite_file(self.url)
+        if file is None:
+            self._check_connected(known)
+            return True
+        seen = look_at(file)
+        self._check_seen(seen, known, adopt_empty=adopt_empty)
+        return seen.exists
+
+    @functools.cached_property
+    def network_filesystem(self) -> str | None:
+        """The network file system a SQLite catalog file is on (``"nfs4"``, ``"a
+        network share"``, ...), or None. There the catalog is kept in
+        rollback-journal mode instead of WAL (see ``modelvault.db.network``)."""
+        file = sqlite_file(self.url)
+        return None if file is None else network_filesystem(Path(file).parent)
 
     def _migrate(self, head: str) -> None:
         with self.translate_errors(), self.engine.connect() as conn:
@@ -210,6 +258,8 @@ class DatabaseManager:
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                     )
+                else:
+                    _mark_as_ours(conn)
                 current = MigrationContext.configure(conn).get_current_revision()
                 if current == head:
                     return
@@ -218,60 +268,55 @@ class DatabaseManager:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
 
-    def _check_catalog(self, known: frozenset[str]) -> str | None:
+    def _check_seen(self, seen: SqliteFile, known: frozenset[str], *, adopt_empty: bool) -> None:
+        """Refuse a SQLite file that is not ours to make a catalog of (see ``init_db``)."""
+        where = str(seen.path)
+        ours = seen.application_id == APPLICATION_ID
+        if not seen.blank or seen.application_id not in (0, APPLICATION_ID):
+            _catalog_revision(where, seen.tables, seen.revision, known, seen.application_id)
+        elif seen.exists and not (ours or adopt_empty):
+            what = "an empty file" if seen.size == 0 else "a SQLite database without tables"
+            raise NotACatalogError(
+                f"{where} is {what}, not a catalog: make it one with "
+                f"`modelvault init --db {where}`, or give the catalog's path with --db."
+            )
+
+    def _check_connected(self, known: frozenset[str]) -> str | None:
         """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
 
-        Looks at the tables only, in a read transaction, so a foreign file is
-        refused before anything (tables, journal mode) is written to it.
+        Looks at the tables only, in a read transaction, so a foreign database is
+        refused before anything is written to it.
         """
-        file = sqlite_file(self.url)
-        if file is not None and not _is_sqlite_file(Path(file)):
-            raise NotACatalogError(
-                f"{file} is not a SQLite database: give the catalog's path with --db "
-                "(or a new file name to create one)."
-            )
         with self.translate_errors(), self.engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             revision = MigrationContext.configure(conn).get_current_revision()
-        where = file or self.display_url
-        if tables <= {"alembic_version"} and revision is None:
-            return None  # empty, or every revision downgraded: nothing of anyone's
-        if "alembic_version" in tables and revision in known:
-            return revision
-        if "alembic_version" in tables and tables >= V3_TABLES:
-            raise SchemaVersionError(
-                f"the catalog at {where} is at schema revision {revision!r}, "
-                "newer than this modelvault knows: upgrade modelvault."
-            )
-        if "alembic_version" not in tables and tables >= LEGACY_TABLES:
-            raise NotACatalogError(
-                f"{where} is a legacy catalog: migrate it with `modelvault migrate {where}`."
-            )
-        raise NotACatalogError(
-            f"{where} is not a modelvault catalog (it holds the tables "
-            f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
-            "give the catalog's path with --db, or a new file name to create one."
-        )
+        return _catalog_revision(self.display_url, tables, revision, known)
 
-    def _check_read_only(self, head: str, known: frozenset[str]) -> str:
+    def _check_read_only(self, head: str, known: frozenset[str]) -> None:
         file = sqlite_file(self.url)
-        if file is not None and not Path(file).exists():
-            raise CatalogError(
-                f"there is no catalog at {file}: check --db, or create one with "
-                "`modelvault init` or `modelvault migrate LEGACY`."
+        if file is None:
+            revision = self._check_connected(known)
+        else:
+            seen = look_at(file)
+            if not seen.exists:
+                raise CatalogError(
+                    f"there is no catalog at {file}: check --db, or create one with "
+                    "`modelvault init` or `modelvault migrate LEGACY`."
+                )
+            revision = _catalog_revision(
+                file, seen.tables, seen.revision, known, seen.application_id
             )
-        revision = self._check_catalog(known)
+        where = file or self.display_url
         if revision is None:
             raise CatalogError(
-                f"the database at {file or self.display_url} is empty: create the catalog "
-                "with `modelvault init` or `modelvault migrate LEGACY`."
+                f"the database at {where} is empty: make it a catalog with "
+                f"`modelvault init{'' if file is None else f' --db {file}'}`."
             )
         if revision != head:
             raise SchemaVersionError(
-                f"the catalog at {file or self.display_url} is at an older schema "
+                f"the catalog at {where} is at an older schema "
                 f"({revision}): upgrade it with `modelvault init`."
             )
-        return revision
 
     def current_revision(self) -> str | None:
         with self.translate_errors(), self.engine.connect() as conn:
@@ -573,23 +618,30 @@ class DatabaseManager:
 
 # "user:password@host..." or "host:5432/db": a URL whose scheme was left out.
 _URL_WITHOUT_SCHEME = re.compile(r"^[^/\\:@]+(:[^@]*)?@|^[^/\\:@]+:\d+(/|$)")
+# "C:\...", "C:/...", "\\server\share\...", "//server/share/...": Windows paths.
+_WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|//)")
 
 
 def as_url(target: str | os.PathLike[str]) -> str:
     """A URL as it is; anything else is the path of a SQLite file.
 
-    A URL written without its scheme is refused rather than taken for a file
-    name (which would put the password in a file name).
+    Text holding ``://`` is a URL (no Windows path can hold it). A drive or UNC
+    path (``D:\\backup@2024\\catalog.sqlite3``) and a path whose folder exists
+    are paths, whatever else they hold. Other text that reads like a URL written
+    without its scheme (``user:pw@host/db``) is refused rather than taken for a
+    file name (which would put the password in a file name).
     """
     text_target = os.fspath(target)
     if "://" in text_target:
         return text_target
-    if _URL_WITHOUT_SCHEME.match(text_target):
-        shown = mask_password(text_target)
-        raise ConfigError(
-            f"{shown!r} looks like a database URL without its scheme: write e.g. "
-            f"postgresql://{shown}, or ./{shown} for a file of that name."
-        )
+    if not _WINDOWS_PATH.match(text_target) and _URL_WITHOUT_SCHEME.match(text_target):
+        folder = os.path.dirname(text_target)
+        if not (folder and os.path.isdir(folder)):
+            shown = mask_password(text_target)
+            raise ConfigError(
+                f"{shown!r} looks like a database URL without its scheme: write e.g. "
+                f"postgresql://{shown}, or ./{shown} for a file of that name."
+            )
     return sqlite_url(text_target)
 
 
@@ -616,16 +668,58 @@ def _check_sqlite_folder(url: URL) -> None:
         )
 
 
-def _is_sqlite_file(file: Path) -> bool:
-    """A file that does not exist or is empty (SQLite makes it) or starts as SQLite does."""
+def _catalog_revision(
+    where: str,
+    tables: Iterable[str],
+    revision: str | None,
+    known: frozenset[str],
+    application_id: int = 0,
+) -> str | None:
+    """The revision of a catalog with these tables (None: nothing in it yet), or
+    the ``CatalogError`` that says what the database is instead."""
+    tables = set(tables)
+    if tables <= {"alembic_version"} and revision is None:
+        if application_id in (0, APPLICATION_ID):
+            return None  # empty, or every revision downgraded: nothing of anyone's
+        raise NotACatalogError(
+            f"{where} is another program's SQLite database (application id "
+            f"{describe_application_id(application_id)}): give the catalog's path with "
+            "--db, or a new file name to create one."
+        )
+    if "alembic_version" in tables and revision in known:
+        return revision
+    if "alembic_version" in tables and tables >= V3_TABLES:
+        raise SchemaVersionError(
+            f"the catalog at {where} is at schema revision {revision!r}, "
+            "newer than this modelvault knows: upgrade modelvault."
+        )
+    if "alembic_version" not in tables and tables >= LEGACY_TABLES:
+        raise NotACatalogError(
+            f"{where} is a legacy catalog: migrate it with `modelvault migrate {where}`."
+        )
+    raise NotACatalogError(
+        f"{where} is not a modelvault catalog (it holds the tables "
+        f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
+        "give the catalog's path with --db, or a new file name to create one."
+    )
+
+
+def _create_catalog_file(file: Path) -> None:
     try:
-        with file.open("rb") as handle:
-            header = handle.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return True  # let SQLite report what is wrong with it
-    return header in (b"", SQLITE_MAGIC)
+        create_marked_file(file)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CatalogError(
+            f"cannot create the catalog {file} ({reason}): choose a folder you can write "
+            "to, with --db or MODELVAULT_DB_PATH."
+        ) from exc
+
+
+def _mark_as_ours(conn: Any) -> None:
+    """Give a SQLite catalog modelvault's application id, if it has none yet (a
+    catalog made before it was set, or an empty file ``init`` was given)."""
+    if not conn.exec_driver_sql("PRAGMA application_id").scalar():
+        conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
 def _model_query() -> Any:
@@ -712,4 +806,4 @@ def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _driver_message(exc: DBAPIError) -> str:
     message = str(exc.orig).strip().splitlines()
-    return message[0] if message else type(exc.orig).__name__
+    return mask_password(message[0]) if message else type(exc.orig).__name__

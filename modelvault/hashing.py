@@ -316,11 +316,12 @@ def _require_regular(name: str, st: os.stat_result) -> None:
     if stat.S_ISREG(st.st_mode):
         return
     raise NotRegularFileError(
-        f"{name} is {_kind_of(st.st_mode)}, not a regular file, so it cannot be hashed."
+        f"{name} is {kind_of(st.st_mode)}, not a regular file, so it cannot be hashed."
     )
 
 
-def _kind_of(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular file is: ``"a FIFO (named pipe)"``, ..."""
     kinds = (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO (named pipe)"),

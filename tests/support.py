@@ -124,3 +124,19 @@ def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """Run the block as the unprivileged user ``nobody`` (effective ids only, so
+    the test process gets root back afterwards); for tests running as root."""
+    import pwd  # POSIX only
+
+    nobody = pwd.getpwnam("nobody")
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

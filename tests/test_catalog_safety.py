@@ -88,7 +88,9 @@ def test_read_only_refuses_a_missing_or_empty_catalog_without_creating_it(
     assert not missing.exists()
     empty = tmp_path / "empty.sqlite3"
     empty.touch()
-    with pytest.raises(CatalogError, match="is empty: create the catalog"):
+    with pytest.raises(
+        CatalogError, match="is empty: make it a catalog with `modelvault init --db "
+    ):
         DatabaseManager(empty, read_only=True).init_db()
     assert empty.stat().st_size == 0
 

@@ -85,11 +85,18 @@ def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
 
 
 def _count(db: Path, sql: str) -> int:
-    with sqlite3.connect(db) as conn:
-        try:
-            return int(conn.execute(sql).fetchone()[0])
-        except sqlite3.OperationalError:  # not created yet
-            return 0
+    # Read-only: a plain connect would create the file, which the command then
+    # rightly refuses as an empty file that is not a catalog.
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:  # no tables yet
+        return 0
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow

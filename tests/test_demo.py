@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from modelvault.errors import DemoFolderError
-from modelvault.migration.demo import MARKER_NAME, build_demo, claim_demo_folder
+from modelvault.migration.demo import build_demo, claim_demo_folder
+from modelvault.migration.demo_folder import MARKER_NAME
 
 
 def test_the_demo_claims_a_new_or_empty_folder_and_its_own_again(tmp_path: Path) -> None:

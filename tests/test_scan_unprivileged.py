@@ -4,31 +4,18 @@ the test process gets root back afterwards)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import as_nobody
 
 from modelvault import DatabaseManager
 from modelvault.migration.worker import process_pending
 from modelvault.scan import scan_roots
-
-
-@contextlib.contextmanager
-def as_nobody() -> Iterator[None]:
-    nobody = pwd.getpwnam("nobody")
-    os.setegid(nobody.pw_gid)
-    os.seteuid(nobody.pw_uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.fixture

@@ -10,21 +10,27 @@ Exit codes: 0 every row reached a final state; 1 finished, but rows are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from modelvault.errors import ModelVaultError
+
+if TYPE_CHECKING:
+    from modelvault.cli.output import Ui
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from modelvault.cli.commands import EXIT_INTERRUPTED, EXIT_UNFINISHED, EXIT_USAGE
-    from modelvault.cli.output import Ui
+    from modelvault.cli.output import OutputError, Ui, flush_stdout, tolerant_streams
     from modelvault.cli.parser import UsageError, build_parser, command_names
 
+    tolerant_streams()
     parser = build_parser()
     args: argparse.Namespace | None = None
     ui = Ui()
@@ -38,27 +44,45 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "(see 'modelvault --help')"
             )
         code: int = args.handler(args)
-        sys.stdout.flush()  # inside the try: a closed pipe is reported here
+        flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
         return code
     except BrokenPipeError:
         # The reader went away (`modelvault pending --json | head`): nothing left
-        # to say. Point stdout at devnull so the interpreter's own flush at exit
-        # does not fail again (the recipe of Python's signal module docs).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # to say.
+        _drop_stdout()
+        return EXIT_UNFINISHED
+    except OutputError as exc:
+        _drop_stdout()
+        _error(ui, f"cannot write the output ({exc}): check where stdout goes (a full disk?)")
         return EXIT_UNFINISHED
     except UsageError as exc:
-        ui.err.print(f"modelvault: error: {exc}")
+        _error(ui, str(exc))
         return EXIT_USAGE
     except ModelVaultError as exc:
         # Before the catalog is open, an error is bad input (nothing was written);
         # after, the run itself failed.
-        ui.err.print(f"modelvault: error: {exc}")
+        _error(ui, str(exc))
         started = args is not None and getattr(args, "work_started", False)
         return EXIT_UNFINISHED if started else EXIT_USAGE
     except KeyboardInterrupt:
-        ui.err.print("modelvault: interrupted: run the same command again to continue")
+        _error(ui, "run the same command again to continue", prefix="interrupted")
         return EXIT_INTERRUPTED
+
+
+def _error(ui: Ui, message: str, *, prefix: str = "error") -> None:
+    """One line on stderr (names and paths in it escaped); a stderr that cannot
+    be written either leaves the exit code to tell."""
+    from modelvault.cli.output import printable
+
+    with contextlib.suppress(OSError):
+        ui.err.print(f"modelvault: {prefix}: {printable(message)}")
+
+
+def _drop_stdout() -> None:
+    """Point stdout at devnull, so the interpreter's own flush at exit does not
+    fail again on what is still buffered (the recipe of Python's signal module docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _log_to_stderr(verbose: int) -> None:

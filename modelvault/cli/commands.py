@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from modelvault import __version__
-from modelvault.cli.output import Line, Ui, human_bytes, plural, table
+from modelvault.cli.output import Line, Ui, human_bytes, plural, printable, shell_command, table
 from modelvault.cli.progress import ProgressView
-from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password
+from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password, shown_url
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
+from modelvault.db.sqlite_files import path_problem
 from modelvault.errors import ModelVaultError
 from modelvault.images import default_store
 from modelvault.records import ModelRecord
@@ -55,6 +56,7 @@ def open_catalog(
     *,
     read_only: bool = False,
     must_exist: bool = False,
+    adopt_empty: bool = False,
     check: Callable[[DatabaseManager], None] | None = None,
 ) -> DatabaseManager:
     """The catalog named by --db or the settings, migrated to the newest schema.
@@ -62,20 +64,27 @@ def open_catalog(
     ``read_only`` is for commands that only look: nothing can be written and
     the catalog must exist already. ``must_exist`` refuses a SQLite file that
     does not exist, so a mistyped --db says so instead of creating a catalog.
-    ``check`` refuses bad input before anything is created or written.
+    ``adopt_empty`` (``init`` only) makes an empty file a catalog. ``check``
+    refuses bad input before anything is created or written.
     """
     db = DatabaseManager(args.db or None, settings=settings_for(args), read_only=read_only)
-    database = sqlite_file(db.url)
-    if must_exist and database and not Path(database).exists():
+    exists = db.check(adopt_empty=adopt_empty)
+    if must_exist and not exists:
         raise ModelVaultError(
-            f"there is no catalog at {database}: check --db, or create one with "
+            f"there is no catalog at {sqlite_file(db.url)}: check --db, or create one with "
             "'modelvault init' or 'modelvault migrate LEGACY'."
         )
     if check is not None:
         check(db)
-    db.init_db()
+    db.init_db(adopt_empty=adopt_empty)
     # From here on, an error in a command that writes is not bad input: the run failed.
     args.work_started = not read_only
+    if not read_only and db.network_filesystem:
+        ui(args).say(
+            f"modelvault: the catalog is on {db.network_filesystem}, so it is kept in "
+            "SQLite's rollback-journal mode (its write-ahead log is unsafe there): for "
+            "workers on several computers, use a PostgreSQL catalog (see the README)."
+        )
     return db
 
 
@@ -175,7 +184,7 @@ def progress_view(args: argparse.Namespace) -> ProgressView:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    db = open_catalog(args)
+    db = open_catalog(args, adopt_empty=True)
     revision = db.current_revision()
     ui(args).emit(
         {"catalog": db.display_url, "revision": revision},
@@ -507,7 +516,14 @@ def describe_model(
         if rest:
             fields_.append(("legacy fields", json.dumps(rest, default=str, sort_keys=True)))
     width = max(len(label) for label, _ in fields_)
-    return [Text.assemble((label.ljust(width), "bold"), "  ", value) for label, value in fields_]
+    return [
+        Text.assemble(
+            (label.ljust(width), "bold"),
+            "  ",
+            printable(value) if isinstance(value, str) else value,
+        )
+        for label, value in fields_
+    ]
 
 
 def _note(label: str, value: Any) -> list[tuple[str, Line]]:
@@ -546,7 +562,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     db_url = DatabaseManager.url_for(args.db or None, settings)
     file = sqlite_file(db_url)
-    shown = {"db_url": db_url.render_as_string(hide_password=True)}  # --db wins
+    shown = {"db_url": shown_url(db_url)}  # --db wins
     values = [
         {
             "name": f.name,
@@ -557,7 +573,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     data = {
         "version": __version__,
-        "catalog": db_url.render_as_string(hide_password=True),
+        "catalog": shown_url(db_url),
         "catalog_exists": Path(file).exists() if file else None,
         "data_dir": str(default_data_dir()),
         "images_dir": str(store) if (store := default_store(db_url, settings.images_dir)) else None,
@@ -593,14 +609,13 @@ def _source(args: argparse.Namespace, name: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from modelvault.migration.demo import build_demo, claim_demo_folder
+    from modelvault.migration.demo import build_demo, check_demo_folder
 
-    folder = Path(args.dir).expanduser().resolve()
-    claim_demo_folder(folder)  # before anything is written: the folder must be ours
-    if not args.db:
-        args.db = str(folder / "catalog.sqlite3")
-    open_catalog(args).dispose()  # a catalog we cannot write fails before files are made
-    args.work_started = False
+    folder = _demo_folder(args.dir)
+    # Every refusal before the first write: the folder must be the demo's, and
+    # the catalog one that can be opened.
+    check_demo_folder(folder)
+    _check_demo_catalog(args, folder)
     out = ui(args)
     out.say(f"demo: writing a sample legacy catalog and model files in {folder}")
     try:
@@ -609,16 +624,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ModelVaultError(
             f"cannot build the demo in {folder}: {exc.strerror or exc}; choose another folder."
         ) from exc
+    args.db = args.db or str(folder / DEMO_CATALOG)
     out.say("demo: migrating it into the catalog")
     args.legacy, args.images = str(legacy), None  # the demo's previews sit beside it
     code = cmd_migrate(args)
-    db = f" --db {shlex.quote(args.db)}"
-    out.say(
-        "demo: look at what it made with\n"
-        f"  modelvault models{db}\n"
-        f"  modelvault show dreamshaper_8.safetensors{db}\n"
-        f"  modelvault tags{db}\n"
-        f"  modelvault pending{db}\n"
-        f"remove it all with: rm -r {shlex.quote(str(folder))}"
-    )
+    out.say("demo: look at what it made with")
+    for words in (
+        ["models"],
+        ["show", "dreamshaper_8.safetensors"],
+        ["tags"],
+        ["pending"],
+    ):
+        out.say("  " + shell_command(["modelvault", *words, "--db", args.db]))
+    out.say(_removal(folder))
     return code
+
+
+DEMO_CATALOG = "catalog.sqlite3"
+
+
+def _demo_folder(text: str) -> Path:
+    folder = Path(text).expanduser()
+    try:
+        return folder.resolve()
+    except RuntimeError:  # Python before 3.13 on a symbolic link loop
+        problem = "is a symbolic link loop (it leads back to itself)"
+    except OSError as exc:
+        problem = path_problem(exc)
+    raise ModelVaultError(f"{folder} {problem}: give a new or empty folder for the demo.")
+
+
+def _check_demo_catalog(args: argparse.Namespace, folder: Path) -> None:
+    """Refuse the demo's catalog before anything is written, unless it will be
+    made in a folder the demo makes (where nothing can be in the way)."""
+    target = args.db or str(folder / DEMO_CATALOG)
+    file = sqlite_file(DatabaseManager.url_for(target, settings_for(args)))
+    made_with_the_folder = file is not None and (
+        Path(file).parent == folder or folder in Path(file).parents
+    )
+    if made_with_the_folder and not os.path.lexists(Path(file or "").parent):
+        return
+    DatabaseManager(target, settings=settings_for(args)).check()
+
+
+def _removal(folder: Path, platform: str = sys.platform) -> str:
+    """How to remove the demo, in the words of the user's shell."""
+    if platform != "win32":
+        return "remove it all with: " + shell_command(["rm", "-r", str(folder)], platform=platform)
+    return (
+        "remove it all with: "
+        + shell_command(["rmdir", "/s", "/q", str(folder)], platform=platform)
+        + " (cmd.exe), or "
+        + shell_command(["Remove-Item", "-Recurse", str(folder)], platform=platform)
+        + " (PowerShell)"
+    )

@@ -1,9 +1,16 @@
 """Text for people: units, plurals, tables and tag swatches, on consoles that
-honour ``NO_COLOR`` and ``TERM=dumb`` (rich decides whether colour is possible)."""
+honour ``NO_COLOR`` and ``TERM=dumb`` (rich decides whether colour is possible).
+
+User data (file names, tags, notes, paths, errors that quote them) reaches the
+terminal only through ``printable``, so a name cannot move the cursor, change
+colours or hide text; and no text output fails on a console whose encoding
+lacks a character (``tolerant_streams``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +47,43 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     return f"{count} {word}"
 
 
+# C0 and C1 controls and DEL (escape sequences start with ESC or CSI), lone
+# surrogates (half an emoji, which no encoder takes), the line and paragraph
+# separators, and the bidirectional overrides and isolates that reorder what
+# follows them on screen.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` as it may be shown: every character that would act on the
+    terminal instead of being seen (see ``_UNPRINTABLE``) as a backslash escape,
+    ``\\x1b``, ``\\n``, ``\\u202e``; everything else, accents, CJK and emoji
+    included, as it is."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def tolerant_streams() -> None:
+    """Make stdout and stderr write what their encoding cannot hold as backslash
+    escapes (``\\u4e2d``) instead of failing: a piped stdout on Windows is cp1252,
+    and a model named in Chinese must not end ``modelvault models > list.txt``
+    with a traceback. Characters the encoding has are written as they are."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+class OutputError(Exception):
+    """stdout cannot be written (a full disk, a closed file): exit code 1."""
+
+
 def make_console(*, stderr: bool) -> Console:
     """A console that prints text as it is: no markup, no guessing of highlights,
     long lines left whole (a path is never wrapped or cut)."""
@@ -61,23 +105,32 @@ class Ui:
         return self.out.color_system is not None and not self.out.no_color
 
     def emit(self, data: dict[str, Any], lines: Sequence[Line]) -> None:
-        """Print ``data`` as JSON with --json, else the human lines."""
-        if self.json:
-            sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=True) + "\n")
-            return
-        for line in lines:
-            self.out.print(line)
+        """Print ``data`` as JSON with --json, else the human lines (text lines
+        through ``printable``; ``Text`` lines are built of printable parts).
+
+        ``OutputError`` when stdout cannot be written (a closed pipe stays a
+        ``BrokenPipeError``: the reader went away, which is no error)."""
+        try:
+            if self.json:
+                sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=True) + "\n")
+                return
+            for line in lines:
+                self.out.print(printable(line) if isinstance(line, str) else line)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc)) from exc
 
     def say(self, message: str) -> None:
         """Tell what is happening, on stderr (not with -q or --json)."""
         if not (self.quiet or self.json):
-            self.err.print(message)
+            self.err.print(printable(message))
 
     def swatch(self, name: str, color: str | None) -> Text:
         """A tag's name behind a dot of its colour (on a colour terminal)."""
         if not (self.colour and color):
-            return Text(name)
-        return Text.assemble(("●", color), " ", name)
+            return Text(printable(name))
+        return Text.assemble(("●", color), " ", printable(name))
 
     def tag_list(self, tags: Sequence[Any]) -> Text:
         return Text(", ").join(self.swatch(t.name, t.color) for t in tags) if tags else Text("-")
@@ -88,7 +141,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Line]], right: set[int
 
     The last column is never padded, so long paths there stay whole.
     """
-    cells = [[Text(c) if isinstance(c, str) else c for c in row] for row in rows]
+    cells = [[Text(printable(c)) if isinstance(c, str) else c for c in row] for row in rows]
     widths = [
         max([cell_len(h), *(cell_len(row[i].plain) for row in cells)])
         for i, h in enumerate(headers)
@@ -109,3 +162,47 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Line]], right: set[int
         line.rstrip()
         lines.append(line)
     return lines
+
+
+def flush_stdout() -> None:
+    """Flush stdout; ``OutputError`` if it cannot be written (see ``Ui.emit``)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from exc
+
+
+# Characters that need no quotes in any shell (POSIX sh, cmd.exe, PowerShell).
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:\\=+-]+")
+# Inside PowerShell's double quotes these still act: "$" expands, "`" escapes.
+_POWERSHELL_ACTIVE = re.compile(r"[$`]")
+
+
+def shell_command(words: Sequence[str], *, platform: str = sys.platform) -> str:
+    """``words`` as a command line to type in the user's shell.
+
+    POSIX shells: ``shlex.quote`` (single quotes). Windows: one line that works
+    in both cmd.exe and PowerShell, so backslashes stay as they are and a word
+    with a space or another special character goes in double quotes; a word
+    holding ``$`` or a backquote, which PowerShell would expand inside them,
+    goes in single quotes for PowerShell, a form cmd.exe does not know (the
+    demo's folder names hardly ever hold one).
+    """
+    if platform != "win32":
+        import shlex
+
+        return " ".join(shlex.quote(word) for word in words)
+    return " ".join(_windows_word(word) for word in words)
+
+
+def _windows_word(word: str) -> str:
+    if word and _PLAIN_WORD.fullmatch(word):
+        return word
+    if _POWERSHELL_ACTIVE.search(word):
+        return "'" + word.replace("'", "''") + "'"
+    # A backslash just before the closing quote would escape it for the program
+    # reading its arguments (the C runtime's rules): double the trailing ones.
+    trailing = len(word) - len(word.rstrip("\\"))
+    return '"' + word + "\\" * trailing + '"'

@@ -16,6 +16,7 @@ from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from modelvault.config import parse_url
+from modelvault.db.sqlite_files import sqlite_uri
 from modelvault.errors import ConfigError
 
 # Execution option that picks how a SQLite transaction begins: "IMMEDIATE"
@@ -47,7 +48,7 @@ def create_catalog_engine(
         if read_only and sqlite_file(parsed):
             target = URL.create(
                 parsed.drivername,
-                database=Path(sqlite_file(parsed) or "").resolve().as_uri(),
+                database=sqlite_uri(Path(sqlite_file(parsed) or "").resolve()),
                 query={"mode": "ro", "uri": "true"},
             )
     else:
@@ -85,19 +86,24 @@ def sqlite_file(url: URL) -> str | None:
     return str(Path(database).expanduser())
 
 
-def enable_wal(engine: Engine) -> None:
-    """Put a SQLite catalog file in WAL mode (persistent: once per file is enough).
+def set_journal_mode(engine: Engine, mode: str) -> None:
+    """Put a SQLite catalog file in journal ``mode`` (persistent: once per file is
+    enough), unless it is in that mode already.
 
     WAL lets readers never block the writer, so status stays live while
-    workers commit. Only called on a file known to be a modelvault catalog:
-    another app's database keeps its journal mode.
+    workers commit; on a network file system the rollback journal (``DELETE``)
+    is used instead (see ``modelvault.db.network``). Only called on a file known
+    to be a modelvault catalog: another app's database keeps its journal mode.
     """
     if sqlite_file(engine.url) is None:
         return
     raw = engine.raw_connection()
     try:
-        # Outside any transaction: SQLite cannot change the journal mode inside one.
-        raw.driver_connection.execute("PRAGMA journal_mode = WAL")  # type: ignore[union-attr]
+        driver: Any = raw.driver_connection
+        current = driver.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(current).upper() != mode:
+            # Outside any transaction: SQLite cannot change the journal mode inside one.
+            driver.execute(f"PRAGMA journal_mode = {mode}")
     finally:
         raw.close()
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelvault.errors import DemoFolderError
 from modelvault.images import LEGACY_IMAGES_FOLDER
+from modelvault.migration.demo_folder import DemoFolder
 from modelvault.migration.legacy import LEGACY_FILE_NAME
 from modelvault.migration.sample import (
     LegacyModel,
@@ -30,9 +30,6 @@ from modelvault.migration.sample import (
 
 MiB = 1024 * 1024
 
-# Written first into a demo folder: only a folder holding it may be written
-# into again, so the demo never overwrites or deletes a file it did not make.
-MARKER_NAME = ".modelvault-demo"
 LEGACY_DATA_FOLDER = "legacy"  # DIR/legacy/hikaze_mm.sqlite3 and its images/
 
 
@@ -112,31 +109,36 @@ _FILES = [
 ]
 
 
-def claim_demo_folder(folder: str | os.PathLike[str]) -> Path:
-    """Make ``folder`` the demo's (created, with the marker), or refuse it.
+def demo_writes() -> list[str]:
+    """Every file a new demo writes, relative to its folder (with ``/``)."""
+    legacy = f"{LEGACY_DATA_FOLDER}/{LEGACY_FILE_NAME}"
+    images = f"{LEGACY_DATA_FOLDER}/{LEGACY_IMAGES_FOLDER}"
+    return [
+        *(f"models/{spec.relative}" for spec in _FILES),
+        *(f"{images}/{name}" for name in _preview_names()),
+        legacy + ".partial",
+        legacy,
+    ]
+
+
+def check_demo_folder(folder: str | os.PathLike[str]) -> DemoFolder:
+    """The demo's folder, or ``DemoFolderError``; nothing is written.
 
     A folder that exists is only taken when it is empty or holds a previous
-    demo: anything else may be the user's (a ComfyUI folder has the very
-    paths the demo writes), so it is refused with ``DemoFolderError``.
+    demo, and a file in it is only replaced when the demo's marker lists it:
+    anything else may be the user's (a ComfyUI folder has the very paths the
+    demo writes).
     """
     root = Path(folder)
-    marker = root / MARKER_NAME
-    if marker.is_file():
-        return root
-    try:
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            what = "is not empty" if root.is_dir() else "is not a folder"
-            raise DemoFolderError(
-                f"{root} {what} and holds no modelvault demo: give a new or empty "
-                "folder for the demo (it never writes into a folder of yours)."
-            )
-        root.mkdir(parents=True, exist_ok=True)
-        marker.write_text("modelvault demo: every file in this folder was made by it.\n")
-    except OSError as exc:
-        raise DemoFolderError(
-            f"cannot make the demo folder {root}: {exc.strerror or exc}; choose another folder."
-        ) from exc
-    return root
+    finished = (root / LEGACY_DATA_FOLDER / LEGACY_FILE_NAME).is_file()
+    return DemoFolder.check(root, () if finished else demo_writes())
+
+
+def claim_demo_folder(folder: str | os.PathLike[str]) -> Path:
+    """Make ``folder`` the demo's (created, with its marker), or refuse it
+    (``check_demo_folder``) before anything is written."""
+    check_demo_folder(folder).claim()
+    return Path(folder)
 
 
 def build_demo(
@@ -147,26 +149,27 @@ def build_demo(
 ) -> Path:
     """Create the model files and the legacy catalog under ``folder``; return the catalog.
 
-    The folder is claimed first (``claim_demo_folder``). A folder that holds a
-    finished demo is reused as it is, so running the demo again continues (or
-    repeats, harmlessly) the same migration. ``progress`` is told each file
-    as it is written.
+    The folder is checked and claimed first (``claim_demo_folder``). A folder
+    that holds a finished demo is reused as it is, so running the demo again
+    continues (or repeats, harmlessly) the same migration. ``progress`` is told
+    each file as it is written.
     """
-    root = claim_demo_folder(folder)
+    demo = check_demo_folder(folder)
+    demo.claim()
+    root = demo.root
     # In a folder of its own, as in the legacy app's data folder: the catalog's
     # image store (images/ beside DIR/catalog.sqlite3) is then not the legacy one.
     legacy = root / LEGACY_DATA_FOLDER / LEGACY_FILE_NAME
     if legacy.exists():
         return legacy
-    models_dir = root / "models"
     digests: dict[int, str] = {}
     rows: list[LegacyModel] = []
     for number, spec in enumerate(_FILES, 1):
-        path = models_dir / spec.relative
+        path = demo.path_to_write(f"models/{spec.relative}")
         if progress:
             progress(f"writing model file {number}/{len(_FILES)}: {spec.relative}")
         if spec.copy_of is not None:
-            source = models_dir / next(f.relative for f in _FILES if f.id == spec.copy_of)
+            source = root / "models" / next(f.relative for f in _FILES if f.id == spec.copy_of)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(source.read_bytes())
             digests[spec.id] = digests[spec.copy_of]
@@ -175,36 +178,48 @@ def build_demo(
         stat = path.stat()
         if spec.missing:
             path.unlink()
-        rows.append(
-            LegacyModel(
-                id=spec.id,
-                path=str(path),
-                name=path.name,
-                type=spec.type,
-                size_bytes=stat.st_size,
-                hash_hex=_legacy_hash(spec.hash, digests[spec.id]),
-                created_at=scan_time_ms(stat.st_mtime_ns),  # scanned once written
-                extra_json=spec.extra
-                if isinstance(spec.extra, str) or spec.extra is None
-                else json.dumps(spec.extra),
-            )
-        )
+        rows.append(_legacy_row(spec, path, stat, digests[spec.id]))
     links = [(spec.id, tag) for spec in _FILES for tag in spec.tags]
-    _write_previews(legacy.parent / LEGACY_IMAGES_FOLDER)
-    partial = legacy.with_name(legacy.name + ".partial")
+    _write_previews(demo, f"{LEGACY_DATA_FOLDER}/{LEGACY_IMAGES_FOLDER}")
+    partial = demo.path_to_write(f"{LEGACY_DATA_FOLDER}/{LEGACY_FILE_NAME}.partial")
     partial.unlink(missing_ok=True)
     write_legacy_catalog(partial, rows=rows, tags=[*system_tags(), *_TAGS], links=links)
-    partial.rename(legacy)  # a half-built demo is never mistaken for a finished one
+    # A half-built demo is never mistaken for a finished one.
+    partial.rename(demo.path_to_write(f"{LEGACY_DATA_FOLDER}/{LEGACY_FILE_NAME}"))
     return legacy
 
 
-def _write_previews(folder: Path) -> None:
+def _legacy_row(spec: _DemoFile, path: Path, stat: os.stat_result, digest: str) -> LegacyModel:
+    return LegacyModel(
+        id=spec.id,
+        path=str(path),
+        name=path.name,
+        type=spec.type,
+        size_bytes=stat.st_size,
+        hash_hex=_legacy_hash(spec.hash, digest),
+        created_at=scan_time_ms(stat.st_mtime_ns),  # scanned once written
+        extra_json=spec.extra
+        if isinstance(spec.extra, str) or spec.extra is None
+        else json.dumps(spec.extra),
+    )
+
+
+# A preview no row names, as a real folder has after previews were replaced.
+_UNNAMED_PREVIEW = "/media/model_1_1723000000_preview.png"
+
+
+def _preview_names() -> list[str]:
+    urls = [url for spec in _FILES for url in _images_of(spec)] + [_UNNAMED_PREVIEW]
+    return [url.rsplit("/", 1)[-1] for url in urls]
+
+
+def _write_previews(demo: DemoFolder, folder: str) -> None:
     """The legacy app's images/ folder: each preview a row names (a tiny PNG), and
-    one file no row names, as a real folder has after previews were replaced."""
-    folder.mkdir(parents=True, exist_ok=True)
-    named = [url for spec in _FILES for url in _images_of(spec)]
-    for number, url in enumerate([*named, "/media/model_1_1723000000_preview.png"]):
-        (folder / url.rsplit("/", 1)[-1]).write_bytes(_png(number))
+    one file no row names."""
+    for number, name in enumerate(_preview_names()):
+        path = demo.path_to_write(f"{folder}/{name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_png(number))
 
 
 def _images_of(spec: _DemoFile) -> list[str]:

@@ -43,6 +43,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from modelvault.db.network import network_filesystem
+from modelvault.db.sqlite_files import HEADER_SIZE, SQLITE_MAGIC, path_problem, sqlite_uri
 from modelvault.errors import LegacyDatabaseError
 from modelvault.migration.legacy_order import HashOrder, IdRanges, bucket_digits
 
@@ -58,9 +60,6 @@ LEGACY_BUSY_TIMEOUT_SECONDS = 2.0
 LINKS_PER_BATCH = 100_000
 # A copy of a WAL-mode file is made again when the legacy app wrote meanwhile.
 COPY_ATTEMPTS = 3
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-HEADER_SIZE = 100
 
 TABLES = frozenset({"schema_version", "directories", "models", "tags", "model_tags"})
 # Tables of a modelvault (v3) catalog, to tell the user they picked the wrong file.
@@ -620,7 +619,7 @@ def open_legacy(
     A WAL-mode file is read from a private copy unless the legacy app's ``-wal``
     and ``-shm`` are both there and the folder is writable (see ``_needs_copy``).
     """
-    file = Path(path).expanduser().resolve()
+    file = _resolved(Path(path).expanduser())
     header = _check_file(file)
     if busy_timeout_seconds is None:
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
@@ -640,6 +639,15 @@ def open_legacy(
     return catalog
 
 
+def _resolved(file: Path) -> Path:
+    try:
+        return file.resolve()
+    except RuntimeError:  # Python before 3.13 on a symbolic link loop
+        raise _error(
+            file, "is a symbolic link loop (it leads back to itself)", "give the file's real path"
+        ) from None
+
+
 def _needs_copy(file: Path, header: bytes) -> bool:
     """Whether a WAL-mode file must be read from a private copy.
 
@@ -651,13 +659,17 @@ def _needs_copy(file: Path, header: bytes) -> bool:
     every other case the file and its ``-wal`` are copied and the copy is read:
     a consistent snapshot, and nothing appears beside the legacy file.
     ``immutable=1`` would need no copy, but it skips the ``-wal``, where the
-    newest rows may be.
+    newest rows may be. On a network file system the file is always copied:
+    the ``-shm`` index is memory of the computer the legacy app runs on, which
+    a reader on another computer cannot share (see ``modelvault.db.network``).
     """
     wal_mode = header[18:20] == b"\x02\x02"  # read and write format versions 2: WAL
     if not wal_mode:
         return False
     beside = [Path(f"{file}-wal"), Path(f"{file}-shm")]
-    return not all(p.exists() for p in beside) or not os.access(file.parent, os.W_OK)
+    if not all(p.exists() for p in beside) or not os.access(file.parent, os.W_OK):
+        return True
+    return network_filesystem(file.parent) is not None
 
 
 def _private_copy(file: Path) -> Path:
@@ -712,7 +724,7 @@ def _check_integrity(catalog: LegacyCatalog) -> None:
 
 def read_only_engine(file: Path, *, busy_timeout_seconds: float) -> Engine:
     """An engine that can only read ``file``: a ``mode=ro`` URI, and ``query_only`` too."""
-    url = URL.create("sqlite", database=file.as_uri(), query={"mode": "ro", "uri": "true"})
+    url = URL.create("sqlite", database=sqlite_uri(file), query={"mode": "ro", "uri": "true"})
     engine = create_engine(url, connect_args={"timeout": busy_timeout_seconds})
 
     @event.listens_for(engine, "connect")
@@ -730,9 +742,7 @@ def _check_file(file: Path) -> bytes:
     except FileNotFoundError:
         raise _error(file, "does not exist", "check the path") from None
     except OSError as exc:
-        raise _error(
-            file, f"cannot be read ({exc.strerror or exc})", "check the path and its permissions"
-        ) from exc
+        raise _error(file, path_problem(exc), "check the path and its permissions") from exc
     if file.is_dir():
         hint = file / LEGACY_FILE_NAME
         what_to_do = (
