@@ -50,6 +50,8 @@ _CREDENTIALS = re.compile(r"(^(?!.*://)|://)([^:/@\s]*):.*@")
 # The connection parameters that carry a secret (libpq's, which psycopg takes in
 # a URL's query, in a key=value connection string, or in a dbname that is one).
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+# The same "user:password@" percent-encoded, in a URL given as a query value.
+_QUOTED_CREDENTIALS = re.compile(r"(?i)(%3A%2F%2F)([^%/@&\s]*)%3A.*?%40")
 _SECRET_SETTING = re.compile(r"(?i)\b((?:ssl)?password)(\s*=\s*|%3D)('(?:[^'\\]|\\.)*'|[^\s&#]*)")
 
 
@@ -58,6 +60,7 @@ def mask_password(text: str) -> str:
     ``user:password@``, and ``password=...`` (or ``sslpassword``) in a query or a
     key=value connection string."""
     text = _CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}:***@", text)
+    text = _QUOTED_CREDENTIALS.sub(lambda m: f"{m[1]}{m[2]}%3A***%40", text)
     return _SECRET_SETTING.sub(lambda m: f"{m[1]}{m[2]}***", text)
 
 

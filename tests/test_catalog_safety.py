@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from support import legacy_with_files
 
 from modelvault import CatalogError, ConfigError, DatabaseManager, NotACatalogError
@@ -142,12 +143,25 @@ def test_a_malformed_url_is_one_sentence_without_the_password(tmp_path: Path, ur
     assert list(tmp_path.iterdir()) == []  # no file named after the password
 
 
-def test_paths_and_urls_are_told_apart() -> None:
+def _file_of(target: str) -> str | None:
+    return make_url(as_url(target)).database
+
+
+def test_paths_and_urls_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert as_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert as_url("/data/c.sqlite3") == "sqlite:////data/c.sqlite3"
-    assert as_url("/data/a:b@c.sqlite3") == "sqlite:////data/a:b@c.sqlite3"
+    assert _file_of("/data/a:b@c.sqlite3") == "/data/a:b@c.sqlite3"
+    assert _file_of("/data/a b?c#d%20.sqlite3") == "/data/a b?c#d%20.sqlite3"  # quoted, not cut
     with pytest.raises(ConfigError, match="without its scheme"):
         as_url("localhost:5432/db")
+    with pytest.raises(ConfigError, match="without its scheme"):
+        as_url("user:pw@host/db")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "backup@2024").mkdir()  # a folder of that name: a path after all
+    assert _file_of("backup@2024/c.sqlite3") == str(tmp_path / "backup@2024" / "c.sqlite3")
+    # Windows paths are never URLs, whatever they hold (on Linux, a relative name).
+    for windows in (r"D:\backup@2024\catalog.sqlite3", r"\\nas\share\u:p@c.sqlite3"):
+        assert _file_of(windows) == str(tmp_path / windows)
     assert mask_password("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
     assert mask_password("sqlite:////a/b") == "sqlite:////a/b"
     with pytest.raises(ConfigError, match=r"MODELVAULT_DB_URL='postgresql://u:\*\*\*@h:x/d'"):

@@ -127,7 +127,7 @@ def test_look_at_refuses_what_cannot_be_a_catalog_without_opening_it(
 
 
 def test_a_device_and_a_name_too_long_are_one_sentence(tmp_path: Path) -> None:
-    with pytest.raises(NotACatalogError, match="/dev/null is a character device, not a catalog file"):
+    with pytest.raises(NotACatalogError, match="/dev/null is a character device, not a catalog"):
         look_at("/dev/null")
     long_name = tmp_path / ("a" * (os.pathconf(tmp_path, "PC_NAME_MAX") + 1))
     with pytest.raises(CatalogError, match="has a name longer than the file system allows"):
