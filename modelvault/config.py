@@ -100,8 +100,9 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
         raise ConfigError(
             f"{file} cannot be used as a catalog path ({exc.strerror or exc}): give another path."
         ) from exc
-    # Built, not pasted: a "?", "#" or "%" in the path is quoted, so it stays a path.
-    return URL.create("sqlite", database=resolved).render_as_string(hide_password=False)
+    # SQLAlchemy reads a "?" as the start of the query and unquotes "%XX": those
+    # two are quoted, so the path stays whole; the rest reads as it is written.
+    return "sqlite:///" + resolved.replace("%", "%25").replace("?", "%3F")
 
 
 @dataclass(frozen=True)

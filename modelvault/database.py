@@ -238,7 +238,7 @@ class DatabaseManager:
         if file is None:
             self._check_connected(known)
             return True
-        seen = look_at(file)
+        seen = look_at(file, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds)
         self._check_seen(seen, known, adopt_empty=adopt_empty)
         return seen.exists
 
@@ -297,7 +297,7 @@ class DatabaseManager:
         if file is None:
             revision = self._check_connected(known)
         else:
-            seen = look_at(file)
+            seen = look_at(file, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds)
             if not seen.exists:
                 raise CatalogError(
                     f"there is no catalog at {file}: check --db, or create one with "

@@ -18,6 +18,7 @@ from support import legacy_with_files, run_modelvault
 from modelvault import DatabaseManager
 from modelvault.cli.commands import _removal
 from modelvault.cli.output import printable, shell_command
+from modelvault.cli.progress import Frame, plain, render
 from modelvault.config import mask_password, shown_url
 
 SHA = "ab" * 32
@@ -152,6 +153,26 @@ def test_a_note_holding_half_an_emoji_is_shown(tmp_path: Path) -> None:
     assert shown["model"]["meta"]["description"] == "cut \ud83d here"
 
 
+def test_an_empty_file_becomes_a_catalog_only_by_init_naming_it(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    for args in (["status"], ["worker"], ["scan", str(tmp_path)], ["retry"]):
+        result = run_modelvault(*args, "--db", str(empty), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "make it" in result.stderr, result.stderr
+    # Named by a setting only, not on the command line: init refuses it too.
+    env = {**os.environ, "MODELVAULT_DB_PATH": str(empty)}
+    _one_sentence(
+        run_modelvault("init", cwd=tmp_path, env=env),
+        2,
+        f"{empty} is an empty file, not a catalog: make it one with `modelvault init --db {empty}`",
+    )
+    assert empty.stat().st_size == 0
+    made = run_modelvault("init", "--db", str(empty), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert run_modelvault("status", "--db", str(empty), cwd=tmp_path).returncode == 0
+
+
 # -- passwords ---------------------------------------------------------------------
 
 SECRET_URLS = [
@@ -235,6 +256,12 @@ def test_an_error_naming_a_file_shows_it_escaped(tmp_path: Path) -> None:
     result = run_modelvault("status", "--db", f"c{ESCAPE}.sqlite3", cwd=tmp_path)
     _one_sentence(result, 2, f"there is no catalog at {tmp_path}/c{SHOWN}.sqlite3")
     assert "\x1b" not in result.stderr
+
+
+def test_the_file_being_hashed_is_shown_escaped() -> None:
+    frame = Frame(0.5, 1, 2, 10, 20, 1.0, 10.0, current=f"/m/{ESCAPE}x\n.safetensors")
+    assert render(frame, 120).plain.endswith(f"{SHOWN}x\\n.safetensors")
+    assert plain(frame).endswith(f"/m/{SHOWN}x\\n.safetensors")
 
 
 def test_printable_escapes_only_what_acts_on_a_terminal() -> None:

@@ -184,7 +184,9 @@ def progress_view(args: argparse.Namespace) -> ProgressView:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    db = open_catalog(args, adopt_empty=True)
+    # An empty file becomes a catalog only when named here: never one a
+    # setting points to without the user saying so on this command line.
+    db = open_catalog(args, adopt_empty=bool(args.db))
     revision = db.current_revision()
     ui(args).emit(
         {"catalog": db.display_url, "revision": revision},

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from modelvault.cli.output import human_bytes, human_seconds
+from modelvault.cli.output import human_bytes, human_seconds, printable
 
 PLAIN_INTERVAL_SECONDS = 5.0
 MIN_BAR, MAX_BAR = 10, 40
@@ -83,7 +83,7 @@ def render(frame: Frame, width: int, *, ascii_only: bool = False) -> Text:
         text = ("  " if level == 0 else " ").join(_fields(frame, level))
         if cell_len(text) <= room:
             break
-    name = os.path.basename(frame.current or "")
+    name = printable(os.path.basename(frame.current or ""))
     left = room - cell_len(text)
     line = Text()
     if frame.fraction is not None and left >= MIN_BAR + 1:
@@ -108,7 +108,7 @@ def render(frame: Frame, width: int, *, ascii_only: bool = False) -> Text:
 def plain(frame: Frame) -> str:
     """The line written when stderr is not a terminal."""
     text = "  ".join(_fields(frame, 0))
-    return f"progress: {text}" + (f"  {frame.current}" if frame.current else "")
+    return f"progress: {text}" + (f"  {printable(frame.current)}" if frame.current else "")
 
 
 class ProgressView:

@@ -72,8 +72,9 @@ class SqliteFile:
         return not self.tables
 
 
-def look_at(path: str | os.PathLike[str]) -> SqliteFile:
-    """The SQLite file at ``path``, read without writing to it or beside it.
+def look_at(path: str | os.PathLike[str], *, busy_timeout_seconds: float = 30.0) -> SqliteFile:
+    """The SQLite file at ``path``, read without writing to it or beside it
+    (waiting at most ``busy_timeout_seconds`` for a writer's lock).
 
     Raises ``NotACatalogError`` for something that cannot be a catalog (a folder,
     a FIFO, a device, a file that is not SQLite) and ``CatalogError`` for a path
@@ -96,7 +97,8 @@ def look_at(path: str | os.PathLike[str]) -> SqliteFile:
             f"{file} is not a SQLite database: give the catalog's path with --db "
             "(or a new file name to create one)."
         )
-    tables, revision = _read_schema(file, _wal_without_index(file, header))
+    immutable = _wal_without_index(file, header)
+    tables, revision = _read_schema(file, immutable, busy_timeout_seconds)
     return SqliteFile(
         file,
         exists=True,
@@ -149,10 +151,13 @@ def _wal_without_index(file: Path, header: bytes) -> bool:
     return wal_mode and not all(p.exists() for p in beside)
 
 
-def _read_schema(file: Path, immutable: bool) -> tuple[frozenset[str], str | None]:
+def _read_schema(
+    file: Path, immutable: bool, busy_timeout_seconds: float
+) -> tuple[frozenset[str], str | None]:
     params = {"mode": "ro", **({"immutable": "1"} if immutable else {})}
+    uri = sqlite_uri(file) + "?" + urlencode(params)
     try:
-        with _connection(sqlite_uri(file) + "?" + urlencode(params)) as conn:
+        with _connection(uri, busy_timeout_seconds) as conn:
             tables = frozenset(
                 name
                 for (name,) in conn.execute(
@@ -173,8 +178,8 @@ def _read_schema(file: Path, immutable: bool) -> tuple[frozenset[str], str | Non
 
 
 @contextlib.contextmanager
-def _connection(uri: str) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+def _connection(uri: str, busy_timeout_seconds: float = 30.0) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_seconds)
     try:
         yield conn
     finally:
