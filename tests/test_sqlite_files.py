@@ -400,6 +400,19 @@ def test_a_catalog_on_a_network_file_system_keeps_the_rollback_journal(on_a_shar
     assert not Path(f"{path}-wal").exists()
 
 
+def test_the_command_line_says_why_and_points_to_postgresql(
+    on_a_share: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelvault.cli import main
+
+    assert main(["init", "--db", str(on_a_share / "c.sqlite3")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the catalog is on nfs4, so it is kept in SQLite's rollback-journal mode" in err
+    assert "use a PostgreSQL catalog" in err
+    assert main(["status", "--db", str(on_a_share / "c.sqlite3")]) == 0
+    assert capsys.readouterr().err == ""  # looking writes nothing, so there is nothing to say
+
+
 def test_a_wal_catalog_moved_to_a_share_is_taken_out_of_wal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
