@@ -406,7 +406,7 @@ def _with_hashes(db: DatabaseManager, gone: Iterable[GoneModel]) -> list[GoneMod
     paths = [model.path for model in gone]
     query = select(Model.path, Model.sha256).where(Model.path.in_(paths))
     with db.translate_errors(), db.engine.connect() as conn:
-        shas = {path: sha for path, sha in conn.execute(query)}
+        shas: dict[str, str] = dict(conn.execute(query).all())
     return [model._replace(sha256=shas[model.path]) for model in gone if model.path in shas]
 
 
@@ -503,7 +503,7 @@ def settle_after_hashing(
         shas = [sha for sha, _, _ in chunk]
         query = select(Model.sha256, Model.path).where(Model.sha256.in_(shas))
         with db.translate_errors(), db.engine.connect() as conn:
-            paths = {sha: path for sha, path in conn.execute(query)}
+            paths: dict[str, str] = dict(conn.execute(query).all())
         for sha, old, maybe in chunk:
             new = paths.get(sha)
             if maybe:
