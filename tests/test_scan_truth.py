@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import ntpath
 import os
 import posixpath
@@ -117,7 +118,13 @@ def test_v_prints_one_escaped_line_per_changed_file(
     write(root / "loras" / "new\x1b[2J.safetensors", b"new")
     b.write_bytes(b"b, version 2")
     os.mkfifo(root / "loras" / "fifo.pt")
-    assert main(["scan", str(root), "--db", db_url, "--hash", "-v"]) == 0
+    logger = logging.getLogger("modelvault")  # -v gives it a handler and a level: undone after
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        assert main(["scan", str(root), "--db", db_url, "--hash", "-v"]) == 0
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
     kinds = ("new: ", "changed: ", "moved: ", "missing: ", "skipped: ")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(kinds)]
     loras = root / "loras"
