@@ -17,7 +17,8 @@ from support import legacy_with_files, run_modelvault
 
 from modelvault import DatabaseManager
 from modelvault.cli.commands import _removal
-from modelvault.cli.output import printable, shell_command
+from modelvault.cli.escaping import printable
+from modelvault.cli.output import shell_command
 from modelvault.cli.progress import Frame, plain, render
 from modelvault.config import mask_password, shown_url
 

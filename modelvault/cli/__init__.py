@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _error(ui: Ui, message: str, *, prefix: str = "error") -> None:
     """One line on stderr (names and paths in it escaped); a stderr that cannot
     be written either leaves the exit code to tell."""
-    from modelvault.cli.output import printable
+    from modelvault.cli.escaping import printable
 
     with contextlib.suppress(OSError):
         ui.err.print(f"modelvault: {prefix}: {printable(message)}")

@@ -2,9 +2,9 @@
 honour ``NO_COLOR`` and ``TERM=dumb`` (rich decides whether colour is possible).
 
 User data (file names, tags, notes, paths, errors that quote them) reaches the
-terminal only through ``printable``, so a name cannot move the cursor, change
-colours or hide text; and no text output fails on a console whose encoding
-lacks a character (``tolerant_streams``).
+terminal only through ``printable`` (``modelvault.cli.escaping``), so a name
+cannot move the cursor, change colours or hide text; and no text output fails
+on a console whose encoding lacks a character (``tolerant_streams``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
+
+from modelvault.cli.escaping import printable
 
 Line = str | Text
 
@@ -45,28 +47,6 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``plural(1, 'file')`` -> ``'1 file'``, ``plural(2, 'file')`` -> ``'2 files'``."""
     word = singular if count == 1 else (plural_form or singular + "s")
     return f"{count} {word}"
-
-
-# C0 and C1 controls and DEL (escape sequences start with ESC or CSI), lone
-# surrogates (half an emoji, which no encoder takes), the line and paragraph
-# separators, and the bidirectional overrides and isolates that reorder what
-# follows them on screen.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` as it may be shown: every character that would act on the
-    terminal instead of being seen (see ``_UNPRINTABLE``) as a backslash escape,
-    ``\\x1b``, ``\\n``, ``\\u202e``; everything else, accents, CJK and emoji
-    included, as it is."""
-    return _UNPRINTABLE.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match[0]
-    code = ord(char)
-    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def tolerant_streams() -> None:

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from modelvault.cli.output import human_bytes, human_seconds, printable
+from modelvault.cli.escaping import printable
+from modelvault.cli.output import human_bytes, human_seconds
 
 PLAIN_INTERVAL_SECONDS = 5.0
 MIN_BAR, MAX_BAR = 10, 40

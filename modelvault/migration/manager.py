@@ -23,7 +23,13 @@ from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import ImportReport, import_legacy_data
 from modelvault.migration.worker import WorkerEvent, WorkerReport, process_pending
-from modelvault.scan import ScanReport, ScanRoot, checked_roots, scan_roots
+from modelvault.scan import (
+    ScanReport,
+    ScanRoot,
+    checked_roots,
+    scan_roots,
+    settle_after_hashing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +292,12 @@ class MigrationManager:
     ) -> None:
         try:
             if scan is not None:
-                found = scan_roots(self.db, scan, progress=self._on_scan)
+                found = scan_roots(
+                    self.db,
+                    scan,
+                    progress=self._on_scan,
+                    policy=policy or self.db.settings.conflict_policy,
+                )
                 with self._lock:
                     self._progress.scan_report = found
             if legacy_path is not None:
@@ -310,6 +321,8 @@ class MigrationManager:
                 control=self._control,
                 on_event=self._on_worker_event,
             )
+            if scan is not None and not self._control.stopped:
+                settle_after_hashing(self.db, found)  # moves the workers settled
             with self._lock:
                 self._progress.worker_report = result
             self._finish(MigrationState.STOPPED if self._control.stopped else MigrationState.DONE)
