@@ -239,7 +239,7 @@ class DatabaseManager:
             self._check_connected(known)
             return True
         seen = look_at(file, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds)
-        self._check_seen(seen, known, adopt_empty=adopt_empty)
+        _refuse_unless_ours(seen, known, adopt_empty=adopt_empty)
         return seen.exists
 
     @functools.cached_property
@@ -267,19 +267,6 @@ class DatabaseManager:
                 config = alembic_config()
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
-
-    def _check_seen(self, seen: SqliteFile, known: frozenset[str], *, adopt_empty: bool) -> None:
-        """Refuse a SQLite file that is not ours to make a catalog of (see ``init_db``)."""
-        where = str(seen.path)
-        ours = seen.application_id == APPLICATION_ID
-        if not seen.blank or seen.application_id not in (0, APPLICATION_ID):
-            _catalog_revision(where, seen.tables, seen.revision, known, seen.application_id)
-        elif seen.exists and not (ours or adopt_empty):
-            what = "an empty file" if seen.size == 0 else "a SQLite database without tables"
-            raise NotACatalogError(
-                f"{where} is {what}, not a catalog: make it one with "
-                f"`modelvault init --db {where}`, or give the catalog's path with --db."
-            )
 
     def _check_connected(self, known: frozenset[str]) -> str | None:
         """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
@@ -702,6 +689,19 @@ def _catalog_revision(
         f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
         "give the catalog's path with --db, or a new file name to create one."
     )
+
+
+def _refuse_unless_ours(seen: SqliteFile, known: frozenset[str], *, adopt_empty: bool) -> None:
+    """Refuse a SQLite file that is not ours to make a catalog of (see ``init_db``)."""
+    where = str(seen.path)
+    if not seen.blank or seen.application_id not in (0, APPLICATION_ID):
+        _catalog_revision(where, seen.tables, seen.revision, known, seen.application_id)
+    elif seen.exists and seen.application_id != APPLICATION_ID and not adopt_empty:
+        what = "an empty file" if seen.size == 0 else "a SQLite database without tables"
+        raise NotACatalogError(
+            f"{where} is {what}, not a catalog: make it one with "
+            f"`modelvault init --db {where}`, or give the catalog's path with --db."
+        )
 
 
 def _create_catalog_file(file: Path) -> None:
