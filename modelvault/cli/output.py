@@ -4,6 +4,7 @@ honour ``NO_COLOR`` and ``TERM=dumb`` (rich decides whether colour is possible).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ def human_bytes(size: float) -> str:
 
 
 def human_seconds(seconds: float | None) -> str:
-    """``75`` -> ``'1:15'``; unknown -> ``'--:--'``."""
+    """``75`` -> ``'1:15'``; unknown -> ``'--:--'``. Rounded up: ``0:00`` is only ever
+    said of nothing left."""
     if seconds is None:
         return "--:--"
-    minutes, secs = divmod(int(seconds + 0.5), 60)
+    minutes, secs = divmod(math.ceil(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
