@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -163,11 +163,9 @@ def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
 def as_nobody() -> Iterator[None]:
     """Act as the unprivileged user ``nobody`` inside the block (root only: the
     effective ids change, so the process gets root back afterwards)."""
-    import pwd  # POSIX only: imported where it is used, so the suite collects on Windows
-
-    nobody = pwd.getpwnam("nobody")
-    os.setegid(nobody.pw_gid)
-    os.seteuid(nobody.pw_uid)
+    uid, gid = nobody_ids()
+    os.setegid(gid)
+    os.seteuid(uid)
     try:
         yield
     finally:
@@ -186,6 +184,14 @@ def shared_folder() -> Iterator[Path]:
         for path in sorted(folder.rglob("*"), reverse=True):
             path.chmod(0o777)
         shutil.rmtree(folder)
+
+
+def nobody_ids() -> tuple[int, int]:
+    """The user and group ids of the user ``nobody`` (POSIX only)."""
+    import pwd  # imported where it is used, so the suite collects on Windows
+
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_uid, nobody.pw_gid
 
 
 def running_as_root() -> bool:
@@ -209,3 +215,29 @@ def unreadable(folder: Path) -> Iterator[None]:
         yield
     finally:
         folder.chmod(0o755)
+
+
+# The developer's home folders, as they were before conftest.py gave each test its own:
+# for the one tool that needs its user's settings (pip, to know where to install from).
+DEVELOPER_HOME = {
+    name: os.environ[name]
+    for name in ("HOME", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+    if name in os.environ
+}
+
+
+def libpq_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The password and service files libpq would read for this user, where they exist
+    and are not named already (``PGPASSFILE``, ``PGSERVICEFILE``)."""
+    if os.name == "nt":
+        folder = Path(environ.get("APPDATA", "")) / "postgresql"
+        defaults = {
+            "PGPASSFILE": folder / "pgpass.conf",
+            "PGSERVICEFILE": folder / ".pg_service.conf",
+        }
+    else:
+        home = Path(environ.get("HOME") or Path.home())
+        defaults = {"PGPASSFILE": home / ".pgpass", "PGSERVICEFILE": home / ".pg_service.conf"}
+    return {
+        name: str(path) for name, path in defaults.items() if name not in environ and path.is_file()
+    }

@@ -14,6 +14,8 @@ from modelvault import DatabaseManager
 from modelvault.migration.worker import process_pending
 from modelvault.scan import scan_roots
 
+pytestmark = pytest.mark.posix_only("acts as the user nobody, with POSIX file modes")
+
 
 @pytest.fixture
 def shared() -> Iterator[Path]:
