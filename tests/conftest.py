@@ -59,8 +59,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         "LOCALAPPDATA": home / "AppData" / "Local",
         "XDG_DATA_HOME": tmp_path / "xdg-data",
     }
-    for name, folder in folders.items():
-        folder.mkdir(parents=True, exist_ok=True)
+    for name, folder in folders.items():  # not made: a test sees what is made in them
         monkeypatch.setenv(name, str(folder))
     for name, path in _PG_FILES.items():
         monkeypatch.setenv(name, path)

@@ -72,7 +72,6 @@ def test_each_test_has_home_and_data_folders_of_its_own(
 ) -> None:
     for name in ("HOME", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "XDG_DATA_HOME"):
         assert Path(os.environ[name]).is_relative_to(tmp_path), name
-        assert Path(os.environ[name]).is_dir(), name
     assert Path.home().is_relative_to(tmp_path)
     for platform in ("linux", "darwin", "win32"):
         with monkeypatch.context() as patched:  # undo() would undo the isolation too
