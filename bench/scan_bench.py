@@ -3,7 +3,7 @@
     python bench/scan_bench.py                        # trees of 5,000, 10,000 and 20,000 files
     python bench/scan_bench.py --sizes 20000,80000    # how memory grows with the tree
 
-For each size, builds a tree of empty ``.safetensors`` files (200 per folder,
+For each size, builds a tree of one-byte ``.safetensors`` files (200 per folder,
 in folders two levels deep) and a SQLite catalog that holds every one of them
 with its current size and mtime (as after a first scan and hash). Then, each in
 a child process of its own so that its peak RSS is its own:
@@ -85,7 +85,7 @@ print(json.dumps({"seconds": seconds, "files": report.files_seen, "base_kib": ba
 
 
 def build(folder: Path, count: int) -> tuple[Path, Path]:
-    """A tree of ``count`` empty model files and a catalog that knows all of them."""
+    """A tree of ``count`` model files and a catalog that knows all of them."""
     tree = folder / "models"
     catalog = folder / "catalog.sqlite3"
     db = DatabaseManager(catalog)
@@ -96,14 +96,15 @@ def build(folder: Path, count: int) -> tuple[Path, Path]:
 
 
 def make_tree(tree: Path, count: int) -> list[Path]:
-    """``count`` empty model files, ``PER_FOLDER`` a folder, two levels deep."""
+    """``count`` one-byte model files (an empty file is no model: the scan skips it),
+    ``PER_FOLDER`` a folder, two levels deep."""
     paths = []
     for i in range(count):
         sub = tree / f"type_{i // (PER_FOLDER * 10):02d}" / f"set_{i // PER_FOLDER:04d}"
         if i % PER_FOLDER == 0:
             sub.mkdir(parents=True)
         path = sub / f"model_{i:07d}.safetensors"
-        path.touch()
+        path.write_bytes(b"x")
         paths.append(path)
     return paths
 

@@ -302,7 +302,8 @@ def settle_file(
       (``merge`` fills empty fields, ``keep`` changes nothing, ``replace``
       overwrites), tags always united: a tag is never dropped;
     - content catalogued at another path: if ``path_is_live`` says that copy is
-      gone, the model moves here (policy applied as above); otherwise this is a
+      gone, the model moves here (policy applied as above; a model named after
+      its file takes the new file's name); otherwise this is a
       ``DUPLICATE`` and its tags and previews are merged into the model;
     - the path catalogued with other content: ``CONFLICT``, nothing written;
       unless a folder scan found the file (``item.scanned``): then the file was
@@ -347,8 +348,11 @@ def settle_file(
         outcome = Outcome.MERGED
     elif path_is_live is not None and not path_is_live(model.path):
         previous = model.path
+        named_after_file = model.name == file_name(previous)
         combine_fields(model, item, policy)  # first: notes that give way keep their own path
         model.path = item.path
+        if named_after_file:  # a renamed file renames its model; a name of the user's stays
+            model.name = item.name
         model.meta = {
             **model.meta,
             PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],

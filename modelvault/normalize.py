@@ -321,6 +321,9 @@ def is_absolute_path(path: str) -> bool:
     return path.startswith("/") or PureWindowsPath(path).is_absolute()
 
 
+MAX_TYPE = 64  # the width of the type columns
+
+
 def normalize_type(value: object) -> str:
     """Model types are lower-case words; a missing type is ``other``."""
     if not isinstance(value, str) or not value.strip():
@@ -328,49 +331,86 @@ def normalize_type(value: object) -> str:
     return value.strip().lower()
 
 
-# ComfyUI's model folder names (models/<folder>) and the model type each holds.
-# The legacy app stored the folder name itself as the type; the scan reads types
-# from the same folders. Singular names map to themselves.
+# ComfyUI's folder kinds (the keys of its folder_paths and extra_model_paths.yaml,
+# and the folders under models/) and the model type each holds. ComfyUI keeps
+# some folders under one kind (models/clip and models/text_encoders are both
+# ``text_encoders``; unet and diffusion_models; t2i_adapter and controlnet): so
+# does the catalog. Kinds ComfyUI keeps apart stay apart (upscale_models and
+# latent_upscale_models). The last group are the folders popular custom nodes
+# register. The legacy app stored the folder name itself as the type.
 COMFYUI_FOLDER_TYPES: dict[str, str] = {
     "checkpoints": "checkpoint",
     "loras": "lora",
-    "lycoris": "lora",
-    "embeddings": "embedding",
-    "textual_inversion": "embedding",
-    "upscale_models": "upscale",
-    "latent_upscale_models": "upscale",
     "vae": "vae",
+    "text_encoders": "text_encoder",
+    "clip": "text_encoder",
+    "diffusion_models": "diffusion_model",
+    "unet": "diffusion_model",
+    "clip_vision": "clip_vision",
+    "style_models": "style_model",
+    "embeddings": "embedding",
+    "diffusers": "diffusers",
     "vae_approx": "vae_approx",
     "controlnet": "controlnet",
     "t2i_adapter": "controlnet",
-    "diffusion_models": "diffusion_model",
-    "unet": "diffusion_model",
-    "clip": "text_encoder",
-    "text_encoders": "text_encoder",
-    "clip_vision": "clip_vision",
-    "style_models": "style_model",
     "gligen": "gligen",
+    "upscale_models": "upscale",
+    "latent_upscale_models": "latent_upscale",
     "hypernetworks": "hypernetwork",
     "photomaker": "photomaker",
     "classifiers": "classifier",
     "model_patches": "model_patch",
     "audio_encoders": "audio_encoder",
-    "diffusers": "diffusers",
+    "background_removal": "background_removal",
+    "frame_interpolation": "frame_interpolation",
+    "geometry_estimation": "geometry_estimation",
+    "optical_flow": "optical_flow",
+    "detection": "detection",
+    # custom nodes' folders
     "ultralytics": "ultralytics",
     "ultralytics_bbox": "ultralytics",
     "ultralytics_segm": "ultralytics",
     "sams": "sam",
     "ipadapter": "ipadapter",
     "animatediff_models": "animatediff",
+    "animatediff_motion_lora": "animatediff_motion_lora",
     "insightface": "insightface",
+    "lycoris": "lora",  # LyCORIS files load as LoRAs
+    "textual_inversion": "embedding",
 }
+
+# The model folders of AUTOMATIC1111's web UI and its forks (stable-diffusion-webui/
+# models/<folder>, and embeddings/ beside models/), matched without regard to case,
+# for folders given to the scan as they are.
+A1111_FOLDER_TYPES: dict[str, str] = {
+    "stable-diffusion": "checkpoint",
+    "lora": "lora",
+    "lycoris": "lora",
+    "vae": "vae",
+    "vae-approx": "vae_approx",
+    "esrgan": "upscale",
+    "realesrgan": "upscale",
+    "swinir": "upscale",
+    "embeddings": "embedding",
+    "hypernetworks": "hypernetwork",
+    "controlnet": "controlnet",
+}
+
+KNOWN_FOLDER_TYPES: dict[str, str] = {**A1111_FOLDER_TYPES, **COMFYUI_FOLDER_TYPES}
+
+
+def known_folder_type(folder: str) -> str | None:
+    """The model type of a folder ComfyUI or the A1111 web UI knows by this name
+    (``loras``, ``Lora``, ``Stable-diffusion``, ...), or None."""
+    return KNOWN_FOLDER_TYPES.get(folder.strip().lower())
 
 
 def model_type_for_folder(folder: object) -> str:
-    """The model type of a ComfyUI model folder name (``loras`` -> ``lora``).
+    """The model type of a model folder's name (``loras`` -> ``lora``,
+    ``Stable-diffusion`` -> ``checkpoint``).
 
     A name ComfyUI does not know is kept as a type of its own (lower-case,
     trimmed), so nothing the user named is lost; no name at all is ``other``.
     """
     kind = normalize_type(folder)
-    return COMFYUI_FOLDER_TYPES.get(kind, kind)
+    return KNOWN_FOLDER_TYPES.get(kind, kind)

@@ -22,7 +22,7 @@ from modelvault import DatabaseManager, ScanError, Settings
 from modelvault.catalog import PREVIOUS_PATHS, PREVIOUS_SHA256, SCAN_SOURCE
 from modelvault.db.models import Model, PendingImport
 from modelvault.migration.worker import WorkerReport, process_pending
-from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots
+from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots, settle_after_hashing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from scan_bench import catalogue_as_found, make_tree
@@ -38,7 +38,9 @@ def write(path: Path, data: bytes) -> str:
 
 def scan_and_hash(db: DatabaseManager, *roots: Any) -> tuple[ScanReport, WorkerReport]:
     report = scan_roots(db, roots)
-    return report, process_pending(db, settings=FAST)
+    result = process_pending(db, settings=FAST)
+    settle_after_hashing(db, report)
+    return report, result
 
 
 def staging(db: DatabaseManager) -> dict[str, PendingImport]:
@@ -196,12 +198,16 @@ def test_a_moved_or_renamed_file_keeps_its_tags_and_notes(
     sha = hashlib.sha256(b"lora a").hexdigest()
     db.upsert_model({"sha256": sha, "meta": {"description": "mine"}, "tags": ["fav"]})
     os.rename(old_path, tree / target)
-    report, result = scan_and_hash(db, tree)
-    assert (report.staged_new, report.missing, report.missing_paths) == (1, 1, [str(old_path)])
-    assert result.moved == 1
+    report = scan_roots(db, [tree])
+    assert (report.staged_new, report.missing, report.maybe_moved) == (1, 0, 1)
+    assert process_pending(db, settings=FAST).moved == 1
+    settle_after_hashing(db, report)
+    assert (report.moved, report.maybe_moved, report.missing) == (1, 0, 0)
+    assert report.moved_paths == [f"{old_path} -> {tree / target}"]
     model = db.get_model(sha)
     assert model is not None
     assert model.path == str(tree / target)
+    assert model.name == os.path.basename(target)  # named after its file: renamed with it
     assert model.meta["description"] == "mine"
     assert model.meta[PREVIOUS_PATHS] == [str(old_path)]
     assert tag_names(db, sha) == {"fav"}

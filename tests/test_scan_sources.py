@@ -96,12 +96,12 @@ def test_a_relative_base_path_is_relative_to_the_file(tmp_path: Path) -> None:
         ("comfyui:\n\tloras: x\n", 2),
     ],
 )
-def test_a_line_outside_the_format_is_refused_with_its_number(
+def test_a_file_outside_the_format_is_refused_with_its_line(
     tmp_path: Path, text: str, line: int
 ) -> None:
     file = tmp_path / "extra_model_paths.yaml"
     file.write_text(text)
-    with pytest.raises(ScanError, match=rf"extra_model_paths.yaml line {line} cannot be read"):
+    with pytest.raises(ScanError, match=rf"extra_model_paths.yaml line {line} "):
         parse_extra_model_paths(file)
 
 

@@ -25,6 +25,7 @@ from modelvault.errors import ModelVaultError
 from modelvault.images import default_store
 from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
+from modelvault.scan_report import shown
 
 if TYPE_CHECKING:
     from modelvault.migration.legacy import LegacyCatalog
@@ -280,10 +281,14 @@ def describe_workers(status: Any) -> list[Line]:
     ]
 
 
-def finish_processing(
-    args: argparse.Namespace, db: DatabaseManager, data: dict[str, Any], lines: list[Line]
-) -> int:
+Describe = Callable[[bool], tuple[dict[str, Any], list[Line]]]
+
+
+def finish_processing(args: argparse.Namespace, db: DatabaseManager, describe: Describe) -> int:
+    """Run the workers, then print ``describe(interrupted)`` (the data and lines of
+    what ran before them), what they did and the catalog's counts."""
     status, interrupted = run_workers(args, db)
+    data, lines = describe(interrupted)
     counts, catalog_lines = describe_catalog(db)
     code = EXIT_INTERRUPTED if interrupted else exit_code_for(counts["staging"])
     lines = lines + describe_workers(status) + catalog_lines
@@ -300,50 +305,100 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with open_legacy_file(args.legacy) as legacy:
         db = open_catalog(args, check=check_images(args))
         report = run_import(args, db, legacy)
-    return finish_processing(
-        args, db, {"import": report}, describe_import(report, all_warnings=bool(args.verbose))
-    )
+    lines = describe_import(report, all_warnings=bool(args.verbose))
+    return finish_processing(args, db, lambda _: ({"import": report}, lines))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     db = open_catalog(args)
-    return finish_processing(args, db, {}, [])
+    return finish_processing(args, db, lambda _: ({}, []))
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Stage new and changed model files (none is read); with --hash, hash them too."""
-    from modelvault.scan import resolve_roots, scan_roots
+    from modelvault.scan import resolve_roots, scan_roots, settle_after_hashing
 
-    roots = resolve_roots(args.roots, comfyui=args.comfyui, settings=settings_for(args))
-    db = open_catalog(args)
-    ui(args).say(f"scan: looking through {plural(len(roots), 'folder')}")
+    if args.dry_run and args.hash:
+        raise ModelVaultError("--dry-run writes nothing, so it cannot --hash: give one of the two.")
+    settings = settings_for(args)
+    roots = resolve_roots(
+        args.roots,
+        comfyui=args.comfyui,
+        extra_configs=[path for group in args.extra_model_paths_config or () for path in group],
+        settings=settings,
+        model_type=args.type,
+    )
+    db = open_dry_run_catalog(args) if args.dry_run else open_catalog(args)
+    out = ui(args)
+    out.say(f"scan: looking through {plural(len(roots), 'folder')}")
+    changes = (lambda change: out.err.print(change.describe())) if args.verbose else None
     view = progress_view(args)
     try:
-        report = scan_roots(db, roots, progress=view.scanning).to_dict()
+        found = scan_roots(
+            db,
+            roots,
+            progress=view.scanning,
+            on_change=changes,
+            dry_run=args.dry_run,
+            policy=settings.conflict_policy,
+        )
     finally:
         view.close()
-    lines = describe_scan(report)
     if args.hash:
-        return finish_processing(args, db, {"scan": report}, lines)
-    if report["staged"]:
+
+        def describe(interrupted: bool) -> tuple[dict[str, Any], list[Line]]:
+            if not interrupted:
+                settle_after_hashing(db, found, changes)
+            report = found.to_dict()
+            return {"scan": report}, describe_scan(report)
+
+        return finish_processing(args, db, describe)
+    report = found.to_dict()
+    lines = describe_scan(report)
+    if report["staged"] and not args.dry_run:
         lines.append("run 'modelvault worker' (or scan with --hash) to hash the staged files")
-    ui(args).emit({"scan": report, "exit_code": EXIT_OK}, lines)
+    out.emit({"scan": report, "exit_code": EXIT_OK}, lines)
     return EXIT_OK
 
 
+def open_dry_run_catalog(args: argparse.Namespace) -> DatabaseManager:
+    """The catalog, opened so that nothing can be written; where a SQLite catalog
+    does not exist yet, an empty one in memory (every file is new to it)."""
+    db = DatabaseManager(args.db or None, settings=settings_for(args), read_only=True)
+    database = sqlite_file(db.url)
+    if database and not Path(database).exists():
+        ui(args).say(f"scan: there is no catalog at {database} yet: every file is new to it")
+        db = DatabaseManager("sqlite://", settings=settings_for(args))
+    db.init_db()
+    return db
+
+
 def describe_scan(report: dict[str, Any]) -> list[Line]:
-    return [
+    """The scan's summary; every path in it is escaped (``scan_report.shown``)."""
+    lines: list[Line] = [
         f"scan: {plural(report['files_seen'], 'model file')} in "
         f"{plural(len(report['roots']), 'folder')}: {report['unchanged']} unchanged, "
         f"{report['staged']} staged ({report['staged_new']} new, "
         f"{report['staged_changed']} changed, {report['requeued']} again)",
-        f"  {report['already_staged']} waiting already, "
+        f"  {report['already_staged']} waiting already, {report['moved']} moved, "
         f"{report['missing']} missing (kept in the catalog: 'modelvault models --missing')",
-        *(f"  missing: {path}" for path in report["missing_paths"][:10]),
-        *(f"  symlink loop: {text}" for text in report["loops"]),
-        *(f"  not scanned: {text}" for text in report["skipped"]),
-        *(f"  unreadable: {text}" for text in report["unreadable"]),
     ]
+    if report["maybe_moved"]:
+        lines.append(
+            f"  {plural(report['maybe_moved'], 'file')} gone, of the size of a file waiting "
+            "to be hashed: hashing will tell whether it moved there"
+        )
+    lines += [f"  moved: {text}" for text in report["moved_paths"][:10]]
+    lines += [f"  missing: {shown(path)}" for path in report["missing_paths"][:10]]
+    if report["files_skipped"]:
+        lines.append(f"  {plural(report['files_skipped'], 'model file')} skipped:")
+        lines += [f"    {text}" for text in report["skipped_files"]]
+    lines += [f"  symlink loop: {text}" for text in report["loops"]]
+    lines += [f"  not scanned: {text}" for text in report["skipped"]]
+    lines += [f"  unreadable: {text}" for text in report["unreadable"]]
+    if report["dry_run"]:
+        lines.append("dry run: nothing was written; run the scan without --dry-run to do it")
+    return lines
 
 
 def cmd_status(args: argparse.Namespace) -> int:

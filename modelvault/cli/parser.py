@@ -67,7 +67,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> 
         "--verbose",
         action="count",
         default=default(0),
-        help="say what the library does on stderr (-vv for more); list every import warning",
+        help="say what the library does on stderr (-vv for more); list every import warning "
+        "and each file a scan finds changed",
     )
 
 
@@ -195,9 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--comfyui",
         metavar="DIR",
-        help="a ComfyUI folder: its models/ and the folders of its extra_model_paths.yaml",
+        help="a ComfyUI folder: its models/, its output/ model folders and the folders "
+        "of its extra_model_paths.yaml",
+    )
+    scan.add_argument(
+        "--extra-model-paths-config",
+        action="append",
+        nargs="+",
+        metavar="FILE",
+        help="also the folders this file lists, in the form of ComfyUI's "
+        "extra_model_paths.yaml (as ComfyUI's own option; ComfyUI Desktop's is "
+        "extra_models_config.yaml); repeatable",
+    )
+    scan.add_argument(
+        "--type",
+        metavar="TYPE",
+        help="give every file found this type (e.g. lora) instead of its folder's",
     )
     scan.add_argument("--hash", action="store_true", help="then hash what was staged")
+    scan.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be staged, moved and reported; write nothing",
+    )
     command(
         "info",
         c.cmd_info,

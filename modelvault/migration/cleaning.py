@@ -21,13 +21,14 @@ from typing import Any, cast
 from modelvault.catalog import file_name
 from modelvault.migration.legacy import LegacyLayout, LegacyRow
 from modelvault.normalize import (
+    MAX_TYPE,
     RELATIVE_PATH,
     is_absolute_path,
     model_type_for_folder,
     normalize_type,
 )
 
-MAX_NAME, MAX_TYPE = 512, 64  # the v3 column widths
+MAX_NAME = 512  # the v3 column's width
 # Far deeper than any real note, far below what the JSON encoder manages (about
 # 990 levels, fewer the deeper the stack it runs in).
 MAX_JSON_DEPTH = 200

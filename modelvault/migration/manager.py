@@ -29,7 +29,7 @@ from modelvault.migration.status import (
 )
 from modelvault.migration.subscribers import Subscribers
 from modelvault.migration.worker import WorkerEvent, process_pending
-from modelvault.scan import ScanRoot, checked_roots, scan_roots
+from modelvault.scan import ScanRoot, checked_roots, scan_roots, settle_after_hashing
 
 __all__ = ["MigrationManager", "MigrationState", "MigrationStatus", "Subscriber", "get_manager"]
 
@@ -238,7 +238,12 @@ class MigrationManager:
     ) -> None:
         try:
             if scan is not None:
-                found = scan_roots(self.db, scan, progress=self._on_scan)
+                found = scan_roots(
+                    self.db,
+                    scan,
+                    progress=self._on_scan,
+                    policy=policy or self.db.settings.conflict_policy,
+                )
                 with self._lock:
                     self._progress.scan_report = found
             if legacy_path is not None:
@@ -262,6 +267,8 @@ class MigrationManager:
                 control=self._control,
                 on_event=self._on_worker_event,
             )
+            if scan is not None and not self._control.stopped:
+                settle_after_hashing(self.db, found)  # moves the workers settled
             with self._lock:
                 self._progress.worker_report = result
             self._finish(MigrationState.STOPPED if self._control.stopped else MigrationState.DONE)
