@@ -66,7 +66,8 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-from modelvault.records import ModelRecord, PendingRecord, TagRecord
+from modelvault.presence import FileState, check_file
+from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
 log = logging.getLogger(__name__)
 
@@ -375,22 +376,28 @@ class DatabaseManager:
         under: Iterable[str | os.PathLike[str]] = (),
         limit: int | None = None,
         offset: int = 0,
+        unreachable: bool = False,
     ) -> list[ModelRecord]:
         """Models by name then path, one page of them (``offset``, ``limit``).
 
         Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
-        in their name or path (any case), under one of the folders ``under``, and
-        with ``missing`` only those whose file is gone. Two queries per page,
-        however many tags the models have.
+        in their name or path (any case), under one of the folders ``under``; with
+        ``missing`` only those whose file is gone, with ``unreachable`` only those
+        whose file cannot be looked at now (a folder that cannot be read, a share
+        that is not there: see ``modelvault.presence``), with both either. Two
+        queries per page, however many tags the models have.
         """
         where = _model_filters(tags, model_type, search, under)
+        wanted = {FileState.GONE} if missing else set()
+        if unreachable:
+            wanted.add(FileState.UNREACHABLE)
         with self.session_scope() as session:
-            if not missing:
+            if not wanted:
                 query = _model_query().where(*where).order_by(Model.name, Model.path)
                 return [
                     ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
                 ]
-            # Whether a file is gone is only known on disk: stream the paths once,
+            # What became of a file is only known on disk: stream the paths once,
             # then load the models of the page.
             paths = (
                 select(Model.sha256, Model.path)
@@ -399,9 +406,9 @@ class DatabaseManager:
                 .execution_options(yield_per=_MISSING_SCAN_PAGE)
             )
             with session.execute(paths) as rows:
-                gone = (sha for sha, path in rows if not os.path.lexists(path))
+                found = (sha for sha, path in rows if check_file(path).state in wanted)
                 page = list(
-                    itertools.islice(gone, offset, None if limit is None else offset + limit)
+                    itertools.islice(found, offset, None if limit is None else offset + limit)
                 )
             if not page:
                 return []
@@ -471,16 +478,20 @@ class DatabaseManager:
             counts.update((str(row[0]), int(row[1])) for row in rows)
         return counts
 
-    def claimable_totals(self) -> tuple[int, int]:
-        """Files and known bytes still waiting to be hashed (pending or claimed rows)."""
+    def claimable_totals(self) -> QueueTotals:
+        """Files still waiting to be hashed (pending or claimed rows), their known bytes,
+        and how many have no known size."""
         waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
+        size = PendingImport.size_bytes
         with self.session_scope() as session:
             row = session.execute(
-                select(func.count(), func.coalesce(func.sum(PendingImport.size_bytes), 0)).where(
-                    PendingImport.status.in_(waiting)
-                )
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(size), 0),
+                    func.count().filter(size.is_(None)),
+                ).where(PendingImport.status.in_(waiting))
             ).one()
-            return int(row[0] or 0), int(row[1] or 0)
+            return QueueTotals(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
 
     def catalog_counts(self) -> dict[str, int]:
         """Models, tags and tag links in the catalog."""

@@ -105,3 +105,13 @@ class PendingRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class QueueTotals:
+    """What is still to hash (pending or claimed rows): ``files`` in all, ``bytes``
+    of those with a known size, and ``unsized`` files staged without one."""
+
+    files: int
+    bytes: int
+    unsized: int

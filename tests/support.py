@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,36 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         pause.wait(0.01)
 
 
+def in_time(call: Callable[[], object], what: str) -> None:
+    """Run ``call`` in a daemon thread; fail (never hang) if it does not return in time."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    wait_for(lambda: not thread.is_alive(), what, 30)
+
+
+class Blocking:
+    """A progress subscriber that blocks in its first call until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.called = threading.Event()
+        self.seen: list[Any] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, status: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.seen.append(status)
+        self.called.set()
+        self.release.wait()
+
+
+def hashing_settled(manager: Any) -> bool:
+    """Whether a ``MigrationManager``'s byte count held still for a moment (paused workers)."""
+    before = manager.status(refresh=False).bytes_done
+    manager.wait(0.2)
+    return bool(manager.status(refresh=False).bytes_done == before)
+
+
 def write_file(path: Path, size: int, seed: int, *, sparse: bool = False) -> str:
     """A file of ``size`` bytes (zeros if ``sparse``, cheap at any size); returns its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,12 +107,13 @@ def legacy_with_files(
     sparse: bool = False,
     hashed: int = 0,
     missing: int = 0,
+    sized: bool = True,
 ) -> tuple[Path, dict[str, str]]:
     """A layout-2 legacy catalog of ``count`` model files under ``root``.
 
     The first ``hashed`` rows carry their real hash, the last ``missing`` files
-    are deleted; every row has a coloured tag and a note. Returns the catalog
-    path and {path: sha256}.
+    are deleted; every row has a coloured tag and a note, and its size unless
+    not ``sized`` (``size_bytes`` NULL). Returns the catalog path and {path: sha256}.
     """
     rows, digests = [], {}
     for i in range(1, count + 1):
@@ -95,7 +128,7 @@ def legacy_with_files(
                 id=i,
                 path=str(path),
                 type="lora",
-                size_bytes=size,
+                size_bytes=size if sized else None,
                 hash_hex=sha if i <= hashed else "",
                 created_at=scanned_at,
                 extra_json=f'{{"description": "note {i}"}}',
@@ -128,15 +161,83 @@ def statements_run(db: DatabaseManager) -> Iterator[list[str]]:
 
 @contextmanager
 def as_nobody() -> Iterator[None]:
-    """Run the block as the unprivileged user ``nobody`` (effective ids only, so
-    the test process gets root back afterwards); for tests running as root."""
-    import pwd  # POSIX only
-
-    nobody = pwd.getpwnam("nobody")
-    os.setegid(nobody.pw_gid)
-    os.seteuid(nobody.pw_uid)
+    """Act as the unprivileged user ``nobody`` inside the block (root only: the
+    effective ids change, so the process gets root back afterwards)."""
+    uid, gid = nobody_ids()
+    os.setegid(gid)
+    os.seteuid(uid)
     try:
         yield
     finally:
         os.seteuid(0)
         os.setegid(0)
+
+
+@contextmanager
+def shared_folder() -> Iterator[Path]:
+    """A new folder anyone may write in (tmp_path's parents are the test user's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="modelvault-shared-"))
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.chmod(0o777)
+        shutil.rmtree(folder)
+
+
+def nobody_ids() -> tuple[int, int]:
+    """The user and group ids of the user ``nobody`` (POSIX only)."""
+    import pwd  # imported where it is used, so the suite collects on Windows
+
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_uid, nobody.pw_gid
+
+
+def running_as_root() -> bool:
+    """Root on POSIX (Windows has no effective user id: never)."""
+    return getattr(os, "geteuid", lambda: -1)() == 0
+
+
+@contextmanager
+def unreadable(folder: Path) -> Iterator[None]:
+    """Inside the block, this process cannot look into ``folder``: it is locked with
+    chmod, or, for root (who may look anywhere), made root's own while the process
+    acts as the user ``nobody`` (see ``as_nobody``: the catalog must be where nobody
+    may read and write, e.g. a ``shared_folder``)."""
+    if running_as_root():
+        folder.chmod(0o700)
+        with as_nobody():
+            yield
+        return
+    folder.chmod(0)
+    try:
+        yield
+    finally:
+        folder.chmod(0o755)
+
+
+# The developer's home folders, as they were before conftest.py gave each test its own:
+# for the one tool that needs its user's settings (pip, to know where to install from).
+DEVELOPER_HOME = {
+    name: os.environ[name]
+    for name in ("HOME", "USERPROFILE", "APPDATA", "LOCALAPPDATA")
+    if name in os.environ
+}
+
+
+def libpq_files(environ: Mapping[str, str]) -> dict[str, str]:
+    """The password and service files libpq would read for this user, where they exist
+    and are not named already (``PGPASSFILE``, ``PGSERVICEFILE``)."""
+    if os.name == "nt":
+        folder = Path(environ.get("APPDATA", "")) / "postgresql"
+        defaults = {
+            "PGPASSFILE": folder / "pgpass.conf",
+            "PGSERVICEFILE": folder / ".pg_service.conf",
+        }
+    else:
+        home = Path(environ.get("HOME") or Path.home())
+        defaults = {"PGPASSFILE": home / ".pgpass", "PGSERVICEFILE": home / ".pg_service.conf"}
+    return {
+        name: str(path) for name, path in defaults.items() if name not in environ and path.is_file()
+    }

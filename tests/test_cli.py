@@ -100,6 +100,7 @@ def _count(db: Path, sql: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.posix_only("sends SIGINT to a child process (Windows has CTRL_C_EVENT)")
 def test_ctrl_c_stops_cleanly_and_the_same_command_continues(tmp_path: Path) -> None:
     files = 40
     legacy, _ = legacy_with_files(tmp_path / "legacy", files, size=96 << 20, sparse=True)

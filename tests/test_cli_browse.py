@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +160,11 @@ def test_conventions_help_quiet_verbose(tmp_path: Path) -> None:
 
 def _run_in_terminal(args: list[str], cwd: Path, columns: int, **env: str) -> tuple[int, str]:
     """Run ``modelvault`` with stdin, stdout and stderr on a pseudo-terminal of ``columns``."""
+    import fcntl  # POSIX only, as the tests that call this are marked
+    import pty
+    import select
+    import termios
+
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
@@ -193,6 +194,7 @@ def _run_in_terminal(args: list[str], cwd: Path, columns: int, **env: str) -> tu
     return child.wait(timeout=60), output.decode()
 
 
+@pytest.mark.posix_only("runs the command on a pseudo-terminal (pty)")
 def test_tag_colours_on_a_colour_terminal_only(catalog: Path) -> None:
     args = ["tags", "--db", str(catalog)]
     code, coloured = _run_in_terminal(args, catalog.parent, 80, TERM="xterm-256color")
@@ -210,6 +212,7 @@ def test_tag_colours_on_a_colour_terminal_only(catalog: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.posix_only("runs the command on a pseudo-terminal (pty)")
 def test_the_demo_in_an_80_column_terminal(tmp_path: Path) -> None:
     args = ["demo", "demo", "--file-mb", "4", "--workers", "1"]
     code, output = _run_in_terminal(args, tmp_path, 80, TERM="xterm-256color")

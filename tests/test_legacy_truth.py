@@ -12,13 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
+from support import as_nobody, nobody_ids, running_as_root
 from test_importer import (
     empty_catalog,
     models_by_legacy_id,
@@ -377,23 +377,10 @@ def test_a_wal_file_leaves_nothing_beside_it(
     assert listing(folder) == before
 
 
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """Run as the unprivileged user ``nobody`` (effective ids), back to root after."""
-    os.setegid(NOBODY)
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
-NOBODY = 65534
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to become the user nobody")
+@pytest.mark.posix_only("acts as the user nobody, with POSIX file modes")
 def test_a_wal_file_in_a_folder_the_user_cannot_write_is_read_whole(db_url: str) -> None:
+    if not running_as_root():
+        pytest.skip("needs root, to become the user nobody")
     # Under a folder of its own: pytest's tmp_path is closed to other users.
     shared = Path(tempfile.mkdtemp(prefix="modelvault-test-"))
     try:
@@ -417,7 +404,7 @@ def test_a_wal_file_in_a_folder_the_user_cannot_write_is_read_whole(db_url: str)
         # them (a virtual environment in a private folder); then handed to nobody.
         catalog.init_db()
         for made in out.iterdir():
-            os.chown(made, NOBODY, NOBODY)
+            os.chown(made, *nobody_ids())
         with as_nobody():
             with pytest.raises(PermissionError):
                 (folder / "probe").touch()  # the folder really is not writable

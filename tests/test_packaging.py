@@ -9,6 +9,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from support import DEVELOPER_HOME
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +37,7 @@ def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> 
             "--disable-pip-version-check",
             str(REPO),
         ],
-        env,
+        {**env, **DEVELOPER_HOME},  # pip's own settings: where to install from
         timeout=600,
     )
     assert install.returncode == 0, install.stdout + install.stderr

@@ -12,7 +12,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from modelvault.cli.progress import Frame, ProgressView, render
+from modelvault.cli.progress import Frame, ProgressView, plain, render
 
 GiB = 1 << 30
 FRAME = Frame(
@@ -65,6 +65,10 @@ class _Status:
     bytes_total: int
     rate_bytes_per_second: float = 1.0
     eta_seconds: float | None = 1.0
+    fraction: float | None = None
+    current_file: str | None = None
+    files_unsized: int = 0
+    waiting: str | None = None
 
 
 def test_never_drawn_backwards_and_the_end_is_always_shown() -> None:
@@ -72,12 +76,12 @@ def test_never_drawn_backwards_and_the_end_is_always_shown() -> None:
     stream = io.StringIO()
     view = ProgressView(Console(file=stream, width=100), clock=clock, interval=5)
     assert not view.live_mode  # not a terminal: plain lines
-    view.hashing(_Status(_State.PROCESSING, 4, 8, 450, 1000))
-    view.hashing(_Status(_State.PROCESSING, 3, 8, 430, 1000))  # e.g. after a release
+    view.hashing(_Status(_State.PROCESSING, 4, 8, 450, 1000, fraction=0.45))
+    view.hashing(_Status(_State.PROCESSING, 3, 8, 430, 1000, fraction=0.43))  # after a release
     assert view.last_frame is not None
     assert (view.last_frame.files_done, view.last_frame.bytes_done) == (4, 450)
     assert view.last_frame.fraction == pytest.approx(0.45)
-    view.hashing(_Status(_State.DONE, 8, 8, 900, 900), final=True)
+    view.hashing(_Status(_State.DONE, 8, 8, 900, 900, fraction=1.0), final=True)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
     assert lines[1].startswith("progress: 45%  4/8 files")
@@ -134,3 +138,38 @@ def test_the_library_never_imports_rich(tmp_path: object) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_nothing_reads_as_done_while_a_file_remains() -> None:
+    almost = replace(FRAME, fraction=0.996, eta=0.3)
+    line = render(almost, 120).plain
+    assert " 99%  3/8 files" in line  # rounded down: 100% only when it is all done
+    assert "ETA 0:01" in line  # rounded up: 0:00 only when nothing is left
+    done = render(replace(FRAME, fraction=1.0, eta=0.0), 120).plain
+    assert " 100%  3/8 files" in done
+    assert "ETA 0:00" in done
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_unknown_sizes_and_a_retry_wait_are_said(width: int) -> None:
+    frame = replace(FRAME, sizes_known=False, eta=None, note="waiting 30 s to retry 2 files")
+    line = render(frame, width).plain
+    assert "3.5+" in line  # at least that much: some sizes are not known yet
+    if width >= 80:
+        assert "waiting 30 s to retry 2 files" in line
+    assert "waiting 30 s to retry 2 files" in plain(frame)
+
+
+def test_the_view_shows_the_managers_fraction_and_its_wait() -> None:
+    stream = io.StringIO()
+    clock = iter(range(0, 1000, 10)).__next__
+    view = ProgressView(Console(file=stream, width=200), clock=clock, interval=5)
+    unsized = _Status(
+        _State.PROCESSING, 1, 4, 2048, 2048, fraction=0.25, files_unsized=3, eta_seconds=None
+    )
+    view.hashing(unsized)  # every byte known so far is read, yet 3 files of 4 remain
+    view.hashing(replace(unsized, waiting="waiting 8 s to retry 1 file"))
+    first, second = stream.getvalue().splitlines()
+    assert first.startswith("progress: 25%  1/4 files  2.0 KiB/2.0+ KiB")
+    assert "ETA --:--" in first
+    assert second.endswith("waiting 8 s to retry 1 file")

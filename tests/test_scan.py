@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
+from support import running_as_root
 
 from modelvault import DatabaseManager, ScanError, Settings
 from modelvault.catalog import PREVIOUS_PATHS, PREVIOUS_SHA256, SCAN_SOURCE
@@ -260,6 +261,7 @@ def test_a_deleted_file_is_reported_and_kept(db: DatabaseManager, tree: Path) ->
     assert find_missing(db, [tree / "loras"]) == []
 
 
+@pytest.mark.posix_only("symlinks (on Windows, a privilege)")
 def test_a_symlink_loop_is_reported_and_the_walk_ends(db: DatabaseManager, tree: Path) -> None:
     (tree / "loras" / "back-up").symlink_to(tree)
     (tree / "vae" / "to-loras").symlink_to(tree / "loras")
@@ -270,6 +272,7 @@ def test_a_symlink_loop_is_reported_and_the_walk_ends(db: DatabaseManager, tree:
     assert str(tree / "vae" / "to-loras") in report.skipped[0]
 
 
+@pytest.mark.posix_only("symlinks (on Windows, a privilege)")
 def test_a_symlinked_folder_is_followed(db: DatabaseManager, tree: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "disk2" / "big-loras"
     write(elsewhere / "x.safetensors", b"x")
@@ -279,10 +282,11 @@ def test_a_symlinked_folder_is_followed(db: DatabaseManager, tree: Path, tmp_pat
     assert row.type == "lora"
 
 
+@pytest.mark.posix_only("locks a folder with chmod")
 def test_files_in_an_unreadable_folder_are_not_called_missing(
     db: DatabaseManager, tree: Path
 ) -> None:
-    if os.geteuid() == 0:
+    if running_as_root():
         pytest.skip("runs as root, who can list any folder: see test_scan_unprivileged.py")
     scan_and_hash(db, tree)
     locked = tree / "checkpoints"

@@ -172,7 +172,8 @@ def test_a_paused_scan_holds_and_a_stopped_one_leaves_its_rows_staged(
     # The scan's batch is committed, then it holds before going on.
     wait_for(lambda: db.staging_counts()["pending"] == 3, "the scan to stage its files")
     assert not manager.wait(0.3)
-    assert manager.status().state is MigrationState.SCANNING
+    held = manager.status()
+    assert (held.state, held.stage) == (MigrationState.PAUSED, "scanning")
     manager.stop()
     assert manager.wait(60)
     assert manager.status().state is MigrationState.STOPPED

@@ -59,6 +59,7 @@ def odd_files(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.posix_only("a FIFO, a link to nothing and names that are not UTF-8")
 def test_files_that_cannot_be_catalogued_are_skipped_named_and_the_rest_staged(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
@@ -91,6 +92,7 @@ def test_a_catalogued_file_that_became_empty_is_skipped_not_missing(
     assert report.skipped_files == [f"{path}: an empty file"]
 
 
+@pytest.mark.posix_only("a FIFO, a link to nothing and names that are not UTF-8")
 def test_a_scan_that_finds_only_odd_files_exits_0_every_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,6 +107,7 @@ def test_a_scan_that_finds_only_odd_files_exits_0_every_time(
         assert "\x1b" not in out
 
 
+@pytest.mark.posix_only("a FIFO")
 def test_v_prints_one_escaped_line_per_changed_file(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -291,6 +294,7 @@ def test_folder_identity_falls_back_to_the_real_path_where_inodes_are_0(
         folder_identity(7, 0, None, flavour)
 
 
+@pytest.mark.posix_only("symlinks (on Windows, a privilege)")
 def test_a_file_system_with_inode_0_is_walked_whole(
     db: DatabaseManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

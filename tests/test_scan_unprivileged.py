@@ -4,35 +4,29 @@ the test process gets root back afterwards)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import as_nobody
+from support import as_nobody, running_as_root, shared_folder
 
 from modelvault import DatabaseManager
 from modelvault.migration.worker import process_pending
 from modelvault.scan import scan_roots
 
+pytestmark = pytest.mark.posix_only("acts as the user nobody, with POSIX file modes")
+
 
 @pytest.fixture
-def shared(tmp_path: Path) -> Iterator[Path]:
-    """A folder ``nobody`` may write in (tmp_path's parents are root's alone)."""
-    folder = Path(tempfile.mkdtemp(prefix="modelvault-scan-"))
-    folder.chmod(0o777)
-    yield folder
-    for path in sorted(folder.rglob("*"), reverse=True):
-        path.chmod(0o777)
-    subprocess.run(["rm", "-rf", str(folder)], check=True)
+def shared() -> Iterator[Path]:
+    with shared_folder() as folder:
+        yield folder
 
 
 def test_files_in_an_unreadable_folder_are_reported_not_missing(
     db: DatabaseManager, db_url: str, shared: Path
 ) -> None:
-    if os.geteuid() != 0:
+    if not running_as_root():
         pytest.skip("not root: test_scan.py locks a folder with chmod instead")
     tree = shared / "models"
     for folder, name in (("loras", "a.safetensors"), ("checkpoints", "b.ckpt")):

@@ -89,6 +89,7 @@ def hostile(tmp_path: Path, short_dir: Path) -> Iterator[dict[str, tuple[str, st
         }
 
 
+@pytest.mark.posix_only("a FIFO, a unix socket, /dev/zero and symlink loops")
 def test_special_files_and_bad_paths_fail_at_once_without_blocking(
     db: DatabaseManager, hostile: dict[str, tuple[str, str]]
 ) -> None:
@@ -141,6 +142,7 @@ def test_our_own_errors_are_classified() -> None:
     assert classify_os_error(FileChangedError("/x changed")) == ("/x changed", False)
 
 
+@pytest.mark.posix_only("a FIFO")
 def test_hashing_a_fifo_refuses_it_unopened(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

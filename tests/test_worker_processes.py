@@ -38,7 +38,6 @@ from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.worker import WorkerEvent, process_pending
 
 REPO = Path(__file__).resolve().parent.parent
-FORK = multiprocessing.get_context("fork")
 
 # A worker process started afresh (its own interpreter, as on another host).
 # argv: catalog URL, event log. It says "ready", waits for "go" on stdin (so all
@@ -413,8 +412,9 @@ class Forked:
     """A forked ``crash_worker`` and the messages it sends."""
 
     def __init__(self, url: str, mode: str, batch: int = 8) -> None:
-        self.messages, sender = FORK.Pipe(duplex=False)
-        self.proc = FORK.Process(target=crash_worker, args=(sender, url, mode, batch), daemon=True)
+        fork = multiprocessing.get_context("fork")  # POSIX only, as the tests using it are marked
+        self.messages, sender = fork.Pipe(duplex=False)
+        self.proc = fork.Process(target=crash_worker, args=(sender, url, mode, batch), daemon=True)
         self.proc.start()
         sender.close()
 
@@ -462,6 +462,7 @@ def crash_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, dict[
 
 
 @pytest.mark.slow
+@pytest.mark.posix_only("forks worker processes and kills them with SIGKILL")
 def test_killing_the_worker_at_any_moment_loses_and_duplicates_nothing(
     db: DatabaseManager, db_url: str, crash_case: tuple[Dataset, dict[str, Any]]
 ) -> None:
@@ -521,6 +522,7 @@ print("finished", flush=True)
 
 
 @pytest.mark.slow
+@pytest.mark.posix_only("sends SIGINT to a child process (Windows has CTRL_C_EVENT)")
 def test_ctrl_c_in_the_calling_thread_hands_every_row_back(db_url: str, tmp_path: Path) -> None:
     db = DatabaseManager(db_url)
     db.init_db()

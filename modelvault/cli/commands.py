@@ -25,6 +25,7 @@ from modelvault.db.models import PendingStatus
 from modelvault.db.sqlite_files import path_problem
 from modelvault.errors import ModelVaultError
 from modelvault.images import default_store
+from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
 
 if TYPE_CHECKING:
@@ -470,6 +471,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         model_type=args.type,
         search=args.search,
         missing=args.missing,
+        unreachable=args.unreachable,
         limit=args.limit,
     )
     out = ui(args)
@@ -488,32 +490,29 @@ def cmd_models(args: argparse.Namespace) -> int:
         lines = ["no models match" if _filtered(args) else "the catalog has no models yet"]
     elif len(models) == args.limit:
         lines.append(f"(the first {plural(args.limit, 'model')}: see more with --limit N)")
-    gone = True if args.missing else None  # --missing: each one was just found gone
-    out.emit({"models": [_model_json(m, gone) for m in models]}, lines)
+    out.emit({"models": [_model_json(m) for m in models]}, lines)
     return EXIT_OK
 
 
 def _filtered(args: argparse.Namespace) -> bool:
-    return bool(args.tag or args.type or args.search or args.missing)
+    return bool(args.tag or args.type or args.search or args.missing or args.unreachable)
 
 
-def _model_json(model: ModelRecord, gone: bool | None = None) -> dict[str, Any]:
-    """The model as JSON; ``gone``: whether its file is gone, if known already."""
+def _model_json(model: ModelRecord, file: FileCheck | None = None) -> dict[str, Any]:
+    """The model as JSON, with what a look at its file found (``file``, if made already)."""
+    file = file or check_file(model.path)
     data = model.to_dict()
-    data["file_exists"] = not (gone if gone is not None else _gone(model))
+    data["file_exists"] = file.exists  # null: it could not be looked at
+    data["file_state"] = file.state.value
     return data
-
-
-def _gone(model: ModelRecord) -> bool:
-    return not os.path.lexists(model.path)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True)
     model = db.find_model(args.model)
-    previews, gone = _preview_files(db, model), _gone(model)
-    data = {**_model_json(model, gone), "preview_files": previews}
-    ui(args).emit({"model": data}, describe_model(ui(args), model, previews, gone=gone))
+    previews, file = _preview_files(db, model), check_file(model.path)
+    data = {**_model_json(model, file), "preview_files": previews}
+    ui(args).emit({"model": data}, describe_model(ui(args), model, previews, file=file))
     return EXIT_OK
 
 
@@ -541,8 +540,16 @@ _NOTES = (
 )
 
 
+def _file_note(file: FileCheck) -> str:
+    if file.state is FileState.GONE:
+        return "  (the file is gone)"
+    if file.state is FileState.UNREACHABLE:
+        return f"  (the file cannot be reached now: {file.reason}; it is not called gone)"
+    return ""
+
+
 def describe_model(
-    out: Ui, model: ModelRecord, previews: Sequence[str] = (), *, gone: bool = False
+    out: Ui, model: ModelRecord, previews: Sequence[str] = (), *, file: FileCheck = PRESENT
 ) -> list[Line]:
     fields_: list[tuple[str, Line]] = [
         ("name", model.name),
@@ -550,7 +557,7 @@ def describe_model(
         ("type", model.type),
         ("base", model.base or "-"),
         ("size", _size(model.size_bytes)),
-        ("path", model.path + ("  (the file is gone)" if gone else "")),
+        ("path", model.path + _file_note(file)),
         ("modified", _when_ns(model.mtime_ns)),
         ("catalogued", _when(model.created_at)),
         ("updated", _when(model.updated_at)),

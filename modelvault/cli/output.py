@@ -10,6 +10,7 @@ on a console whose encoding lacks a character (``tolerant_streams``).
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -35,10 +36,11 @@ def human_bytes(size: float) -> str:
 
 
 def human_seconds(seconds: float | None) -> str:
-    """``75`` -> ``'1:15'``; unknown -> ``'--:--'``."""
+    """``75`` -> ``'1:15'``; unknown -> ``'--:--'``. Rounded up: ``0:00`` is only ever
+    said of nothing left."""
     if seconds is None:
         return "--:--"
-    minutes, secs = divmod(int(seconds + 0.5), 60)
+    minutes, secs = divmod(math.ceil(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 

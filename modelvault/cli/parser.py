@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--search", metavar="TEXT", help="only names or paths containing TEXT")
     models.add_argument("--missing", action="store_true", help="only models whose file is gone")
     models.add_argument(
+        "--unreachable",
+        action="store_true",
+        help="only models whose file cannot be looked at now (a folder that cannot be read, "
+        "a share or drive that is not there); not called missing",
+    )
+    models.add_argument(
         "--limit",
         type=_positive_int,
         default=DEFAULT_LIMIT,

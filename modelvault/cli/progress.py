@@ -3,12 +3,14 @@
 On a terminal, one live line sized to stderr's own terminal (stdout may be a
 file): percentage, files, bytes, rate and ETA always, the bar in the room left
 (it shrinks first), the current file's name when there is room still. When
-stderr is not a terminal (or ``TERM=dumb``), a plain line every few seconds;
-with ``-q`` nothing. Numbers are never drawn going backwards.
+stderr is not a terminal (or ``TERM=dumb``), a plain line every few seconds,
+and at once when a pause or a wait begins or ends; with ``-q`` nothing.
+Numbers are never drawn going backwards.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -42,11 +44,13 @@ class Frame:
     rate: float
     eta: float | None
     current: str | None = None
-    note: str = ""  # e.g. "paused"
+    note: str = ""  # e.g. "paused", "waiting 30 s to retry 2 files"
+    sizes_known: bool = True  # False: some files' sizes are not known yet (the total is more)
 
 
-def _short_bytes(done: float, total: float, letters: bool) -> str:
-    """``'1.2/3.4 GiB'`` (or ``'1.2/3.4G'``): both in the unit of the total."""
+def _short_bytes(done: float, total: float, letters: bool, more: str = "") -> str:
+    """``'1.2/3.4 GiB'`` (or ``'1.2/3.4G'``): both in the unit of the total (``more``
+    after it: ``'1.2/3.4+ GiB'`` when the total is at least that)."""
     scale = 0
     while total >= 1024 and scale < len(_UNITS) - 1:
         total /= 1024
@@ -54,18 +58,28 @@ def _short_bytes(done: float, total: float, letters: bool) -> str:
         scale += 1
     digits = 0 if scale == 0 else 1
     unit = _UNITS[scale][0] if letters else " " + _UNITS[scale]
-    return f"{done:.{digits}f}/{total:.{digits}f}{unit}"
+    return f"{done:.{digits}f}/{total:.{digits}f}{more}{unit}"
+
+
+def _percent(fraction: float | None) -> str:
+    """Rounded down: 99.6% is ``'99%'``, so ``'100%'`` is only ever said when it is all done."""
+    return "--%" if fraction is None else f"{math.floor(fraction * 100 + 1e-9):d}%"
 
 
 def _fields(frame: Frame, level: int) -> list[str]:
     """The numbers, from the roomiest (level 0) to the tightest (level 2) spelling."""
-    pct = f"{frame.fraction:.0%}" if frame.fraction is not None else "--%"
+    pct = _percent(frame.fraction)
     files = f"{frame.files_done}/{frame.files_total} files"
+    more = "" if frame.sizes_known else "+"  # the sizes of some files are not known yet
     if level == 0:
-        size = f"{human_bytes(frame.bytes_done)}/{human_bytes(frame.bytes_total)}"
+        total = human_bytes(frame.bytes_total)
+        if more:
+            number, unit = total.split()
+            total = f"{number}{more} {unit}"
+        size = f"{human_bytes(frame.bytes_done)}/{total}"
         rate = human_bytes(frame.rate) + "/s"
     else:
-        size = _short_bytes(frame.bytes_done, frame.bytes_total, letters=level == 2)
+        size = _short_bytes(frame.bytes_done, frame.bytes_total, letters=level == 2, more=more)
         number, unit = human_bytes(frame.rate).split()
         number = f"{float(number):.0f}" if float(number) >= 10 else number
         rate = f"{number}{unit[0] if level == 2 else ' ' + unit}/s"
@@ -131,6 +145,7 @@ class ProgressView:
         self._lock = threading.Lock()
         self._live: Live | None = None
         self._last_plain = clock()  # the first plain line after one interval
+        self._last_note = ""  # of the last plain line: a new kind of note is written at once
         self._best = (0, 0, 0.0)  # files, bytes, fraction drawn so far
         self.last_frame: Frame | None = None
 
@@ -155,23 +170,24 @@ class ProgressView:
         with self._lock:
             files = max(self._best[0], status.files_done)
             done = max(self._best[1], status.bytes_done)
-            total = max(status.bytes_total, done)
-            fraction = done / total if total else (1.0 if status.files_total else None)
-            if status.state.value == "done" and fraction is not None:
-                fraction = 1.0
+            # The manager's fraction: below 1 while a file remains, by files while
+            # some sizes are unknown. Drawn never going back.
+            fraction = status.fraction
             if fraction is not None:
                 fraction = max(self._best[2], fraction)
             self._best = (files, done, fraction or 0.0)
+        paused = status.state.value == "paused"
         frame = Frame(
             fraction,
             files,
             max(status.files_total, files),
             done,
-            total,
+            max(status.bytes_total, done),
             status.rate_bytes_per_second,
             status.eta_seconds,
-            current=getattr(status, "current_file", None),
-            note="paused" if status.state.value == "paused" else "",
+            current=status.current_file,
+            note="paused" if paused else (status.waiting or ""),
+            sizes_known=not status.files_unsized,
         )
         self._show(frame, force=final)
 
@@ -194,9 +210,10 @@ class ProgressView:
                 self._draw_live(frame, label)
                 return
             now = self.clock()
-            if not force and now - self._last_plain < self.interval:
+            note = _note_kind(frame.note) if frame is not None else self._last_note
+            if not force and now - self._last_plain < self.interval and note == self._last_note:
                 return
-            self._last_plain = now
+            self._last_plain, self._last_note = now, note
             self.console.print(f"progress: {label}" if frame is None else plain(frame))
 
     def _draw_live(self, frame: Frame | None, label: str) -> None:
@@ -219,6 +236,12 @@ class ProgressView:
             )
             self._live.start()
         self._live.update(line, refresh=True)
+
+
+def _note_kind(note: str) -> str:
+    """``'waiting'`` of ``'waiting 30 s to retry 2 files'``: a log says when a wait or
+    a pause begins and ends, not every second of it."""
+    return note.split(" ", 1)[0]
 
 
 def _stderr_width(console: Console) -> int:

@@ -8,124 +8,36 @@ the app through ``subscribe(callback)`` without polling, or ``status()`` on dema
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import ClassVar
 
 from modelvault.database import DatabaseManager
 from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
-from modelvault.migration.importer import ImportReport, import_legacy_data
-from modelvault.migration.worker import WorkerEvent, WorkerReport, process_pending
-from modelvault.scan import (
-    ScanReport,
-    ScanRoot,
-    checked_roots,
-    scan_roots,
-    settle_after_hashing,
+from modelvault.migration.importer import import_legacy_data
+from modelvault.migration.status import (
+    RUNNING_STATES,
+    STAGES,
+    MigrationState,
+    MigrationStatus,
+    RunProgress,
 )
+from modelvault.migration.subscribers import Subscribers
+from modelvault.migration.worker import WorkerEvent, process_pending
+from modelvault.scan import ScanRoot, checked_roots, scan_roots, settle_after_hashing
+
+__all__ = ["MigrationManager", "MigrationState", "MigrationStatus", "Subscriber", "get_manager"]
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW_SECONDS = 10.0  # the rate is measured over this much recent time
 PUBLISH_INTERVAL_SECONDS = 0.2  # progress events at most this often (state changes at once)
-RECENT_ERRORS = 20
-MAILBOX_SIZE = 16  # state changes queued for a slow subscriber; progress coalesces
-
-
-class MigrationState(str, enum.Enum):
-    IDLE = "idle"
-    SCANNING = "scanning"
-    IMPORTING = "importing"
-    PROCESSING = "processing"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    DONE = "done"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-RUNNING_STATES = frozenset(
-    {
-        MigrationState.SCANNING,
-        MigrationState.IMPORTING,
-        MigrationState.PROCESSING,
-        MigrationState.PAUSED,
-    }
-)
-
-
-@dataclass(frozen=True)
-class MigrationStatus:
-    """A snapshot of a migration, fit for a UI or ``json.dumps(status.to_dict())``."""
-
-    state: MigrationState
-    legacy_path: str | None
-    rows_imported: int  # stage 1 progress: legacy rows read so far
-    rows_to_import: int
-    files_done: int  # stage 2 progress: staged rows that reached a final place
-    files_total: int
-    bytes_done: int
-    bytes_total: int
-    rate_bytes_per_second: float
-    eta_seconds: float | None
-    elapsed_seconds: float
-    staging_counts: dict[str, int]  # staging rows per status, as of the last refresh
-    recent_errors: tuple[str, ...]
-    error: str | None
-    import_report: dict[str, Any] | None
-    worker_report: dict[str, Any] | None
-    current_file: str | None = None  # the path claimed last of those being hashed
-    files_scanned: int = 0  # scan progress (start_scan): files looked at so far
-    scan_report: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["recent_errors"] = list(self.recent_errors)
-        return data
-
 
 Subscriber = Callable[[MigrationStatus], None]
-
-
-@dataclass
-class _Progress:
-    """Mutable counters behind ``status()``; guarded by the manager's lock."""
-
-    legacy_path: str | None = None
-    rows_imported: int = 0
-    rows_to_import: int = 0
-    files_done: int = 0
-    files_total: int = 0
-    bytes_done: int = 0
-    bytes_total: int = 0
-    started: float = 0.0
-    samples: deque[tuple[float, int]] = field(default_factory=deque)
-    staged_sizes: dict[int, int] = field(default_factory=dict)  # row id -> size when claimed
-    hashing: dict[int, str] = field(default_factory=dict)  # row id -> path, in claim order
-    errors: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
-    error: str | None = None
-    import_report: ImportReport | None = None
-    worker_report: WorkerReport | None = None
-    files_scanned: int = 0
-    scan_report: ScanReport | None = None
-
-    def rate(self, now: float) -> float:
-        while len(self.samples) > 2 and now - self.samples[1][0] > RATE_WINDOW_SECONDS:
-            self.samples.popleft()
-        if len(self.samples) < 2:
-            return 0.0
-        (t0, b0), (t1, b1) = self.samples[0], self.samples[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
 
 class MigrationManager:
@@ -138,12 +50,13 @@ class MigrationManager:
         self.db = db
         self._lock = threading.RLock()
         self._state = MigrationState.IDLE
-        self._progress = _Progress()
+        self._stage: MigrationState | None = None  # the stage running, also while paused
+        self._progress = RunProgress()
         self._control = HashControl()
         self._finished = threading.Event()
         self._finished.set()  # no run yet
         self._last_publish = 0.0
-        self._mailbox = _Mailbox()
+        self._subscribers: Subscribers[MigrationStatus] = Subscribers(kind=_state_of)
         self._staging_counts: dict[str, int] = {}
 
     @classmethod
@@ -195,17 +108,21 @@ class MigrationManager:
         return self._start(None, workers, policy, scan=checked_roots(roots))
 
     def pause_processing(self) -> None:
-        """Pause hashing within a fraction of a second; the hashes in progress are kept."""
+        """Pause hashing within a fraction of a second; the hashes in progress are kept.
+
+        A scan or an import pauses after the batch it is on (each is committed);
+        the state is ``paused`` at once, and ``stage`` says which one holds.
+        """
         with self._lock:
             self._control.pause()
-            if self._state is MigrationState.PROCESSING:
+            if self._state in STAGES:
                 self._set_state(MigrationState.PAUSED)
 
     def resume_processing(self) -> None:
         with self._lock:
             self._control.resume()
-            if self._state is MigrationState.PAUSED:
-                self._set_state(MigrationState.PROCESSING)
+            if self._state is MigrationState.PAUSED and self._stage is not None:
+                self._set_state(self._stage)
 
     def stop(self) -> None:
         """Stop soon: the import stops after its current batch, workers release their rows."""
@@ -229,18 +146,47 @@ class MigrationManager:
         """Call ``callback(status)`` on every state change and on progress (a few
         times a second at most). Returns an unsubscribe function.
 
-        Callbacks run one after another in the manager's delivery thread, never
-        in the thread that started, paused or stopped the run and never under a
-        lock: a callback may call the manager. A slow one misses progress
-        snapshots (it gets the latest when it returns), and one that never
-        returns holds up only later deliveries, never the migration, ``stop()``
-        or ``wait()``. Hand off to your UI thread.
+        Each callback runs in a delivery thread of its own, never in the thread
+        that started, paused or stopped the run and never under a lock: a
+        callback may call the manager. A slow one misses progress snapshots (it
+        gets the latest when it returns); one that never returns delays nothing
+        but itself: not the other subscribers, the migration, ``stop()`` or
+        ``wait()``. Whatever a callback raises (even ``SystemExit`` or
+        ``KeyboardInterrupt``) is logged and ends nothing. Hand off to your UI
+        thread. After unsubscribing, the callback is not called again and its
+        thread ends (when the call in progress returns).
         """
-        return self._mailbox.subscribe(callback)
+        return self._subscribers.subscribe(callback)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every status published so far reached the subscribers; False on timeout."""
-        return self._mailbox.flush(timeout)
+        """Wait until every subscriber was given a status as new as the newest published
+        so far; False on timeout. From a callback it raises ``MigrationError`` (it
+        would wait for that callback itself)."""
+        return self._subscribers.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Shut down: stop the run, if one is going, and wait up to ``timeout`` for it
+        to end (files in progress go back to the queue); then hand the subscribers
+        what is left for them and end their threads (one whose callback does not
+        return within a few seconds is abandoned, with a warning). Returns False
+        if the run did not end in time. The manager may be used again after.
+        Also ``with MigrationManager(db) as manager: ...``.
+        """
+        self.stop()
+        ended = self.wait(timeout)
+        self._subscribers.close()
+        return ended
+
+    def __enter__(self) -> MigrationManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def status(self, *, refresh: bool = True) -> MigrationStatus:
         """The current snapshot; ``refresh`` re-reads the staging counts from the catalog."""
@@ -267,11 +213,11 @@ class MigrationManager:
             self._control = HashControl()
             if paused:
                 self._control.pause()
-            self._progress = _Progress(legacy_path=legacy_path, started=time.monotonic())
+            self._progress = RunProgress(legacy_path=legacy_path, started=time.monotonic())
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
             if scan is not None:
                 first = MigrationState.SCANNING
-            self._set_state(first)
+            self._enter_stage(first)
             self._finished.clear()
             thread = threading.Thread(
                 target=self._run,
@@ -337,13 +283,17 @@ class MigrationManager:
             self._finished.set()
 
     def _begin_processing(self) -> None:
-        files, size = self.db.claimable_totals()
+        totals = self.db.claimable_totals()
         with self._lock:
-            self._progress.files_total, self._progress.bytes_total = files, size
-            self._progress.samples.append((time.monotonic(), 0))
-            self._set_state(
-                MigrationState.PAUSED if self._control.paused else MigrationState.PROCESSING
+            self._progress.begin_processing(
+                totals.files, totals.bytes, totals.unsized, time.monotonic()
             )
+            self._enter_stage(MigrationState.PROCESSING)
+
+    def _enter_stage(self, stage: MigrationState) -> None:
+        """Under the lock: the run goes on to ``stage`` (and stays paused if it is)."""
+        self._stage = stage
+        self._set_state(MigrationState.PAUSED if self._control.paused else stage)
 
     def _finish(self, state: MigrationState) -> None:
         self._refresh_counts()
@@ -364,41 +314,20 @@ class MigrationManager:
             raise _Stopped  # each batch is committed: running again completes the rest
 
     def _on_scan(self, files_seen: int) -> None:
-        self._hold_or_stop()
         with self._lock:
             self._progress.files_scanned = files_seen
             self._publish(force=False)
+        self._hold_or_stop()
 
     def _on_import(self, done: int, total: int) -> None:
-        self._hold_or_stop()
-        with self._lock:
+        with self._lock:  # the batch is committed: count it before holding
             self._progress.rows_imported, self._progress.rows_to_import = done, total
             self._publish(force=False)
+        self._hold_or_stop()
 
     def _on_worker_event(self, event: WorkerEvent) -> None:
         with self._lock:
-            progress = self._progress
-            if event.kind == "claimed":
-                progress.hashing[event.row_id] = event.path
-            elif event.kind in ("finished", "error", "released", "abandoned"):  # claim ends
-                progress.hashing.pop(event.row_id, None)
-            if event.kind == "progress":
-                progress.bytes_done += event.bytes
-            elif event.kind in ("error", "released", "abandoned"):
-                # Those bytes will be read again: take them back so the bar stays honest.
-                progress.bytes_done -= event.bytes
-                if event.kind == "error" and event.message:
-                    progress.errors.append(f"{event.path}: {event.message}")
-            elif event.kind == "claimed":
-                progress.staged_sizes[event.row_id] = event.bytes
-            elif event.kind == "finished":
-                progress.files_done += 1
-                # The staged size was a promise; what the file really held (nothing,
-                # if it is gone) is what the total must count.
-                progress.bytes_total += event.bytes - progress.staged_sizes.pop(event.row_id, 0)
-                if event.outcome in ("missing", "failed", "conflict") and event.message:
-                    progress.errors.append(f"{event.path}: {event.outcome}: {event.message}")
-            progress.samples.append((time.monotonic(), progress.bytes_done))
+            self._progress.apply(event, time.monotonic())
             self._publish(force=False)
 
     def _refresh_counts(self) -> None:
@@ -419,100 +348,15 @@ class MigrationManager:
         if not force and now - self._last_publish < PUBLISH_INTERVAL_SECONDS:
             return
         self._last_publish = now
-        self._mailbox.post(self._snapshot())  # never waits: the delivery thread calls back
+        self._subscribers.post(self._snapshot())  # never waits: delivery threads call back
 
     def _snapshot(self) -> MigrationStatus:
-        p = self._progress
-        now = time.monotonic()
-        rate = p.rate(now)
-        remaining = max(0, p.bytes_total - p.bytes_done)
-        eta = remaining / rate if rate > 0 else (0.0 if p.bytes_total and not remaining else None)
-        return MigrationStatus(
-            state=self._state,
-            legacy_path=p.legacy_path,
-            rows_imported=p.rows_imported,
-            rows_to_import=p.rows_to_import,
-            files_done=p.files_done,
-            files_total=p.files_total,
-            bytes_done=p.bytes_done,
-            bytes_total=p.bytes_total,
-            rate_bytes_per_second=rate,
-            eta_seconds=eta,
-            elapsed_seconds=(now - p.started) if p.started else 0.0,
-            staging_counts=dict(self._staging_counts),
-            recent_errors=tuple(p.errors),
-            error=p.error,
-            import_report=p.import_report.to_dict() if p.import_report else None,
-            worker_report=p.worker_report.to_dict() if p.worker_report else None,
-            current_file=next(reversed(p.hashing.values()), None),
-            files_scanned=p.files_scanned,
-            scan_report=p.scan_report.to_dict() if p.scan_report else None,
-        )
+        stage = self._stage if self._state in RUNNING_STATES else None
+        return self._progress.snapshot(self._state, stage, self._staging_counts, time.monotonic())
 
 
-class _Mailbox:
-    """Statuses on their way to the subscribers: a bounded queue and ONE delivery thread.
-
-    ``post`` never waits and never calls a subscriber, so no caller's thread
-    (an app's, a worker's, the manager's) can be stalled by one. A status
-    replaces a queued one of the same state (progress coalesces: a slow
-    subscriber gets the latest, not a backlog); state changes queue up to
-    ``MAILBOX_SIZE``, the oldest dropped beyond. The thread is a daemon that
-    starts when there is something to deliver and ends when there is nothing
-    left, so a subscriber that never returns strands only that thread.
-    """
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._queue: deque[MigrationStatus] = deque()
-        self._subscribers: list[Subscriber] = []
-        self._delivering = False
-
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        with self._changed:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._changed:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def post(self, status: MigrationStatus) -> None:
-        with self._changed:
-            if not self._subscribers:
-                return
-            if self._queue and self._queue[-1].state is status.state:
-                self._queue[-1] = status
-            else:
-                self._queue.append(status)
-                while len(self._queue) > MAILBOX_SIZE:
-                    self._queue.popleft()
-            if not self._delivering:
-                self._delivering = True
-                threading.Thread(
-                    target=self._deliver, name="modelvault-subscribers", daemon=True
-                ).start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._delivering, timeout)
-
-    def _deliver(self) -> None:
-        while True:
-            with self._changed:
-                if not self._queue:
-                    self._delivering = False
-                    self._changed.notify_all()
-                    return
-                status = self._queue.popleft()
-                subscribers = list(self._subscribers)
-            for callback in subscribers:  # outside the lock: a callback may call the manager
-                try:
-                    callback(status)
-                except Exception:  # a broken UI callback must not break the migration
-                    log.exception("progress subscriber %r failed", callback)
+def _state_of(status: MigrationStatus) -> MigrationState:
+    return status.state
 
 
 class _Stopped(MigrationError):

@@ -892,6 +892,8 @@ class QueueState:
 
     unfinished: int  # rows pending or claimed
     wait_seconds: float | None  # until the next row may become claimable; None if none
+    retry_files: int = 0  # rows waiting out a retry back-off
+    retry_seconds: float | None = None  # until the first of them is due (0: due now)
 
 
 def queue_state(db: DatabaseManager) -> QueueState:
@@ -908,18 +910,20 @@ def queue_state(db: DatabaseManager) -> QueueState:
             func.count().filter(pending & COLUMNS.not_before.is_(None)),
             func.min(COLUMNS.not_before).filter(pending),
             func.min(COLUMNS.lease_expires_at).filter(COLUMNS.status == CLAIMED),
+            func.count().filter(pending & COLUMNS.not_before.is_not(None)),
         ]
         if pg:
             columns.append(func.now())
         row = session.execute(select(*columns).where(COLUMNS.status.in_([PENDING, CLAIMED]))).one()
-    count, ready, next_retry, next_expiry = row[:4]
+    count, ready, next_retry, next_expiry, retrying = row[:5]
     if not count:
         return QueueState(0, None)
+    now: datetime = row[5] if pg else utcnow()
+    retry = None if next_retry is None else max(0.0, (next_retry - now).total_seconds())
     due = [t for t in (next_retry, next_expiry) if t is not None]
     if ready or not due:
-        return QueueState(count, 0.0)
-    now: datetime = row[4] if pg else utcnow()
-    return QueueState(count, max(0.0, (min(due) - now).total_seconds()))
+        return QueueState(count, 0.0, retrying, retry)
+    return QueueState(count, max(0.0, (min(due) - now).total_seconds()), retrying, retry)
 
 
 def retry_pending(db: DatabaseManager, statuses: Iterable[str] = ("failed", "missing")) -> int:

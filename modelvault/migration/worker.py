@@ -38,6 +38,8 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -89,7 +91,16 @@ FINISH_EVERY_SECONDS = 1.0
 # 0.85-0.92x on 4 MiB ones and 0.60-0.64x on 8 MiB ones (bench/hash_bench.py, the mixes).
 LIGHT_BATCH_BYTES = 4 * 1024 * 1024
 
-EVENT_KINDS = ("claimed", "progress", "paused", "finished", "error", "released", "abandoned")
+EVENT_KINDS = (
+    "claimed",
+    "progress",
+    "paused",
+    "waiting",
+    "finished",
+    "error",
+    "released",
+    "abandoned",
+)
 
 # How often a worker waiting for leased rows checks whether their owner died.
 ORPHAN_CHECK_SECONDS = 5.0
@@ -107,10 +118,15 @@ class WorkerEvent:
 
     ``kind`` is one of:
 
-    - ``claimed``: the worker starts on the row; ``bytes`` = its staged size (0 if unknown);
+    - ``claimed``: the worker starts on the row; ``bytes`` = its staged size; for a row
+      staged without one (``unsized`` is True), its file's size stat-ed now (0 if
+      that failed);
     - ``progress``: ``bytes`` more of the file were hashed;
     - ``paused``: the worker noticed the pause and holds still (``path`` is the
       file whose hash is kept, or ``""`` between files; ``bytes`` read so far);
+    - ``waiting``: the worker found nothing to claim while ``files`` rows wait out
+      a retry back-off, the first of them for ``seconds`` more (sent again every
+      time it looks, a few times a second at most; ``row_id`` 0, ``path`` "");
     - ``finished``: the row reached its final place; ``outcome`` is imported,
       merged, moved, replaced, duplicate, conflict, missing or failed; ``bytes`` = the
       file's size when hashed (0 if it was not); ``sha256`` when known;
@@ -137,6 +153,9 @@ class WorkerEvent:
     outcome: str | None = None
     message: str | None = None
     sha256: str | None = None
+    unsized: bool = False
+    files: int = 0
+    seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -411,6 +430,17 @@ class MigrationWorker(threading.Thread):
             state = queue.queue_state(self.db)
             if state.wait_seconds is None and self.exit_when_idle:
                 return
+            if state.retry_files and self.on_event is not None:
+                self._send(
+                    WorkerEvent(
+                        "waiting",
+                        self.name,
+                        0,
+                        "",
+                        files=state.retry_files,
+                        seconds=state.retry_seconds,
+                    )
+                )
             if state.wait_seconds == 0 and self._lane_refused:
                 # Small files are left and a peer is on them. Look again once it leaves
                 # the lane, or after a while: heavy rows may come up meanwhile.
@@ -507,7 +537,7 @@ class MigrationWorker(threading.Thread):
         """Hash the row's file; on failure, record it and return None."""
         self._hashing_id, self._row_bytes = row.id, 0
         if self.on_event is not None:
-            self._emit("claimed", row, bytes=row.size_bytes or 0)
+            self._emit_claimed(row)
         problem = row.tag_problem()  # before the file is read: no hash can cure it
         if problem is not None:
             self._give_up(row, f"its tags cannot be stored: {problem}", final=True)
@@ -543,6 +573,14 @@ class MigrationWorker(threading.Thread):
         if not self._hashed:
             self._hashed_since = time.monotonic()
         return digest
+
+    def _emit_claimed(self, row: ClaimedRow) -> None:
+        """The ``claimed`` event, with a size for the progress bar even if none was staged."""
+        if row.size_bytes is not None:
+            self._emit("claimed", row, bytes=row.size_bytes)
+            return
+        size = _size_now(row.path) if path_problem(row.path) is None else 0
+        self._emit("claimed", row, bytes=size, unsized=True)
 
     def _finish_hashed(self, *, claim_next: bool = False) -> None:
         """Settle every hashed row in one transaction (see ``queue.finish_batch``).
@@ -755,6 +793,16 @@ class MigrationWorker(threading.Thread):
             self.on_event(event)
         except Exception:  # a broken progress display must not lose rows
             log.exception("on_event callback failed on %s", event)
+
+
+def _size_now(path: str) -> int:
+    """The size of the regular file at ``path``; 0 for anything else, or if it cannot be
+    stat-ed (hashing says why). A stat opens nothing: a FIFO or a device cannot block it."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 def check_policy(policy: str) -> str:
