@@ -1,0 +1,269 @@
+"""LoRAs and LyCORIS adapters: which model family they are for, from their key names and widths.
+
+An adapter's keys name the layer it changes and the adapter's own part:
+``<prefix><layer>.<part>``. Prefixes: kohya's ``lora_unet_`` / ``lora_te_`` /
+``lora_te1_`` / ``lora_te2_`` (the layer's dots written as ``_``),
+diffusers/PEFT's ``unet.`` / ``transformer.`` / ``text_encoder.`` /
+``text_encoder_2.``, ComfyUI's and diffusion-pipe's ``diffusion_model.``.
+Parts: LoRA's ``lora_down``/``lora_up`` (``lora_A``/``lora_B``) and
+``alpha``; LyCORIS's ``hada_*`` (LoHa), ``lokr_*`` (LoKr), ``oft_*``, ... The
+layers tell the family (Flux's ``double_blocks``, SD 3's ``joint_blocks``,
+Wan's ``blocks.N.self_attn``, a UNet's ``down_blocks``); the input width of a
+UNet's cross-attention (768, 1024, 2048) tells SD 1.x from 2.x from XL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modelvault.identify.header import TensorInfo
+from modelvault.identify.keys import highest_index
+from modelvault.identify.models import Finding
+
+_LORA_PARTS = (
+    "lora_down.weight",
+    "lora_up.weight",
+    "lora_A.weight",
+    "lora_B.weight",
+    "lora_A.default.weight",
+    "lora_B.default.weight",
+    "lora.down.weight",
+    "lora.up.weight",
+    "lora_linear_layer.down.weight",
+    "lora_linear_layer.up.weight",
+    "alpha",
+    "dora_scale",
+)
+_LYCORIS_PARTS = (
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w2",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+    "lora_mid.weight",
+    "oft_blocks",
+    "oft_diag",
+    "diff",
+    "diff_b",
+)
+_PART = re.compile(
+    r"\.("
+    + "|".join(re.escape(p) for p in sorted(_LORA_PARTS + _LYCORIS_PARTS, key=len, reverse=True))
+    + r")$"
+)
+# Parts whose second dimension is the input width of the layer they change.
+_DOWN_PARTS = frozenset(
+    {
+        "lora_down.weight",
+        "lora_A.weight",
+        "lora_A.default.weight",
+        "lora.down.weight",
+        "lora_linear_layer.down.weight",
+        "hada_w1_b",
+        "diff",
+    }
+)
+
+# (prefix, which model part, key style); the first that matches is taken.
+_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("lora_unet_", "unet", "kohya"),
+    ("lora_transformer_", "unet", "kohya"),
+    ("lora_te1_", "te1", "kohya"),
+    ("lora_te2_", "te2", "kohya"),
+    ("lora_te3_", "te3", "kohya"),
+    ("lora_te_", "te1", "kohya"),
+    ("lycoris_", "unet", "LyCORIS"),
+    ("text_encoder_2.", "te2", "diffusers/PEFT"),
+    ("text_encoder.", "te1", "diffusers/PEFT"),
+    ("unet.", "unet", "diffusers/PEFT"),
+    ("transformer.", "unet", "diffusers/PEFT"),
+    ("base_model.model.", "unet", "PEFT"),
+    ("model.diffusion_model.", "unet", "ComfyUI"),
+    ("diffusion_model.", "unet", "ComfyUI/diffusion-pipe"),
+    ("", "unet", "bare"),
+)
+
+
+@dataclass
+class _Adapter:
+    """An adapter's layers by model part, each with its input width where known."""
+
+    layers: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    styles: set[str] = field(default_factory=set)
+    lycoris: set[str] = field(default_factory=set)
+
+    def unet(self) -> dict[str, int | None]:
+        return self.layers.get("unet", {})
+
+    def widths(self, pattern: str) -> set[int]:
+        rx = re.compile(pattern)
+        return {w for name, w in self.unet().items() if w and rx.search(name)}
+
+    def any(self, pattern: str) -> bool:
+        rx = re.compile(pattern)
+        return any(rx.search(name) for name in self.unet())
+
+    def highest(self, prefix: str) -> int:
+        return highest_index(self.unet(), prefix, "_")
+
+
+def is_adapter(tensors: Mapping[str, TensorInfo]) -> bool:
+    """Most keys are adapter parts, and some carry weights (not only alphas)."""
+    parts = [m.group(1) for m in map(_PART.search, tensors) if m]
+    weighty = any(part not in ("alpha", "dora_scale") for part in parts)
+    return weighty and len(parts) * 2 >= len(tensors)
+
+
+def adapter(tensors: Mapping[str, TensorInfo]) -> Finding:
+    """The finding for a LoRA or LyCORIS adapter."""
+    found = _read(tensors)
+    base, family = _family(found)
+    kind = "lycoris" if found.lycoris else "lora"
+    what = f"LyCORIS ({', '.join(sorted(found.lycoris))})" if found.lycoris else "LoRA"
+    style = " and ".join(sorted(found.styles)) or "unknown"
+    subject = f"{family} {what}" if family else what
+    return Finding(kind, base, f"{subject}, {style} keys")
+
+
+def _read(tensors: Mapping[str, TensorInfo]) -> _Adapter:
+    found = _Adapter()
+    lokr: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
+    for key, info in tensors.items():
+        match = _PART.search(key)
+        if not match:
+            continue
+        part = match.group(1)
+        prefix, where, style = next(p for p in _PREFIXES if key.startswith(p[0]))
+        layer = key[len(prefix) : match.start()].replace(".", "_")
+        found.styles.add(style)
+        widths = found.layers.setdefault(where, {})
+        widths.setdefault(layer, None)
+        if part in _LYCORIS_PARTS:
+            found.lycoris.add(_lycoris_name(part))
+        if part in _DOWN_PARTS and len(info.shape) >= 2:
+            widths[layer] = info.shape[1]
+        elif part.startswith("lokr_"):
+            lokr.setdefault((where, layer), {})[part] = info.shape
+    for (where, layer), shapes in lokr.items():
+        found.layers[where][layer] = _lokr_width(shapes)
+    return found
+
+
+def _lycoris_name(part: str) -> str:
+    for prefix, name in (("hada", "LoHa"), ("lokr", "LoKr"), ("oft", "OFT"), ("lora_mid", "LoCon")):
+        if part.startswith(prefix):
+            return name
+    return "full"
+
+
+def _lokr_width(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """A LoKr layer's input width: the product of its two factors' second dimensions."""
+    one = shapes.get("lokr_w1") or shapes.get("lokr_w1_b")
+    two = shapes.get("lokr_w2") or shapes.get("lokr_w2_b")
+    if one and two and len(one) >= 2 and len(two) >= 2:
+        return one[1] * two[1]
+    return None
+
+
+_Family = tuple[str | None, str | None]
+
+
+def _family(a: _Adapter) -> _Family:
+    """(base, what to call the family) for the adapter's layers."""
+    for rule in (_flux_like, _sd3, _wan, _dit_video, _unet):
+        found = rule(a)
+        if found is not None:
+            return found
+    return _text_encoders_only(a)
+
+
+def _flux_like(a: _Adapter) -> _Family | None:
+    native = a.any(r"^(double_blocks|single_blocks)_\d+_")
+    diffusers = a.any(r"^single_transformer_blocks_\d+_")
+    if not (native or diffusers):
+        return None
+    hunyuan = (
+        a.any(r"^double_blocks_\d+_(img|txt)_mlp_fc[12]|^double_blocks_\d+_img_mod_linear")
+        or a.any(r"^txt_in_individual_token_refiner|token_refiner")
+        or a.highest("double_blocks_") >= 19
+        or a.highest("single_blocks_") >= 38
+        or a.highest("single_transformer_blocks_") >= 38
+    )
+    if hunyuan:
+        return "Hunyuan Video", "Hunyuan Video"
+    if a.any(r"^guidance_in_|guidance_embedder"):
+        return "Flux.1 D", "Flux.1 dev"
+    return "Flux.1", "Flux.1"
+
+
+def _sd3(a: _Adapter) -> _Family | None:
+    native = a.any(r"^joint_blocks_\d+_")
+    dual = a.any(r"^transformer_blocks_\d+_attn_add_[qkv]_proj")
+    if not (native or dual):
+        return None
+    width = a.widths(r"(attn_(qkv|to_q)|attn_add_q_proj)$")
+    if dual and (
+        a.any(r"^transformer_blocks_\d+_(img|txt)_mlp")
+        or (a.highest("transformer_blocks_") >= 24
+        and 3072 in width)
+    ):
+        return "Qwen", "Qwen-Image"
+    if dual and 3072 in width:
+        return "Flux.1", "Flux.1"
+    depth = max(a.highest("joint_blocks_"), a.highest("transformer_blocks_")) + 1
+    if depth > 24 or 2432 in width or a.any(r"x_block_attn2|attn2_"):
+        return "SD 3.5", "SD 3.5"
+    return "SD 3", "SD 3"
+
+
+def _wan(a: _Adapter) -> _Family | None:
+    if not a.any(r"^blocks_\d+_(self_attn|cross_attn)_[qkvo]$|^blocks_\d+_ffn_[02]$"):
+        return None
+    width = a.widths(r"^blocks_\d+_(self_attn|cross_attn)_[qkv]$")
+    size = {5120: " 14B", 1536: " 1.3B", 3072: " 5B"}.get(max(width, default=0), "")
+    return "Wan Video", f"Wan{size}"
+
+
+def _dit_video(a: _Adapter) -> _Family | None:
+    if a.any(r"^blocks_\d+_attn_qkv_x$"):
+        return "Mochi", "Mochi"
+    if a.any(r"^transformer_blocks_\d+_attn1_to_[qkv]$") and 2048 in a.widths(r"attn1_to_[qkv]$"):
+        return "LTXV", "LTX-Video"
+    return None
+
+
+def _unet(a: _Adapter) -> _Family | None:
+    if not a.any(r"^(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)_"):
+        return None
+    cross = a.widths(r"attn2_to_[kv]$")
+    deep = a.any(r"transformer_blocks_[2-9]_|^(label_emb|add_embedding)")
+    if "te2" in a.layers or 2048 in cross or deep:
+        return "SDXL 1.0", "SDXL"
+    if 1280 in cross:
+        return "SDXL Refiner", "SDXL refiner"
+    if 768 in cross:
+        return "SD 1.5", "SD 1.x"
+    if 1024 in cross:
+        return "SD 2.x", "SD 2.x"
+    return _text_encoders_only(a) if "te1" in a.layers else (None, "UNet")
+
+
+def _text_encoders_only(a: _Adapter) -> _Family:
+    if "te2" in a.layers:
+        return "SDXL 1.0", "SDXL"
+    widths = {w for w in a.layers.get("te1", {}).values() if w}
+    if 768 in widths:
+        return "SD 1.5", "SD 1.x"
+    if 1024 in widths:
+        return "SD 2.x", "SD 2.x"
+    return None, None

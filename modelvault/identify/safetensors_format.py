@@ -1,0 +1,242 @@
+"""The safetensors header: an 8-byte little-endian length, then that many bytes of JSON.
+
+The JSON maps each tensor's name to ``{"dtype", "shape", "data_offsets"}``
+(offsets relative to the first byte after the header) and may hold
+``__metadata__``, a map of strings. Everything a hostile file could use to
+make a reader hang or allocate without bound is checked before it is used:
+the declared length against the file and ``MAX_HEADER_BYTES`` before a byte
+of the JSON is read, the JSON's size in values and its nesting before it is
+parsed, then every tensor's dtype, shape and offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from itertools import accumulate
+from typing import TypeGuard
+
+from modelvault.identify.header import (
+    MAX_HEADER_BYTES,
+    SAFETENSORS,
+    Header,
+    MetaValue,
+    Parser,
+    TensorInfo,
+    read_bytes,
+)
+
+# Bits per element of every dtype the safetensors format defines.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+}
+
+# A valid header nests 3 deep (the header, a tensor, its shape): a little room, no more.
+MAX_DEPTH = 4
+# JSON values (counted by their separators) a header may hold: ~70,000 tensors, a
+# hundred times a big checkpoint; bounds what parsing can allocate.
+MAX_JSON_VALUES = 1_000_000
+MAX_DIMENSIONS = 8
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(rb"[^\[\]{}]+")
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_LENGTH = struct.Struct("<Q")
+_ADVICE = "the file is damaged, incomplete, or written by a tool modelvault does not know"
+
+
+def looks_like(head: bytes) -> bool:
+    """The first bytes of a safetensors file: a length, then the JSON's opening brace."""
+    return len(head) >= 9 and head[8:9] == b"{"
+
+
+def parse(head: bytes, size: int) -> Parser:
+    """The parser for a safetensors file whose first bytes are ``head``."""
+    (length,) = _LENGTH.unpack_from(head)
+    if length > MAX_HEADER_BYTES:
+        return _bad(
+            size,
+            f"declares a header of {length:,} bytes, "
+            f"more than the {MAX_HEADER_BYTES:,} safetensors allows",
+            "it is damaged or not a safetensors file",
+        )
+    if 8 + length > size:
+        return _bad(
+            size,
+            f"declares a header of {length:,} bytes, but the file has only {size:,}",
+            "it is damaged or incomplete; download it again",
+        )
+    raw = head[8 : 8 + length]
+    if len(raw) < length:
+        raw += yield from read_bytes(length - len(raw))
+    return check(raw, size)
+
+
+def check(raw: bytes, size: int) -> Header:
+    """The Header a safetensors file of ``size`` bytes whose header JSON is ``raw`` gives."""
+    data_start = 8 + len(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _bad(
+            size, f"is not UTF-8 (byte {exc.start + 8} is 0x{raw[exc.start]:02x})", "it is damaged"
+        )
+    too_big = _too_big(raw)
+    if too_big:
+        return _bad(size, too_big, "it is damaged or not a safetensors file")
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return _bad(size, f"is not valid JSON ({exc})", "it is damaged")
+    if not isinstance(document, dict):
+        return _bad(size, f"is a JSON {type(document).__name__}, not an object", "it is damaged")
+    metadata, problem = _metadata(document.pop("__metadata__", {}))
+    tensors, spans, tensor_problem = _tensors(document)
+    problem = problem or tensor_problem or _spans_problem(spans, size - data_start)
+    return Header(
+        format=SAFETENSORS,
+        size=size,
+        tensors=tensors,
+        metadata=metadata,
+        data_start=data_start,
+        problem=_sentence(problem, _ADVICE) if problem else None,
+    )
+
+
+def _too_big(raw: bytes) -> str | None:
+    """Why the JSON is too large or deep to parse, seen without parsing it (C-speed scans)."""
+    bare = _STRING.sub(b'""', raw)  # strings may hold anything, JSON included
+    values = bare.count(b",") + bare.count(b":") + bare.count(b"[") + bare.count(b"{")
+    if values > MAX_JSON_VALUES:
+        return f"holds more than {MAX_JSON_VALUES:,} JSON values"
+    steps = _BRACKETS.sub(b"", bare).translate(_DEPTH_STEP)
+    deepest = max(accumulate(1 if step == 1 else -1 for step in steps), default=0)
+    if deepest > MAX_DEPTH:
+        return (
+            f"is nested {deepest} levels deep, more than the {MAX_DEPTH} a safetensors header has"
+        )
+    return None
+
+
+def _metadata(value: object) -> tuple[dict[str, MetaValue], str | None]:
+    if not isinstance(value, dict):
+        return {}, f"has a __metadata__ that is a JSON {type(value).__name__}, not an object"
+    kept: dict[str, MetaValue] = {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            name = type(item).__name__
+            return kept, f"has a __metadata__ value that is not a string ({key!r} is a {name})"
+        kept[key] = item
+    return kept, None
+
+
+def _tensors(
+    document: Mapping[str, object],
+) -> tuple[dict[str, TensorInfo], list[tuple[int, int, str]], str | None]:
+    """The tensors, their byte spans, and the first thing wrong with one of them."""
+    tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
+    problem: str | None = None
+    for name, entry in document.items():
+        info, span, wrong = _tensor(name, entry)
+        if info is not None:
+            tensors[name] = info
+        if span is not None:
+            spans.append(span)
+        problem = problem or wrong
+    return tensors, spans, problem
+
+
+def _tensor(
+    name: str, entry: object
+) -> tuple[TensorInfo | None, tuple[int, int, str] | None, str | None]:
+    if not isinstance(entry, dict):
+        return (
+            None,
+            None,
+            f"declares tensor {name!r} as a JSON {type(entry).__name__}, not an object",
+        )
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not _is_counts(shape, MAX_DIMENSIONS):
+        return (
+            None,
+            None,
+            f"gives tensor {name!r} a shape that is not a list of at most {MAX_DIMENSIONS} sizes",
+        )
+    info = TensorInfo(str(dtype), tuple(shape))
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        return info, None, f"gives tensor {name!r} the unknown dtype {dtype!r}"
+    if not (_is_counts(offsets, 2) and len(offsets) == 2 and offsets[0] <= offsets[1]):
+        return info, None, f"gives tensor {name!r} data_offsets that are not [begin, end]"
+    begin, end = offsets
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if bits != (end - begin) * 8:
+        return (
+            info,
+            (begin, end, name),
+            (
+                f"gives tensor {name!r} {end - begin:,} bytes of data "
+                f"where its shape and dtype need {bits / 8:,.0f}"
+            ),
+        )
+    return info, (begin, end, name), None
+
+
+def _is_counts(value: object, most: int) -> TypeGuard[list[int]]:
+    return (
+        isinstance(value, list)
+        and len(value) <= most
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+    )
+
+
+def _spans_problem(spans: list[tuple[int, int, str]], data_size: int) -> str | None:
+    """What is wrong with where the tensors' bytes lie: past the file's end, or overlapping."""
+    return spans_problem(spans, data_size, "the tensor data")
+
+
+def spans_problem(spans: list[tuple[int, int, str]], data_size: int, what: str) -> str | None:
+    """Shared with GGUF: spans ``(begin, end, name)`` must lie within ``data_size`` bytes
+    and must not overlap."""
+    previous: tuple[int, int, str] | None = None
+    for begin, end, name in sorted(spans):
+        if end > data_size:
+            return (
+                f"places tensor {name!r} at bytes {begin:,}-{end:,} of {what}, "
+                f"which has only {data_size:,}"
+            )
+        if previous is not None and begin < previous[1]:
+            return f"places tensors {previous[2]!r} and {name!r} over the same bytes"
+        if end > begin:
+            previous = (begin, end, name)
+    return None
+
+
+def _bad(size: int, what: str, advice: str) -> Header:
+    return Header(format=SAFETENSORS, size=size, problem=_sentence(what, advice))
+
+
+def _sentence(what: str, advice: str) -> str:
+    return f"The safetensors header {what}: {advice}."
