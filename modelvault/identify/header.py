@@ -284,7 +284,7 @@ def read_header(
         reader = HeaderReader(st.st_size, limit=limit)
         want = min(first_read, st.st_size)
         while reader.wants_more:
-            data = handle.read(want)
+            data = os.read(handle.fileno(), want)
             if not data:
                 break
             reader.feed(data)

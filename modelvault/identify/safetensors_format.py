@@ -68,8 +68,8 @@ _ADVICE = "the file is damaged, incomplete, or written by a tool modelvault does
 
 
 def looks_like(head: bytes) -> bool:
-    """The first bytes of a safetensors file: a length, then the JSON's opening brace."""
-    return len(head) >= 9 and head[8:9] == b"{"
+    """The first bytes of a safetensors file: a length, then JSON (an object, if all is well)."""
+    return len(head) >= 9 and head[8:9] in (b"{", b"[", b'"', b" ")
 
 
 def parse(head: bytes, size: int) -> Parser:
