@@ -88,17 +88,20 @@ def _from_tensors(tensors: Mapping[str, TensorInfo]) -> Finding | None:
 
 
 def _embedding(tensors: Mapping[str, TensorInfo]) -> Finding | None:
-    """Textual inversion: at most a few tensors of shape [vectors, width]."""
-    if len(tensors) > 3 or any(len(t.shape) not in (1, 2) for t in tensors.values()):
+    """Textual inversion: one to three tensors of shape [vectors, width], named as
+    A1111 and kohya name them (``emb_params``, ``clip_l``/``clip_g``) or after a token."""
+    if len(tensors) > 3 or any(len(t.shape) != 2 or "." in name for name, t in tensors.items()):
         return None
     widths = {name: t.shape[-1] for name, t in tensors.items()}
     if widths.get("clip_l") == 768 and widths.get("clip_g") == 1280:
         return Finding("embedding", "SDXL 1.0", "SDXL embedding (clip_l 768, clip_g 1280)")
-    if len(widths) == 1 or "emb_params" in widths:
-        width = widths.get("emb_params", next(iter(widths.values())))
-        base, architecture = _EMBEDDING_WIDTHS.get(width, (None, f"embedding ({width} wide)"))
-        return Finding("embedding", base, architecture)
-    return None
+    width = widths.get("emb_params") if "emb_params" in widths else None
+    if width is None and len(widths) == 1:
+        width = next(iter(widths.values()))
+    if width not in _EMBEDDING_WIDTHS:
+        return None
+    base, architecture = _EMBEDDING_WIDTHS[width]
+    return Finding("embedding", base, architecture)
 
 
 def _decide(said: str | None, told: str | None) -> tuple[str | None, str | None, str | None]:

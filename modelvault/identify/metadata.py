@@ -231,7 +231,8 @@ def title(metadata: Mapping[str, MetaValue]) -> str | None:
 
 
 def training(metadata: Mapping[str, MetaValue]) -> dict[str, str]:
-    """The metadata verbatim, bounded: long values cut (saying so), small keys kept first."""
+    """The metadata verbatim, bounded: long values cut (saying so), small keys kept first,
+    the keys left out named (the largest first) under ``LEFT_OUT_KEY``."""
     values = {key: _as_text(value) for key, value in metadata.items()}
     budget = TRAINING_BUDGET
     kept: set[str] = set()
@@ -241,7 +242,7 @@ def training(metadata: Mapping[str, MetaValue]) -> dict[str, str]:
             kept.add(key)
             budget -= cost
     result = {key: _cut(values[key]) for key in values if key in kept}
-    left_out = [key for key in values if key not in kept]
+    left_out = sorted((key for key in values if key not in kept), key=lambda k: -len(values[k]))
     if left_out:
         result[LEFT_OUT_KEY] = _cut(", ".join(left_out), 300)
     return result

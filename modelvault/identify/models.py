@@ -28,8 +28,10 @@ class Finding:
 
 
 # A full checkpoint's parts, as ldm/sgm (A1111, ComfyUI) save them.
-_DIFFUSION_PREFIX = "model.diffusion_model."
-_OTHER_PARTS = ("first_stage_model.", "cond_stage_model.", "conditioner.", "text_encoders.")
+# ldm/sgm checkpoints, Cosmos, AuraFlow (ComfyUI's unet_prefix_from_state_dict); the first
+# is a diffusion model whether or not a rule knows its family.
+_DIFFUSION_PREFIXES = ("model.diffusion_model.", "net.", "model.")
+_OTHER_PARTS = ("first_stage_model.", "cond_stage_model.", "conditioner.", "text_encoders.", "vae.")
 _CROSS_ATTENTION = re.compile(r"(^|\.)attn2\.to_k\.weight$")
 
 
@@ -39,12 +41,13 @@ def full_model(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     control = _controlnet(everything)
     if control is not None:
         return control
-    inner = everything.under(_DIFFUSION_PREFIX)
-    if len(inner) > 5:
-        found = diffusion(inner)
-        whole = everything.starts(*_OTHER_PARTS)
-        kind = "checkpoint" if whole else "diffusion_model"
-        return Finding(kind, *found) if found else Finding(kind, None, None)
+    for prefix in _DIFFUSION_PREFIXES:
+        inner = everything.under(prefix)
+        found = diffusion(inner) if len(inner) > 5 else None
+        if found is not None or (prefix == _DIFFUSION_PREFIXES[0] and len(inner) > 5):
+            whole = everything.starts(*_OTHER_PARTS)
+            kind = "checkpoint" if whole else "diffusion_model"
+            return Finding(kind, *(found or (None, None)))
     found = diffusion(everything)
     if found is not None:
         return Finding("diffusion_model", *found)
