@@ -303,8 +303,8 @@ def test_a_header_length_beyond_100_mb_allocates_nothing(tmp_path: Path) -> None
     [
         (b'{"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]}', "is not valid JSON"),
         (b'{"a": "\xff\xfe"}', "is not UTF-8 (byte 15 is 0xff)"),
-        (b"{" + b'"a":[' * 60 + b"]" * 60 + b"}", "is nested 61 levels deep"),
-        (b'{"a": [[[[1]]]]}', "is nested 5 levels deep"),
+        (b'{"a": [[[[1]]]]}', "declares tensor 'a' as a JSON list, not an object"),
+        (b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "is nested too deeply"),
         (b"[1, 2, 3]", "is a JSON list, not an object"),
         (b'{"__metadata__": {"k": 1}}', "__metadata__ value that is not a string ('k' is a int)"),
         (b'{"__metadata__": {"k": {"x": "y"}}}', "'k' is a dict"),
@@ -319,6 +319,14 @@ def test_a_header_length_beyond_100_mb_allocates_nothing(tmp_path: Path) -> None
 def test_a_broken_header_is_one_sentence(tmp_path: Path, raw: bytes, expected: str) -> None:
     path = write_raw_safetensors(tmp_path / "m.safetensors", raw, size=8 + len(raw) + 64)
     assert expected in _problem(path)
+
+
+def test_a_large_header_nested_too_deep_is_refused_before_parsing(tmp_path: Path) -> None:
+    padding = b'"__metadata__": {"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    raw = b"{" + padding + b', "a": {"dtype": "F16", "shape": [[[[[1]]]]]}}'
+    path = write_raw_safetensors(tmp_path / "m.safetensors", raw)
+    problem = read_header(path).problem
+    assert problem is not None and "is nested 7 levels deep, more than the 4" in problem
 
 
 def test_too_many_json_values_are_refused_before_parsing(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import os
 import stat
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from modelvault.hashing import open_regular_file
 
@@ -57,9 +58,10 @@ MetaScalar = str | int | float | bool
 MetaValue = MetaScalar | list[MetaScalar]
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor as the header declares it: its type and its shape (outermost first)."""
+class TensorInfo(NamedTuple):
+    """One tensor as the header declares it: its type and its shape (outermost first).
+
+    A named tuple, not a dataclass: a checkpoint has thousands, made in a tight loop."""
 
     dtype: str
     shape: tuple[int, ...]

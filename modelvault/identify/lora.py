@@ -214,8 +214,7 @@ def _sd3(a: _Adapter) -> _Family | None:
     width = a.widths(r"(attn_(qkv|to_q)|attn_add_q_proj)$")
     if dual and (
         a.any(r"^transformer_blocks_\d+_(img|txt)_mlp")
-        or (a.highest("transformer_blocks_") >= 24
-        and 3072 in width)
+        or (a.highest("transformer_blocks_") >= 24 and 3072 in width)
     ):
         return "Qwen", "Qwen-Image"
     if dual and 3072 in width:

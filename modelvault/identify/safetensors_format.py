@@ -59,6 +59,9 @@ MAX_DEPTH = 4
 # hundred times a big checkpoint; bounds what parsing can allocate.
 MAX_JSON_VALUES = 1_000_000
 MAX_DIMENSIONS = 8
+# Headers up to this size are parsed as they are (what parsing them can allocate is
+# small); larger ones are scanned for their size in values and their depth first.
+PRESCAN_ABOVE = 1024 * 1024
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _BRACKETS = re.compile(rb"[^\[\]{}]+")
@@ -103,12 +106,14 @@ def check(raw: bytes, size: int) -> Header:
         return _bad(
             size, f"is not UTF-8 (byte {exc.start + 8} is 0x{raw[exc.start]:02x})", "it is damaged"
         )
-    too_big = _too_big(raw)
+    too_big = _too_big(raw) if len(raw) > PRESCAN_ABOVE else None
     if too_big:
         return _bad(size, too_big, "it is damaged or not a safetensors file")
     try:
         document = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        return _bad(size, "is nested too deeply to be JSON anyone reads", "it is damaged")
+    except ValueError as exc:
         return _bad(size, f"is not valid JSON ({exc})", "it is damaged")
     if not isinstance(document, dict):
         return _bad(size, f"is a JSON {type(document).__name__}, not an object", "it is damaged")
@@ -155,11 +160,33 @@ def _metadata(value: object) -> tuple[dict[str, MetaValue], str | None]:
 def _tensors(
     document: Mapping[str, object],
 ) -> tuple[dict[str, TensorInfo], list[tuple[int, int, str]], str | None]:
-    """The tensors, their byte spans, and the first thing wrong with one of them."""
+    """The tensors, their byte spans, and the first thing wrong with one of them.
+
+    A checkpoint has thousands of tensors: each well-formed one takes the quick
+    path below; the first that does not is looked at again by ``_tensor`` to say
+    what is wrong with it."""
     tensors: dict[str, TensorInfo] = {}
     spans: list[tuple[int, int, str]] = []
     problem: str | None = None
     for name, entry in document.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]  # type: ignore[index]
+            bits = DTYPE_BITS[dtype]
+            quick = (
+                type(shape) is list
+                and len(shape) <= MAX_DIMENSIONS
+                and type(begin) is int
+                and type(end) is int
+                and 0 <= begin <= end
+                and all(type(n) is int and n >= 0 for n in shape)
+                and math.prod(shape) * bits == (end - begin) * 8
+            )
+        except (TypeError, KeyError, ValueError):
+            quick = False
+        if quick:
+            tensors[name] = TensorInfo(dtype, tuple(shape))
+            spans.append((begin, end, name))
+            continue
         info, span, wrong = _tensor(name, entry)
         if info is not None:
             tensors[name] = info
@@ -172,7 +199,7 @@ def _tensors(
 def _tensor(
     name: str, entry: object
 ) -> tuple[TensorInfo | None, tuple[int, int, str] | None, str | None]:
-    if not isinstance(entry, dict):
+    if type(entry) is not dict:
         return (
             None,
             None,
@@ -183,32 +210,32 @@ def _tensor(
         return (
             None,
             None,
-            f"gives tensor {name!r} a shape that is not a list of at most {MAX_DIMENSIONS} sizes",
+            (f"gives tensor {name!r} a shape that is not a list of at most {MAX_DIMENSIONS} sizes"),
         )
     info = TensorInfo(str(dtype), tuple(shape))
-    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+    bits = DTYPE_BITS.get(dtype) if type(dtype) is str else None
+    if bits is None:
         return info, None, f"gives tensor {name!r} the unknown dtype {dtype!r}"
     if not (_is_counts(offsets, 2) and len(offsets) == 2 and offsets[0] <= offsets[1]):
         return info, None, f"gives tensor {name!r} data_offsets that are not [begin, end]"
     begin, end = offsets
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
-    if bits != (end - begin) * 8:
+    need = math.prod(shape) * bits
+    if need != (end - begin) * 8:
         return (
             info,
             (begin, end, name),
             (
                 f"gives tensor {name!r} {end - begin:,} bytes of data "
-                f"where its shape and dtype need {bits / 8:,.0f}"
+                f"where its shape and dtype need {need / 8:,.0f}"
             ),
         )
     return info, (begin, end, name), None
 
 
 def _is_counts(value: object, most: int) -> TypeGuard[list[int]]:
+    """A list of at most ``most`` whole numbers, none negative (JSON's true is no number)."""
     return (
-        isinstance(value, list)
-        and len(value) <= most
-        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+        type(value) is list and len(value) <= most and all(type(n) is int and n >= 0 for n in value)
     )
 
 
