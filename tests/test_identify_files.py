@@ -32,7 +32,11 @@ def safetensors_bytes(
         for n in shape:
             count *= n
         nbytes = count * DTYPE_BITS[dtype] // 8
-        document[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        document[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     raw = json.dumps(document, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -49,7 +53,9 @@ def write_safetensors(
 ) -> Path:
     """A safetensors file with these tensors (all of ``dtype``); their data is a hole,
     or ``data`` repeated where given."""
-    header, size = safetensors_bytes({name: (dtype, shape) for name, shape in shapes.items()}, metadata)
+    header, size = safetensors_bytes(
+        {name: (dtype, shape) for name, shape in shapes.items()}, metadata
+    )
     with open(path, "wb") as f:
         f.write(header)
         if data is not None:
@@ -122,7 +128,9 @@ def write_gguf(
 
 
 def test_a_written_safetensors_file_reads_back_with_plain_json(tmp_path: Path) -> None:
-    path = write_safetensors(tmp_path / "m.safetensors", {"a.weight": (4, 8), "b": (3,)}, {"k": "v"})
+    path = write_safetensors(
+        tmp_path / "m.safetensors", {"a.weight": (4, 8), "b": (3,)}, {"k": "v"}
+    )
     raw = path.read_bytes()
     (length,) = struct.unpack_from("<Q", raw)
     document = json.loads(raw[8 : 8 + length])

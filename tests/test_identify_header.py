@@ -169,7 +169,9 @@ def test_autov3_survives_a_change_of_the_header_metadata(tmp_path: Path) -> None
 
     shapes = {"a": (64,)}
     one = write_safetensors(tmp_path / "one.safetensors", shapes, {"t": "1"}, data=b"abc")
-    two = write_safetensors(tmp_path / "two.safetensors", shapes, {"t": "a longer title"}, data=b"abc")
+    two = write_safetensors(
+        tmp_path / "two.safetensors", shapes, {"t": "a longer title"}, data=b"abc"
+    )
     assert one.read_bytes() != two.read_bytes()
     assert digest(one) == digest(two) is not None
 
@@ -205,11 +207,17 @@ def test_a_gguf_header_is_read(tmp_path: Path) -> None:
     assert header.format == "gguf"
     assert header.tensors["head.modulation"].shape == (1, 6, 5120)
     assert header.tensors["head.modulation"].dtype == "Q8_0"
-    assert header.metadata == {"general.architecture": "wan", "general.alignment": 32, "list": [1, 2, 3]}
+    assert header.metadata == {
+        "general.architecture": "wan",
+        "general.alignment": 32,
+        "list": [1, 2, 3],
+    }
 
 
 def test_a_long_gguf_array_is_passed_over_not_kept(tmp_path: Path) -> None:
-    path = write_gguf(tmp_path / "t5.gguf", {"x": (4, 32)}, {"vocab": [f"t{i}" for i in range(5000)], "n": 7})
+    path = write_gguf(
+        tmp_path / "t5.gguf", {"x": (4, 32)}, {"vocab": [f"t{i}" for i in range(5000)], "n": 7}
+    )
     header = read_header(path)
     assert header.problem is None
     assert header.metadata == {"n": 7}
@@ -256,7 +264,8 @@ def _problem(path: Path) -> str:
     assert header.problem is not None, header
     for size in (1, 7, 4096):
         assert chunked(path, size).problem == header.problem
-    assert header.problem.endswith(".") and header.problem[0].isupper()
+    assert header.problem.endswith(".")
+    assert header.problem[0].isupper()
     return header.problem
 
 
@@ -326,14 +335,16 @@ def test_a_large_header_nested_too_deep_is_refused_before_parsing(tmp_path: Path
     raw = b"{" + padding + b', "a": {"dtype": "F16", "shape": [[[[[1]]]]]}}'
     path = write_raw_safetensors(tmp_path / "m.safetensors", raw)
     problem = read_header(path).problem
-    assert problem is not None and "is nested 7 levels deep, more than the 4" in problem
+    assert problem is not None
+    assert "is nested 7 levels deep, more than the 4" in problem
 
 
 def test_too_many_json_values_are_refused_before_parsing(tmp_path: Path) -> None:
     raw = b"{" + b",".join(b'"%d":0' % i for i in range(600_000)) + b"}"
     path = write_raw_safetensors(tmp_path / "m.safetensors", raw)
     problem = read_header(path).problem
-    assert problem is not None and "more than 1,000,000 JSON values" in problem
+    assert problem is not None
+    assert "more than 1,000,000 JSON values" in problem
 
 
 def test_offsets_beyond_the_file_say_it_is_incomplete(tmp_path: Path) -> None:
@@ -366,7 +377,10 @@ def test_a_file_in_no_known_format(tmp_path: Path) -> None:
     [
         (struct.pack("<IQQ", 1, 0, 0), "GGUF version 1"),
         (struct.pack("<IQQ", 3, 2**40, 0), "far more than any model"),
-        (struct.pack("<IQQ", 3, 0, 1) + gguf_string("k") + struct.pack("<I", 99), "unknown type 99"),
+        (
+            struct.pack("<IQQ", 3, 0, 1) + gguf_string("k") + struct.pack("<I", 99),
+            "unknown type 99",
+        ),
         (struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 2**62), "a string of"),
         (
             struct.pack("<IQQ", 3, 0, 1) + gguf_string("k") + struct.pack("<IIQ", 9, 8, 2**40),
@@ -406,14 +420,16 @@ def test_a_huge_gguf_array_of_numbers_is_skipped_without_allocating(tmp_path: Pa
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert header.problem is None and header.metadata == {}
+    assert header.problem is None
+    assert header.metadata == {}
     assert peak < 8 * 1024 * 1024
 
 
 def test_a_header_past_the_limit(tmp_path: Path) -> None:
     path = write_safetensors(tmp_path / "m.safetensors", {f"t{i}": (1,) for i in range(2000)})
     header = read_header(path, limit=1000)
-    assert header.problem is not None and "runs past 1,000 bytes" in header.problem
+    assert header.problem is not None
+    assert "runs past 1,000 bytes" in header.problem
 
 
 def test_result_before_the_end_says_the_file_ended(lora: Path) -> None:
@@ -422,6 +438,7 @@ def test_result_before_the_end_says_the_file_ended(lora: Path) -> None:
     reader.feed(data[:20])
     assert reader.wants_more
     problem = reader.result().problem
-    assert problem is not None and "ends inside its header" in problem
+    assert problem is not None
+    assert "ends inside its header" in problem
     with pytest.raises(ValueError, match="negative"):
         HeaderReader(-1)

@@ -25,7 +25,7 @@ from modelvault.identify.header import (
     TensorInfo,
 )
 from modelvault.identify.identity import METADATA, TENSORS, Identity
-from modelvault.identify.lora import adapter, is_adapter
+from modelvault.identify.lora import adapter
 from modelvault.identify.models import Finding, full_model
 
 # A coarse base the tensors may make finer without overruling the metadata.
@@ -82,9 +82,7 @@ def identify(header: Header, *, file_name: str | None = None) -> Identity:
 def _from_tensors(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     if not tensors:
         return None
-    if is_adapter(tensors):
-        return adapter(tensors)
-    return _embedding(tensors) or full_model(tensors)
+    return adapter(tensors) or _embedding(tensors) or full_model(tensors)
 
 
 def _embedding(tensors: Mapping[str, TensorInfo]) -> Finding | None:
@@ -95,9 +93,7 @@ def _embedding(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     widths = {name: t.shape[-1] for name, t in tensors.items()}
     if widths.get("clip_l") == 768 and widths.get("clip_g") == 1280:
         return Finding("embedding", "SDXL 1.0", "SDXL embedding (clip_l 768, clip_g 1280)")
-    width = widths.get("emb_params") if "emb_params" in widths else None
-    if width is None and len(widths) == 1:
-        width = next(iter(widths.values()))
+    width = widths.get("emb_params", next(iter(widths.values())) if len(widths) == 1 else 0)
     if width not in _EMBEDDING_WIDTHS:
         return None
     base, architecture = _EMBEDDING_WIDTHS[width]

@@ -92,6 +92,8 @@ _PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("diffusion_model.", "unet", "ComfyUI/diffusion-pipe"),
     ("", "unet", "bare"),
 )
+_PREFIX = re.compile("|".join(re.escape(prefix) for prefix, _, _ in _PREFIXES if prefix))
+_PREFIX_PARTS = {prefix: (where, style) for prefix, where, style in _PREFIXES}
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Adapter:
     layers: dict[str, dict[str, int | None]] = field(default_factory=dict)
     styles: set[str] = field(default_factory=set)
     lycoris: set[str] = field(default_factory=set)
+    _names: str | None = None
 
     def unet(self) -> dict[str, int | None]:
         return self.layers.get("unet", {})
@@ -110,23 +113,23 @@ class _Adapter:
         return {w for name, w in self.unet().items() if w and rx.search(name)}
 
     def any(self, pattern: str) -> bool:
-        rx = re.compile(pattern)
-        return any(rx.search(name) for name in self.unet())
+        """True if some layer's name matches ``pattern`` (``^``/``$``: the name's ends)."""
+        if self._names is None:  # one C-speed search over all names, not one per name
+            self._names = "\n".join(self.unet())
+        return re.search(pattern, self._names, re.MULTILINE) is not None
 
     def highest(self, prefix: str) -> int:
         return highest_index(self.unet(), prefix, "_")
 
 
-def is_adapter(tensors: Mapping[str, TensorInfo]) -> bool:
-    """Most keys are adapter parts, and some carry weights (not only alphas)."""
-    parts = [m.group(1) for m in map(_PART.search, tensors) if m]
-    weighty = any(part not in ("alpha", "dora_scale") for part in parts)
-    return weighty and len(parts) * 2 >= len(tensors)
-
-
-def adapter(tensors: Mapping[str, TensorInfo]) -> Finding:
-    """The finding for a LoRA or LyCORIS adapter."""
-    found = _read(tensors)
+def adapter(tensors: Mapping[str, TensorInfo]) -> Finding | None:
+    """The finding for a LoRA or LyCORIS adapter; None unless most keys are adapter parts
+    and some carry weights (not only alphas)."""
+    parts = [(key, match) for key in tensors if (match := _PART.search(key))]
+    weighty = any(match.group(1) not in ("alpha", "dora_scale") for _, match in parts)
+    if not weighty or len(parts) * 2 < len(tensors):
+        return None
+    found = _read(tensors, parts)
     base, family = _family(found)
     kind = "lycoris" if found.lycoris else "lora"
     what = f"LyCORIS ({', '.join(sorted(found.lycoris))})" if found.lycoris else "LoRA"
@@ -135,25 +138,25 @@ def adapter(tensors: Mapping[str, TensorInfo]) -> Finding:
     return Finding(kind, base, f"{subject}, {style} keys")
 
 
-def _read(tensors: Mapping[str, TensorInfo]) -> _Adapter:
+def _read(tensors: Mapping[str, TensorInfo], parts: list[tuple[str, re.Match[str]]]) -> _Adapter:
     found = _Adapter()
     lokr: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
-    for key, info in tensors.items():
-        match = _PART.search(key)
-        if not match:
-            continue
+    for key, match in parts:
         part = match.group(1)
-        prefix, where, style = next(p for p in _PREFIXES if key.startswith(p[0]))
-        layer = key[len(prefix) : match.start()].replace(".", "_")
+        prefix = _PREFIX.match(key)
+        cut = prefix.end() if prefix else 0
+        where, style = _PREFIX_PARTS[key[:cut]]
+        layer = key[cut : match.start()].replace(".", "_")
         found.styles.add(style)
         widths = found.layers.setdefault(where, {})
         widths.setdefault(layer, None)
+        shape = tensors[key].shape
+        if part in _DOWN_PARTS and len(shape) >= 2:
+            widths[layer] = shape[1]
         if part in _LYCORIS_PARTS:
             found.lycoris.add(_lycoris_name(part))
-        if part in _DOWN_PARTS and len(info.shape) >= 2:
-            widths[layer] = info.shape[1]
-        elif part.startswith("lokr_"):
-            lokr.setdefault((where, layer), {})[part] = info.shape
+            if part.startswith("lokr_"):
+                lokr.setdefault((where, layer), {})[part] = shape
     for (where, layer), shapes in lokr.items():
         found.layers[where][layer] = _lokr_width(shapes)
     return found

@@ -12,6 +12,7 @@ with care: a malformed one is passed over, never trusted.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 from collections import Counter
@@ -202,11 +203,18 @@ def _top_tags(frequency: str) -> list[str]:
     counts: Counter[str] = Counter()
     for tags in folders.values() if isinstance(folders, dict) else ():
         for tag, count in tags.items() if isinstance(tags, dict) else ():
-            word = tag.strip()[:MAX_WORD] if isinstance(tag, str) else ""
-            if word and isinstance(count, int) and not isinstance(count, bool) and count > 0:
-                counts[word] += count
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [word for word, _ in ranked[:TOP_TAGS]]
+            if type(count) is int and count > 0 and type(tag) is str:
+                counts[tag] += count
+    merged: Counter[str] = Counter()
+    for tag, count in counts.items():  # " smile" and "smile" are one tag
+        word = tag.strip()[:MAX_WORD]
+        if word:
+            merged[word] += count
+    return [word for word, _ in heapq.nsmallest(TOP_TAGS, merged.items(), key=_by_count)]
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 def resolution(metadata: Mapping[str, MetaValue]) -> str | None:
