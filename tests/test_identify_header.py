@@ -440,5 +440,5 @@ def test_result_before_the_end_says_the_file_ended(lora: Path) -> None:
     problem = reader.result().problem
     assert problem is not None
     assert "ends inside its header" in problem
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValidationError, match="size in bytes"):
         HeaderReader(-1)

@@ -18,16 +18,10 @@ Nothing here raises on a damaged or hostile file: what is wrong is
 from __future__ import annotations
 
 from modelvault.identify.hashes import AUTOV2_LENGTH, AUTOV3_SHORT_LENGTH, AutoV3, autov2
-from modelvault.identify.header import (
-    FIRST_READ_BYTES,
-    MAX_HEADER_BYTES,
-    Header,
-    HeaderReader,
-    TensorInfo,
-    read_header,
-)
+from modelvault.identify.header import HeaderReader, read_header
 from modelvault.identify.identify import identify
 from modelvault.identify.identity import BASES, KINDS, Base, Identity
+from modelvault.identify.parsing import FIRST_READ_BYTES, MAX_HEADER_BYTES, Header, TensorInfo
 
 __all__ = [
     "AUTOV2_LENGTH",

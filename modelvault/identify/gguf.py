@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Generator
 
-from modelvault.identify.header import (
+from modelvault.identify.parsing import (
     GGUF,
     Header,
     HeaderProblem,

@@ -24,7 +24,8 @@ import hashlib
 import re
 
 from modelvault.errors import ValidationError
-from modelvault.identify.header import SAFETENSORS, HeaderReader
+from modelvault.identify.header import HeaderReader
+from modelvault.identify.parsing import SAFETENSORS
 
 __all__ = ["AUTOV2_LENGTH", "AUTOV3_SHORT_LENGTH", "AutoV3", "autov2"]
 

@@ -21,118 +21,27 @@ exception.
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
+from modelvault.errors import ValidationError
 from modelvault.hashing import open_regular_file
+from modelvault.identify.parsing import (
+    FIRST_READ_BYTES,
+    MAX_HEADER_BYTES,
+    UNKNOWN,
+    Header,
+    HeaderProblem,
+    Request,
+    Skip,
+)
+from modelvault.identify.sniff import parse_file
 
-__all__ = [
-    "FIRST_READ_BYTES",
-    "MAX_HEADER_BYTES",
-    "Header",
-    "HeaderReader",
-    "TensorInfo",
-    "read_header",
-]
-
-# The largest header read: what the safetensors library itself accepts. Real
-# headers are a few KB (a LoRA) to a few MB (a GGUF with a tokenizer).
-MAX_HEADER_BYTES = 100_000_000
-
-# read_header's first read: most LoRA and VAE headers fit; a checkpoint's
-# (~300 KB) takes a second read. Read-ahead makes the first 128 KiB cost one seek.
-FIRST_READ_BYTES = 128 * 1024
-
-# Formats (Header.format).
-SAFETENSORS = "safetensors"
-GGUF = "gguf"
-PICKLE = "pickle"
-PYTORCH_ZIP = "pytorch-zip"
-ZIP = "zip"
-EMPTY = "empty"
-UNKNOWN = "unknown"
-
-MetaScalar = str | int | float | bool
-MetaValue = MetaScalar | list[MetaScalar]
-
-
-class TensorInfo(NamedTuple):
-    """One tensor as the header declares it: its type and its shape (outermost first).
-
-    A named tuple, not a dataclass: a checkpoint has thousands, made in a tight loop."""
-
-    dtype: str
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Header:
-    """What a file's header says.
-
-    ``format``: ``"safetensors"``, ``"gguf"``, ``"pickle"`` (a pickled PyTorch
-    checkpoint: never unpickled), ``"pytorch-zip"`` (PyTorch's zip format),
-    ``"zip"``, ``"empty"`` or ``"unknown"``. ``tensors`` maps each tensor's name
-    to its dtype and shape; ``metadata`` is the safetensors ``__metadata__`` (all
-    strings) or the GGUF key/values (long GGUF arrays are left out).
-    ``data_start`` is the offset of the first byte after the header (where a
-    safetensors file's tensor data, AutoV3's input, begins), None where no
-    header was read whole. ``problem`` is one sentence saying what is wrong with
-    the file, or None; what could be read is kept beside it.
-    """
-
-    format: str
-    size: int
-    tensors: Mapping[str, TensorInfo] = field(default_factory=dict)
-    metadata: Mapping[str, MetaValue] = field(default_factory=dict)
-    data_start: int | None = None
-    problem: str | None = None
-
-
-class Need:
-    """A parser's request: the next ``n`` bytes, sent back as ``bytes``."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-class Skip:
-    """A parser's request: pass over the next ``n`` bytes (nothing is kept or sent)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-Request = Need | Skip
-Parser = Generator[Request, bytes | None, Header]
-
-
-class HeaderProblem(Exception):
-    """Raised inside a parser: the file is not what its header claims (the message says why)."""
-
-    def __init__(self, message: str, file_format: str = UNKNOWN) -> None:
-        super().__init__(message)
-        self.file_format = file_format
-
-
-def read_bytes(n: int) -> Generator[Request, bytes | None, bytes]:
-    """``data = yield from read_bytes(n)`` in a parser."""
-    data = yield Need(n)
-    assert isinstance(data, bytes)
-    return data
+__all__ = ["HeaderReader", "read_header"]
 
 
 class _Driver:
     """Answers a parser's requests from the bytes given to ``give``, in file order."""
 
     def __init__(self, size: int, limit: int) -> None:
-        from modelvault.identify.sniff import parse_file  # the parsers import this module
-
         self._size = size
         self._limit = limit
         self._parser = parse_file(size)
@@ -240,8 +149,8 @@ class HeaderReader:
     """
 
     def __init__(self, size: int, *, limit: int = MAX_HEADER_BYTES) -> None:
-        if size < 0:
-            raise ValueError(f"size must not be negative, not {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValidationError(f"size must be a file's size in bytes, not {size!r}.")
         self._driver = _Driver(size, limit)
 
     @property
@@ -282,7 +191,6 @@ def read_header(
     """
     with open_regular_file(path) as handle:
         st = os.fstat(handle.fileno())
-        assert stat.S_ISREG(st.st_mode)
         reader = HeaderReader(st.st_size, limit=limit)
         want = min(first_read, st.st_size)
         while reader.wants_more:

@@ -15,7 +15,10 @@ import os
 from collections.abc import Mapping
 
 from modelvault.identify import metadata as meta
-from modelvault.identify.header import (
+from modelvault.identify.identity import METADATA, TENSORS, Identity
+from modelvault.identify.lora import adapter
+from modelvault.identify.models import Finding, full_model
+from modelvault.identify.parsing import (
     GGUF,
     PICKLE,
     PYTORCH_ZIP,
@@ -24,9 +27,6 @@ from modelvault.identify.header import (
     Header,
     TensorInfo,
 )
-from modelvault.identify.identity import METADATA, TENSORS, Identity
-from modelvault.identify.lora import adapter
-from modelvault.identify.models import Finding, full_model
 
 # A coarse base the tensors may make finer without overruling the metadata.
 _REFINES: Mapping[str, frozenset[str]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from modelvault.identify.header import TensorInfo
+from modelvault.identify.parsing import TensorInfo
 
 
 class Keys:

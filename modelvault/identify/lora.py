@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from modelvault.identify.header import TensorInfo
 from modelvault.identify.keys import highest_index
 from modelvault.identify.models import Finding
+from modelvault.identify.parsing import TensorInfo
 
 _LORA_PARTS = (
     "lora_down.weight",

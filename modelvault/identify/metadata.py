@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 
-from modelvault.identify.header import MetaValue
+from modelvault.identify.parsing import MetaValue
 
 # Identity.trigger_words takes at most this many of ss_tag_frequency's most frequent tags.
 TOP_TAGS = 10

@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from modelvault.identify.header import TensorInfo
 from modelvault.identify.keys import Keys
+from modelvault.identify.parsing import TensorInfo
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import TypeGuard
 
-from modelvault.identify.header import (
+from modelvault.identify.parsing import (
     MAX_HEADER_BYTES,
     SAFETENSORS,
     Header,

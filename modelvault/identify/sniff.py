@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from modelvault.identify import gguf, safetensors_format
-from modelvault.identify.header import (
+from modelvault.identify.parsing import (
     EMPTY,
     PICKLE,
     PYTORCH_ZIP,
