@@ -552,6 +552,197 @@ FAMILIES: dict[str, tuple[Shapes, dict[str, str], str, str | None, str | None, s
     ),
 }
 
+# Further variants, each a rule of its own.
+FAMILIES.update(
+    {
+        "diffusers flux dev": (
+            {
+                "single_transformer_blocks.0.attn.to_q.weight": (3072, 3072),
+                "x_embedder.weight": (3072, 64),
+                "time_text_embed.guidance_embedder.linear_1.weight": (3072, 256),
+            },
+            {},
+            "diffusion_model",
+            "Flux.1 D",
+            "tensors",
+            "diffusers",
+        ),
+        "diffusers flux schnell": (
+            {
+                "single_transformer_blocks.0.attn.to_q.weight": (3072, 3072),
+                "x_embedder.weight": (3072, 64),
+            },
+            {},
+            "diffusion_model",
+            "Flux.1 S",
+            "tensors",
+            "diffusers",
+        ),
+        "diffusers sd3": (
+            {
+                "transformer_blocks.0.attn.add_q_proj.weight": (1536, 1536),
+                "pos_embed.proj.weight": (1536, 16, 2, 2),
+                "transformer_blocks.23.attn.to_q.weight": (1536, 1536),
+            },
+            {},
+            "diffusion_model",
+            "SD 3",
+            "tensors",
+            "24 blocks",
+        ),
+        "diffusers sd35 large": (
+            {
+                "transformer_blocks.0.attn.add_q_proj.weight": (2432, 2432),
+                "pos_embed.proj.weight": (2432, 16, 2, 2),
+                "transformer_blocks.37.attn.to_q.weight": (2432, 2432),
+            },
+            {},
+            "diffusion_model",
+            "SD 3.5",
+            "tensors",
+            "38 blocks",
+        ),
+        "hunyuan image": (
+            {
+                "txt_in.individual_token_refiner.blocks.0.norm1.weight": (3584,),
+                "img_in.proj.weight": (3584, 64, 1, 1),
+            },
+            {},
+            "diffusion_model",
+            None,
+            None,
+            "HunyuanImage",
+        ),
+        "wan vace": (
+            {**WAN_14B, "vace_patch_embedding.weight": (5120, 96, 1, 2, 2)},
+            {},
+            "diffusion_model",
+            "Wan Video",
+            "tensors",
+            "VACE",
+        ),
+        "pixart in diffusers layout": (
+            {
+                "adaln_single.emb.timestep_embedder.linear_1.bias": (1152,),
+                "pos_embed.proj.bias": (1152,),
+            },
+            {},
+            "diffusion_model",
+            None,
+            None,
+            "PixArt",
+        ),
+        "ltx-2": (
+            {
+                "adaln_single.emb.timestep_embedder.linear_1.bias": (4096,),
+                "audio_adaln_single.linear.weight": (1, 1),
+            },
+            {},
+            "diffusion_model",
+            "LTXV",
+            "tensors",
+            "LTX-2",
+        ),
+        "z-image": (
+            {
+                "cap_embedder.1.weight": (3840, 2560),
+                "noise_refiner.0.attention.k_norm.weight": (128,),
+            },
+            {},
+            "diffusion_model",
+            None,
+            None,
+            "Z-Image",
+        ),
+        "unet of an unknown width": (
+            sd_unet("", 640),
+            {},
+            "diffusion_model",
+            None,
+            None,
+            "640 wide",
+        ),
+        "sd2 unclip": (
+            sd_unet(DM, 1024, adm=2048),
+            {},
+            "diffusion_model",
+            "SD 2.x",
+            "tensors",
+            "unCLIP",
+        ),
+        "sdxl ldm controlnet": (
+            {
+                "control_model.input_hint_block.0.weight": (16, 3, 3, 3),
+                "control_model.zero_convs.0.0.weight": (320, 320, 1, 1),
+                **sd_unet("control_model.", 2048, adm=2816),
+            },
+            {},
+            "controlnet",
+            "SDXL 1.0",
+            "tensors",
+            "SDXL",
+        ),
+        "sd3 controlnet": (
+            {
+                "controlnet_blocks.0.weight": (1536, 1536),
+                "pos_embed_input.proj.weight": (1536, 16, 2, 2),
+            },
+            {},
+            "controlnet",
+            "SD 3",
+            "tensors",
+            "SD 3 ControlNet",
+        ),
+        "controlnet of no known family": (
+            {"controlnet_blocks.0.weight": (1, 1)},
+            {},
+            "controlnet",
+            None,
+            None,
+            "ControlNet",
+        ),
+        "flux 2 vae": (
+            {
+                "encoder.conv_in.weight": (128, 3, 3, 3),
+                "decoder.conv_in.weight": (512, 32, 3, 3),
+                "bn.running_mean": (128,),
+            },
+            {},
+            "vae",
+            "Flux.2",
+            "tensors",
+            "Flux.2 VAE",
+        ),
+        "vae of another width": (
+            {"decoder.conv_in.weight": (512, 8, 3, 3)},
+            {},
+            "vae",
+            None,
+            None,
+            "8 latent channels",
+        ),
+        "open clip": (
+            {"transformer.resblocks.0.attn.in_proj_weight": (3072, 1024)},
+            {},
+            "text_encoder",
+            None,
+            None,
+            "OpenCLIP",
+        ),
+        "swinir": (
+            {
+                "conv_first.weight": (180, 3, 3, 3),
+                "layers.0.residual_group.blocks.0.attn.relative_position_bias_table": (225, 6),
+            },
+            {},
+            "upscale",
+            None,
+            None,
+            "SwinIR",
+        ),
+    }
+)
+
 
 def kohya(prefix: str, layer: str, rank: int, width: int) -> Shapes:
     return {
@@ -724,6 +915,84 @@ LORAS: dict[str, tuple[Shapes, str, str | None, str]] = {
         "LyCORIS (LoKr)",
     ),
 }
+
+
+LORAS.update(
+    {
+        "kohya sdxl refiner": (
+            kohya("lora_unet_", "input_blocks_4_1_transformer_blocks_0_attn2_to_k", 8, 1280),
+            "lora",
+            "SDXL Refiner",
+            "refiner",
+        ),
+        "kohya sd35 medium by attn2": (
+            kohya("lora_unet_", "joint_blocks_0_x_block_attn2_qkv", 16, 1536),
+            "lora",
+            "SD 3.5",
+            "SD 3.5",
+        ),
+        "diffusers qwen image": (
+            {
+                **peft("transformer.", "transformer_blocks.0.attn.add_q_proj", 16, 3072),
+                **peft("transformer.", "transformer_blocks.0.img_mlp.net.0.proj", 16, 3072),
+            },
+            "lora",
+            "Qwen",
+            "Qwen-Image",
+        ),
+        "mochi": (peft("", "blocks.0.attn.qkv_x", 16, 3072), "lora", "Mochi", "Mochi"),
+        "sdxl text encoders only": (
+            {**kohya("lora_te1_", SD_TE, 8, 768), **kohya("lora_te2_", SD_TE, 8, 1280)},
+            "lora",
+            "SDXL 1.0",
+            "SDXL",
+        ),
+        "sd15 text encoder only": (kohya("lora_te_", SD_TE, 8, 768), "lora", "SD 1.5", "SD 1.x"),
+        "sd2 text encoder only": (kohya("lora_te_", SD_TE, 8, 1024), "lora", "SD 2.x", "SD 2.x"),
+        "unet self-attention only": (
+            kohya(
+                "lora_unet_", "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", 8, 320
+            ),
+            "lora",
+            None,
+            "UNet LoRA",
+        ),
+        "unet with an sd15 text encoder": (
+            {
+                **kohya(
+                    "lora_unet_",
+                    "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+                    8,
+                    320,
+                ),
+                **kohya("lora_te_", SD_TE, 8, 768),
+            },
+            "lora",
+            "SD 1.5",
+            "SD 1.x",
+        ),
+        "layers of no known family": (
+            kohya("lora_unet_", "some_layer", 8, 100),
+            "lora",
+            None,
+            "LoRA, kohya keys",
+        ),
+        "full (diff) lycoris": (
+            {
+                "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.diff": (
+                    320,
+                    768,
+                ),
+                "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.diff_b": (
+                    320,
+                ),
+            },
+            "lycoris",
+            "SD 1.5",
+            "LyCORIS (full)",
+        ),
+    }
+)
 
 
 def _identify(
@@ -978,6 +1247,8 @@ def test_nothing_known_is_unknown(tmp_path: Path) -> None:
 
 
 def test_every_base_and_kind_is_in_the_docs_table() -> None:
+    if not DOCS.is_file():
+        pytest.skip(f"{DOCS} is not here (an sdist without docs/): run from a checkout")
     text = DOCS.read_text(encoding="utf-8")
     rows = {m.group(1) for m in re.finditer(r"^\| ([^|]+?) \|", text, re.MULTILINE)}
     missing = [base.name for base in BASES if base.name not in rows]
