@@ -27,10 +27,11 @@ class Finding:
     architecture: str | None
 
 
-# A full checkpoint's parts, as ldm/sgm (A1111, ComfyUI) save them.
-# ldm/sgm checkpoints, Cosmos, AuraFlow (ComfyUI's unet_prefix_from_state_dict); the first
-# is a diffusion model whether or not a rule knows its family.
+# Where a file keeps its diffusion model: ldm/sgm checkpoints (A1111, ComfyUI), Cosmos,
+# AuraFlow (as ComfyUI's unet_prefix_from_state_dict finds it). Under the first, a
+# diffusion model is one whether or not a rule knows its family.
 _DIFFUSION_PREFIXES = ("model.diffusion_model.", "net.", "model.")
+# A checkpoint's other parts: its VAE and text encoders.
 _OTHER_PARTS = ("first_stage_model.", "cond_stage_model.", "conditioner.", "text_encoders.", "vae.")
 _CROSS_ATTENTION = re.compile(r"(^|\.)attn2\.to_k\.weight$")
 
@@ -41,12 +42,13 @@ def full_model(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     control = _controlnet(everything)
     if control is not None:
         return control
+    kind = "checkpoint" if everything.starts(*_OTHER_PARTS) else "diffusion_model"
     for prefix in _DIFFUSION_PREFIXES:
         inner = everything.under(prefix)
-        found = diffusion(inner) if len(inner) > 5 else None
-        if found is not None or (prefix == _DIFFUSION_PREFIXES[0] and len(inner) > 5):
-            whole = everything.starts(*_OTHER_PARTS)
-            kind = "checkpoint" if whole else "diffusion_model"
+        if len(inner) <= 5:  # a few stray names are no model
+            continue
+        found = diffusion(inner)
+        if found is not None or prefix == _DIFFUSION_PREFIXES[0]:
             return Finding(kind, *(found or (None, None)))
     found = diffusion(everything)
     if found is not None:
