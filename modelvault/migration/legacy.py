@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tempfile
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +45,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from modelvault.db.network import network_filesystem
 from modelvault.db.sqlite_files import HEADER_SIZE, SQLITE_MAGIC, path_problem, sqlite_uri
 from modelvault.errors import LegacyDatabaseError
+from modelvault.migration import private_copies
 from modelvault.migration.legacy_order import HashOrder, IdRanges, bucket_digits
 
 log = logging.getLogger(__name__)
@@ -623,6 +623,7 @@ def open_legacy(
     header = _check_file(file)
     if busy_timeout_seconds is None:
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
+    private_copies.sweep()  # the copies killed runs left behind
     copy = _private_copy(file) if _needs_copy(file, header) else None
     read = file if copy is None else copy / file.name
     catalog = LegacyCatalog(
@@ -673,12 +674,13 @@ def _needs_copy(file: Path, header: bytes) -> bool:
 
 
 def _private_copy(file: Path) -> Path:
-    """Copy the file and its ``-wal`` into a new private folder; returns the folder.
+    """Copy the file and its ``-wal`` into a new private folder (named for this
+    process, see ``private_copies``); returns the folder.
 
     A copy whose sources changed while it was made (the legacy app wrote) is
     made again, so it is never a torn mix of two states.
     """
-    folder = Path(tempfile.mkdtemp(prefix="modelvault-legacy-"))
+    folder = private_copies.new_folder()
     try:
         for _attempt in range(COPY_ATTEMPTS):
             before = _states(file)
