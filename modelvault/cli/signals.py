@@ -67,9 +67,12 @@ def exit_code(interrupt: BaseException) -> int:
 
 
 def _exit_code_of(signum: int | None) -> int:
-    if signum is None or signum == getattr(signal, "SIGBREAK", None):
-        return EXIT_INTERRUPTED
-    return 128 + signum
+    """128 + the number for SIGTERM and SIGHUP, as a shell reports them; 130 for the
+    rest (Ctrl-C, and Ctrl-Break, which is Windows' second way to type it)."""
+    terminating = [getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP")]
+    if signum is not None and signum in terminating:
+        return 128 + signum
+    return EXIT_INTERRUPTED
 
 
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
