@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +237,71 @@ def test_a_copy_a_killed_import_left_is_removed_by_the_next_run_never_a_live_one
         assert private_copies(tmp) == [live]
     finally:
         running.communicate("", timeout=60)
+
+
+# A session leader on the pseudo-terminal given as stdin, then the command.
+ON_A_TERMINAL = (
+    "import fcntl, os, sys, termios\n"
+    "os.setsid()\n"
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'modelvault', *sys.argv[1:]])\n"
+)
+
+
+class Terminal:
+    """A pseudo-terminal the command runs on, read until it is closed (hung up)."""
+
+    def __init__(self, args: list[str], cwd: Path, tmp: Path) -> None:
+        import pty  # POSIX only, as the tests using it are marked
+
+        self.master, slave = pty.openpty()
+        self.child = subprocess.Popen(
+            [sys.executable, "-c", ON_A_TERMINAL, *args],
+            cwd=cwd,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**child_env(tmp), "TERM": "xterm"},
+        )
+        os.close(slave)
+        self.output = bytearray()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while not self._closing.is_set():
+                ready, _, _ = select.select([self.master], [], [], 0.05)
+                if ready:
+                    self.output += os.read(self.master, 65536)
+        except OSError:  # the command closed its end
+            pass
+        finally:
+            os.close(self.master)
+
+    def hang_up(self) -> None:
+        """Close the terminal, as closing its window does."""
+        self._closing.set()
+        self._reader.join(30)
+        assert not self._reader.is_alive()
+
+
+def test_closing_the_terminal_hands_the_rows_back(
+    catalog: str, models: tuple[Path, Path], tmp_path: Path, tmp: Path
+) -> None:
+    terminal = Terminal(
+        _command("worker", models, catalog, tmp_path)[:-1], tmp_path, tmp  # text, not --json
+    )
+    wait_for(
+        lambda: terminal.child.poll() is not None or claimed(catalog) > 0,
+        "a file to be claimed for hashing",
+        timeout=120,
+    )
+    assert terminal.child.poll() is None, terminal.output.decode(errors="replace")
+    terminal.hang_up()
+    terminal.child.wait(120)
+
+    assert terminal.child.returncode == 129, terminal.output.decode(errors="replace")
+    assert claimed(catalog) == 0
+    assert count(catalog, "SELECT count(*) FROM pending_import WHERE status = 'pending'") >= 1
