@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 from modelvault import winapi
@@ -86,6 +86,7 @@ class SignalStop:
         self.received: int | None = None
         self._close_grace = close_grace
         self._previous: dict[signal.Signals, Handler] = {}
+        self._close_signal: signal.Signals | None = None  # what a closed console acts as
         self._cleaned_up = threading.Event()
         self._remove_console_handler: Callable[[], None] | None = None
 
@@ -101,18 +102,15 @@ class SignalStop:
             if signal.getsignal(signum) == signal.SIG_DFL:  # not one ignored (nohup)
                 self._previous[signum] = signal.signal(signum, self._interrupt)
         if self._previous:
+            self._close_signal = next(iter(self._previous))
             self._remove_console_handler = winapi.add_console_handler(self.console_event)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        self._close_signal = None
         if self._remove_console_handler is not None:
             self._remove_console_handler()
             self._remove_console_handler = None
@@ -130,9 +128,10 @@ class SignalStop:
         (Ctrl-Break), then waits until the command has cleaned up, at most the
         grace time: Windows ends the process when this returns. Every other event
         is left to the handlers added before (Python's: Ctrl-C and Ctrl-Break)."""
-        if event != winapi.CTRL_CLOSE_EVENT or not self._previous:
+        close_signal = self._close_signal
+        if event != winapi.CTRL_CLOSE_EVENT or close_signal is None:
             return False
         if self.received is None:
-            _thread.interrupt_main(next(iter(self._previous)))  # runs _interrupt there
+            _thread.interrupt_main(close_signal)  # runs _interrupt in the main thread
         self._cleaned_up.wait(self._close_grace)
         return True
