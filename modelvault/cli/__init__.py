@@ -78,7 +78,7 @@ def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
         return EXIT_UNFINISHED if started else EXIT_USAGE
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stops as it does
         _error(ui, "run the same command again to continue", prefix="interrupted")
-        return exit_code(interrupt)
+        return stop.exit_code or exit_code(interrupt)  # the first signal says why
 
 
 def _error(ui: Ui, message: str, *, prefix: str = "error") -> None:
