@@ -625,16 +625,18 @@ def open_legacy(
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
     private_copies.sweep()  # the copies killed runs left behind
     copy = _private_copy(file) if _needs_copy(file, header) else None
-    read = file if copy is None else copy / file.name
-    catalog = LegacyCatalog(
-        file, read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds), LegacyLayout.V2
-    )
-    catalog.copy = copy
-    try:
+    engine: Engine | None = None
+    try:  # from the moment the copy exists: an interrupt landing anywhere removes it
+        read = file if copy is None else copy / file.name
+        engine = read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds)
+        catalog = LegacyCatalog(file, engine, LegacyLayout.V2, copy)
         catalog.layout = _detect_layout(catalog)
         _check_integrity(catalog)
     except BaseException:
-        catalog.close()
+        if engine is not None:
+            engine.dispose()
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
         raise
     log.debug("opened legacy catalog %s (layout %d)", file, catalog.layout)
     return catalog
