@@ -176,7 +176,7 @@ def test_processes_creating_one_catalog_at_once_all_open_it(tmp_path: Path) -> N
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert DatabaseManager(path, read_only=True).init_db() == "v3"
+    assert DatabaseManager(path, read_only=True).init_db() == "v4"
 
 
 @pytest.mark.parametrize("kind", ["empty file", "no tables"])
@@ -195,7 +195,7 @@ def test_an_empty_file_is_made_a_catalog_only_when_asked(tmp_path: Path, kind: s
         DatabaseManager(path, read_only=True).init_db()
     assert _files(tmp_path) == before
     db = DatabaseManager(path)
-    assert db.init_db(adopt_empty=True) == "v3"
+    assert db.init_db(adopt_empty=True) == "v4"
     db.dispose()
     assert _pragma(path, "application_id") == APPLICATION_ID
 
