@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
+from sqlalchemy import URL, Engine, and_, delete, func, inspect, or_, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
@@ -66,6 +66,7 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
+from modelvault.pathkey import absolute, key_prefix, path_key
 from modelvault.presence import FileState, check_file
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
@@ -362,8 +363,10 @@ class DatabaseManager:
             return None if model is None else ModelRecord.of(model)
 
     def get_model_by_path(self, path: str) -> ModelRecord | None:
+        """The model of the file at ``path``, however the path is spelt (on Windows
+        ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
         with self.session_scope() as session:
-            model = session.scalar(_model_query().where(Model.path == path))
+            model = session.scalar(_model_query().where(Model.path_key == path_key(path)))
             return None if model is None else ModelRecord.of(model)
 
     def find_models(
@@ -381,7 +384,8 @@ class DatabaseManager:
         """Models by name then path, one page of them (``offset``, ``limit``).
 
         Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
-        in their name or path (any case), under one of the folders ``under``; with
+        in their name or path (any case), under one of the folders ``under`` (in
+        any spelling of it: ``modelvault.pathkey``); with
         ``missing`` only those whose file is gone, with ``unreachable`` only those
         whose file cannot be looked at now (a folder that cannot be read, a share
         that is not there: see ``modelvault.presence``), with both either. Two
@@ -585,8 +589,12 @@ class DatabaseManager:
         """Stage a file to be hashed by the workers."""
         values = _pending_values(data)
         with self.session_scope(immediate=True) as session:
-            if session.scalar(select(PendingImport.id).where(PendingImport.path == values["path"])):
-                raise AlreadyExistsError(f"{values['path']} is staged already.")
+            staged = session.scalar(
+                select(PendingImport.path).where(PendingImport.path_key == path_key(values["path"]))
+            )
+            if staged is not None:
+                spelt = "" if staged == values["path"] else f" as {staged}"
+                raise AlreadyExistsError(f"{values['path']} is staged already{spelt}.")
             row = PendingImport(**values)
             session.add(row)
             session.flush()
@@ -762,10 +770,17 @@ def _model_filters(
                 func.lower(Model.path).like(pattern, escape="\\"),
             )
         )
-    folders = [os.path.abspath(os.fspath(f)).rstrip(os.sep) + os.sep for f in under]
-    if folders:
-        where.append(or_(*(Model.path.startswith(f, autoescape=True) for f in folders)))
+    prefixes = [key_prefix(absolute(os.fspath(f))) for f in under]
+    if prefixes:
+        where.append(or_(*(_keys_under(prefix) for prefix in prefixes)))
     return where
+
+
+def _keys_under(prefix: str) -> Any:
+    """The models whose key starts with ``prefix`` (which ends in a separator): a
+    range of the key's index (keys compare as code points on every backend)."""
+    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(Model.path_key >= prefix, Model.path_key < after)
 
 
 def _statuses(status: str | Iterable[str] | None) -> list[str] | None:

@@ -25,8 +25,9 @@ upgrade run anywhere give each row the same key. Keys are plain text compared
 as code points (``COLLATE "C"`` on PostgreSQL), so every folder's keys share a
 prefix (``key_prefix``) and sort together.
 
-Everything here is pure (``ntpath``/``posixpath`` rules on text), except the
-look-up of what a drive letter is mapped to, done only on Windows. Tests on
+Everything here is pure (``ntpath``/``posixpath`` rules on text), except
+``absolute`` (the current folder) and the look-up of what a drive letter is
+mapped to, done only on Windows. Tests on
 other systems use ``path_rules`` to compare every path as Windows does and to
 give drive mappings of their own.
 """
@@ -34,6 +35,7 @@ give drive mappings of their own.
 from __future__ import annotations
 
 import ntpath
+import os
 import posixpath
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -44,6 +46,7 @@ from types import ModuleType
 __all__ = [
     "POSIX",
     "WINDOWS",
+    "absolute",
     "flavour_of",
     "key_prefix",
     "path_key",
@@ -133,6 +136,14 @@ def is_windows_form(path: str) -> bool:
     return (len(path) > 1 and path[1] == ":" and path[0] in _LETTERS) or path.startswith("\\\\")
 
 
+def absolute(path: str) -> str:
+    """``path`` made absolute from the current folder, unless it is a Windows path
+    read on another system (``C:\\models`` is absolute where it means anything)."""
+    if is_windows_form(path) and os.name != "nt":
+        return path
+    return os.path.abspath(path)
+
+
 def flavour_of(path: str) -> ModuleType:
     """The rules ``path`` is compared by: ``WINDOWS`` or ``POSIX``."""
     forced = _rules.flavour
@@ -168,15 +179,18 @@ def windows_key(path: str, drive_target: DriveTargets = _no_mapping) -> str:
     return _fold(root + "\\".join(names))
 
 
-def renamed_below(old: str, new: str, depth: int) -> bool:
+def renamed_below(old: str, new: str, depth: int | None = None) -> bool:
     """Whether two spellings of one path (equal keys) differ in the case of one of
-    their last ``depth`` names: a name on disk that changed case (a rename), as
-    opposed to the same names written another way (separators, a drive letter's
-    case, a ``\\\\?\\`` prefix, a root folder typed in another case)."""
+    their last ``depth`` names (all of them if None): a name on disk that changed
+    case (a rename), as opposed to the same names written another way
+    (separators, a drive letter's case, a ``\\\\?\\`` prefix, or, with ``depth``,
+    the case of a folder above them, as a scan's root was typed)."""
     if flavour_of(new) is POSIX:
         return old != new
-    old_names = _windows_parts(old, _no_mapping)[1][-depth:]
-    new_names = _windows_parts(new, _no_mapping)[1][-depth:]
+    old_names = _windows_parts(old, _rules.drive_target)[1]
+    new_names = _windows_parts(new, _rules.drive_target)[1]
+    if depth is not None:
+        old_names, new_names = old_names[-depth:], new_names[-depth:]
     return old_names != new_names
 
 

@@ -11,10 +11,17 @@ Catalogued files that are gone are reported, never deleted; where a copy of
 their content was found before (a ``duplicate`` row) and is unchanged since,
 the model moves to it at once.
 
+Paths are compared by their identity keys (``modelvault.pathkey``): on Windows,
+a file the catalog knows as ``c:\\ComfyUI\\models\\x.ckpt`` is the file the walk
+finds at ``C:\\ComfyUI\\models\\x.ckpt`` (nothing is read again). A file whose
+name, or a folder's below the scan's root, changed case only is the same file
+renamed: its model moves to the new name (``moved``), nothing is read.
+
 Memory stays flat as the tree grows: the walk yields files in the order of
-their path strings (each folder listed and sorted on its own), and the catalog
-rows under the same root are streamed in that same order, so the two are
-compared like two sorted lists being merged; no table of the whole tree is held.
+their keys (each folder listed and sorted on its own), and the catalog rows
+under the same root are streamed in that same order (the key's index), so the
+two are compared like two sorted lists being merged; no table of the whole tree
+is held.
 
 Where the folders come from is ``modelvault.scan_sources``; the walk itself is
 ``modelvault.scan_walk``; the report ``modelvault.scan_report``.
@@ -38,6 +45,7 @@ from modelvault.catalog import (
     Outcome,
     chunked,
     insert_ignoring_duplicates,
+    move_model,
     settle_file,
     without_scan_mtime,
 )
@@ -45,6 +53,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.normalize import MAX_TYPE
+from modelvault.pathkey import key_prefix, renamed_below
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
@@ -104,40 +113,43 @@ def unchanged(recorded_size: int | None, recorded_mtime_ns: Any, found: FoundFil
 
 
 class _Sorted:
-    """Catalog rows under one folder, streamed in path order, with a look-ahead.
+    """Catalog rows under one folder, streamed in key order, with a look-ahead.
 
-    Each row is a tuple whose first item is the path.
+    Each row is a tuple whose first item is the path's key.
     """
 
     def __init__(self, rows: Iterator[Any]) -> None:
         self.rows = rows
         self.head: Any = next(rows, None)
 
-    def take(self, path: str | None, passed: Callable[[Any], None] | None = None) -> Any:
-        """The row at exactly ``path`` (consumed), or None; the rows that sort
-        before it are consumed and handed to ``passed`` (all of them if ``path`` is None)."""
+    def take(self, key: str | None, passed: Callable[[Any], None] | None = None) -> Any:
+        """The row with exactly ``key`` (consumed, with any other of that key: other
+        spellings of one staged file, left to the workers), or None; the rows that
+        sort before it are consumed and handed to ``passed`` (all of them if ``key``
+        is None)."""
         head = self.head
-        while head is not None and (path is None or head[0] < path):
+        while head is not None and (key is None or head[0] < key):
             if passed is not None:
                 passed(head)
             head = next(self.rows, None)
-        if head is not None and head[0] == path:
-            self.head = next(self.rows, None)
-            return head
+        if head is not None and head[0] == key:
+            found = head
+            while head is not None and head[0] == key:
+                head = next(self.rows, None)
+            self.head = head
+            return found
         self.head = head
         return None
 
 
-def _under(conn: Connection, query: Any, path_column: Any, top: str) -> _Sorted:
-    """Rows whose path starts with ``top`` + separator, in code point order on both
-    backends (PostgreSQL compares under the "C" collation, like Python and SQLite)."""
-    if conn.dialect.name == "postgresql":
-        path_column = path_column.collate("C")
-    prefix = top.rstrip(os.sep) + os.sep
-    after = prefix[:-1] + chr(ord(os.sep) + 1)
+def _under(query: Any, key_column: Any, top: str, conn: Connection) -> _Sorted:
+    """Rows whose key starts with ``top``'s key prefix, in key order: a range of the
+    key's index (keys compare as code points on both backends)."""
+    prefix = key_prefix(top)
+    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     query = (
-        query.where(path_column >= prefix, path_column < after)
-        .order_by(path_column)
+        query.where(key_column >= prefix, key_column < after)
+        .order_by(key_column)
         .execution_options(yield_per=STREAM_BATCH)
     )
     return _Sorted(itertools.chain.from_iterable(conn.execute(query).partitions()))
@@ -160,6 +172,7 @@ class _Writer:
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
+        self.renamed: list[tuple[str, str]] = []  # (key, new path): names that changed case
         self.since_progress = 0
         # Sizes of what a dry run would have staged (a real run finds them staged).
         self.sizes_not_written: set[int] = set()
@@ -174,6 +187,7 @@ class _Writer:
         self.new.append(
             {
                 "path": found.path,
+                "path_key": found.key,
                 "name": os.path.basename(found.path),
                 "type": found.type if len(found.type) <= MAX_TYPE else "other",
                 "size_bytes": found.size,
@@ -193,25 +207,39 @@ class _Writer:
         self.requeue.append({"row_id": row.id, "size": found.size, "new_meta": meta})
         self._maybe_flush()
 
+    def rename(self, old: str, found: FoundFile) -> None:
+        """A catalogued file whose name (or a folder's) changed case only: its model
+        moves to the new name, nothing is read."""
+        report = self.report
+        report.moved += 1
+        report.note(report.moved_paths, f"{old} -> {found.path}")
+        self.changed("moved", old, to=found.path)
+        self.renamed.append((found.key, found.path))
+        self._maybe_flush()
+
     def tick(self) -> None:
         self.since_progress += 1
         if self.since_progress >= WRITE_BATCH:
             self.flush()
 
     def _maybe_flush(self) -> None:
-        if len(self.new) + len(self.requeue) >= WRITE_BATCH:
+        if len(self.new) + len(self.requeue) + len(self.renamed) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.report.dry_run:
             self.sizes_not_written.update(r["size_bytes"] for r in self.new)
             self.sizes_not_written.update(r["size"] for r in self.requeue)
-        elif self.new or self.requeue:
+        elif self.new or self.requeue or self.renamed:
             with self.db.session_scope(immediate=True) as session:
                 insert_ignoring_duplicates(session, PENDING_TABLE, self.new)
                 if self.requeue:
                     session.connection().execute(_REQUEUE, self.requeue)
-        self.new, self.requeue = [], []
+                for key, path in self.renamed:
+                    model = session.scalar(select(Model).where(Model.path_key == key))
+                    if model is not None and model.path != path:
+                        move_model(model, path, os.path.basename(path))
+        self.new, self.requeue, self.renamed = [], [], []
         self.since_progress = 0
         if self.progress is not None:
             self.progress(self.report.files_seen)
@@ -310,29 +338,31 @@ def _scan_root(
     passed: list[GoneModel] = []
 
     def gone(model: Any) -> None:
-        if not walk.passed_unseen(model.path):
+        if not walk.passed_unseen(model.path_key):
             passed.append(GoneModel(model.path, model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns)
-        models = _under(conn, model_rows, Model.path, top)
+        model_rows = select(Model.path_key, Model.path, Model.size_bytes, Model.mtime_ns)
+        models = _under(model_rows, Model.path_key, top, conn)
         staged_rows = select(
-            PendingImport.path,
+            PendingImport.path_key,
             PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
             Model.sha256.label("model_sha256"),  # the model a duplicate row is a copy of
         ).outerjoin(Model, Model.sha256 == PendingImport.sha256)
-        staged = _under(conn, staged_rows, PendingImport.path, top)
+        staged = _under(staged_rows, PendingImport.path_key, top, conn)
         for found in walk.files(root):
             # Staged files that are gone are passed by: the worker marks them missing.
-            model, row = models.take(found.path, gone), staged.take(found.path)
+            model, row = models.take(found.key, gone), staged.take(found.key)
             if found.skip is not None:
                 _skipped(found, writer)
             else:
                 report.files_seen += 1
                 _compare(found, model, row, writer)
+                if model is not None and model.path != found.path:
+                    _respelt(found, model.path, top, writer)
             writer.tick()
         models.take(None, gone)
     return passed
@@ -368,6 +398,15 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
     else:
         report.staged_changed += 1
         writer.stage(found, "changed")
+
+
+def _respelt(found: FoundFile, catalogued: str, top: str, writer: _Writer) -> None:
+    """A catalogued file found under another spelling of its path (Windows): the
+    same file, renamed if a name below the scan's root changed case (a spelling of
+    the root itself, of separators or of a drive letter changes nothing)."""
+    below = found.path[len(top) :].replace("\\", "/").strip("/")
+    if renamed_below(catalogued, found.path, below.count("/") + 1):
+        writer.rename(catalogued, found)
 
 
 # -- the models whose files are gone --------------------------------------------
@@ -417,7 +456,7 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
     query = (
         select(PendingImport.id, PendingImport.path, PendingImport.sha256, PendingImport.meta)
         .add_columns(PendingImport.size_bytes)
-        .outerjoin(holder, holder.path == PendingImport.path)
+        .outerjoin(holder, holder.path_key == PendingImport.path_key)
         .where(
             PendingImport.status == DUPLICATE,
             PendingImport.sha256.in_([m.sha256 for m in models]),
@@ -470,7 +509,8 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             or model is None
             or model.path != gone.path
             or os.path.lexists(gone.path)
-            or session.scalar(select(Model.sha256).where(Model.path == row.path)) is not None
+            or session.scalar(select(Model.sha256).where(Model.path_key == row.path_key))
+            is not None
         ):
             return False
         meta = dict(row.meta or {})

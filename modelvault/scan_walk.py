@@ -1,4 +1,4 @@
-"""The walk of one scan root: its model files in the order of their path strings.
+"""The walk of one scan root: its model files in the order of their identity keys.
 
 A folder is listed once, however many symlinks lead to it; one that leads
 back to a folder being walked is a loop. A folder that is a scan root of its
@@ -6,6 +6,12 @@ own is left to that root (the deepest root decides a file's type). Files that
 can never be catalogued (a name that is not UTF-8, a FIFO, socket or device, an
 empty file, a link to nothing) come out with the reason they are skipped, so
 the catalog's model at such a path is not called missing.
+
+Each file comes with its path's identity key (``modelvault.pathkey``), and the
+files come in the order of those keys (on POSIX, of the paths themselves): the
+order the catalog's rows are read in, so the two are merged like sorted lists.
+Where a folder holds two names with one key (names that differ only in case,
+which Windows cannot tell apart), the second is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from types import ModuleType
 from typing import NamedTuple
 
 from modelvault.normalize import known_folder_type, model_type_for_folder
+from modelvault.pathkey import key_prefix, path_key, reserved_device
 from modelvault.scan_report import FileChange, ScanReport
 from modelvault.scan_sources import ScanRoot
 
@@ -52,6 +60,9 @@ NOT_UTF8 = "its name is not valid UTF-8, which a catalog cannot store: rename it
 
 FolderKey = tuple[int, int | str]
 Changes = Callable[[FileChange], None]
+# A folder's listing: each entry, whether it is a folder, and its key (a folder's:
+# the prefix of the keys under it).
+Listing = Iterator[tuple[os.DirEntry[str], bool, str]]
 
 
 class FoundFile(NamedTuple):
@@ -60,6 +71,7 @@ class FoundFile(NamedTuple):
     mtime_ns: int
     type: str
     skip: str | None = None  # why the file cannot be catalogued
+    key: str = ""  # the identity key of its path (modelvault.pathkey)
 
 
 def folder_identity(
@@ -115,7 +127,7 @@ def file_problem(st: os.stat_result) -> str | None:
 
 @dataclass
 class _Frame:
-    entries: Iterator[tuple[os.DirEntry[str], bool]]
+    entries: Listing
     type: str | None  # None where no folder has named a type yet
     key: FolderKey
 
@@ -132,10 +144,10 @@ class RootWalk:
     visited: set[FolderKey]
     roots: dict[FolderKey, str]
     on_change: Changes | None = None
-    unseen: list[str] = field(default_factory=list)  # folder prefixes not listed
+    unseen: list[str] = field(default_factory=list)  # key prefixes of folders not listed
 
     def files(self, root: ScanRoot) -> Iterator[FoundFile]:
-        """Model files under ``root``, in the order of their path strings.
+        """Model files under ``root``, in the order of their keys.
 
         Iterative (a stack of folder listings, no recursion limit).
         """
@@ -163,17 +175,17 @@ class RootWalk:
             if item is None:
                 stack.pop()
             elif not item[1]:
-                found = self._file(item[0], frame.type or "other")
+                found = self._file(item[0], frame.type or "other", item[2])
                 if found is not None:
                     yield found
             else:
-                child = self._enter(item[0], stack)
+                child = self._enter(item[0], stack, item[2])
                 if child is not None:
                     stack.append(_Frame(child[1], _child_type(frame.type, item[0].name), child[0]))
 
     def _enter(
-        self, entry: os.DirEntry[str], stack: list[_Frame]
-    ) -> tuple[FolderKey, Iterator[tuple[os.DirEntry[str], bool]]] | None:
+        self, entry: os.DirEntry[str], stack: list[_Frame], prefix: str
+    ) -> tuple[FolderKey, Listing] | None:
         if not storable(entry.name):
             self.skip_folder(entry.path, NOT_UTF8)
             return None
@@ -183,12 +195,12 @@ class RootWalk:
             self.unreadable(entry.path, exc)
             return None
         if key in self.roots:  # a root of this scan: walked as that root
-            self.unseen.append(entry.path + os.sep)
+            self.unseen.append(prefix)
             return None
         if key in self.visited:
             if any(frame.key == key for frame in stack):
                 self.report.note(self.report.loops, f"{entry.path} leads back to a parent folder")
-                self.unseen.append(entry.path + os.sep)
+                self.unseen.append(prefix)
             else:
                 self.skip_folder(entry.path, "a second link to a folder scanned already")
             return None
@@ -198,10 +210,8 @@ class RootWalk:
         self.visited.add(key)
         return key, listing
 
-    def _listing(
-        self, folder: str, origin: str | None = None
-    ) -> Iterator[tuple[os.DirEntry[str], bool]] | None:
-        """The visible entries of a folder, sorted so that paths come out in string order."""
+    def _listing(self, folder: str, origin: str | None = None) -> Listing | None:
+        """The visible entries of a folder, sorted so that files come out in key order."""
         try:
             with os.scandir(folder) as it:
                 entries = [e for e in it if not e.name.startswith(".")]
@@ -217,11 +227,30 @@ class RootWalk:
                 is_dir = False
             if not is_dir and not self._is_model(entry.name, names):
                 continue
-            # A folder's files sort as "<name>/...": with the separator in the key,
-            # the walk's order is exactly the order of the path strings.
-            kept.append((entry.name + os.sep if is_dir else entry.name, entry, is_dir))
-        kept.sort(key=lambda k: k[0])
-        return ((entry, is_dir) for _, entry, is_dir in kept)
+            # A folder sorts as the prefix of its files' keys ("<key>/"): with the
+            # separator in it, the walk's order is exactly the order of the keys.
+            kept.append((key_prefix(entry.path) if is_dir else path_key(entry.path), entry, is_dir))
+        kept.sort(key=itemgetter(0))
+        return self._distinct(key_prefix(folder), kept)
+
+    def _distinct(self, prefix: str, kept: list[tuple[str, os.DirEntry[str], bool]]) -> Listing:
+        """The sorted entries, but for those Windows could not open by their name:
+        a second name with the key of the one before it (the two differ only in
+        case), or a name whose key leaves the folder (one made of dots and spaces)."""
+        before = None
+        for key, entry, is_dir in kept:
+            if key == before or not key.startswith(prefix):
+                why = (
+                    "its name differs only in case from another one in its folder, which "
+                    "Windows cannot tell apart: rename one of them"
+                    if key == before
+                    else "Windows cannot open a name of dots and spaces: rename it"
+                )
+                self.report.note(self.report.skipped, f"{entry.path}: {why}")
+                self._changed(entry.path, why)
+                continue
+            before = key
+            yield entry, is_dir, key
 
     def _is_model(self, name: str, siblings: set[str]) -> bool:
         dot = name.rfind(".")  # (os.path.splitext costs more than the stat on a big tree)
@@ -236,37 +265,49 @@ class RootWalk:
             return False
         return True
 
-    def _file(self, entry: os.DirEntry[str], kind: str) -> FoundFile | None:
+    def _file(self, entry: os.DirEntry[str], kind: str, key: str) -> FoundFile | None:
         if not storable(entry.name):
-            return FoundFile(entry.path, 0, 0, kind, NOT_UTF8)
+            return FoundFile(entry.path, 0, 0, kind, NOT_UTF8, key)
+        device = reserved_device(entry.path)
+        if device is not None:  # never looked at: that would open the device
+            return FoundFile(entry.path, 0, 0, kind, device_name(device), key)
         try:
             st = entry.stat()
         except OSError as exc:
             if not entry.is_symlink():
                 return None  # removed while we looked
             why = "a link to nothing" if isinstance(exc, FileNotFoundError) else exc.strerror
-            return FoundFile(entry.path, 0, 0, kind, why or str(exc))
+            return FoundFile(entry.path, 0, 0, kind, why or str(exc), key)
         problem = file_problem(st)
-        return FoundFile(entry.path, st.st_size, st.st_mtime_ns, kind, problem)
+        return FoundFile(entry.path, st.st_size, st.st_mtime_ns, kind, problem, key)
 
     def unreadable(self, folder: str, exc: OSError, origin: str | None = None) -> None:
         listed = f" (listed in {origin})" if origin else ""
         self.report.note(self.report.unreadable, f"{folder}: {exc.strerror or exc}{listed}")
-        self.unseen.append(folder + os.sep)
+        self.unseen.append(key_prefix(folder))
         self._changed(folder, f"cannot be listed: {exc.strerror or exc}{listed}")
 
     def skip_folder(self, folder: str, why: str) -> None:
         self.report.note(self.report.skipped, f"{folder}: {why}")
-        self.unseen.append(folder + os.sep)
+        self.unseen.append(key_prefix(folder))
         self._changed(folder, why)
 
     def _changed(self, path: str, why: str) -> None:
         if self.on_change is not None:
             self.on_change(FileChange("skipped", path, why=why))
 
-    def passed_unseen(self, path: str) -> bool:
-        """Whether ``path`` lies in a folder this walk did not list."""
-        return any(path.startswith(prefix) for prefix in self.unseen)
+    def passed_unseen(self, key: str) -> bool:
+        """Whether the path of ``key`` lies in a folder this walk did not list."""
+        return any(key.startswith(prefix) for prefix in self.unseen)
+
+
+def device_name(device: str) -> str:
+    """Why a file named after a device is not a model file (``NUL.safetensors``)."""
+    return (
+        f"its name is the device {device}, one of the names Windows keeps for devices "
+        "(CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9): opening it would open the "
+        "device, not a file; rename it"
+    )
 
 
 def _child_type(parent_type: str | None, name: str) -> str | None:

@@ -223,6 +223,7 @@ from modelvault.normalize import (
     is_absolute_path,
     parse_sha256,
 )
+from modelvault.pathkey import path_key, reserved_device
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +240,11 @@ _RESERVED_KEYS = frozenset(RESERVED_META_KEYS)
 
 MODEL_COLUMNS: tuple[str, ...] = (
     *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
-    *("created_at", "updated_at", "meta"),
+    *("created_at", "updated_at", "meta", "path_key"),
 )
 PENDING_COLUMNS: tuple[str, ...] = (
     *("path", "name", "type", "size_bytes", "created_at", "meta", "tags"),
-    *("legacy_id", "source", "status", "attempts", "last_error", "sha256"),
+    *("legacy_id", "source", "status", "attempts", "last_error", "sha256", "path_key"),
 )
 
 
@@ -328,6 +329,7 @@ class _Entry:
 
     legacy_id: int
     path: str
+    key: str  # the path's identity key (modelvault.pathkey)
     name: str
     type: str
     size_bytes: int | None
@@ -365,14 +367,14 @@ class _Entry:
         tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
             self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta_json(),
-            tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256,
+            tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256, self.key,
         )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
             self.sha256, self.path, self.name, self.type, None, self.size_bytes,
-            self.mtime_ns, self.created_at, now, self.meta_json(),
+            self.mtime_ns, self.created_at, now, self.meta_json(), self.key,
         )  # fmt: skip
 
     def hashed(self) -> HashedFile:
@@ -388,6 +390,21 @@ class _Entry:
             meta=self.full_meta(),
             tags=self.tags,
         )
+
+
+def _unusable(path: str) -> str | None:
+    """Why a legacy path can never be hashed (a relative path, a Windows device
+    name), or None."""
+    if not path.startswith("/") and not is_absolute_path(path):  # "/" first: the common case
+        return RELATIVE_PATH
+    device = reserved_device(path)
+    if device is not None:
+        return (
+            f"its name is the device {device}, one of the names Windows keeps for devices "
+            "(CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9): it cannot be opened as a "
+            "file (rename the file, then stage it again)"
+        )
+    return None
 
 
 def _object_head(text: str) -> str:
@@ -595,6 +612,7 @@ class _Run:
         return _Entry(
             row.id,
             path,
+            path_key(path),  # a Windows path is keyed by Windows' rules, wherever this runs
             cleaning.name_of(row.name, path, legacy),
             cleaning.model_type_of(row.type, path, legacy),
             size,
@@ -604,7 +622,7 @@ class _Run:
             sha256,
             [],
             path_clash,
-            None if path.startswith("/") or is_absolute_path(path) else RELATIVE_PATH,
+            _unusable(path),
             extra_head,
         )
 
@@ -785,15 +803,17 @@ class _Run:
         staged: list[tuple[Any, ...]] = []
         colliding: list[_Entry] = []
         new_hashes: set[str] = set()
+        new_keys: set[str] = set()  # files of new models: another spelling of one settles
         # Looked up once: the loop runs for every row.
         held, source, tag_ids = state.held, self.source, self.tags.ids
         for entry in entries:
-            sha = entry.sha256
-            placement = place(entry, held(entry.path, sha, sha in new_hashes), source)
+            sha, key = entry.sha256, entry.key
+            placement = place(entry, held(entry, sha in new_hashes or key in new_keys), source)
             where = placement.place
             if where is Place.NEW:
                 assert sha is not None
                 new_hashes.add(sha)
+                new_keys.add(key)
                 models.append(entry.model(now))
                 links += [(sha, tag_ids[spec.name]) for spec in entry.tags]
                 result.imported += 1
