@@ -171,16 +171,18 @@ def batches(tag_ids):
             meta["legacy"] = {"source": source, "id": mid, "created_at_ms": created}
             tags = own.get(mid, ())
             if sha:
-                models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta)))
+                models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta),
+                               path))
                 links.extend((sha, tag_id) for tag_id, _ in tags)
             else:
                 staged.append((path, name, kind, size, stamp(created), json.dumps(meta),
                                "[" + ", ".join(text for _, text in tags) + "]", mid, source,
-                               "pending", 0))
+                               "pending", 0, path))
         yield models, links, staged
-MODEL_COLUMNS = "sha256, path, name, type, size_bytes, created_at, updated_at, meta"
+# path_key: each path is its own key (POSIX paths, the least work for this data set).
+MODEL_COLUMNS = "sha256, path, name, type, size_bytes, created_at, updated_at, meta, path_key"
 PENDING_COLUMNS = ("path, name, type, size_bytes, created_at, meta, tags, legacy_id, source, "
-                   "status, attempts")
+                   "status, attempts, path_key")
 """
 
 SQLITE_FLOOR_CHILD = """
@@ -197,11 +199,11 @@ def work():
     out.execute("COMMIT")
     for models, links, staged in batches(tag_ids):
         out.execute("BEGIN")
-        out.executemany(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        models)
+        out.executemany(f"INSERT INTO models ({MODEL_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", models)
         out.executemany("INSERT INTO model_tags (model_sha256, tag_id) VALUES (?, ?)", links)
         out.executemany(f"INSERT INTO pending_import ({PENDING_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged)
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged)
         out.execute("COMMIT")
     out.close()
 measured(work)
@@ -304,12 +306,12 @@ def run_child(code: str, legacy: Path, url: str, batch: int) -> Run:
 
 # The rows both must have written; a SELECT per table, ordered, without updated_at and ids.
 COMPARED = {
-    "models": "SELECT sha256, path, name, type, base, size_bytes, mtime_ns, created_at, meta "
-    "FROM models ORDER BY sha256",
+    "models": "SELECT sha256, path, path_key, name, type, base, size_bytes, mtime_ns, created_at, "
+    "meta FROM models ORDER BY sha256",
     "model_tags": "SELECT model_sha256, t.name FROM model_tags JOIN tags t ON t.id = tag_id "
     "ORDER BY model_sha256, t.name",
-    "pending_import": "SELECT path, name, type, size_bytes, created_at, meta, tags, legacy_id, "
-    "source, status, attempts, last_error, sha256 FROM pending_import ORDER BY path",
+    "pending_import": "SELECT path, path_key, name, type, size_bytes, created_at, meta, tags, "
+    "legacy_id, source, status, attempts, last_error, sha256 FROM pending_import ORDER BY path",
     "tags": "SELECT name, color, created_at FROM tags ORDER BY name",
 }
 

@@ -47,6 +47,7 @@ __all__ = [
     "POSIX",
     "WINDOWS",
     "absolute",
+    "device_problem",
     "flavour_of",
     "key_prefix",
     "path_key",
@@ -122,7 +123,9 @@ def path_rules(
     before = _rules
     targets = before.drive_target
     if drives is not None:
-        table = {letter.rstrip("\\/").upper(): target for letter, target in drives.items()}
+        table = {
+            letter.rstrip("\\/:").upper() + ":": target for letter, target in drives.items()
+        }
         targets = table.get
     _rules = _Rules(flavour, targets)
     try:
@@ -192,6 +195,15 @@ def renamed_below(old: str, new: str, depth: int | None = None) -> bool:
     if depth is not None:
         old_names, new_names = old_names[-depth:], new_names[-depth:]
     return old_names != new_names
+
+
+def device_problem(device: str) -> str:
+    """Why a path that names a device (``reserved_device``) is not a file, as the end of
+    a sentence about it."""
+    return (
+        f"names the device {device}, one of the names Windows keeps for devices (CON, PRN, "
+        "AUX, NUL, COM1 to COM9, LPT1 to LPT9): opening it would open the device, not a file"
+    )
 
 
 def reserved_device(path: str) -> str | None:

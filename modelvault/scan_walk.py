@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 from modelvault.normalize import known_folder_type, model_type_for_folder
-from modelvault.pathkey import key_prefix, path_key, reserved_device
+from modelvault.pathkey import device_problem, key_prefix, path_key, reserved_device
 from modelvault.scan_report import FileChange, ScanReport
 from modelvault.scan_sources import ScanRoot
 
@@ -270,7 +270,8 @@ class RootWalk:
             return FoundFile(entry.path, 0, 0, kind, NOT_UTF8, key)
         device = reserved_device(entry.path)
         if device is not None:  # never looked at: that would open the device
-            return FoundFile(entry.path, 0, 0, kind, device_name(device), key)
+            named = f"its name {device_problem(device)}; rename it"
+            return FoundFile(entry.path, 0, 0, kind, named, key)
         try:
             st = entry.stat()
         except OSError as exc:
@@ -299,15 +300,6 @@ class RootWalk:
     def passed_unseen(self, key: str) -> bool:
         """Whether the path of ``key`` lies in a folder this walk did not list."""
         return any(key.startswith(prefix) for prefix in self.unseen)
-
-
-def device_name(device: str) -> str:
-    """Why a file named after a device is not a model file (``NUL.safetensors``)."""
-    return (
-        f"its name is the device {device}, one of the names Windows keeps for devices "
-        "(CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9): opening it would open the "
-        "device, not a file; rename it"
-    )
 
 
 def _child_type(parent_type: str | None, name: str) -> str | None:

@@ -51,7 +51,8 @@ KeyText = String().with_variant(String(collation="C"), "postgresql")
 def key_of_path(context: DefaultExecutionContext) -> str:
     """The default of ``path_key`` in an INSERT that does not give it: the key of
     the row's ``path`` (each row's own, in a many-row INSERT)."""
-    return path_key(context.get_current_parameters()["path"])
+    params: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return path_key(params["path"])
 
 
 class Base(DeclarativeBase):

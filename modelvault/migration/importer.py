@@ -223,7 +223,7 @@ from modelvault.normalize import (
     is_absolute_path,
     parse_sha256,
 )
-from modelvault.pathkey import path_key, reserved_device
+from modelvault.pathkey import device_problem, path_key, reserved_device
 
 log = logging.getLogger(__name__)
 
@@ -399,11 +399,7 @@ def _unusable(path: str) -> str | None:
         return RELATIVE_PATH
     device = reserved_device(path)
     if device is not None:
-        return (
-            f"its name is the device {device}, one of the names Windows keeps for devices "
-            "(CON, PRN, AUX, NUL, COM1 to COM9, LPT1 to LPT9): it cannot be opened as a "
-            "file (rename the file, then stage it again)"
-        )
+        return f"its path {device_problem(device)} (rename the file, then scan it)"
     return None
 
 
