@@ -123,9 +123,7 @@ def path_rules(
     before = _rules
     targets = before.drive_target
     if drives is not None:
-        table = {
-            letter.rstrip("\\/:").upper() + ":": target for letter, target in drives.items()
-        }
+        table = {letter.rstrip("\\/:").upper() + ":": target for letter, target in drives.items()}
         targets = table.get
     _rules = _Rules(flavour, targets)
     try:

@@ -360,9 +360,8 @@ def _scan_root(
                 _skipped(found, writer)
             else:
                 report.files_seen += 1
-                _compare(found, model, row, writer)
-                if model is not None and model.path != found.path:
-                    _respelt(found, model.path, top, writer)
+                renamed = model is not None and _renamed(found, model.path, top)
+                _compare(found, model, row, writer, renamed)
             writer.tick()
         models.take(None, gone)
     return passed
@@ -375,7 +374,7 @@ def _skipped(found: FoundFile, writer: _Writer) -> None:
     writer.changed("skipped", found.path, why=found.skip)
 
 
-def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
+def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer, renamed: bool) -> None:
     report = writer.report
     if row is not None:
         if row.status in WAITING:
@@ -394,19 +393,23 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
         report.staged_new += 1
         writer.stage(found, "new")
     elif unchanged(model.size_bytes, model.mtime_ns, found):
-        report.unchanged += 1
+        if renamed:
+            writer.rename(model.path, found)
+        else:
+            report.unchanged += 1
     else:
         report.staged_changed += 1
         writer.stage(found, "changed")
 
 
-def _respelt(found: FoundFile, catalogued: str, top: str, writer: _Writer) -> None:
-    """A catalogued file found under another spelling of its path (Windows): the
-    same file, renamed if a name below the scan's root changed case (a spelling of
-    the root itself, of separators or of a drive letter changes nothing)."""
+def _renamed(found: FoundFile, catalogued: str, top: str) -> bool:
+    """Whether a catalogued file found under another spelling of its path (Windows)
+    was renamed: a name below the scan's root changed case (a spelling of the root
+    itself, of separators or of a drive letter is the same file, unchanged)."""
+    if catalogued == found.path:
+        return False
     below = found.path[len(top) :].replace("\\", "/").strip("/")
-    if renamed_below(catalogued, found.path, below.count("/") + 1):
-        writer.rename(catalogued, found)
+    return renamed_below(catalogued, found.path, below.count("/") + 1)
 
 
 # -- the models whose files are gone --------------------------------------------

@@ -20,7 +20,6 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from types import ModuleType
 from typing import NamedTuple
 
@@ -57,12 +56,16 @@ ARIA2_CONTROL = ".aria2"
 # the web UI's and ComfyUI's own folders hold their model folders in models/.
 MODELS_FOLDER = "models"
 NOT_UTF8 = "its name is not valid UTF-8, which a catalog cannot store: rename it"
+SAME_KEY = (
+    "its name differs only in case from another one in its folder, which Windows "
+    "cannot tell apart: rename one of them"
+)
 
 FolderKey = tuple[int, int | str]
 Changes = Callable[[FileChange], None]
-# A folder's listing: each entry, whether it is a folder, and its key (a folder's:
-# the prefix of the keys under it).
-Listing = Iterator[tuple[os.DirEntry[str], bool, str]]
+# A folder's listing: each entry, whether it is a folder, its key (a folder's: the
+# prefix of the keys under it), and why it is skipped (a name Windows cannot open).
+Listing = Iterator[tuple[os.DirEntry[str], bool, str, str | None]]
 
 
 class FoundFile(NamedTuple):
@@ -175,17 +178,21 @@ class RootWalk:
             if item is None:
                 stack.pop()
             elif not item[1]:
-                found = self._file(item[0], frame.type or "other", item[2])
+                found = self._file(item[0], frame.type or "other", item[2], item[3])
                 if found is not None:
                     yield found
             else:
-                child = self._enter(item[0], stack, item[2])
+                child = self._enter(item[0], stack, item[2], item[3])
                 if child is not None:
                     stack.append(_Frame(child[1], _child_type(frame.type, item[0].name), child[0]))
 
     def _enter(
-        self, entry: os.DirEntry[str], stack: list[_Frame], prefix: str
+        self, entry: os.DirEntry[str], stack: list[_Frame], prefix: str, why: str | None
     ) -> tuple[FolderKey, Listing] | None:
+        if why is not None:  # its files are another folder's keys: not unseen, not gone
+            self.report.note(self.report.skipped, f"{entry.path}: {why}")
+            self._changed(entry.path, why)
+            return None
         if not storable(entry.name):
             self.skip_folder(entry.path, NOT_UTF8)
             return None
@@ -219,7 +226,7 @@ class RootWalk:
             self.unreadable(folder, exc, origin)
             return None
         names = {e.name for e in entries}
-        kept: list[tuple[str, os.DirEntry[str], bool]] = []
+        kept: list[tuple[str, str, os.DirEntry[str], bool]] = []
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
@@ -229,28 +236,25 @@ class RootWalk:
                 continue
             # A folder sorts as the prefix of its files' keys ("<key>/"): with the
             # separator in it, the walk's order is exactly the order of the keys.
-            kept.append((key_prefix(entry.path) if is_dir else path_key(entry.path), entry, is_dir))
-        kept.sort(key=itemgetter(0))
+            key = key_prefix(entry.path) if is_dir else path_key(entry.path)
+            kept.append((key, entry.name, entry, is_dir))  # names of one key: in code point order
+        kept.sort()  # (a folder's names differ: entries are never compared)
         return self._distinct(key_prefix(folder), kept)
 
-    def _distinct(self, prefix: str, kept: list[tuple[str, os.DirEntry[str], bool]]) -> Listing:
-        """The sorted entries, but for those Windows could not open by their name:
-        a second name with the key of the one before it (the two differ only in
-        case), or a name whose key leaves the folder (one made of dots and spaces)."""
+    @staticmethod
+    def _distinct(prefix: str, kept: list[tuple[str, str, os.DirEntry[str], bool]]) -> Listing:
+        """The sorted entries, those Windows could not open by their name with the
+        reason: a second name with the key of the one before it (the two differ
+        only in case), or a name whose key leaves the folder (dots and spaces)."""
         before = None
-        for key, entry, is_dir in kept:
-            if key == before or not key.startswith(prefix):
-                why = (
-                    "its name differs only in case from another one in its folder, which "
-                    "Windows cannot tell apart: rename one of them"
-                    if key == before
-                    else "Windows cannot open a name of dots and spaces: rename it"
-                )
-                self.report.note(self.report.skipped, f"{entry.path}: {why}")
-                self._changed(entry.path, why)
-                continue
-            before = key
-            yield entry, is_dir, key
+        for key, _, entry, is_dir in kept:
+            if key == before:
+                yield entry, is_dir, key, SAME_KEY
+            elif not key.startswith(prefix):  # out of the walk's order: no key at all
+                yield entry, is_dir, "", "Windows cannot open a name of dots and spaces: rename it"
+            else:
+                before = key
+                yield entry, is_dir, key, None
 
     def _is_model(self, name: str, siblings: set[str]) -> bool:
         dot = name.rfind(".")  # (os.path.splitext costs more than the stat on a big tree)
@@ -265,7 +269,11 @@ class RootWalk:
             return False
         return True
 
-    def _file(self, entry: os.DirEntry[str], kind: str, key: str) -> FoundFile | None:
+    def _file(
+        self, entry: os.DirEntry[str], kind: str, key: str, why: str | None
+    ) -> FoundFile | None:
+        if why is not None:
+            return FoundFile(entry.path, 0, 0, kind, why, key)
         if not storable(entry.name):
             return FoundFile(entry.path, 0, 0, kind, NOT_UTF8, key)
         device = reserved_device(entry.path)
