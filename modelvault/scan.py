@@ -360,7 +360,11 @@ def _scan_root(
                 _skipped(found, writer)
             else:
                 report.files_seen += 1
-                renamed = model is not None and _renamed(found, model.path, top)
+                renamed = (
+                    model is not None
+                    and model.path != found.path
+                    and _renamed(found, model.path, top)
+                )
                 _compare(found, model, row, writer, renamed)
             writer.tick()
         models.take(None, gone)
@@ -406,8 +410,6 @@ def _renamed(found: FoundFile, catalogued: str, top: str) -> bool:
     """Whether a catalogued file found under another spelling of its path (Windows)
     was renamed: a name below the scan's root changed case (a spelling of the root
     itself, of separators or of a drive letter is the same file, unchanged)."""
-    if catalogued == found.path:
-        return False
     below = found.path[len(top) :].replace("\\", "/").strip("/")
     return renamed_below(catalogued, found.path, below.count("/") + 1)
 

@@ -24,7 +24,14 @@ from types import ModuleType
 from typing import NamedTuple
 
 from modelvault.normalize import known_folder_type, model_type_for_folder
-from modelvault.pathkey import device_problem, key_prefix, path_key, reserved_device
+from modelvault.pathkey import (
+    POSIX,
+    device_problem,
+    flavour_of,
+    key_prefix,
+    path_key,
+    reserved_device,
+)
 from modelvault.scan_report import FileChange, ScanReport
 from modelvault.scan_sources import ScanRoot
 
@@ -226,6 +233,8 @@ class RootWalk:
             self.unreadable(folder, exc, origin)
             return None
         names = {e.name for e in entries}
+        # Where paths are their own keys (POSIX), nothing is worked out per entry.
+        posix = flavour_of(folder) is POSIX
         kept: list[tuple[str, str, os.DirEntry[str], bool]] = []
         for entry in entries:
             try:
@@ -236,22 +245,31 @@ class RootWalk:
                 continue
             # A folder sorts as the prefix of its files' keys ("<key>/"): with the
             # separator in it, the walk's order is exactly the order of the keys.
-            key = key_prefix(entry.path) if is_dir else path_key(entry.path)
+            if posix:
+                key = entry.path + "/" if is_dir else entry.path
+            else:
+                key = key_prefix(entry.path) if is_dir else path_key(entry.path)
             kept.append((key, entry.name, entry, is_dir))  # names of one key: in code point order
         kept.sort()  # (a folder's names differ: entries are never compared)
+        if posix:  # keys differ as names do, and all start with the folder's
+            return ((entry, is_dir, key, None) for key, _, entry, is_dir in kept)
         return self._distinct(key_prefix(folder), kept)
 
     @staticmethod
     def _distinct(prefix: str, kept: list[tuple[str, str, os.DirEntry[str], bool]]) -> Listing:
         """The sorted entries, those Windows could not open by their name with the
         reason: a second name with the key of the one before it (the two differ
-        only in case), or a name whose key leaves the folder (dots and spaces)."""
+        only in case), a name whose key leaves the folder (dots and spaces), a
+        file named after a device (never looked at: that would open the device)."""
         before = None
         for key, _, entry, is_dir in kept:
+            device = None if is_dir else reserved_device(entry.path)
             if key == before:
                 yield entry, is_dir, key, SAME_KEY
             elif not key.startswith(prefix):  # out of the walk's order: no key at all
                 yield entry, is_dir, "", "Windows cannot open a name of dots and spaces: rename it"
+            elif device is not None:
+                yield entry, is_dir, key, f"its name {device_problem(device)}; rename it"
             else:
                 before = key
                 yield entry, is_dir, key, None
@@ -276,10 +294,6 @@ class RootWalk:
             return FoundFile(entry.path, 0, 0, kind, why, key)
         if not storable(entry.name):
             return FoundFile(entry.path, 0, 0, kind, NOT_UTF8, key)
-        device = reserved_device(entry.path)
-        if device is not None:  # never looked at: that would open the device
-            named = f"its name {device_problem(device)}; rename it"
-            return FoundFile(entry.path, 0, 0, kind, named, key)
         try:
             st = entry.stat()
         except OSError as exc:

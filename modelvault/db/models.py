@@ -48,11 +48,13 @@ PathText = String()
 KeyText = String().with_variant(String(collation="C"), "postgresql")
 
 
-def key_of_path(context: DefaultExecutionContext) -> str:
+def key_of_path(context: DefaultExecutionContext) -> str | None:
     """The default of ``path_key`` in an INSERT that does not give it: the key of
-    the row's ``path`` (each row's own, in a many-row INSERT)."""
+    the row's ``path`` (each row's own, in a many-row INSERT; None without a path,
+    which the database then refuses for the path)."""
     params: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
-    return path_key(params["path"])
+    path = params.get("path")
+    return path_key(path) if isinstance(path, str) else None
 
 
 class Base(DeclarativeBase):

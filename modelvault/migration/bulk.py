@@ -102,8 +102,9 @@ class Lookups:
 
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
         """What the catalog holds for these rows' paths and hashes: three look-ups."""
-        keys = _keys([row.key for row in rows])
-        paths = _keys([row.path for row in rows])
+        key_list, path_list = [row.key for row in rows], [row.path for row in rows]
+        keys = _keys(key_list)
+        paths = keys if key_list == path_list else _keys(path_list)  # POSIX: one and the same
         hashes = _keys([row.sha256 for row in rows if row.sha256 is not None])
         with _probing_indexes(session):
             model_at = {
