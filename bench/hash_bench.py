@@ -563,7 +563,7 @@ def _sqlite_floor(url: str) -> Iterator[int]:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
-                "created_at, updated_at, meta, path_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, updated_at, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 models,
             )
             for name, color in _new_tags(links, tag_ids).items():
@@ -607,8 +607,8 @@ def _postgres_floor(url: str) -> Iterator[int]:
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
-                    "created_at, updated_at, meta, path_key) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)",
+                    "created_at, updated_at, meta) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json)",
                     models,
                 )
                 for name, color in _new_tags(links, tag_ids).items():
@@ -639,9 +639,7 @@ def _hash_claimed(
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             sha = hashlib.sha256(f.read()).hexdigest()
-        models.append(
-            (sha, path, name, kind, base, st.st_size, st.st_mtime_ns, created, now, meta, path)
-        )  # the last: path_key, each path its own key (POSIX paths)
+        models.append((sha, path, name, kind, base, st.st_size, st.st_mtime_ns, created, now, meta))
         links.extend((sha, tag) for tag in json.loads(tags))
     return models, links
 

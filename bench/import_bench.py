@@ -171,18 +171,16 @@ def batches(tag_ids):
             meta["legacy"] = {"source": source, "id": mid, "created_at_ms": created}
             tags = own.get(mid, ())
             if sha:
-                models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta),
-                               path))
+                models.append((sha, path, name, kind, size, stamp(created), now, json.dumps(meta)))
                 links.extend((sha, tag_id) for tag_id, _ in tags)
             else:
                 staged.append((path, name, kind, size, stamp(created), json.dumps(meta),
                                "[" + ", ".join(text for _, text in tags) + "]", mid, source,
-                               "pending", 0, path))
+                               "pending", 0))
         yield models, links, staged
-# path_key: each path is its own key (POSIX paths, the least work for this data set).
-MODEL_COLUMNS = "sha256, path, name, type, size_bytes, created_at, updated_at, meta, path_key"
+MODEL_COLUMNS = "sha256, path, name, type, size_bytes, created_at, updated_at, meta"
 PENDING_COLUMNS = ("path, name, type, size_bytes, created_at, meta, tags, legacy_id, source, "
-                   "status, attempts, path_key")
+                   "status, attempts")
 """
 
 SQLITE_FLOOR_CHILD = """
@@ -199,11 +197,11 @@ def work():
     out.execute("COMMIT")
     for models, links, staged in batches(tag_ids):
         out.execute("BEGIN")
-        out.executemany(f"INSERT INTO models ({MODEL_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", models)
+        out.executemany(f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        models)
         out.executemany("INSERT INTO model_tags (model_sha256, tag_id) VALUES (?, ?)", links)
         out.executemany(f"INSERT INTO pending_import ({PENDING_COLUMNS}) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged)
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", staged)
         out.execute("COMMIT")
     out.close()
 measured(work)

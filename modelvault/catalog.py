@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
@@ -31,7 +32,7 @@ from modelvault.normalize import (
     normalize_tag_name,
     normalize_type,
 )
-from modelvault.pathkey import path_key, renamed_below
+from modelvault.pathkey import renamed_below, stored_key
 
 # Rows per statement when a list of keys goes into an IN (...) clause: well
 # under SQLite's and PostgreSQL's parameter limits.
@@ -228,7 +229,7 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
     path = values.get("path")
     if path is not None:
         holder = session.execute(
-            select(Model.sha256, Model.path).where(Model.path_key == path_key(path))
+            select(Model.sha256, Model.path).where(same_file(Model, path))
         ).first()
         if holder is not None and holder.sha256 != values["sha256"]:
             spelt = "" if holder.path == path else f" as {holder.path}"
@@ -325,8 +326,7 @@ def settle_file(
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
     """
-    key = path_key(item.path)
-    holder = session.scalar(select(Model).where(Model.path_key == key))
+    holder = session.scalar(select(Model).where(same_file(Model, item.path)))
     if holder is not None and holder.sha256 != item.sha256:
         if item.scanned:
             settled = replace_content(session, holder, item, path_is_live)
@@ -354,7 +354,7 @@ def settle_file(
             model.created_at = item.created_at
         session.add(model)
         outcome = Outcome.IMPORTED
-    elif model.path_key == key:
+    elif model is holder:  # the file of this path, however spelt
         combine_fields(model, item, policy)
         outcome = Outcome.MERGED
         if item.scanned and model.path != item.path:
@@ -433,7 +433,7 @@ def replace_content(
         .values(
             sha256=item.sha256,
             path=item.path,  # as the scan spelt it (the same key)
-            path_key=path_key(item.path),
+            path_key=stored_key(item.path),
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
             meta=meta,

@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, and_, delete, func, inspect, or_, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
@@ -43,6 +43,7 @@ from modelvault.db.engine import (
     set_journal_mode,
     sqlite_file,
 )
+from modelvault.db.keyed import keys_under, same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.network import journal_mode_for, network_filesystem
 from modelvault.db.sqlite_files import (
@@ -66,7 +67,7 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-from modelvault.pathkey import absolute, key_prefix, path_key
+from modelvault.pathkey import absolute
 from modelvault.presence import FileState, check_file
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
@@ -366,7 +367,7 @@ class DatabaseManager:
         """The model of the file at ``path``, however the path is spelt (on Windows
         ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
         with self.session_scope() as session:
-            model = session.scalar(_model_query().where(Model.path_key == path_key(path)))
+            model = session.scalar(_model_query().where(same_file(Model, path)))
             return None if model is None else ModelRecord.of(model)
 
     def find_models(
@@ -590,7 +591,7 @@ class DatabaseManager:
         values = _pending_values(data)
         with self.session_scope(immediate=True) as session:
             staged = session.scalar(
-                select(PendingImport.path).where(PendingImport.path_key == path_key(values["path"]))
+                select(PendingImport.path).where(same_file(PendingImport, values["path"]))
             )
             if staged is not None:
                 spelt = "" if staged == values["path"] else f" as {staged}"
@@ -770,17 +771,10 @@ def _model_filters(
                 func.lower(Model.path).like(pattern, escape="\\"),
             )
         )
-    prefixes = [key_prefix(absolute(os.fspath(f))) for f in under]
-    if prefixes:
-        where.append(or_(*(_keys_under(prefix) for prefix in prefixes)))
+    folders = [absolute(os.fspath(f)) for f in under]
+    if folders:
+        where.append(or_(*(keys_under(Model, folder) for folder in folders)))
     return where
-
-
-def _keys_under(prefix: str) -> Any:
-    """The models whose key starts with ``prefix`` (which ends in a separator): a
-    range of the key's index (keys compare as code points on every backend)."""
-    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return and_(Model.path_key >= prefix, Model.path_key < after)
 
 
 def _statuses(status: str | Iterable[str] | None) -> list[str] | None:

@@ -23,7 +23,9 @@ Which rules apply depends on the path alone, never on the computer the code
 runs on: a catalog shared by several computers (PostgreSQL) and a schema
 upgrade run anywhere give each row the same key. Keys are plain text compared
 as code points (``COLLATE "C"`` on PostgreSQL), so every folder's keys share a
-prefix (``key_prefix``) and sort together.
+prefix (``key_prefix``) and sort together. The catalog stores a key only where
+it is not the path itself (``stored_key``: None for a POSIX path), so a catalog
+of POSIX paths pays nothing for keys (``modelvault.db.keyed`` queries both).
 
 Everything here is pure (``ntpath``/``posixpath`` rules on text), except
 ``absolute`` (the current folder) and the look-up of what a drive letter is
@@ -49,11 +51,13 @@ __all__ = [
     "absolute",
     "device_problem",
     "flavour_of",
+    "is_own_key",
     "key_prefix",
     "path_key",
     "path_rules",
     "renamed_below",
     "reserved_device",
+    "stored_key",
     "windows_key",
 ]
 
@@ -155,13 +159,25 @@ def flavour_of(path: str) -> ModuleType:
 
 def path_key(path: str) -> str:
     """The identity key of ``path`` (see the module's docstring)."""
+    key = stored_key(path)
+    return path if key is None else key
+
+
+def stored_key(path: str) -> str | None:
+    """What the catalog stores as ``path_key`` for ``path``: its key, or None where
+    the path is its own key (a POSIX path: nothing more to store or index)."""
     rules = _rules
     if rules.flavour is None:
         if path[:1] == "/" or not is_windows_form(path):  # "/" first: the common case
-            return path
+            return None
     elif rules.flavour is POSIX:
-        return path
+        return None
     return windows_key(path, rules.drive_target)
+
+
+def is_own_key(path: str) -> bool:
+    """Whether ``path`` (or a folder: every path under it) is its own key."""
+    return flavour_of(path) is POSIX
 
 
 def key_prefix(folder: str) -> str:

@@ -50,10 +50,11 @@ from modelvault.catalog import (
     without_scan_mtime,
 )
 from modelvault.database import DatabaseManager
+from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.normalize import MAX_TYPE
-from modelvault.pathkey import key_prefix, renamed_below
+from modelvault.pathkey import renamed_below, stored_key
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
@@ -142,16 +143,16 @@ class _Sorted:
         return None
 
 
-def _under(query: Any, key_column: Any, top: str, conn: Connection) -> _Sorted:
-    """Rows whose key starts with ``top``'s key prefix, in key order: a range of the
-    key's index (keys compare as code points on both backends)."""
-    prefix = key_prefix(top)
-    after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    query = (
-        query.where(key_column >= prefix, key_column < after)
-        .order_by(key_column)
-        .execution_options(yield_per=STREAM_BATCH)
-    )
+def _under(conn: Connection, entity: Any, top: str, *columns: Any) -> _Sorted:
+    """``entity``'s rows under ``top`` in key order, each its key (``key``) and
+    ``columns``: a range of the index of the column that holds their keys (keys
+    compare as code points on both backends). Staging rows come with the model
+    of their content (``model_sha256``: the model a duplicate row is a copy of)."""
+    key, in_top = key_range(entity, top, conn.dialect)
+    query = select(key.label("key"), *columns).where(in_top)
+    if entity is PendingImport:
+        query = query.outerjoin(Model, Model.sha256 == PendingImport.sha256)
+    query = query.order_by(key).execution_options(yield_per=STREAM_BATCH)
     return _Sorted(itertools.chain.from_iterable(conn.execute(query).partitions()))
 
 
@@ -172,7 +173,7 @@ class _Writer:
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
-        self.renamed: list[tuple[str, str]] = []  # (key, new path): names that changed case
+        self.renamed: list[str] = []  # new paths of files whose names changed case
         self.since_progress = 0
         # Sizes of what a dry run would have staged (a real run finds them staged).
         self.sizes_not_written: set[int] = set()
@@ -187,7 +188,7 @@ class _Writer:
         self.new.append(
             {
                 "path": found.path,
-                "path_key": found.key,
+                "path_key": stored_key(found.path),
                 "name": os.path.basename(found.path),
                 "type": found.type if len(found.type) <= MAX_TYPE else "other",
                 "size_bytes": found.size,
@@ -214,7 +215,7 @@ class _Writer:
         report.moved += 1
         report.note(report.moved_paths, f"{old} -> {found.path}")
         self.changed("moved", old, to=found.path)
-        self.renamed.append((found.key, found.path))
+        self.renamed.append(found.path)
         self._maybe_flush()
 
     def tick(self) -> None:
@@ -235,8 +236,8 @@ class _Writer:
                 insert_ignoring_duplicates(session, PENDING_TABLE, self.new)
                 if self.requeue:
                     session.connection().execute(_REQUEUE, self.requeue)
-                for key, path in self.renamed:
-                    model = session.scalar(select(Model).where(Model.path_key == key))
+                for path in self.renamed:
+                    model = session.scalar(select(Model).where(same_file(Model, path)))
                     if model is not None and model.path != path:
                         move_model(model, path, os.path.basename(path))
         self.new, self.requeue, self.renamed = [], [], []
@@ -338,21 +339,21 @@ def _scan_root(
     passed: list[GoneModel] = []
 
     def gone(model: Any) -> None:
-        if not walk.passed_unseen(model.path_key):
+        if not walk.passed_unseen(model.key):
             passed.append(GoneModel(model.path, model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        model_rows = select(Model.path_key, Model.path, Model.size_bytes, Model.mtime_ns)
-        models = _under(model_rows, Model.path_key, top, conn)
-        staged_rows = select(
-            PendingImport.path_key,
+        models = _under(conn, Model, top, Model.path, Model.size_bytes, Model.mtime_ns)
+        staged = _under(
+            conn,
+            PendingImport,
+            top,
             PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
-            Model.sha256.label("model_sha256"),  # the model a duplicate row is a copy of
-        ).outerjoin(Model, Model.sha256 == PendingImport.sha256)
-        staged = _under(staged_rows, PendingImport.path_key, top, conn)
+            Model.sha256.label("model_sha256"),
+        )
         for found in walk.files(root):
             # Staged files that are gone are passed by: the worker marks them missing.
             model, row = models.take(found.key, gone), staged.take(found.key)
@@ -461,7 +462,7 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
     query = (
         select(PendingImport.id, PendingImport.path, PendingImport.sha256, PendingImport.meta)
         .add_columns(PendingImport.size_bytes)
-        .outerjoin(holder, holder.path_key == PendingImport.path_key)
+        .outerjoin(holder, same_key(holder, PendingImport))
         .where(
             PendingImport.status == DUPLICATE,
             PendingImport.sha256.in_([m.sha256 for m in models]),
@@ -514,8 +515,7 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             or model is None
             or model.path != gone.path
             or os.path.lexists(gone.path)
-            or session.scalar(select(Model.sha256).where(Model.path_key == row.path_key))
-            is not None
+            or session.scalar(select(Model.sha256).where(same_file(Model, row.path))) is not None
         ):
             return False
         meta = dict(row.meta or {})

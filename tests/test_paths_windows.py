@@ -362,7 +362,7 @@ def test_the_upgrade_keys_every_row_and_keeps_every_model(db: DatabaseManager) -
         staged = sorted(s.scalars(select(PendingImport.path_key)))
         links = s.scalar(select(func.count()).select_from(model_tags))
     assert keys == {
-        "1" * 64: "/m/Lora.safetensors",
+        "1" * 64: None,  # a POSIX path is its own key
         "2" * 64: r"C:\M\B.CKPT",
         "3" * 64: "?" + "3" * 64 + ":c:/m/B.CKPT",
     }
@@ -396,3 +396,8 @@ def test_keys_are_given_by_every_writer(db: DatabaseManager) -> None:
         assert s.scalar(select(Model.path_key)) == r"D:\Z\A.CKPT"
         assert s.scalar(select(PendingImport.path_key)) == r"D:\Y\B.CKPT"
     assert path_key(r"D:\Y\b.ckpt") == r"D:\Y\B.CKPT"
+    # A POSIX path is its own key: nothing more is stored for it.
+    db.upsert_model({"sha256": "f" * 64, "path": "/models/A.ckpt"})
+    with db.session_scope() as s:
+        assert s.scalar(select(Model.path_key).where(Model.sha256 == "f" * 64)) is None
+    assert db.find_model("/models/A.ckpt").sha256 == "f" * 64

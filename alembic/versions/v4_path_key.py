@@ -1,8 +1,9 @@
 """Each path's identity key: ``path_key`` on models and pending_import, indexed.
 
 Two spellings of one Windows path (``c:\\ComfyUI\\...``, ``C:/ComfyUI/...``) name
-one file: the catalog compares paths by their key (``modelvault.pathkey``). The
-upgrade gives every row its key; a POSIX path is its own key.
+one file: the catalog compares paths by their key (``modelvault.pathkey``). A
+POSIX path is its own key and stores none (NULL); the upgrade gives every other
+row its key (the rows whose path does not start with ``/``).
 
 A catalog written before keys may hold two models at one file under two
 spellings (a case-only rename on Windows, say). One model per file is the rule
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from modelvault.pathkey import POSIX, flavour_of, path_key
+from modelvault.pathkey import POSIX, flavour_of, stored_key
 
 revision: str = "v4"
 down_revision: str | Sequence[str] | None = "v3"
@@ -39,22 +40,10 @@ DETACHED = "?"  # starts the key of a model that gave its file's key to another
 
 
 def upgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
     for table in ("models", "pending_import"):
-        # SQLite adds a NOT NULL column only with a default (no table copy, which
-        # would cascade the drop of models to model_tags).
-        op.add_column(
-            table,
-            sa.Column(
-                "path_key", KEY_TEXT, nullable=not sqlite, server_default="" if sqlite else None
-            ),
-        )
-    _fill("models", "sha256")
-    _fill("pending_import", "id")
+        op.add_column(table, sa.Column("path_key", KEY_TEXT, nullable=True))
+        _fill(table, "sha256" if table == "models" else "id")
     _detach_shared_keys()
-    if not sqlite:
-        for table in ("models", "pending_import"):
-            op.alter_column(table, "path_key", existing_type=KEY_TEXT, nullable=False)
     op.create_index(op.f("ix_models_path_key"), "models", ["path_key"], unique=True)
     op.create_index(op.f("ix_pending_import_path_key"), "pending_import", ["path_key"])
 
@@ -72,14 +61,13 @@ def downgrade() -> None:
 
 
 def _fill(name: str, primary_key: str) -> None:
-    """Every row's key: its path, then the real key for the rows whose key differs
-    (Windows paths), read a page at a time in primary key order."""
+    """The key of every row that has one, read a page at a time in primary key order:
+    the rows whose path does not start with "/" (a POSIX path stores none)."""
     bind = op.get_bind()
     table = sa.table(name, sa.column(primary_key), sa.column("path"), sa.column("path_key"))
     pk = table.c[primary_key]
-    bind.execute(sa.update(table).values(path_key=table.c.path))
     query = sa.select(pk, table.c.path).order_by(pk).limit(PAGE)
-    if flavour_of("/") is POSIX:  # a POSIX path is its own key: done already
+    if flavour_of("/") is POSIX:
         query = query.where(~table.c.path.startswith("/"))
     change = (
         sa.update(table)
@@ -92,10 +80,10 @@ def _fill(name: str, primary_key: str) -> None:
         if not rows:
             return
         last = rows[-1][0]
-        keyed = [{"row_key": row[0], "new_key": path_key(row[1])} for row in rows]
-        changed = [item for item, row in zip(keyed, rows, strict=True) if item["new_key"] != row[1]]
-        if changed:
-            bind.execute(change, changed)
+        keyed = [{"row_key": row_key, "new_key": stored_key(path)} for row_key, path in rows]
+        keyed = [item for item in keyed if item["new_key"] is not None]
+        if keyed:
+            bind.execute(change, keyed)
 
 
 def _detach_shared_keys() -> None:
@@ -109,7 +97,12 @@ def _detach_shared_keys() -> None:
         sa.column("path_key"),
         sa.column("updated_at"),
     )
-    shared = sa.select(models.c.path_key).group_by(models.c.path_key).having(sa.func.count() > 1)
+    shared = (
+        sa.select(models.c.path_key)
+        .where(models.c.path_key.is_not(None))
+        .group_by(models.c.path_key)
+        .having(sa.func.count() > 1)
+    )
     for (key,) in bind.execute(shared).all():
         holders = bind.execute(
             sa.select(models.c.sha256, models.c.path)

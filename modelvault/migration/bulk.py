@@ -47,6 +47,8 @@ class Keyed(Protocol):
     @property
     def key(self) -> str: ...  # the identity key of its path (modelvault.pathkey)
     @property
+    def stored_key(self) -> str | None: ...  # its path_key: None for a POSIX path
+    @property
     def sha256(self) -> str | None: ...
 
 
@@ -88,6 +90,11 @@ class CatalogState:
 
 @dataclass(frozen=True)
 class Lookups:
+    model_by_path: KeyLookup = field(
+        default_factory=lambda: KeyLookup(
+            [MODELS.c.path, MODELS.c.sha256, MODELS.c.path], MODELS.c.path
+        )
+    )
     model_by_key: KeyLookup = field(
         default_factory=lambda: KeyLookup(
             [MODELS.c.path_key, MODELS.c.sha256, MODELS.c.path], MODELS.c.path_key
@@ -101,14 +108,19 @@ class Lookups:
     )
 
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
-        """What the catalog holds for these rows' paths and hashes: three look-ups."""
-        key_list, path_list = [row.key for row in rows], [row.path for row in rows]
-        keys = _keys(key_list)
-        paths = keys if key_list == path_list else _keys(path_list)  # POSIX: one and the same
+        """What the catalog holds for these rows' paths and hashes: three look-ups
+        (four in a batch with both POSIX and Windows paths)."""
+        paths = _keys([row.path for row in rows])
+        own_keys = paths  # the keys of POSIX paths are the paths: no other list
+        keys = _keys([row.stored_key for row in rows if row.stored_key is not None])
+        if keys is not None:
+            own_keys = _keys([row.path for row in rows if row.stored_key is None])
         hashes = _keys([row.sha256 for row in rows if row.sha256 is not None])
         with _probing_indexes(session):
             model_at = {
-                key: (sha, path) for key, sha, path in self.model_by_key.fetch(session, keys)
+                key: (sha, path)
+                for lookup, wanted in ((self.model_by_path, own_keys), (self.model_by_key, keys))
+                for key, sha, path in lookup.fetch(session, wanted)
             }
             model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
             staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source

@@ -223,7 +223,7 @@ from modelvault.normalize import (
     is_absolute_path,
     parse_sha256,
 )
-from modelvault.pathkey import device_problem, path_key, reserved_device
+from modelvault.pathkey import device_problem, reserved_device, stored_key
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,7 @@ class _Entry:
     legacy_id: int
     path: str
     key: str  # the path's identity key (modelvault.pathkey)
+    stored_key: str | None  # its path_key: None where the path is its own key
     name: str
     type: str
     size_bytes: int | None
@@ -367,14 +368,15 @@ class _Entry:
         tags = "[" + ", ".join(map(_tag_json, self.tags)) + "]"  # json.dumps's very text
         return (
             self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta_json(),
-            tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256, self.key,
+            tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256,
+            self.stored_key,
         )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
             self.sha256, self.path, self.name, self.type, None, self.size_bytes,
-            self.mtime_ns, self.created_at, now, self.meta_json(), self.key,
+            self.mtime_ns, self.created_at, now, self.meta_json(), self.stored_key,
         )  # fmt: skip
 
     def hashed(self) -> HashedFile:
@@ -605,10 +607,12 @@ class _Run:
             sha256, seen_mtime_ns = None, None  # the legacy app never hashed it
         else:
             sha256, seen_mtime_ns = self._usable_hash(row, path, size, legacy)
+        key = stored_key(path)  # a Windows path is keyed by Windows' rules, wherever this runs
         return _Entry(
             row.id,
             path,
-            path_key(path),  # a Windows path is keyed by Windows' rules, wherever this runs
+            path if key is None else key,
+            key,
             cleaning.name_of(row.name, path, legacy),
             cleaning.model_type_of(row.type, path, legacy),
             size,

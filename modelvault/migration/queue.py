@@ -75,7 +75,7 @@ from modelvault.db.models import (
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
 from modelvault.migration.queue_sql import BatchSQL, StoredJSON, batch_sql
-from modelvault.pathkey import path_key
+from modelvault.pathkey import stored_key
 
 log = logging.getLogger(__name__)
 
@@ -770,7 +770,7 @@ def _import_fresh(
             [
                 item.sha256,
                 item.path,
-                path_key(item.path),
+                stored_key(item.path),
                 item.name,
                 item.type,
                 item.base,

@@ -196,11 +196,14 @@ class BatchSQL:
         )
 
     def _known(self) -> str:
-        """sha256 and path key of the models holding any of ``shas`` or ``keys`` (SQLite)."""
+        """sha256 and path key of the models holding any of ``shas``, ``paths`` or
+        ``keys`` (their stored ones) (SQLite)."""
         # Two index lookups: with an OR, SQLite cannot use both indexes.
+        found = "SELECT sha256, coalesce(path_key, path) FROM models WHERE"
         return (
-            f"SELECT sha256, path_key FROM models WHERE {self._any('sha256', 'shas')} "
-            f"UNION ALL SELECT sha256, path_key FROM models WHERE {self._any('path_key', 'keys')}"
+            f"{found} {self._any('sha256', 'shas')} "
+            f"UNION ALL {found} {self._any('path', 'paths')} "
+            f"UNION ALL {found} {self._any('path_key', 'keys')}"
         )
 
     # -- values ---------------------------------------------------------------
@@ -315,18 +318,22 @@ class BatchSQL:
 
     def _not_in_catalog(self, conn: Connection, rows: list[list[Any]]) -> list[list[Any]]:
         """The rows whose sha256 and path key the catalog does not hold, nor an earlier row."""
-        shas = json.dumps([row[0] for row in rows])
-        keys = json.dumps([row[2] for row in rows])
+        params = {
+            "shas": json.dumps([row[0] for row in rows]),
+            "paths": json.dumps([row[1] for row in rows]),
+            "keys": json.dumps([row[2] for row in rows if row[2] is not None]),
+        }
         known_shas: set[str] = set()
         known_keys: set[str] = set()
-        for sha, key in self.fetch(conn, self.known, {"shas": shas, "keys": keys}):
+        for sha, key in self.fetch(conn, self.known, params):
             known_shas.add(sha)
             known_keys.add(key)
         fresh = []
         for row in rows:
-            if row[0] not in known_shas and row[2] not in known_keys:
+            key = row[1] if row[2] is None else row[2]  # path_key, or the path its own key
+            if row[0] not in known_shas and key not in known_keys:
                 known_shas.add(row[0])
-                known_keys.add(row[2])
+                known_keys.add(key)
                 fresh.append(row)
         return fresh
 
