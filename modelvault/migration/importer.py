@@ -803,17 +803,21 @@ class _Run:
         staged: list[tuple[Any, ...]] = []
         colliding: list[_Entry] = []
         new_hashes: set[str] = set()
-        new_keys: set[str] = set()  # files of new models: another spelling of one settles
+        # Keys of the new models' Windows paths: another spelling of one settles (a POSIX
+        # path is its own key, and legacy paths are unique).
+        new_keys: set[str] = set()
         # Looked up once: the loop runs for every row.
         held, source, tag_ids = state.held, self.source, self.tags.ids
         for entry in entries:
-            sha, key = entry.sha256, entry.key
-            placement = place(entry, held(entry, sha in new_hashes or key in new_keys), source)
+            sha, key = entry.sha256, entry.stored_key
+            new_in_batch = sha in new_hashes or (key is not None and key in new_keys)
+            placement = place(entry, held(entry, new_in_batch), source)
             where = placement.place
             if where is Place.NEW:
                 assert sha is not None
                 new_hashes.add(sha)
-                new_keys.add(key)
+                if key is not None:
+                    new_keys.add(key)
                 models.append(entry.model(now))
                 links += [(sha, tag_ids[spec.name]) for spec in entry.tags]
                 result.imported += 1
