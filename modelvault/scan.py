@@ -54,7 +54,7 @@ from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.normalize import MAX_TYPE
-from modelvault.pathkey import renamed_below, stored_key
+from modelvault.pathkey import is_own_key, renamed_below, stored_key
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
@@ -337,13 +337,19 @@ def _scan_root(
     report = walk.report
     top = os.path.abspath(root.path)
     passed: list[GoneModel] = []
+    # Under a POSIX folder a model's key is its path: read once.
+    own_keys = is_own_key(top)
+    spelt = () if own_keys else (Model.path,)
+
+    def path_of(model: Any) -> str:
+        return str(model.key if own_keys else model.path)
 
     def gone(model: Any) -> None:
         if not walk.passed_unseen(model.key):
-            passed.append(GoneModel(model.path, model.size_bytes))
+            passed.append(GoneModel(path_of(model), model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        models = _under(conn, Model, top, Model.path, Model.size_bytes, Model.mtime_ns)
+        models = _under(conn, Model, top, *spelt, Model.size_bytes, Model.mtime_ns)
         staged = _under(
             conn,
             PendingImport,
@@ -363,6 +369,7 @@ def _scan_root(
                 report.files_seen += 1
                 renamed = (
                     model is not None
+                    and not own_keys
                     and model.path != found.path
                     and _renamed(found, model.path, top)
                 )

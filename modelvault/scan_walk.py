@@ -20,6 +20,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from types import ModuleType
 from typing import NamedTuple
 
@@ -70,8 +71,8 @@ SAME_KEY = (
 
 FolderKey = tuple[int, int | str]
 Changes = Callable[[FileChange], None]
-# A folder's listing: each entry, whether it is a folder, its key (a folder's: the
-# prefix of the keys under it), and why it is skipped (a name Windows cannot open).
+# A folder's listing: each entry, whether it is a folder, its key (a file's path's;
+# for a folder, unused), and why it is skipped (a name Windows cannot open).
 Listing = Iterator[tuple[os.DirEntry[str], bool, str, str | None]]
 
 
@@ -189,12 +190,12 @@ class RootWalk:
                 if found is not None:
                     yield found
             else:
-                child = self._enter(item[0], stack, item[2], item[3])
+                child = self._enter(item[0], stack, item[3])
                 if child is not None:
                     stack.append(_Frame(child[1], _child_type(frame.type, item[0].name), child[0]))
 
     def _enter(
-        self, entry: os.DirEntry[str], stack: list[_Frame], prefix: str, why: str | None
+        self, entry: os.DirEntry[str], stack: list[_Frame], why: str | None
     ) -> tuple[FolderKey, Listing] | None:
         if why is not None:  # its files are another folder's keys: not unseen, not gone
             self.report.note(self.report.skipped, f"{entry.path}: {why}")
@@ -209,12 +210,12 @@ class RootWalk:
             self.unreadable(entry.path, exc)
             return None
         if key in self.roots:  # a root of this scan: walked as that root
-            self.unseen.append(prefix)
+            self.unseen.append(key_prefix(entry.path))
             return None
         if key in self.visited:
             if any(frame.key == key for frame in stack):
                 self.report.note(self.report.loops, f"{entry.path} leads back to a parent folder")
-                self.unseen.append(prefix)
+                self.unseen.append(key_prefix(entry.path))
             else:
                 self.skip_folder(entry.path, "a second link to a folder scanned already")
             return None
@@ -233,9 +234,7 @@ class RootWalk:
             self.unreadable(folder, exc, origin)
             return None
         names = {e.name for e in entries}
-        # Where paths are their own keys (POSIX), nothing is worked out per entry.
-        posix = flavour_of(folder) is POSIX
-        kept: list[tuple[str, str, os.DirEntry[str], bool]] = []
+        chosen: list[tuple[str, os.DirEntry[str], bool]] = []
         for entry in entries:
             try:
                 is_dir = entry.is_dir()
@@ -243,17 +242,18 @@ class RootWalk:
                 is_dir = False
             if not is_dir and not self._is_model(entry.name, names):
                 continue
-            # A folder sorts as the prefix of its files' keys ("<key>/"): with the
-            # separator in it, the walk's order is exactly the order of the keys.
-            if posix:
-                key = entry.path + "/" if is_dir else entry.path
-            else:
-                key = key_prefix(entry.path) if is_dir else path_key(entry.path)
-            kept.append((key, entry.name, entry, is_dir))  # names of one key: in code point order
-        kept.sort()  # (a folder's names differ: entries are never compared)
-        if posix:  # keys differ as names do, and all start with the folder's
-            return ((entry, is_dir, key, None) for key, _, entry, is_dir in kept)
-        return self._distinct(key_prefix(folder), kept)
+            # A folder sorts as the prefix of its files' paths or keys ("<name>/"): with
+            # the separator in it, the walk's order is exactly the order of the keys.
+            chosen.append((entry.name + "/" if is_dir else entry.name, entry, is_dir))
+        if flavour_of(folder) is POSIX:  # each path its own key: in the order of the names
+            chosen.sort(key=itemgetter(0))
+            return ((entry, is_dir, entry.path, None) for _, entry, is_dir in chosen)
+        keyed = [
+            (key_prefix(entry.path) if is_dir else path_key(entry.path), entry.name, entry, is_dir)
+            for _, entry, is_dir in chosen
+        ]
+        keyed.sort()  # names of one key in code point order (entries are never compared)
+        return self._distinct(key_prefix(folder), keyed)
 
     @staticmethod
     def _distinct(prefix: str, kept: list[tuple[str, str, os.DirEntry[str], bool]]) -> Listing:
