@@ -34,7 +34,8 @@ the row is staged to be hashed. Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
 - its path is relative (not absolute on any OS): it is never looked up from the
-  current folder                                         -> staging row ``failed``,
+  current folder; or it names a device Windows keeps (``C:\\m\\nul.safetensors``:
+  never opened)                                          -> staging row ``failed``,
   the reason in ``last_error`` (``failed``)
 - its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
   as text) and, so cleaned, is the path of another legacy row: staging row
@@ -44,8 +45,11 @@ the row is staged to be hashed. Then, in this order:
   every run, so a re-run finds it staged.
 - its path is a model that a legacy import put there (``meta.legacy``, or a
   ``meta.superseded[*].meta.legacy``, names a source: directly, by a merge or
-  move, or by the worker)                                -> ``already_present``
-- its path is a model the user catalogued by other means:
+  move, or by the worker; at another spelling of the path, only if it names
+  this row)                                              -> ``already_present``
+- its path (in any spelling: a model is found by the path's identity key,
+  ``modelvault.pathkey``, so a Windows path is compared as Windows compares it
+  wherever the import runs) is a model the user catalogued by other means:
   same hash -> fields combined by the conflict policy, tags united (``merged``);
   another hash -> staging row ``conflict`` (``conflicts``);
   hash does not count -> staged for the worker to settle (``staged``)
