@@ -101,7 +101,8 @@ if sys.platform == "win32":  # pragma: no cover - runs on Windows only
     @functools.lru_cache(maxsize=32)
     def _mapped_drive(drive: str) -> str | None:
         """The UNC root a network drive is mapped to (no network access: the
-        mapping is read from the system), or None for a local drive."""
+        mapping is read from the system, once per letter in a process), or None
+        for a local drive."""
         size = wintypes.DWORD(1024)
         buffer = ctypes.create_unicode_buffer(size.value)
         result = ctypes.WinDLL("mpr").WNetGetConnectionW(drive, buffer, ctypes.byref(size))
