@@ -74,11 +74,15 @@ def test_a_scan_after_migrating_windows_spelt_paths_knows_every_file(
         "lora": write(base / "loras" / "a.safetensors", b"lora a"),
         "sub": write(base / "loras" / "sub" / "c.safetensors", b"lora c"),
     }
+    spelt = {  # as the legacy app wrote them, three ways
+        "checkpoints/b.ckpt": r"c:\ComfyUI\models\checkpoints\b.ckpt",
+        "loras/a.safetensors": "C:/ComfyUI/models/loras/a.safetensors",
+        "loras/sub/c.safetensors": r"\\?\C:\COMFYUI\models\loras\sub\c.safetensors",
+    }
     rows = [
-        legacy_row(1, base / "checkpoints" / "b.ckpt", r"c:\ComfyUI\models\checkpoints\b.ckpt", "checkpoints"),
-        legacy_row(2, base / "loras" / "a.safetensors", "C:/ComfyUI/models/loras/a.safetensors", "loras"),
-        legacy_row(3, base / "loras" / "sub" / "c.safetensors", r"\\?\C:\COMFYUI\models\loras\sub\c.safetensors", "loras"),
-    ]  # fmt: skip
+        legacy_row(i, base / name, path, name.split("/")[0])
+        for i, (name, path) in enumerate(spelt.items(), start=1)
+    ]
     legacy = write_legacy_catalog(
         tmp_path / "hikaze_mm.sqlite3",
         layout=1,
@@ -100,7 +104,8 @@ def test_a_scan_after_migrating_windows_spelt_paths_knows_every_file(
         assert set(catalogued) == {row.path for row in rows}  # as the user's catalog spelt them
         assert {m.sha256 for m in catalogued.values()} == set(files.values())
         found = db.find_model(r"C:\ComfyUI\Models\Loras\A.safetensors")
-        assert found.sha256 == files["lora"] and [t.name for t in found.tags] == ["style"]
+        assert found.sha256 == files["lora"]
+        assert [t.name for t in found.tags] == ["style"]
         under = db.find_models(under=["c:/comfyui/MODELS/loras"])
         assert {m.sha256 for m in under} == {files["lora"], files["sub"]}
         assert db.find_models(under=[str(base / "loras")]) == under  # the drive's folder itself
@@ -111,7 +116,8 @@ def test_on_posix_paths_stay_case_sensitive(db: DatabaseManager, tmp_path: Path)
     lower = write(root / "style.safetensors", b"lower")
     upper = write(root / "Style.safetensors", b"upper")
     report, _ = scan_and_hash(db, tmp_path / "models")
-    assert report.staged_new == 2 and report.files_skipped == 0
+    assert report.staged_new == 2
+    assert report.files_skipped == 0
     assert {m.sha256 for m in models(db).values()} == {lower, upper}
     assert db.find_model(str(root / "STYLE.safetensors").replace("STYLE", "Style")).sha256 == upper
     with pytest.raises(LookupError):
@@ -195,7 +201,8 @@ def test_a_file_renamed_in_case_and_rewritten_keeps_its_one_model(
     os.remove(root / "vae" / "v.safetensors")
     new_sha = write(root / "vae" / "V.safetensors", b"version 2, longer")
     report, result = scan_and_hash(db, root)
-    assert report.staged_changed == 1 and result.files_hashed == 1
+    assert report.staged_changed == 1
+    assert result.files_hashed == 1
     (model,) = models(db).values()
     assert (model.sha256, model.path) == (new_sha, str(root / "vae" / "V.safetensors"))
     assert model.meta["previous_sha256"] == [old_sha]
@@ -242,7 +249,8 @@ def test_legacy_rows_under_two_spellings_of_one_file_become_one_model(
         links=[(1, 2), (2, 8)],  # lora (a system tag), style
     )
     report = import_legacy_data(legacy, db)
-    assert report.rows_read == 2 and report.duplicates == report.conflicts == 0
+    assert report.rows_read == 2
+    assert report.duplicates == report.conflicts == 0
     process_pending(db, settings=FAST)
     (model,) = models(db).values()
     assert model.sha256 == sha
@@ -265,7 +273,8 @@ def test_windows_device_names_are_refused_in_one_sentence(
     assert row.status == "failed"
     assert "names the device NUL" in (row.last_error or "")
     problem = path_problem(r"C:\models\COM1.ckpt")
-    assert problem is not None and "names the device COM1" in problem
+    assert problem is not None
+    assert "names the device COM1" in problem
     assert path_problem("/models/nul.safetensors") is None  # a plain file on POSIX
     with path_rules(WINDOWS):
         write(tmp_path / "models" / "loras" / "con.safetensors", b"a file here")
@@ -309,7 +318,8 @@ def test_settling_another_spelling_of_a_catalogued_file(db: DatabaseManager) -> 
     assert settle("c:/models/style.ckpt", other) is Outcome.CONFLICT  # legacy: nothing overwritten
     assert settle(r"C:\Models\Style.ckpt", sha, source=SCAN_SOURCE) is Outcome.MOVED
     moved = db.get_model(sha)
-    assert moved is not None and moved.path == r"C:\Models\Style.ckpt"
+    assert moved is not None
+    assert moved.path == r"C:\Models\Style.ckpt"
     assert moved.meta[PREVIOUS_PATHS] == [r"C:\Models\style.ckpt"]
     assert settle(r"C:\MODELS\Style.ckpt", other, source=SCAN_SOURCE) is Outcome.REPLACED
     assert [m.sha256 for m in db.find_models()] == [other]
@@ -390,7 +400,8 @@ def test_keys_are_given_by_every_writer(db: DatabaseManager) -> None:
         s.execute(PendingImport.__table__.insert(), [{"path": r"D:\Y\b.ckpt", "name": "b"}])
     with db.session_scope(immediate=True) as s:
         model = s.get(Model, "e" * 64)
-        assert model is not None and model.path_key == r"D:\X\A.CKPT"
+        assert model is not None
+        assert model.path_key == r"D:\X\A.CKPT"
         model.path = r"D:\Z\a.ckpt"
     with db.session_scope() as s:
         assert s.scalar(select(Model.path_key)) == r"D:\Z\A.CKPT"
