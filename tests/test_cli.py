@@ -81,7 +81,7 @@ def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
     assert worker["worker"]["imported"] == 1
     assert worker["staging"]["missing"] == 0
     init = modelvault("init", "--db", db, cwd=tmp_path)
-    assert "schema v3" in init.stdout
+    assert "schema v4" in init.stdout
 
 
 def _count(db: Path, sql: str) -> int:

@@ -205,11 +205,11 @@ def test_manager_accepts_url_path_and_engine(tmp_path: Path) -> None:
     by_path = DatabaseManager(tmp_path / "a.sqlite3")
     by_path.init_db()
     by_url = DatabaseManager(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    assert by_url.current_revision() == "v3"
+    assert by_url.current_revision() == "v4"
     by_engine = DatabaseManager(by_url.engine)
-    assert by_engine.current_revision() == "v3"
+    assert by_engine.current_revision() == "v4"
     by_engine.dispose()  # not ours: the engine stays usable
-    assert by_url.current_revision() == "v3"
+    assert by_url.current_revision() == "v4"
     default = DatabaseManager()
     default.init_db()
     assert (tmp_path / "xdg-data" / "modelvault" / "modelvault.sqlite3").is_file()
