@@ -1,9 +1,11 @@
 """Keep the catalog true: walk model folders, stage what is new or changed.
 
 A scan never reads a file's content. It lists the folders (``os.scandir``, one
-``stat`` per model file) and compares each file's path, size and mtime with what
-the catalog holds: a model, or a row already staged. A file that matches is
-left alone; a new or changed file is staged in ``pending_import`` (``source`` =
+``stat`` per model file) and compares each file's path and stamp (size, mtime,
+inode change time and inode: ``modelvault.file_stamp``) with what the catalog
+holds: a model, or a row already staged. A file that matches is left alone (a
+record of an older version, with size and mtime only, takes the rest of the
+stamp the file has now); a new or changed file is staged in ``pending_import`` (``source`` =
 ``scan``, type from its folder), and the workers hash it and settle it by the
 catalog's rules (``modelvault.catalog.settle_file``): a moved or renamed file
 keeps its tags and notes, a file overwritten in place keeps its model.
@@ -39,11 +41,14 @@ from modelvault.catalog import (
     chunked,
     insert_ignoring_duplicates,
     settle_file,
-    without_scan_mtime,
+    staged_file_stat,
+    with_file_stat,
+    without_scan_stat,
 )
 from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
+from modelvault.file_stamp import FILE_STAT, Verdict, stat_marks
 from modelvault.normalize import MAX_TYPE
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
@@ -55,6 +60,7 @@ from modelvault.scan_sources import (
     parse_extra_model_paths,
     resolve_roots,
 )
+from modelvault.scan_stamps import WAITING, restamp_rows, staged_meta, stamp_models, verdict
 from modelvault.scan_walk import MODEL_EXTENSIONS, FolderKey, FoundFile, RootWalk, folder_key
 
 __all__ = [
@@ -78,8 +84,7 @@ WRITE_BATCH = 500
 STREAM_BATCH = 1000
 
 PENDING_TABLE = cast(Table, PendingImport.__table__)
-# Rows in these statuses wait for a worker already: the scan leaves them alone.
-WAITING = frozenset({PendingStatus.PENDING.value, PendingStatus.CLAIMED.value})
+# Rows in these statuses (WAITING) wait for a worker already: the scan leaves them alone.
 DUPLICATE = PendingStatus.DUPLICATE.value
 
 Progress = Callable[[int], None]
@@ -92,12 +97,6 @@ class GoneModel(NamedTuple):
     path: str
     size_bytes: int | None
     sha256: str = ""  # looked up once the walk is over (the walk streams no hashes)
-
-
-def unchanged(recorded_size: int | None, recorded_mtime_ns: Any, found: FoundFile) -> bool:
-    """Whether a file is as the catalog recorded it: the one comparison that decides
-    what a scan reads again."""
-    return recorded_size == found.size and recorded_mtime_ns == found.mtime_ns
 
 
 # -- comparing with the catalog ------------------------------------------------
@@ -160,6 +159,9 @@ class _Writer:
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
+        # Records of an older version that take the rest of their file's stamp.
+        self.stamp_rows: list[dict[str, Any]] = []
+        self.stamp_models: list[FoundFile] = []
         self.since_progress = 0
         # Sizes of what a dry run would have staged (a real run finds them staged).
         self.sizes_not_written: set[int] = set()
@@ -177,7 +179,7 @@ class _Writer:
                 "name": os.path.basename(found.path),
                 "type": found.type if len(found.type) <= MAX_TYPE else "other",
                 "size_bytes": found.size,
-                "meta": {SCAN_MTIME_NS: found.mtime_ns},
+                "meta": staged_meta(found),
                 "tags": [],
                 "source": SCAN_SOURCE,
                 "status": PendingStatus.PENDING.value,
@@ -189,8 +191,17 @@ class _Writer:
 
     def again(self, row: Any, found: FoundFile) -> None:
         self.changed("changed", found.path)
-        meta = {**(row.meta or {}), SCAN_MTIME_NS: found.mtime_ns}
+        meta = staged_meta(found, row.meta)
         self.requeue.append({"row_id": row.id, "size": found.size, "new_meta": meta})
+        self._maybe_flush()
+
+    def stamp_row(self, row: Any, found: FoundFile) -> None:
+        meta = with_file_stat(row.meta or {}, stat_marks(found.stamp))
+        self.stamp_rows.append({"row_id": row.id, "size": found.size, "new_meta": meta})
+        self._maybe_flush()
+
+    def stamp_model(self, found: FoundFile) -> None:
+        self.stamp_models.append(found)
         self._maybe_flush()
 
     def tick(self) -> None:
@@ -199,19 +210,25 @@ class _Writer:
             self.flush()
 
     def _maybe_flush(self) -> None:
-        if len(self.new) + len(self.requeue) >= WRITE_BATCH:
+        waiting = len(self.new) + len(self.requeue) + len(self.stamp_rows)
+        if waiting + len(self.stamp_models) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.report.dry_run:
             self.sizes_not_written.update(r["size_bytes"] for r in self.new)
             self.sizes_not_written.update(r["size"] for r in self.requeue)
-        elif self.new or self.requeue:
+        elif self.new or self.requeue or self.stamp_rows or self.stamp_models:
             with self.db.session_scope(immediate=True) as session:
                 insert_ignoring_duplicates(session, PENDING_TABLE, self.new)
+                conn = session.connection()
                 if self.requeue:
-                    session.connection().execute(_REQUEUE, self.requeue)
-        self.new, self.requeue = [], []
+                    conn.execute(_REQUEUE, self.requeue)
+                if self.stamp_rows:
+                    restamp_rows(conn, self.stamp_rows)
+                if self.stamp_models:
+                    stamp_models(conn, self.stamp_models)
+        self.new, self.requeue, self.stamp_rows, self.stamp_models = [], [], [], []
         self.since_progress = 0
         if self.progress is not None:
             self.progress(self.report.files_seen)
@@ -248,10 +265,11 @@ def scan_roots(
 ) -> ScanReport:
     """Walk ``roots`` and stage every model file that is new or changed.
 
-    Reads no file's content: a file whose path, size and mtime match its model
-    (or its staging row) is left alone. Returns what was found; run the workers
-    (``process_pending``, ``MigrationManager.start_scan``) to hash what was
-    staged, then ``settle_after_hashing`` to count the moves they settled.
+    Reads no file's content: a file whose path and stamp (size, mtime, inode
+    change time, inode) match its model (or its staging row) is left alone.
+    Returns what was found; run the workers (``process_pending``,
+    ``MigrationManager.start_scan``) to hash what was staged, then
+    ``settle_after_hashing`` to count the moves they settled.
 
     ``on_change`` is called once per file that changed (``FileChange``: new,
     changed, moved, missing, skipped). ``dry_run`` writes nothing: the report
@@ -314,7 +332,9 @@ def _scan_root(
             passed.append(GoneModel(model.path, model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns)
+        model_rows = select(
+            Model.path, Model.size_bytes, Model.mtime_ns, Model.meta[FILE_STAT].label("stat")
+        )
         models = _under(conn, model_rows, Model.path, top)
         staged_rows = select(
             PendingImport.path,
@@ -350,24 +370,30 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
     if row is not None:
         if row.status in WAITING:
             report.already_staged += 1
-        elif (
-            unchanged(row.size_bytes, (row.meta or {}).get(SCAN_MTIME_NS), found)
-            # A copy of content no model holds any more (deleted, or overwritten in
-            # place while this copy was being settled) must become a model itself.
-            and (row.status != DUPLICATE or row.model_sha256 is not None)
-        ):
-            report.unchanged += 1
-        else:
+            return
+        meta = row.meta or {}
+        seen = verdict(row.size_bytes, meta.get(SCAN_MTIME_NS), meta, found)
+        # A copy of content no model holds any more (deleted, or overwritten in
+        # place while this copy was being settled) must become a model itself.
+        if seen is Verdict.CHANGED or (row.status == DUPLICATE and row.model_sha256 is None):
             report.requeued += 1
             writer.again(row, found)
+            return
+        report.unchanged += 1
+        if seen is Verdict.STAMP:
+            writer.stamp_row(row, found)
     elif model is None:
         report.staged_new += 1
         writer.stage(found, "new")
-    elif unchanged(model.size_bytes, model.mtime_ns, found):
-        report.unchanged += 1
     else:
-        report.staged_changed += 1
-        writer.stage(found, "changed")
+        seen = verdict(model.size_bytes, model.mtime_ns, {FILE_STAT: model.stat}, found)
+        if seen is Verdict.CHANGED:
+            report.staged_changed += 1
+            writer.stage(found, "changed")
+            return
+        report.unchanged += 1
+        if seen is Verdict.STAMP:
+            writer.stamp_model(found)
 
 
 # -- the models whose files are gone --------------------------------------------
@@ -435,15 +461,15 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
 
 
 def _as_recorded(path: str, size: int | None, meta: Any) -> bool:
-    """Whether the file at ``path`` is still the one hashed: a regular file of the
-    recorded size and mtime (nothing is read)."""
+    """Whether the file at ``path`` is still the one hashed: a regular file with the
+    recorded stamp (nothing is read)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
     mtime = (meta or {}).get(SCAN_MTIME_NS) if isinstance(meta, dict) else None
-    found = FoundFile(path, st.st_size, st.st_mtime_ns, "")
-    return os.path.isfile(path) and unchanged(size, mtime, found)
+    found = FoundFile.of(path, st, "")
+    return os.path.isfile(path) and verdict(size, mtime, meta, found) is not Verdict.CHANGED
 
 
 def _waiting_sizes(db: DatabaseManager, models: Iterable[GoneModel]) -> set[int]:
@@ -483,8 +509,9 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             size_bytes=row.size_bytes,
             mtime_ns=meta.get(SCAN_MTIME_NS),
             created_at=row.created_at,
-            meta=without_scan_mtime(meta),
-            source=SCAN_SOURCE,  # its stat is fresh: the model takes its size and mtime
+            meta=without_scan_stat(meta),
+            source=SCAN_SOURCE,  # its stat is fresh: the model takes its stamp
+            file_stat=staged_file_stat(meta),
         )  # (its tags were linked when it was found to be a copy)
         settled = settle_file(session, item, policy=policy, path_is_live=os.path.lexists)
         if settled.outcome is not Outcome.MOVED:  # cannot happen after the checks above

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import NamedTuple
 
+from modelvault.file_stamp import FileStamp, stamp_of
 from modelvault.normalize import known_folder_type, model_type_for_folder
 from modelvault.scan_report import FileChange, ScanReport
 from modelvault.scan_sources import ScanRoot
@@ -60,6 +61,19 @@ class FoundFile(NamedTuple):
     mtime_ns: int
     type: str
     skip: str | None = None  # why the file cannot be catalogued
+    ctime_ns: int | None = None  # the rest of its stamp, where known (modelvault.file_stamp)
+    ino: int | None = None
+
+    @property
+    def stamp(self) -> FileStamp:
+        return FileStamp(self.size, self.mtime_ns, self.ctime_ns, self.ino)
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result, type: str, skip: str | None = None) -> FoundFile:
+        """The file at ``path`` as its ``stat`` shows it. (A folder listing on Windows
+        gives no inode: there the stamp is size and mtime.)"""
+        stamp = stamp_of(st)
+        return cls(path, stamp.size, stamp.mtime_ns, type, skip, stamp.ctime_ns, stamp.ino)
 
 
 def folder_identity(
@@ -246,8 +260,7 @@ class RootWalk:
                 return None  # removed while we looked
             why = "a link to nothing" if isinstance(exc, FileNotFoundError) else exc.strerror
             return FoundFile(entry.path, 0, 0, kind, why or str(exc))
-        problem = file_problem(st)
-        return FoundFile(entry.path, st.st_size, st.st_mtime_ns, kind, problem)
+        return FoundFile.of(entry.path, st, kind, file_problem(st))
 
     def unreadable(self, folder: str, exc: OSError, origin: str | None = None) -> None:
         listed = f" (listed in {origin})" if origin else ""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelvault.errors import FileChangedError, HashCancelled, HashingError, ValidationError
+from modelvault.file_stamp import stamp_of
 from modelvault.hashing import (
     DEFAULT_CHUNK_SIZE,
     FileDigest,
@@ -105,7 +106,8 @@ def test_digest_matches_hashlib(tmp_path: Path, size: int) -> None:
     digest = hash_file_digest(path, chunk_size=CHUNK, on_progress=progress)
 
     stat = os.stat(path)
-    assert digest == FileDigest(sha(data), size, stat.st_mtime_ns)
+    assert (digest.sha256, digest.stamp) == (sha(data), stamp_of(stat))
+    assert (digest.size_bytes, digest.mtime_ns) == (size, stat.st_mtime_ns)
     assert progress.total == size
     assert all(0 < n <= CHUNK for n in progress.chunks)
     assert progress.heartbeats == 0

@@ -23,7 +23,8 @@ path holds other content   staging row ``conflict`` (sha256 and reason kept)
 file not found             staging row ``missing`` (attempts counted)
 I/O error, stale handle,   back to ``pending`` after a doubling back-off, then
 file changed or replaced,  ``failed`` after ``max_attempts``, with the last error
-permission denied
+permission denied, a drive (never ``missing``: see ``modelvault.presence``)
+or share that is not there
 folder, FIFO, socket,      ``failed`` at once with the reason (no retry can cure
 device, name too long,     it, see ``classify_os_error``); a FIFO or device is
 symlink loop, relative     never opened for reading, so nothing blocks on one
@@ -57,10 +58,12 @@ from modelvault.errors import (
     NotRegularFileError,
     ValidationError,
 )
+from modelvault.file_stamp import stat_marks
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
+from modelvault.presence import FileState, after_error, too_long, too_long_message
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +564,7 @@ class MigrationWorker(threading.Thread):
             self._released(row, "lease lost: another worker took the file over")
             return None
         except FileNotFoundError as exc:
-            self._missing(row, exc)
+            self._not_found(row, exc)
             return None
         except OSError as exc:  # FileChangedError counts too: the next try may find it settled
             message, permanent = classify_os_error(exc)
@@ -590,7 +593,10 @@ class MigrationWorker(threading.Thread):
         hashed, self._hashed, self._hashed_bytes = self._hashed, [], 0
         if not hashed:
             return
-        items = [(row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns)) for row, d in hashed]
+        items = [
+            (row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns, stat_marks(d.stamp)))
+            for row, d in hashed
+        ]
         claim = None
         if claim_next and not self.stopping and not self.control.paused:
             claim = self._claim_wanted()
@@ -641,6 +647,18 @@ class MigrationWorker(threading.Thread):
             message=settled.reason,
             sha256=digest.sha256,
         )
+
+    def _not_found(self, row: ClaimedRow, exc: FileNotFoundError) -> None:
+        """``missing`` only if the file is gone: one on a drive or share that is not
+        there now is tried again after a back-off; a path too long fails at once."""
+        found = after_error(row.path, exc)
+        if found.state is FileState.GONE:
+            self._missing(row, exc)
+        elif too_long(exc.errno, getattr(exc, "winerror", None)):
+            self._give_up(row, too_long_message(row.path), final=True)
+        else:
+            why = f"{row.path} cannot be reached now ({found.reason}); it is tried again later"
+            self._give_up(row, why)
 
     def _missing(self, row: ClaimedRow, exc: OSError) -> None:
         message = f"file not found: {exc.filename or row.path}"
@@ -835,6 +853,8 @@ def classify_os_error(exc: OSError) -> tuple[str, bool]:
     """
     if isinstance(exc, HashingError):  # our own sentence: which file, what is wrong
         return str(exc), isinstance(exc, NotRegularFileError)
+    if too_long(exc.errno, getattr(exc, "winerror", None)):
+        return too_long_message(str(exc.filename or "the path")), True
     return describe_os_error(exc), exc.errno in PERMANENT_ERRNOS
 
 
