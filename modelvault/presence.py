@@ -123,6 +123,36 @@ def too_long_message(path: str) -> str:
     )
 
 
+class NotFound(enum.Enum):
+    """What a worker makes of a file it did not find."""
+
+    GONE = "missing"
+    AWAY = "tried again after a back-off"  # its drive or share is not there now
+    TOO_LONG = "failed at once"
+
+
+def after_not_found(
+    path: str,
+    exc: OSError,
+    *,
+    pathmod: ModuleType = os.path,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> tuple[NotFound, str]:
+    """For a worker: whether a file not found is gone (``missing``), out of reach for
+    now (tried again after a back-off), or at a path too long to open (failed at
+    once), as Windows says all three with errno ``ENOENT``; and the sentence for
+    its row. ``pathmod`` and ``exists`` as in ``after_error``."""
+    if too_long(exc.errno, getattr(exc, "winerror", None)):
+        return NotFound.TOO_LONG, too_long_message(path)
+    found = after_error(path, exc, pathmod=pathmod, exists=exists)
+    if found.state is FileState.GONE:
+        return NotFound.GONE, f"file not found: {exc.filename or path}"
+    return NotFound.AWAY, (
+        f"{path} cannot be reached now ({found.reason}); it is not called missing, "
+        "and is tried again later"
+    )
+
+
 def path_is_live(path: str) -> bool:
     """Whether the file at ``path`` may still be there: False only when it is gone
     (a link to nothing is gone). A file on a drive or share that is away, or in a

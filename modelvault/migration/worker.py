@@ -63,7 +63,7 @@ from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
-from modelvault.presence import FileState, after_error, too_long, too_long_message
+from modelvault.presence import NotFound, after_not_found, too_long, too_long_message
 
 log = logging.getLogger(__name__)
 
@@ -649,19 +649,13 @@ class MigrationWorker(threading.Thread):
         )
 
     def _not_found(self, row: ClaimedRow, exc: FileNotFoundError) -> None:
-        """``missing`` only if the file is gone: one on a drive or share that is not
-        there now is tried again after a back-off; a path too long fails at once."""
-        found = after_error(row.path, exc)
-        if found.state is FileState.GONE:
-            self._missing(row, exc)
-        elif too_long(exc.errno, getattr(exc, "winerror", None)):
-            self._give_up(row, too_long_message(row.path), final=True)
+        kind, message = after_not_found(row.path, exc)
+        if kind is NotFound.GONE:
+            self._missing(row, message)
         else:
-            why = f"{row.path} cannot be reached now ({found.reason}); it is tried again later"
-            self._give_up(row, why)
+            self._give_up(row, message, final=kind is NotFound.TOO_LONG)
 
-    def _missing(self, row: ClaimedRow, exc: OSError) -> None:
-        message = f"file not found: {exc.filename or row.path}"
+    def _missing(self, row: ClaimedRow, message: str) -> None:
         if not queue.mark_missing(self.db, self.owner, row, message):
             self._released(row, "lease lost")
             return
