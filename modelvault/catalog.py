@@ -261,7 +261,7 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         session.add(model)
     else:
         model = existing
-        for key, value in values.items():
+        for key, value in _keeping_file_stat(model, values).items():
             setattr(model, key, value)
     session.flush()
     if tags:
@@ -269,6 +269,25 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         link_tags(session, ((model.sha256, tag_id) for tag_id in ids.values()))
         session.expire(model, ["tags"])
     return model
+
+
+def _keeping_file_stat(model: Model, values: dict[str, Any]) -> dict[str, Any]:
+    """An update of a model keeps its ``file_stat`` (bookkeeping, not a note: a caller
+    that rewrites the notes does not know it) while the file's path, size and mtime
+    stay as they are; once one of them changes, the stamp goes with them."""
+    stamp = model.meta.get(FILE_STAT)
+    if stamp is None:
+        return values
+    moved = any(
+        key in values and values[key] != getattr(model, key)
+        for key in ("path", "size_bytes", "mtime_ns")
+    )
+    meta = values.get("meta")
+    if moved and meta is None:
+        values["meta"] = with_file_stat(model.meta, None)
+    elif not moved and meta is not None and FILE_STAT not in meta:
+        values["meta"] = {**meta, FILE_STAT: stamp}
+    return values
 
 
 class Outcome(str, enum.Enum):
