@@ -118,6 +118,23 @@ def test_the_next_scan_reads_again_a_file_rewritten_with_its_mtime_put_back(
     assert (again.unchanged, again.staged, again.requeued) == (2, 0, 0)
 
 
+def test_a_file_touched_is_read_once_then_found_unchanged(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    path = root / "a.safetensors"
+    write(path, OLD)
+    scan_and_hash(db, root)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the bytes are the same
+    report, result = scan_and_hash(db, root)
+    assert (report.staged_changed, result.merged) == (1, 1)
+    model = db.get_model(sha(OLD))
+    assert model is not None
+    assert (model.mtime_ns, model.meta[FILE_STAT]) == (os.stat(path).st_mtime_ns, marks_of(path))
+    assert scan_roots(db, [root]).unchanged == 1
+
+
 def test_notes_rewritten_keep_the_stamp_and_a_new_mtime_drops_it(
     db: DatabaseManager, tmp_path: Path
 ) -> None:
