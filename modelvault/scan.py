@@ -48,7 +48,7 @@ from modelvault.catalog import (
 from modelvault.database import DatabaseManager
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
-from modelvault.file_stamp import FILE_STAT, Verdict, stat_marks
+from modelvault.file_stamp import Verdict, stat_marks
 from modelvault.normalize import MAX_TYPE
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
@@ -60,7 +60,15 @@ from modelvault.scan_sources import (
     parse_extra_model_paths,
     resolve_roots,
 )
-from modelvault.scan_stamps import WAITING, restamp_rows, staged_meta, stamp_models, verdict
+from modelvault.scan_stamps import (
+    WAITING,
+    column_verdict,
+    restamp_rows,
+    staged_meta,
+    stamp_columns,
+    stamp_models,
+    verdict,
+)
 from modelvault.scan_walk import MODEL_EXTENSIONS, FolderKey, FoundFile, RootWalk, folder_key
 
 __all__ = [
@@ -332,9 +340,8 @@ def _scan_root(
             passed.append(GoneModel(model.path, model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        model_rows = select(
-            Model.path, Model.size_bytes, Model.mtime_ns, Model.meta[FILE_STAT].label("stat")
-        )
+        stamps = stamp_columns(conn.dialect.name == "postgresql")
+        model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns, *stamps)
         models = _under(conn, model_rows, Model.path, top)
         staged_rows = select(
             PendingImport.path,
@@ -386,7 +393,8 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
         report.staged_new += 1
         writer.stage(found, "new")
     else:
-        seen = verdict(model.size_bytes, model.mtime_ns, {FILE_STAT: model.stat}, found)
+        _, size, mtime_ns, ctime_ns, ino = model
+        seen = column_verdict(size, mtime_ns, ctime_ns, ino, found)
         if seen is Verdict.CHANGED:
             report.staged_changed += 1
             writer.stage(found, "changed")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import NamedTuple
 
-from modelvault.file_stamp import FileStamp, stamp_of
+from modelvault.file_stamp import WINDOWS, FileStamp
 from modelvault.normalize import known_folder_type, model_type_for_folder
 from modelvault.scan_report import FileChange, ScanReport
 from modelvault.scan_sources import ScanRoot
@@ -70,10 +70,11 @@ class FoundFile(NamedTuple):
 
     @classmethod
     def of(cls, path: str, st: os.stat_result, type: str, skip: str | None = None) -> FoundFile:
-        """The file at ``path`` as its ``stat`` shows it. (A folder listing on Windows
-        gives no inode: there the stamp is size and mtime.)"""
-        stamp = stamp_of(st)
-        return cls(path, stamp.size, stamp.mtime_ns, type, skip, stamp.ctime_ns, stamp.ino)
+        """The file at ``path`` as its ``stat`` shows it: what ``stamp_of`` takes, taken
+        here without a stamp in between (once per file of a scan). A folder listing on
+        Windows gives no inode: there the stamp is size and mtime."""
+        ctime = None if WINDOWS else st.st_ctime_ns
+        return cls(path, st.st_size, st.st_mtime_ns, type, skip, ctime, st.st_ino or None)
 
 
 def folder_identity(

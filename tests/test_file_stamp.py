@@ -18,6 +18,8 @@ from modelvault.file_stamp import (
     stat_marks,
 )
 from modelvault.migration.queue_sql import StoredJSON
+from modelvault.scan_stamps import column_verdict, verdict
+from modelvault.scan_walk import FoundFile
 from modelvault.winfiles import (
     FILE_FLAG_OPEN_REPARSE_POINT,
     FILE_SHARE_DELETE,
@@ -70,6 +72,18 @@ def test_stamps_as_the_catalog_keeps_them() -> None:
     # A file_stat edited by hand is not trusted: it counts as not recorded.
     for bad in ("7000", [7_000], {"ctime_ns": "7000", "ino": True}, {"ctime_ns": 7.0}):
         assert recorded_stamp(100, 5_000, {FILE_STAT: bad}) == FileStamp(100, 5_000)
+
+
+def test_a_model_streamed_by_a_scan_is_judged_as_its_meta_would_be() -> None:
+    found = FoundFile("/m/a.safetensors", 100, 5_000, "lora", None, 7_000, 42)
+    marks = stat_marks(RECORDED)
+    for ctime, ino in ((7_000, 42), ("7000", "42"), (None, None), ("x", 42), (7_001, 42)):
+        meta = {FILE_STAT: {"ctime_ns": ctime, "ino": ino}}
+        as_streamed = column_verdict(100, 5_000, ctime, ino, found)  # SQLite: ints; PG: text
+        if isinstance(ctime, str) and ctime.isdigit():
+            meta = {FILE_STAT: marks}  # PostgreSQL gives the stored number as text
+        assert as_streamed is verdict(100, 5_000, meta, found), (ctime, ino)
+    assert column_verdict(101, 5_000, 7_000, 42, found) is Verdict.CHANGED
 
 
 def test_a_stamp_from_a_stat(tmp_path: Path) -> None:
