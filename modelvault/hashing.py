@@ -240,7 +240,7 @@ def _check_unchanged(name: str, before: os.stat_result, after: os.stat_result, t
     unchanged. (A file replaced or removed says so before its change time does: its
     own change time moves as it loses its name.)"""
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        _check_stamp(name, before, after)
+        _check_stamp(name, before, after)  # raises, saying which moved
     if total != before.st_size:
         raise FileChangedError(
             f"{name} changed while it was being hashed: "
@@ -295,7 +295,10 @@ def open_regular_file(path: StrPath, *, follow_symlinks: bool = True) -> io.File
     is checked again, in case the path was swapped for something else meanwhile
     (``FileChangedError`` if it names another file now). Other failures are the
     ``OSError`` of ``stat`` or ``open`` as it is. With ``follow_symlinks=False``
-    a symbolic link is refused like any other file that is not regular.
+    a symbolic link is refused like any other file that is not regular. On
+    Windows the file is opened sharing read, write and delete
+    (``modelvault.winfiles``): other programs may move, replace or delete it
+    while it is open, as they may elsewhere.
     """
     return _open_regular(os.fspath(path), follow_symlinks=follow_symlinks)[0]
 
