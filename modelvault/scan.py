@@ -5,10 +5,11 @@ A scan never reads a file's content. It lists the folders (``os.scandir``, one
 inode change time and inode: ``modelvault.file_stamp``) with what the catalog
 holds: a model, or a row already staged. A file that matches is left alone (a
 record of an older version, with size and mtime only, takes the rest of the
-stamp the file has now); a new or changed file is staged in ``pending_import`` (``source`` =
-``scan``, type from its folder), and the workers hash it and settle it by the
-catalog's rules (``modelvault.catalog.settle_file``): a moved or renamed file
-keeps its tags and notes, a file overwritten in place keeps its model.
+stamp the file has now); a new or changed file is staged in ``pending_import``
+(``source`` = ``scan``, type from its folder), and the workers hash it and
+settle it by the catalog's rules (``modelvault.catalog.settle_file``): a moved
+or renamed file keeps its tags and notes, a file overwritten in place keeps its
+model.
 Catalogued files that are gone are reported, never deleted; where a copy of
 their content was found before (a ``duplicate`` row) and is unchanged since,
 the model moves to it at once.
@@ -92,7 +93,7 @@ WRITE_BATCH = 500
 STREAM_BATCH = 1000
 
 PENDING_TABLE = cast(Table, PendingImport.__table__)
-# Rows in these statuses (WAITING) wait for a worker already: the scan leaves them alone.
+# WAITING (scan_stamps): rows that wait for a worker already; the scan leaves them alone.
 DUPLICATE = PendingStatus.DUPLICATE.value
 
 Progress = Callable[[int], None]
