@@ -26,6 +26,7 @@ from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
+from modelvault.file_stamp import FILE_STAT
 from modelvault.normalize import (
     normalize_color,
     normalize_sha256,
@@ -45,18 +46,42 @@ SUPERSEDED = "superseded"  # notes that gave way when two records of one content
 LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
 PREVIEWS = "previews"  # images in the catalog's store: {"sha256", "file", "source"}
 PREVIOUS_SHA256 = "previous_sha256"  # content a file held before it was overwritten in place
-RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256)
+# FILE_STAT: the file's inode change time and inode, beside mtime_ns (modelvault.file_stamp)
+RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256, FILE_STAT)
 
 # ``pending_import.source`` of the rows a folder scan stages (modelvault.scan).
 SCAN_SOURCE = "scan"
 # The mtime a folder scan saw, kept in a staging row's meta until the file is hashed
-# (``pending_import`` has no mtime column; the worker takes the file's own stat).
+# (``pending_import`` has no mtime column; the worker takes the file's own stat), with
+# the rest of its stamp under FILE_STAT as in a model's meta (see modelvault.file_stamp).
+# A ``duplicate`` or ``conflict`` row keeps the stamp the file had when it was hashed.
 SCAN_MTIME_NS = "scan_mtime_ns"
+_SCAN_STAT_KEYS = (SCAN_MTIME_NS, FILE_STAT)
 
 
-def without_scan_mtime(meta: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A staging row's meta as a model's: the scan's stat is bookkeeping, not a note."""
-    return {k: v for k, v in meta.items() if k != SCAN_MTIME_NS} if SCAN_MTIME_NS in meta else meta
+def without_scan_stat(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A staging row's meta as a model's: the file's stamp is bookkeeping, not a note
+    (a model takes the stamp of the file as it was hashed: ``HashedFile.file_stat``)."""
+    if SCAN_MTIME_NS in meta or FILE_STAT in meta:
+        return {k: v for k, v in meta.items() if k not in _SCAN_STAT_KEYS}
+    return meta
+
+
+def staged_file_stat(meta: Mapping[str, Any]) -> Mapping[str, int] | None:
+    """The ``file_stat`` a staging row's meta holds, if any."""
+    marks = meta.get(FILE_STAT)
+    return marks if isinstance(marks, Mapping) else None
+
+
+def with_file_stat(meta: Mapping[str, Any], marks: Mapping[str, int] | None) -> dict[str, Any]:
+    """``meta`` holding ``marks`` as its ``file_stat`` (none at all if ``marks`` is None:
+    an old stamp must not outlive the size and mtime it went with)."""
+    meta = dict(meta)
+    if marks:
+        meta[FILE_STAT] = dict(marks)
+    else:
+        meta.pop(FILE_STAT, None)
+    return meta
 
 
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
@@ -242,7 +267,7 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         session.add(model)
     else:
         model = existing
-        for key, value in values.items():
+        for key, value in _keeping_file_stat(model, values).items():
             setattr(model, key, value)
     session.flush()
     if tags:
@@ -250,6 +275,25 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         link_tags(session, ((model.sha256, tag_id) for tag_id in ids.values()))
         session.expire(model, ["tags"])
     return model
+
+
+def _keeping_file_stat(model: Model, values: dict[str, Any]) -> dict[str, Any]:
+    """An update of a model keeps its ``file_stat`` (bookkeeping, not a note: a caller
+    that rewrites the notes does not know it) while the file's path, size and mtime
+    stay as they are; once one of them changes, the stamp goes with them."""
+    stamp = model.meta.get(FILE_STAT)
+    if stamp is None:
+        return values
+    moved = any(
+        key in values and values[key] != getattr(model, key)
+        for key in ("path", "size_bytes", "mtime_ns")
+    )
+    meta = values.get("meta")
+    if moved and meta is None:
+        values["meta"] = with_file_stat(model.meta, None)
+    elif not moved and meta is not None and FILE_STAT not in meta:
+        values["meta"] = {**meta, FILE_STAT: stamp}
+    return values
 
 
 class Outcome(str, enum.Enum):
@@ -281,6 +325,8 @@ class HashedFile:
     meta: Mapping[str, Any] = field(default_factory=dict)
     tags: Sequence[TagSpec] = ()
     source: str | None = None  # ``SCAN_SOURCE`` for a file a folder scan found
+    # The rest of the file's stamp, kept with mtime_ns (``meta["file_stat"]``).
+    file_stat: Mapping[str, int] | None = None
 
     @property
     def scanned(self) -> bool:
@@ -316,10 +362,12 @@ def settle_file(
       overwritten in place and the model follows its new content
       (``replace_content``).
 
-    A scanned file's size and mtime are facts about the file, not notes: they
-    are always taken, so the next scan finds the file unchanged; and so is its
-    path as the scan spelt it (a file whose name changed case only is the same
-    file: ``MOVED`` when a name changed case, else ``MERGED``).
+    A scanned file's stamp (size, mtime, ``file_stat``) is a fact about the
+    file, not a note: it is always taken, so the next scan finds the file
+    unchanged; and so is its path as the scan spelt it (a file whose name
+    changed case only is the same file: ``MOVED`` when a name changed case,
+    else ``MERGED``). Wherever a model takes a file's mtime, it takes its
+    ``file_stat`` with it.
 
     Paths are compared by their identity key (``modelvault.pathkey``): on
     Windows, two spellings of one file are one path.
@@ -348,7 +396,7 @@ def settle_file(
             base=item.base,
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
-            meta=dict(item.meta),
+            meta=with_file_stat(item.meta, item.file_stat),
         )
         if item.created_at is not None:
             model.created_at = item.created_at
@@ -369,7 +417,7 @@ def settle_file(
         unite_previews(model, item.meta)  # like tags: images of the content join the model
         outcome = Outcome.DUPLICATE
     if item.scanned and outcome is not Outcome.DUPLICATE:
-        model.size_bytes, model.mtime_ns = item.size_bytes, item.mtime_ns
+        _take_stamp(model, item)
     session.flush()
     _link_item_tags(session, item, tag_cache)
     if outcome is Outcome.DUPLICATE:
@@ -390,6 +438,13 @@ def move_model(model: Model, path: str, name: str, *, keep_previous: bool = True
             **model.meta,
             PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
         }
+
+
+def _take_stamp(model: Model, item: HashedFile) -> None:
+    """The model records the item's file as it was hashed: size, mtime, ``file_stat``."""
+    model.size_bytes, model.mtime_ns = item.size_bytes, item.mtime_ns
+    if model.meta.get(FILE_STAT) != item.file_stat:
+        model.meta = with_file_stat(model.meta, item.file_stat)
 
 
 def _link_item_tags(session: Session, item: HashedFile, tag_cache: dict[str, int] | None) -> None:
@@ -422,7 +477,7 @@ def replace_content(
             f"(sha256 {item.sha256}): delete one of the two files or models",
         )
     old_sha = holder.sha256
-    meta = dict(holder.meta)
+    meta = with_file_stat(holder.meta, item.file_stat)
     meta[PREVIOUS_SHA256] = [*meta.get(PREVIOUS_SHA256, []), old_sha]
     copy = _live_copy(session, old_sha, path_is_live)
     session.expunge(holder)  # its primary key changes below, behind the ORM's back
@@ -451,7 +506,9 @@ def replace_content(
                 base=copy.base,
                 size_bytes=copy.size_bytes,
                 mtime_ns=(copy.meta or {}).get(SCAN_MTIME_NS),
-                meta=without_scan_mtime(copy.meta or {}),
+                meta=with_file_stat(
+                    without_scan_stat(copy.meta or {}), staged_file_stat(copy.meta or {})
+                ),
             )
         )
         session.delete(copy)
@@ -488,13 +545,17 @@ def combine_fields(model: Model, item: HashedFile, policy: str) -> None:
     is never dropped.
     """
     replace = policy == "replace"
+    took_mtime = False
     if policy != "keep":
         for key in ("name", "type", "base", "size_bytes", "mtime_ns"):
             new = getattr(item, key)
             old = getattr(model, key)
             if new is not None and (replace or old is None or (key == "type" and old == "other")):
                 setattr(model, key, new)
+                took_mtime = took_mtime or key == "mtime_ns"
     model.meta = combine_meta(dict(model.meta), model.path, dict(item.meta), item.path, policy)
+    if took_mtime:  # the stamp goes with the mtime it was taken with
+        model.meta = with_file_stat(model.meta, item.file_stat)
 
 
 def combine_meta(

@@ -24,6 +24,7 @@ from operator import itemgetter
 from types import ModuleType
 from typing import NamedTuple
 
+from modelvault.file_stamp import WINDOWS, FileStamp
 from modelvault.normalize import known_folder_type, model_type_for_folder
 from modelvault.pathkey import (
     POSIX,
@@ -83,6 +84,22 @@ class FoundFile(NamedTuple):
     type: str
     skip: str | None = None  # why the file cannot be catalogued
     key: str = ""  # the identity key of its path (modelvault.pathkey)
+    ctime_ns: int | None = None  # the rest of its stamp, where known (modelvault.file_stamp)
+    ino: int | None = None
+
+    @property
+    def stamp(self) -> FileStamp:
+        return FileStamp(self.size, self.mtime_ns, self.ctime_ns, self.ino)
+
+    @classmethod
+    def of(
+        cls, path: str, st: os.stat_result, type: str, skip: str | None = None, key: str = ""
+    ) -> FoundFile:
+        """The file at ``path`` as its ``stat`` shows it: what ``stamp_of`` takes, taken
+        here without a stamp in between (once per file of a scan). A folder listing on
+        Windows gives no inode: there the stamp is size and mtime."""
+        ctime = None if WINDOWS else st.st_ctime_ns
+        return cls(path, st.st_size, st.st_mtime_ns, type, skip, key, ctime, st.st_ino or None)
 
 
 def folder_identity(
@@ -301,8 +318,7 @@ class RootWalk:
                 return None  # removed while we looked
             why = "a link to nothing" if isinstance(exc, FileNotFoundError) else exc.strerror
             return FoundFile(entry.path, 0, 0, kind, why or str(exc), key)
-        problem = file_problem(st)
-        return FoundFile(entry.path, st.st_size, st.st_mtime_ns, kind, problem, key)
+        return FoundFile.of(entry.path, st, kind, file_problem(st), key)
 
     def unreadable(self, folder: str, exc: OSError, origin: str | None = None) -> None:
         listed = f" (listed in {origin})" if origin else ""

@@ -25,6 +25,7 @@ from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
 from modelvault.db.sqlite_files import path_problem
 from modelvault.errors import ModelVaultError
+from modelvault.file_stamp import FILE_STAT
 from modelvault.images import default_store
 from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
@@ -571,6 +572,7 @@ def describe_model(
         ("tags", out.tag_list(model.tags)),
     ]
     meta = dict(model.meta)
+    meta.pop(FILE_STAT, None)  # bookkeeping (shown as "modified"), not a note
     if previews:
         meta.pop("previews", None)
         fields_ += _note("previews", list(previews))

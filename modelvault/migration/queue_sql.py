@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from modelvault.catalog import SCAN_MTIME_NS
 from modelvault.db.types import as_utc, utc_text
+from modelvault.file_stamp import FILE_STAT
 
 CLAIMED_COLUMNS = (
     "id, path, name, type, base, size_bytes, created_at, {meta}, tags, attempts, source"
@@ -94,6 +95,13 @@ class StoredJSON(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"StoredJSON({self.text!r})"
+
+    def with_key(self, key: str, value: Any) -> StoredJSON:
+        """This object with ``key`` added last, still as text (so the rest is not decoded
+        and encoded again); ``key`` must not be in it."""
+        head = self.text.rstrip()[:-1].rstrip()  # the object without its closing brace
+        joiner = "" if head.endswith("{") else ","
+        return StoredJSON(f"{head}{joiner}{json.dumps(key)}:{json.dumps(value)}}}")
 
 
 class BatchSQL:
@@ -247,8 +255,13 @@ class BatchSQL:
     def read_meta(self, value: Any) -> Mapping[str, Any]:
         """A staged meta as a mapping: on SQLite, text (valid: the claim's ``json()``
         checked it) stays text until something reads it, unless it holds the scan's
-        mtime (which a model's meta loses: see ``catalog.without_scan_mtime``)."""
-        if isinstance(value, str) and value.startswith("{") and SCAN_MTIME_NS not in value:
+        stamp of the file (which a model's meta loses: see ``catalog.without_scan_stat``)."""
+        if (
+            isinstance(value, str)
+            and value.startswith("{")
+            and SCAN_MTIME_NS not in value
+            and FILE_STAT not in value
+        ):
             return StoredJSON(value)
         return dict(self.read_json(value) or {})
 
