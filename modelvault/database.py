@@ -23,11 +23,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
-from modelvault import catalog
+from modelvault import catalog, curation
 from modelvault.config import (
     Settings,
     default_db_url,
@@ -52,6 +52,7 @@ from modelvault.db.sqlite_files import (
     describe_application_id,
     look_at,
 )
+from modelvault.db.types import utcnow
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
@@ -534,11 +535,15 @@ class DatabaseManager:
             return [(TagRecord.of(tag), count) for tag, count in rows]
 
     def tag_model(self, sha256: str, tag_id: int) -> None:
-        """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
+        """Link a tag to a model (idempotent; a new link is a change of the model's
+        ``updated_at``). Unknown model or tag: ``NotFoundError``."""
         sha = normalize_sha256(sha256)
         with self.session_scope(immediate=True) as session:
             self._require(session, sha, tag_id)
-            catalog.link_tags(session, [(sha, tag_id)])
+            model = session.get_one(Model, sha)
+            if session.get_one(Tag, tag_id) not in model.tags:
+                catalog.link_tags(session, [(sha, tag_id)])
+                model.updated_at = utcnow()
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:
         """Remove a link; returns whether there was one."""
@@ -549,6 +554,10 @@ class DatabaseManager:
                     model_tags.c.model_sha256 == sha, model_tags.c.tag_id == tag_id
                 )
             )
+            if result.rowcount:  # type: ignore[attr-defined]
+                session.execute(
+                    update(Model).where(Model.sha256 == sha).values(updated_at=utcnow())
+                )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def get_tags_for_model(self, sha256: str) -> list[TagRecord]:
@@ -578,6 +587,49 @@ class DatabaseManager:
             raise NotFoundError(
                 f"no tag with id {tag_id!r} exists: create it with create_tag first."
             )
+
+    # -- curating: each one transaction (see modelvault.curation) --------------
+
+    def ensure_tag(self, name: str, color: str | None = None) -> TagRecord:
+        """The tag, created if there is none; an existing one keeps its colour."""
+        return curation.ensure_tag(self, name, color)
+
+    def rename_tag(self, old: str, new: str, *, merge: bool = False) -> curation.TagChange:
+        """Rename a tag; into an existing one only with ``merge``."""
+        return curation.rename_tag(self, old, new, merge=merge)
+
+    def set_tag_color(self, name: str, color: str | None) -> TagRecord:
+        return curation.set_tag_color(self, name, color)
+
+    def delete_tag(self, name: str) -> curation.TagChange:
+        return curation.delete_tag(self, name)
+
+    def add_tags(self, key: str, names: Iterable[str], color: str | None = None) -> ModelRecord:
+        """Tag the model ``key`` (as ``find_model`` takes it), creating tags as needed."""
+        return curation.add_tags(self, self.find_model(key).sha256, names, color)[0]
+
+    def remove_tags(self, key: str, names: Iterable[str]) -> ModelRecord:
+        return curation.remove_tags(self, self.find_model(key).sha256, names)[0]
+
+    def update_model(self, key: str, **changes: Any) -> ModelRecord:
+        """Change ``name``, ``type``, ``base``, ``note`` or ``meta`` keys of the model ``key``."""
+        return curation.update_model(self, self.find_model(key).sha256, **changes)
+
+    def delete_model(self, key: str) -> ModelRecord:
+        """Delete the model's entry and links (never its file), kept in ``deleted_records``."""
+        return curation.delete_models(self, [self.find_model(key).sha256])[0]
+
+    def forget_pending(
+        self, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
+    ) -> list[PendingRecord]:
+        return curation.forget_pending(self, ids, statuses=statuses)
+
+    def find_copies(self, sha256: str) -> curation.Copies:
+        """The model of a content and every staging row found to hold it."""
+        return curation.find_copies(self, sha256)
+
+    def deleted_records(self, *, limit: int | None = None) -> list[curation.DeletedEntry]:
+        return curation.deleted_records(self, limit=limit)
 
     # -- staging rows ---------------------------------------------------------
 

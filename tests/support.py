@@ -27,6 +27,9 @@ from modelvault.migration.sample import (
     write_legacy_catalog,
 )
 
+# The newest schema revision: what init_db() returns and a catalog is migrated to.
+HEAD_REVISION = "deleted_records"
+
 
 def run_modelvault(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import as_nobody, legacy_with_files
+from support import HEAD_REVISION, as_nobody, legacy_with_files
 
 from modelvault import (
     CatalogError,
@@ -178,7 +178,7 @@ def test_processes_creating_one_catalog_at_once_all_open_it(tmp_path: Path) -> N
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert DatabaseManager(path, read_only=True).init_db() == "v3"
+    assert DatabaseManager(path, read_only=True).init_db() == HEAD_REVISION
 
 
 def test_the_switch_to_wal_waits_for_a_writer_as_the_busy_timeout_allows(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_an_empty_file_is_made_a_catalog_only_when_asked(tmp_path: Path, kind: s
         DatabaseManager(path, read_only=True).init_db()
     assert _files(tmp_path) == before
     db = DatabaseManager(path)
-    assert db.init_db(adopt_empty=True) == "v3"
+    assert db.init_db(adopt_empty=True) == HEAD_REVISION
     db.dispose()
     assert _pragma(path, "application_id") == APPLICATION_ID
 

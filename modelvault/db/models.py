@@ -150,3 +150,26 @@ class PendingImport(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class DeletedRecord(Base):
+    """What a deletion took out of the catalog, kept so it can be seen and restored.
+
+    ``kind`` is ``model`` (a model with its tags and colours, as
+    ``ModelRecord.to_dict`` gives it) or ``queued`` (a staging row with its
+    tags and notes). Nothing reads these rows but the user: no foreign keys.
+    """
+
+    __tablename__ = "deleted_records"
+    __table_args__ = (
+        CheckConstraint("kind IN ('model', 'queued')", name="kind"),
+        Index(None, "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(PathText)
+    name: Mapped[str] = mapped_column(String(512))
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
