@@ -244,16 +244,24 @@ def set_tag_color(db: DatabaseManager, name: str, color: str | None) -> TagRecor
 def delete_tag(db: DatabaseManager, name: str) -> TagChange:
     """Delete a tag: no model carries it any more (their ``updated_at`` says when),
     and staging rows lose it too, so it does not come back with them."""
-    tag_name = normalize_tag_name(name)
+    return delete_tags(db, [name])[0]
 
-    def work(session: Session) -> TagChange:
-        tag = require_tag(session, tag_name, lock=True)
-        record = TagRecord.of(tag)
-        models = _touch(session, _carriers(tag.id))
-        session.execute(delete(model_tags).where(model_tags.c.tag_id == tag.id))
-        session.delete(tag)
-        session.flush()
-        return TagChange(record, models, retag_queue(session, tag_name, None))
+
+def delete_tags(db: DatabaseManager, names: Iterable[str]) -> list[TagChange]:
+    """``delete_tag`` for several tags at once: all of them, or none if one is not there."""
+    wanted = _tag_names(names)
+
+    def work(session: Session) -> list[TagChange]:
+        tags = [require_tag(session, name, lock=True) for name in wanted]
+        changes = []
+        for tag in tags:
+            record = TagRecord.of(tag)
+            models = _touch(session, _carriers(tag.id))
+            session.execute(delete(model_tags).where(model_tags.c.tag_id == tag.id))
+            session.delete(tag)
+            session.flush()
+            changes.append(TagChange(record, models, retag_queue(session, tag.name, None)))
+        return changes
 
     return writing(db, work)
 
@@ -485,19 +493,7 @@ def forget_pending(
         raise ValidationError("nothing to forget: give staging row ids or statuses.")
 
     def work(session: Session) -> list[PendingRecord]:
-        rows = _locked_rows(session, wanted_ids, wanted_statuses)
-        missing = sorted(set(wanted_ids) - {row.id for row in rows})
-        if missing:
-            raise NotFoundError(
-                f"no staging row has the id {', '.join(map(str, missing))}: "
-                "see the ids with `modelvault pending`."
-            )
-        held = [row for row in rows if row.status == CLAIMED]
-        if held:
-            raise ValidationError(
-                f"{held[0].path} is being hashed by {held[0].claimed_by}: wait until it is "
-                "done, or stop that worker, then forget it."
-            )
+        rows = _forgettable_rows(session, wanted_ids, wanted_statuses, lock=True)
         records = [PendingRecord.of(row) for row in rows]
         now = utcnow()
         if records:
@@ -510,6 +506,35 @@ def forget_pending(
         return records
 
     return writing(db, work)
+
+
+def rows_to_forget(
+    db: DatabaseManager, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
+) -> list[PendingRecord]:
+    """The rows ``forget_pending`` would delete now, refused as it would refuse them."""
+    wanted_ids, wanted_statuses = _row_ids(ids), _forgettable(statuses)
+    with db.session_scope() as session:
+        rows = _forgettable_rows(session, wanted_ids, wanted_statuses, lock=False)
+        return [PendingRecord.of(row) for row in rows]
+
+
+def _forgettable_rows(
+    session: Session, ids: list[int], statuses: list[str], *, lock: bool
+) -> list[PendingImport]:
+    rows = _rows(session, ids, statuses, lock=lock)
+    missing = sorted(set(ids) - {row.id for row in rows})
+    if missing:
+        raise NotFoundError(
+            f"no staging row has the id {', '.join(map(str, missing))}: "
+            "see the ids with `modelvault pending`."
+        )
+    held = [row for row in rows if row.status == CLAIMED]
+    if held:
+        raise ValidationError(
+            f"{held[0].path} is being hashed by {held[0].claimed_by}: wait until it is "
+            "done, or stop that worker, then forget it."
+        )
+    return rows
 
 
 def _row_ids(ids: Iterable[int]) -> list[int]:
@@ -532,14 +557,19 @@ def _forgettable(statuses: Iterable[str]) -> list[str]:
     return names
 
 
-def _locked_rows(session: Session, ids: list[int], statuses: list[str]) -> list[PendingImport]:
-    rows: dict[int, PendingImport] = {}
-    for chunk in chunked(ids):
-        query = select(PendingImport).where(PendingImport.id.in_(chunk)).with_for_update()
-        rows.update((row.id, row) for row in session.scalars(query))
+def _rows(
+    session: Session, ids: list[int], statuses: list[str], *, lock: bool
+) -> list[PendingImport]:
+    """The staging rows with these ids or statuses, by id (locked: for deleting them)."""
+    queries = [PendingImport.id.in_(chunk) for chunk in chunked(ids)]
     if statuses:
-        query = select(PendingImport).where(PendingImport.status.in_(statuses)).with_for_update()
-        rows.update((row.id, row) for row in session.scalars(query))
+        queries.append(PendingImport.status.in_(statuses))
+    rows: dict[int, PendingImport] = {}
+    for where in queries:
+        query = select(PendingImport).where(where)
+        rows.update(
+            (row.id, row) for row in session.scalars(query.with_for_update() if lock else query)
+        )
     return sorted(rows.values(), key=lambda row: row.id)
 
 

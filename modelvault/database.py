@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
 from modelvault import catalog, curation
+from modelvault.browse import file_states, sort_order, with_file_state
 from modelvault.config import (
     Settings,
     default_db_url,
@@ -67,13 +68,10 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-from modelvault.presence import FileState, check_file
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
 log = logging.getLogger(__name__)
 
-# Rows read at a time while looking for models whose file is gone.
-_MISSING_SCAN_PAGE = 500
 _HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 # Any fixed number: PostgreSQL advisory lock held while one process migrates,
@@ -378,43 +376,53 @@ class DatabaseManager:
         limit: int | None = None,
         offset: int = 0,
         unreachable: bool = False,
+        untagged: bool = False,
+        sort: str = "name",
     ) -> list[ModelRecord]:
-        """Models by name then path, one page of them (``offset``, ``limit``).
+        """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
+        by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
+        ``type`` or ``path``; names then paths break ties.
 
-        Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
-        in their name or path (any case), under one of the folders ``under``; with
-        ``missing`` only those whose file is gone, with ``unreachable`` only those
-        whose file cannot be looked at now (a folder that cannot be read, a share
-        that is not there: see ``modelvault.presence``), with both either. Two
-        queries per page, however many tags the models have.
+        Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
+        of ``model_type``, with ``search`` in their name or path (any case), under one
+        of the folders ``under``; with ``missing`` only those whose file is gone, with
+        ``unreachable`` only those whose file cannot be looked at now (a folder that
+        cannot be read, a share that is not there: see ``modelvault.presence``), with
+        both either. Two queries per page, however many tags the models have.
         """
-        where = _model_filters(tags, model_type, search, under)
-        wanted = {FileState.GONE} if missing else set()
-        if unreachable:
-            wanted.add(FileState.UNREACHABLE)
+        where = _model_filters(tags, model_type, search, under, untagged)
+        wanted, order = file_states(missing, unreachable), sort_order(sort)
         with self.session_scope() as session:
             if not wanted:
-                query = _model_query().where(*where).order_by(Model.name, Model.path)
+                query = _model_query().where(*where).order_by(*order)
                 return [
                     ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
                 ]
-            # What became of a file is only known on disk: stream the paths once,
-            # then load the models of the page.
-            paths = (
-                select(Model.sha256, Model.path)
-                .where(*where)
-                .order_by(Model.name, Model.path)
-                .execution_options(yield_per=_MISSING_SCAN_PAGE)
-            )
-            with session.execute(paths) as rows:
-                found = (sha for sha, path in rows if check_file(path).state in wanted)
-                page = list(
-                    itertools.islice(found, offset, None if limit is None else offset + limit)
-                )
+            found = with_file_state(session, where, wanted, order)
+            page = list(itertools.islice(found, offset, None if limit is None else offset + limit))
             if not page:
                 return []
-            query = _model_query().where(Model.sha256.in_(page)).order_by(Model.name, Model.path)
+            query = _model_query().where(Model.sha256.in_(page)).order_by(*order)
             return [ModelRecord.of(m) for m in session.scalars(query)]
+
+    def count_models(
+        self,
+        *,
+        tags: Iterable[str] = (),
+        model_type: str | None = None,
+        search: str | None = None,
+        missing: bool = False,
+        under: Iterable[str | os.PathLike[str]] = (),
+        unreachable: bool = False,
+        untagged: bool = False,
+    ) -> int:
+        """How many models ``find_models`` lists with these filters and no limit."""
+        where = _model_filters(tags, model_type, search, under, untagged)
+        wanted = file_states(missing, unreachable)
+        with self.session_scope() as session:
+            if not wanted:
+                return session.scalar(select(func.count()).select_from(Model).where(*where)) or 0
+            return sum(1 for _ in with_file_state(session, where, wanted, [Model.sha256]))
 
     def find_model(self, key: str) -> ModelRecord:
         """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
@@ -464,10 +472,6 @@ class DatabaseManager:
                 .order_by(Model.name, Model.path)
             )
             return [ModelRecord.of(m) for m in models]
-
-    def count_models(self) -> int:
-        with self.session_scope() as session:
-            return session.scalar(select(func.count()).select_from(Model)) or 0
 
     def staging_counts(self) -> dict[str, int]:
         """How many staging rows are in each status (every status listed, zeros included)."""
@@ -794,9 +798,12 @@ def _model_filters(
     model_type: str | None,
     search: str | None,
     under: Iterable[str | os.PathLike[str]],
+    untagged: bool = False,
 ) -> list[Any]:
     """The conditions of ``find_models``."""
     where: list[Any] = []
+    if untagged:
+        where.append(Model.sha256.not_in(select(model_tags.c.model_sha256)))
     for name in tags:
         tagged = (
             select(model_tags.c.model_sha256)

@@ -23,7 +23,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
 from modelvault.db.sqlite_files import path_problem
-from modelvault.errors import ModelVaultError
+from modelvault.errors import ModelVaultError, NotFoundError
 from modelvault.images import default_store
 from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
@@ -421,12 +421,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_pending(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True)
+    from modelvault.cli.curate import pending_table
+
     rows = db.get_pending_imports(args.status, limit=args.limit)
-    lines: list[Line] = table(
-        ["STATUS", "TRIES", "PATH", "LAST ERROR"],
-        [[row.status, str(row.attempts), row.path, row.last_error or ""] for row in rows],
-        right={1},
-    )
+    lines = pending_table(rows)
     if not rows:
         lines = [
             "no queued rows" + (f" with status {', '.join(args.status)}" if args.status else "")
@@ -465,37 +463,10 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    db = open_catalog(args, read_only=True)
-    models = db.find_models(
-        tags=args.tag or (),
-        model_type=args.type,
-        search=args.search,
-        missing=args.missing,
-        unreachable=args.unreachable,
-        limit=args.limit,
-    )
-    out = ui(args)
-    rows: list[list[Line]] = [
-        [
-            m.name,
-            m.type,
-            human_bytes(m.size_bytes) if m.size_bytes is not None else "-",
-            out.tag_list(m.tags),
-            m.path,
-        ]
-        for m in models
-    ]
-    lines: list[Line] = table(["NAME", "TYPE", "SIZE", "TAGS", "PATH"], rows, right={2})
-    if not models:
-        lines = ["no models match" if _filtered(args) else "the catalog has no models yet"]
-    elif len(models) == args.limit:
-        lines.append(f"(the first {plural(args.limit, 'model')}: see more with --limit N)")
-    out.emit({"models": [_model_json(m) for m in models]}, lines)
+    from modelvault.cli.listing import list_models
+
+    list_models(args, open_catalog(args, read_only=True), ui(args))
     return EXIT_OK
-
-
-def _filtered(args: argparse.Namespace) -> bool:
-    return bool(args.tag or args.type or args.search or args.missing or args.unreachable)
 
 
 def _model_json(model: ModelRecord, file: FileCheck | None = None) -> dict[str, Any]:
@@ -508,11 +479,22 @@ def _model_json(model: ModelRecord, file: FileCheck | None = None) -> dict[str, 
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from modelvault.cli.curate import copy_lines, show_queued
+
     db = open_catalog(args, read_only=True)
-    model = db.find_model(args.model)
+    try:
+        model = db.find_model(args.model)
+    except NotFoundError as exc:  # perhaps a file that is queued, not catalogued
+        return show_queued(args, db, exc)
     previews, file = _preview_files(db, model), check_file(model.path)
-    data = {**_model_json(model, file), "preview_files": previews}
-    ui(args).emit({"model": data}, describe_model(ui(args), model, previews, file=file))
+    copies = db.find_copies(model.sha256).queued
+    data = {
+        **_model_json(model, file),
+        "preview_files": previews,
+        "copies": [{"id": r.id, "path": r.path, "status": r.status} for r in copies],
+    }
+    lines = describe_model(ui(args), model, previews, file=file, more=copy_lines(copies))
+    ui(args).emit({"model": data}, lines)
     return EXIT_OK
 
 
@@ -531,7 +513,7 @@ def _preview_files(db: DatabaseManager, model: ModelRecord) -> list[str]:
 
 
 # The notes a user wrote, shown by name; every other key of meta follows as JSON.
-_NOTES = (
+NOTES = (
     ("description", "description"),
     ("prompts", "prompts"),
     ("community_links", "links"),
@@ -549,8 +531,14 @@ def _file_note(file: FileCheck) -> str:
 
 
 def describe_model(
-    out: Ui, model: ModelRecord, previews: Sequence[str] = (), *, file: FileCheck = PRESENT
+    out: Ui,
+    model: ModelRecord,
+    previews: Sequence[str] = (),
+    *,
+    file: FileCheck = PRESENT,
+    more: Sequence[tuple[str, Line]] = (),
 ) -> list[Line]:
+    """Every field of a model, one a line, labels aligned; ``more`` fields at the end."""
     fields_: list[tuple[str, Line]] = [
         ("name", model.name),
         ("sha256", model.sha256),
@@ -561,24 +549,29 @@ def describe_model(
         ("modified", _when_ns(model.mtime_ns)),
         ("catalogued", _when(model.created_at)),
         ("updated", _when(model.updated_at)),
-        ("tags", out.tag_list(model.tags)),
+        ("tags", out.tag_list(model.tags, colour_as_text=True)),
     ]
     meta = dict(model.meta)
     if previews:
         meta.pop("previews", None)
-        fields_ += _note("previews", list(previews))
-    for key, label in _NOTES:
+        fields_ += note_lines("previews", list(previews))
+    for key, label in NOTES:
         if key in meta:
-            fields_ += _note(label, meta.pop(key))
+            fields_ += note_lines(label, meta.pop(key))
     legacy = meta.pop("legacy", None)
     if isinstance(legacy, dict) and legacy.get("source"):
         fields_.append(("came from", f"legacy catalog {legacy['source']}, row {legacy.get('id')}"))
     for key, value in sorted(meta.items()):
-        fields_ += _note(key, value)
+        fields_ += note_lines(key, value)
     if isinstance(legacy, dict):
         rest = {k: v for k, v in legacy.items() if k not in ("source", "id")}
         if rest:
             fields_.append(("legacy fields", json.dumps(rest, default=str, sort_keys=True)))
+    return aligned([*fields_, *more])
+
+
+def aligned(fields_: Sequence[tuple[str, Line]]) -> list[Line]:
+    """``label  value`` lines, the values in one column (text values escaped)."""
     width = max(len(label) for label, _ in fields_)
     return [
         Text.assemble(
@@ -590,7 +583,7 @@ def describe_model(
     ]
 
 
-def _note(label: str, value: Any) -> list[tuple[str, Line]]:
+def note_lines(label: str, value: Any) -> list[tuple[str, Line]]:
     """A note as lines: a mapping one key a line, a list one item a line."""
     if isinstance(value, dict) and value:
         items = [f"{k}: {_text(v)}" for k, v in value.items()]
