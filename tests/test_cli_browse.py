@@ -85,8 +85,10 @@ def test_models_lists_a_table_and_filters(catalog: Path) -> None:
     assert names("--search", "INK") == ["ink_style.safetensors"]
     assert names("--missing") == ["base.safetensors"]
     assert names("--limit", "1") == ["base.safetensors"]
-    none = mv("models", "--tag", "nothing", "--db", db, cwd=cwd)
-    assert none.stdout == "no models match\n"
+    assert mv("models", "--search", "nothing", "--db", db, cwd=cwd).stdout == "no models match\n"
+    unknown = mv("models", "--tag", "nothing", "--db", db, cwd=cwd)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("modelvault: error: there is no tag 'nothing': the tags are")
 
 
 def test_show_finds_a_model_by_prefix_path_or_name(catalog: Path) -> None:
@@ -96,7 +98,7 @@ def test_show_finds_a_model_by_prefix_path_or_name(catalog: Path) -> None:
     text = shown.stdout
     for expected in (
         f"sha256          {INK}",
-        "tags            favourite, style",
+        "tags            favourite #ff0000, style #3366cc",  # colour as text: no terminal
         "description     Ink wash style",
         "prompts         positive: ink style",
         "                negative: blurry",

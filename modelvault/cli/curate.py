@@ -64,7 +64,7 @@ def change(args: argparse.Namespace, call: Callable[[], T]) -> T:
 
 
 def go_ahead(
-    args: argparse.Namespace, plan: Sequence[Line], data: dict[str, Any], ask: str
+    args: argparse.Namespace, plan: Sequence[Line], data: dict[str, Any], ask: str, doing: str
 ) -> bool:
     """Show what a deleting command will do; True if it may do it now.
 
@@ -81,8 +81,8 @@ def go_ahead(
     on_terminal = sys.stdin.isatty() and sys.stderr.isatty()
     if not (args.yes or on_terminal):
         raise UsageError(
-            f"{args.command} deletes from the catalog: confirm with --yes (see what it "
-            "would do with --dry-run)"
+            f"{doing}: confirm with --yes when not on a terminal (see what it would do "
+            "with --dry-run)"
         )
     if not (out.quiet or out.json) or not args.yes:
         for line in plan:
@@ -237,7 +237,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
         *model_table(models),
     ]
     data = {"models": [m.to_dict() for m in models]}
-    if not go_ahead(args, plan, data, f"Remove {plural(len(models), 'entry', 'entries')}?"):
+    ask = f"Remove {plural(len(models), 'entry', 'entries')}?"
+    if not go_ahead(args, plan, data, ask, "rm removes catalog entries"):
         return EXIT_OK if args.dry_run else EXIT_UNFINISHED
     shas = [m.sha256 for m in models]
     gone = change(args, lambda: curation.delete_models(db, shas))
@@ -289,7 +290,8 @@ def cmd_pending_forget(args: argparse.Namespace) -> int:
     if len(rows) > PLAN_ROWS:
         plan.append(f"  ... and {len(rows) - PLAN_ROWS} more")
     data = {"rows": [r.to_dict() for r in rows]}
-    if not go_ahead(args, plan, data, f"Forget {plural(len(rows), 'row')}?"):
+    ask = f"Forget {plural(len(rows), 'row')}?"
+    if not go_ahead(args, plan, data, ask, "pending forget deletes queued rows"):
         return EXIT_OK if args.dry_run else EXIT_UNFINISHED
     gone = change(args, lambda: curation.forget_pending(db, ids, statuses=statuses))
     ui(args).emit(
@@ -335,7 +337,7 @@ def cmd_tags_rename(args: argparse.Namespace) -> int:
             f"{source[0]!r} is then deleted"
         ]
         data = {"old": source[0], "new": into[0]}
-        if not go_ahead(args, plan, data, "Merge?"):
+        if not go_ahead(args, plan, data, "Merge?", "tags rename --merge deletes a tag"):
             return EXIT_OK if args.dry_run else EXIT_UNFINISHED
     elif args.dry_run:
         old, count = _tag_count(db, args.old)
@@ -374,7 +376,8 @@ def cmd_tags_delete(args: argparse.Namespace) -> int:
         *[f"  {name} ({plural(count, 'model')})" for name, count in tags],
     ]
     data = {"tags": [{"name": n, "models": c} for n, c in tags]}
-    if not go_ahead(args, plan, data, f"Delete {plural(len(tags), 'tag')}?"):
+    ask = f"Delete {plural(len(tags), 'tag')}?"
+    if not go_ahead(args, plan, data, ask, "tags delete deletes tags"):
         return EXIT_OK if args.dry_run else EXIT_UNFINISHED
     done = change(args, lambda: curation.delete_tags(db, args.tags))
     ui(args).emit(
