@@ -137,11 +137,18 @@ def test_info_says_what_is_used_and_where_it_comes_from(tmp_path: Path) -> None:
     assert data["images_dir"] == str(tmp_path / "previews")
     assert data["data_dir"] == str(tmp_path / "xdg-data" / "modelvault")
     sources = {s["name"]: (s["value"], s["source"]) for s in data["settings"]}
-    assert sources["workers"] == ("3", "env MODELVAULT_WORKERS")
+    assert sources["workers"] == (3, "env MODELVAULT_WORKERS")  # JSON types
     assert sources["db_url"][1] == "argument"
-    assert sources["lease_seconds"] == ("120.0", "default")
+    assert sources["lease_seconds"] == (120.0, "default")
+    assert sources["images_dir"][0] == str(tmp_path / "previews")
+    assert sources["model_roots"] == ([], "default")
     text = mv("info", "--db", str(tmp_path / "c.sqlite3"), cwd=tmp_path)
     assert f"image folder {tmp_path / 'images'}" in text.stdout
+    plain = {line.split()[0]: line.split()[1:] for line in text.stdout.splitlines() if line}
+    assert plain["images_dir"] == ["-", "default"]  # not Python's None
+    assert plain["model_roots"] == ["-", "default"]  # not ()
+    roots = mv("info", cwd=tmp_path, MODELVAULT_MODEL_ROOTS=os.pathsep.join(["/a", "/b"])).stdout
+    assert "model_roots                  /a, /b" in roots
     assert "(not created yet)" in text.stdout
     assert not (tmp_path / "c.sqlite3").exists()  # info only looks
 

@@ -248,7 +248,7 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, boo
                 pass
         except KeyboardInterrupt:
             interrupted = True
-            view.close()
+            view.close(erase=True)
             ui(args).err.print(
                 "modelvault: interrupted: finishing the current step and releasing files..."
             )
@@ -266,7 +266,9 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, boo
     return status, interrupted or status.state is MigrationState.STOPPED
 
 
-def describe_workers(status: Any) -> list[Line]:
+def describe_workers(status: Any, *, interrupted: bool = False, waiting: int = 0) -> list[Line]:
+    """What the workers did; after Ctrl-C also what was read, what went back to the
+    queue to be read again, and how many files still wait."""
     report = status.worker_report
     if not report:
         return []
@@ -285,10 +287,23 @@ def describe_workers(status: Any) -> list[Line]:
         outcomes += f"{', ' if outcomes else ''}{report['retried']} to retry"
     if report.get("abandoned"):  # the catalog failed before they could be handed back
         outcomes += f"{', ' if outcomes else ''}{report['abandoned']} left claimed"
+    seconds = f"{report.get('seconds', 0):.1f} s"
+    if interrupted:
+        lines: list[Line] = [
+            f"hashing: interrupted after {seconds} and {human_bytes(report['bytes_hashed'])} "
+            f"read: {plural(status.files_done, 'file')} done ({outcomes or 'none'})"
+        ]
+        if report.get("released"):
+            lines.append(
+                f"  {plural(report['released'], 'file')} being hashed went back to the queue "
+                "(read again from the start next time)"
+            )
+        lines.append(f"  {plural(waiting, 'file')} still to hash")
+        return lines
     # The same counts as the progress line's, so the two always agree.
     return [
         f"hashing: {plural(status.files_done, 'file')}, {human_bytes(status.bytes_done)} "
-        f"in {report.get('seconds', 0):.1f} s: {outcomes or 'nothing to do'}"
+        f"in {seconds}: {outcomes or 'nothing to do'}"
     ]
 
 
@@ -302,7 +317,9 @@ def finish_processing(args: argparse.Namespace, db: DatabaseManager, describe: D
     data, lines = describe(interrupted)
     counts, catalog_lines = describe_catalog(db)
     code = EXIT_INTERRUPTED if interrupted else exit_code_for(counts["staging"])
-    lines = lines + describe_workers(status) + catalog_lines
+    waiting = counts["staging"]["pending"] + counts["staging"]["claimed"]
+    lines = lines + describe_workers(status, interrupted=interrupted, waiting=waiting)
+    lines += catalog_lines
     if interrupted:
         lines.append("interrupted: run the same command again to continue where it stopped")
     elif code == EXIT_UNFINISHED:
@@ -623,7 +640,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     values = [
         {
             "name": f.name,
-            "value": shown.get(f.name) or mask_password(str(getattr(settings, f.name))),
+            "value": shown.get(f.name) or setting_json(getattr(settings, f.name)),
             "source": _source(args, f.name),
         }
         for f in fields(Settings)
@@ -645,12 +662,31 @@ def cmd_info(args: argparse.Namespace) -> int:
         "",
         *table(
             ["SETTING", "VALUE", "FROM"],
-            [[v["name"], str(v["value"]), v["source"]] for v in values],
+            [[v["name"], setting_text(v["value"]), v["source"]] for v in values],
             right=set(),
         ),
     ]
     ui(args).emit(data, lines)
     return EXIT_OK
+
+
+def setting_json(value: object) -> Any:
+    """A setting's value as JSON has it: numbers as numbers, none as null, a list of
+    folders as a list (a password in a text masked)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [setting_json(item) for item in value]
+    return mask_password(str(value))
+
+
+def setting_text(value: object) -> str:
+    """A setting's value for people: ``-`` for none, lists joined."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def _source(args: argparse.Namespace, name: str) -> str:
