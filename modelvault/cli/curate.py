@@ -46,10 +46,11 @@ PLAN_ROWS = 20  # rows a plan lists before it says how many more
 # -- opening, writing, confirming -------------------------------------------------
 
 
-def open_for_change(args: argparse.Namespace) -> DatabaseManager:
-    """The catalog, which must exist; read-only for ``--dry-run``. An error from here
-    to the write is bad input (exit 2): nothing has been written."""
-    db = open_catalog(args, read_only=getattr(args, "dry_run", False), must_exist=True)
+def open_for_change(args: argparse.Namespace, *, looking: bool = False) -> DatabaseManager:
+    """The catalog, which must exist; read-only for ``--dry-run`` (or when ``looking``).
+    An error from here to the write is bad input (exit 2): nothing has been written."""
+    read_only = looking or getattr(args, "dry_run", False)
+    db = open_catalog(args, read_only=read_only, must_exist=True)
     args.work_started = False
     return db
 
@@ -154,7 +155,7 @@ def cmd_note(args: argparse.Namespace) -> int:
     given = [args.text is not None, args.edit, args.clear]
     if sum(given) > 1:
         raise UsageError("give the note as TEXT, or --edit, or --clear: one of them")
-    db = open_for_change(args)
+    db = open_for_change(args, looking=not any(given))
     model = db.find_model(args.model)
     current = model.meta.get(curation.NOTE)
     current_text = current if isinstance(current, str) else ""
