@@ -179,6 +179,7 @@ def test_rm_says_what_it_does_and_needs_yes(mv: Run) -> None:
     assert code == 0, err
     assert out == "removed 1 catalog entry; the files were not touched\n"
     assert "removing 1 catalog entry" in err  # the plan, on stderr
+    assert "1 other file holds its content, queued (rows 2): they stay queued" in err
     assert (Path(mv.catalog).parent / "models" / "loras" / "ink_style.safetensors").exists()
     assert [m["name"] for m in mv.json("models")["models"]] == [
         "alpha.safetensors",

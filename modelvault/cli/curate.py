@@ -237,6 +237,14 @@ def cmd_rm(args: argparse.Namespace) -> int:
         "(the files stay where they are; each entry is kept in 'modelvault deleted'):",
         *model_table(models),
     ]
+    for m in models:
+        copies = db.find_copies(m.sha256).queued
+        if copies:
+            ids = ", ".join(str(r.id) for r in copies)
+            plan.append(
+                f"  {m.name}: {plural(len(copies), 'other file holds', 'other files hold')} "
+                f"its content, queued (rows {ids}): they stay queued (see 'modelvault dupes')"
+            )
     data = {"models": [m.to_dict() for m in models]}
     ask = f"Remove {plural(len(models), 'entry', 'entries')}?"
     if not go_ahead(args, plan, data, ask, "rm removes catalog entries"):

@@ -50,7 +50,8 @@ class Base(DeclarativeBase):
 
 
 class PendingStatus(str, enum.Enum):
-    """Where a staging row stands. Rows are never deleted except by finishing them."""
+    """Where a staging row stands. Rows are deleted by finishing them, or when a person
+    forgets them (``curation.forget_pending``: kept in ``deleted_records``)."""
 
     PENDING = "pending"  # waiting to be hashed
     CLAIMED = "claimed"  # a worker holds its lease
