@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_modelvault
+from support import run_in_terminal, run_modelvault
 
 from modelvault import DatabaseManager
 from modelvault.cli import main
@@ -387,47 +387,11 @@ def test_curating_on_both_backends(db: DatabaseManager, db_url: str, tmp_path: P
     assert [d.kind for d in db.deleted_records()] == ["model"]
 
 
-def _answer_on_a_terminal(args: list[str], cwd: Path, answer: str) -> tuple[int, str]:
-    """Run ``modelvault`` on a pseudo-terminal, typing ``answer`` once it asks."""
-    import pty  # POSIX only, as the test that calls this is marked
-    import select
-    import subprocess
-
-    master, slave = pty.openpty()
-    environ = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "modelvault", *args],
-        cwd=cwd,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env={**environ, "TERM": "dumb"},
-        close_fds=True,
-    )
-    os.close(slave)
-    output, answered = bytearray(), False
-    while True:
-        ready, _, _ = select.select([master], [], [], 120)
-        assert ready, "the command printed nothing for 120 s"
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed: the command is done
-            break
-        if not chunk:
-            break
-        output += chunk
-        if not answered and b"[y/N]" in output:
-            os.write(master, answer.encode() + b"\n")
-            answered = True
-    os.close(master)
-    return child.wait(timeout=60), output.decode()
-
-
 @pytest.mark.posix_only("answers a question on a pseudo-terminal (pty)")
 @pytest.mark.parametrize(("answer", "deleted"), [("y", True), ("no", False), ("", False)])
 def test_rm_asks_on_a_terminal(mv: Run, answer: str, deleted: bool) -> None:
     args = ["rm", "Base.safetensors", "--db", str(mv.catalog)]
-    code, output = _answer_on_a_terminal(args, mv.catalog.parent, answer)
+    code, output = run_in_terminal(args, mv.catalog.parent, 100, answer=answer, TERM="dumb")
     assert "removing 1 catalog entry" in output
     assert "Remove 1 entry? [y/N]" in output
     db = DatabaseManager(mv.catalog)
