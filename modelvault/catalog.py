@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
@@ -31,6 +32,7 @@ from modelvault.normalize import (
     normalize_tag_name,
     normalize_type,
 )
+from modelvault.pathkey import renamed_below, stored_key
 
 # Rows per statement when a list of keys goes into an IN (...) clause: well
 # under SQLite's and PostgreSQL's parameter limits.
@@ -217,19 +219,23 @@ def json_object(key: str, value: object) -> dict[str, Any]:
 def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
     """Insert the model, or update the fields given if its sha256 is catalogued.
 
-    A path belongs to one content: if another model holds the path, nothing is
-    written and ``AlreadyExistsError`` says which.
+    A file belongs to one content: if another model holds the path, in any
+    spelling of it (``modelvault.pathkey``), nothing is written and
+    ``AlreadyExistsError`` says which.
     """
     existing = session.get(Model, normalize_sha256(data.get("sha256")))
     values = model_values(data, partial=existing is not None)
     tags = [TagSpec.parse(t) for t in data.get("tags") or ()]
     path = values.get("path")
     if path is not None:
-        holder = session.scalar(select(Model.sha256).where(Model.path == path))
-        if holder is not None and holder != values["sha256"]:
+        holder = session.execute(
+            select(Model.sha256, Model.path).where(same_file(Model, path))
+        ).first()
+        if holder is not None and holder.sha256 != values["sha256"]:
+            spelt = "" if holder.path == path else f" as {holder.path}"
             raise AlreadyExistsError(
-                f"{path} is catalogued already with other content (sha256 {holder}): "
-                "delete or move that model first."
+                f"{path} is catalogued already{spelt} with other content (sha256 "
+                f"{holder.sha256}): delete or move that model first."
             )
     if existing is None:
         model = Model(**values)
@@ -311,11 +317,16 @@ def settle_file(
       (``replace_content``).
 
     A scanned file's size and mtime are facts about the file, not notes: they
-    are always taken, so the next scan finds the file unchanged.
+    are always taken, so the next scan finds the file unchanged; and so is its
+    path as the scan spelt it (a file whose name changed case only is the same
+    file: ``MOVED`` when a name changed case, else ``MERGED``).
+
+    Paths are compared by their identity key (``modelvault.pathkey``): on
+    Windows, two spellings of one file are one path.
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
     """
-    holder = session.scalar(_locked(select(Model).where(Model.path == item.path)))
+    holder = session.scalar(_locked(select(Model).where(same_file(Model, item.path))))
     if holder is not None and holder.sha256 != item.sha256:
         if item.scanned:
             settled = replace_content(session, holder, item, path_is_live)
@@ -343,20 +354,16 @@ def settle_file(
             model.created_at = item.created_at
         session.add(model)
         outcome = Outcome.IMPORTED
-    elif model.path == item.path:
+    elif model is holder:  # the file of this path, however spelt
         combine_fields(model, item, policy)
         outcome = Outcome.MERGED
+        if item.scanned and model.path != item.path:
+            renamed = renamed_below(model.path, item.path)
+            move_model(model, item.path, item.name, keep_previous=renamed)
+            outcome = Outcome.MOVED if renamed else outcome
     elif path_is_live is not None and not path_is_live(model.path):
-        previous = model.path
-        named_after_file = model.name == file_name(previous)
         combine_fields(model, item, policy)  # first: notes that give way keep their own path
-        model.path = item.path
-        if named_after_file:  # a renamed file renames its model; a name of the user's stays
-            model.name = item.name
-        model.meta = {
-            **model.meta,
-            PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
-        }
+        move_model(model, item.path, item.name)
         outcome = Outcome.MOVED
     else:
         unite_previews(model, item.meta)  # like tags: images of the content join the model
@@ -375,6 +382,21 @@ def _locked(query: Select[Any]) -> Select[Any]:
     is held from BEGIN), read afresh: the model is read, combined and written back,
     and a note a person wrote meanwhile (``modelvault.curation``) must not be lost."""
     return query.with_for_update().execution_options(populate_existing=True)
+
+
+def move_model(model: Model, path: str, name: str, *, keep_previous: bool = True) -> None:
+    """The model's file is now at ``path`` (its old path goes to ``meta.previous_paths``
+    unless ``keep_previous`` is False: the same path, spelt another way). A model
+    named after its file takes the new file's ``name``; a name the user gave stays."""
+    previous = model.path
+    if model.name == file_name(previous):
+        model.name = name
+    model.path = path  # and its key (db.models: the ORM keeps the two together)
+    if keep_previous:
+        model.meta = {
+            **model.meta,
+            PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
+        }
 
 
 def _link_item_tags(session: Session, item: HashedFile, tag_cache: dict[str, int] | None) -> None:
@@ -417,6 +439,8 @@ def replace_content(
         .where(Model.sha256 == old_sha)
         .values(
             sha256=item.sha256,
+            path=item.path,  # as the scan spelt it (the same key)
+            path_key=stored_key(item.path),
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
             meta=meta,

@@ -44,6 +44,7 @@ from modelvault.db.engine import (
     set_journal_mode,
     sqlite_file,
 )
+from modelvault.db.keyed import keys_under, same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.network import journal_mode_for, network_filesystem
 from modelvault.db.sqlite_files import (
@@ -68,6 +69,7 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
+from modelvault.pathkey import absolute
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
 log = logging.getLogger(__name__)
@@ -361,8 +363,10 @@ class DatabaseManager:
             return None if model is None else ModelRecord.of(model)
 
     def get_model_by_path(self, path: str) -> ModelRecord | None:
+        """The model of the file at ``path``, however the path is spelt (on Windows
+        ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
         with self.session_scope() as session:
-            model = session.scalar(_model_query().where(Model.path == path))
+            model = session.scalar(_model_query().where(same_file(Model, path)))
             return None if model is None else ModelRecord.of(model)
 
     def find_models(
@@ -385,10 +389,11 @@ class DatabaseManager:
 
         Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
         of ``model_type``, with ``search`` in their name or path (any case), under one
-        of the folders ``under``; with ``missing`` only those whose file is gone, with
-        ``unreachable`` only those whose file cannot be looked at now (a folder that
-        cannot be read, a share that is not there: see ``modelvault.presence``), with
-        both either. Two queries per page, however many tags the models have.
+        of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
+        ``missing`` only those whose file is gone, with ``unreachable`` only those
+        whose file cannot be looked at now (a folder that cannot be read, a share that
+        is not there: see ``modelvault.presence``), with both either. Two queries per
+        page, however many tags the models have.
         """
         where = _model_filters(tags, model_type, search, under, untagged)
         wanted, order = file_states(missing, unreachable), sort_order(sort)
@@ -641,8 +646,12 @@ class DatabaseManager:
         """Stage a file to be hashed by the workers."""
         values = _pending_values(data)
         with self.session_scope(immediate=True) as session:
-            if session.scalar(select(PendingImport.id).where(PendingImport.path == values["path"])):
-                raise AlreadyExistsError(f"{values['path']} is staged already.")
+            staged = session.scalar(
+                select(PendingImport.path).where(same_file(PendingImport, values["path"]))
+            )
+            if staged is not None:
+                spelt = "" if staged == values["path"] else f" as {staged}"
+                raise AlreadyExistsError(f"{values['path']} is staged already{spelt}.")
             row = PendingImport(**values)
             session.add(row)
             session.flush()
@@ -821,9 +830,9 @@ def _model_filters(
                 func.lower(Model.path).like(pattern, escape="\\"),
             )
         )
-    folders = [os.path.abspath(os.fspath(f)).rstrip(os.sep) + os.sep for f in under]
+    folders = [absolute(os.fspath(f)) for f in under]
     if folders:
-        where.append(or_(*(Model.path.startswith(f, autoescape=True) for f in folders)))
+        where.append(or_(*(keys_under(Model, folder) for folder in folders)))
     return where
 
 

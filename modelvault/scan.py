@@ -11,10 +11,17 @@ Catalogued files that are gone are reported, never deleted; where a copy of
 their content was found before (a ``duplicate`` row) and is unchanged since,
 the model moves to it at once.
 
+Paths are compared by their identity keys (``modelvault.pathkey``): on Windows,
+a file the catalog knows as ``c:\\ComfyUI\\models\\x.ckpt`` is the file the walk
+finds at ``C:\\ComfyUI\\models\\x.ckpt`` (nothing is read again). A file whose
+name, or a folder's below the scan's root, changed case only is the same file
+renamed: its model moves to the new name (``moved``), nothing is read.
+
 Memory stays flat as the tree grows: the walk yields files in the order of
-their path strings (each folder listed and sorted on its own), and the catalog
-rows under the same root are streamed in that same order, so the two are
-compared like two sorted lists being merged; no table of the whole tree is held.
+their keys (each folder listed and sorted on its own), and the catalog rows
+under the same root are streamed in that same order (the key's index), so the
+two are compared like two sorted lists being merged; no table of the whole tree
+is held.
 
 Where the folders come from is ``modelvault.scan_sources``; the walk itself is
 ``modelvault.scan_walk``; the report ``modelvault.scan_report``.
@@ -38,13 +45,16 @@ from modelvault.catalog import (
     Outcome,
     chunked,
     insert_ignoring_duplicates,
+    move_model,
     settle_file,
     without_scan_mtime,
 )
 from modelvault.database import DatabaseManager
+from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.normalize import MAX_TYPE
+from modelvault.pathkey import is_own_key, renamed_below, stored_key
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
@@ -104,42 +114,45 @@ def unchanged(recorded_size: int | None, recorded_mtime_ns: Any, found: FoundFil
 
 
 class _Sorted:
-    """Catalog rows under one folder, streamed in path order, with a look-ahead.
+    """Catalog rows under one folder, streamed in key order, with a look-ahead.
 
-    Each row is a tuple whose first item is the path.
+    Each row is a tuple whose first item is the path's key.
     """
 
     def __init__(self, rows: Iterator[Any]) -> None:
         self.rows = rows
         self.head: Any = next(rows, None)
 
-    def take(self, path: str | None, passed: Callable[[Any], None] | None = None) -> Any:
-        """The row at exactly ``path`` (consumed), or None; the rows that sort
-        before it are consumed and handed to ``passed`` (all of them if ``path`` is None)."""
+    def take(self, key: str | None, passed: Callable[[Any], None] | None = None) -> Any:
+        """The row with exactly ``key`` (consumed, with any other of that key: other
+        spellings of one staged file, left to the workers), or None; the rows that
+        sort before it are consumed and handed to ``passed`` (all of them if ``key``
+        is None)."""
         head = self.head
-        while head is not None and (path is None or head[0] < path):
+        while head is not None and (key is None or head[0] < key):
             if passed is not None:
                 passed(head)
             head = next(self.rows, None)
-        if head is not None and head[0] == path:
-            self.head = next(self.rows, None)
-            return head
+        if head is not None and head[0] == key:
+            found = head
+            while head is not None and head[0] == key:
+                head = next(self.rows, None)
+            self.head = head
+            return found
         self.head = head
         return None
 
 
-def _under(conn: Connection, query: Any, path_column: Any, top: str) -> _Sorted:
-    """Rows whose path starts with ``top`` + separator, in code point order on both
-    backends (PostgreSQL compares under the "C" collation, like Python and SQLite)."""
-    if conn.dialect.name == "postgresql":
-        path_column = path_column.collate("C")
-    prefix = top.rstrip(os.sep) + os.sep
-    after = prefix[:-1] + chr(ord(os.sep) + 1)
-    query = (
-        query.where(path_column >= prefix, path_column < after)
-        .order_by(path_column)
-        .execution_options(yield_per=STREAM_BATCH)
-    )
+def _under(conn: Connection, entity: Any, top: str, *columns: Any) -> _Sorted:
+    """``entity``'s rows under ``top`` in key order, each its key (``key``) and
+    ``columns``: a range of the index of the column that holds their keys (keys
+    compare as code points on both backends). Staging rows come with the model
+    of their content (``model_sha256``: the model a duplicate row is a copy of)."""
+    key, in_top = key_range(entity, top, conn.dialect)
+    query = select(key.label("key"), *columns).where(in_top)
+    if entity is PendingImport:
+        query = query.outerjoin(Model, Model.sha256 == PendingImport.sha256)
+    query = query.order_by(key).execution_options(yield_per=STREAM_BATCH)
     return _Sorted(itertools.chain.from_iterable(conn.execute(query).partitions()))
 
 
@@ -160,6 +173,7 @@ class _Writer:
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
+        self.renamed: list[str] = []  # new paths of files whose names changed case
         self.since_progress = 0
         # Sizes of what a dry run would have staged (a real run finds them staged).
         self.sizes_not_written: set[int] = set()
@@ -174,6 +188,7 @@ class _Writer:
         self.new.append(
             {
                 "path": found.path,
+                "path_key": stored_key(found.path),
                 "name": os.path.basename(found.path),
                 "type": found.type if len(found.type) <= MAX_TYPE else "other",
                 "size_bytes": found.size,
@@ -193,25 +208,39 @@ class _Writer:
         self.requeue.append({"row_id": row.id, "size": found.size, "new_meta": meta})
         self._maybe_flush()
 
+    def rename(self, old: str, found: FoundFile) -> None:
+        """A catalogued file whose name (or a folder's) changed case only: its model
+        moves to the new name, nothing is read."""
+        report = self.report
+        report.moved += 1
+        report.note(report.moved_paths, f"{old} -> {found.path}")
+        self.changed("moved", old, to=found.path)
+        self.renamed.append(found.path)
+        self._maybe_flush()
+
     def tick(self) -> None:
         self.since_progress += 1
         if self.since_progress >= WRITE_BATCH:
             self.flush()
 
     def _maybe_flush(self) -> None:
-        if len(self.new) + len(self.requeue) >= WRITE_BATCH:
+        if len(self.new) + len(self.requeue) + len(self.renamed) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.report.dry_run:
             self.sizes_not_written.update(r["size_bytes"] for r in self.new)
             self.sizes_not_written.update(r["size"] for r in self.requeue)
-        elif self.new or self.requeue:
+        elif self.new or self.requeue or self.renamed:
             with self.db.session_scope(immediate=True) as session:
                 insert_ignoring_duplicates(session, PENDING_TABLE, self.new)
                 if self.requeue:
                     session.connection().execute(_REQUEUE, self.requeue)
-        self.new, self.requeue = [], []
+                for path in self.renamed:
+                    model = session.scalar(select(Model).where(same_file(Model, path)))
+                    if model is not None and model.path != path:
+                        move_model(model, path, os.path.basename(path))
+        self.new, self.requeue, self.renamed = [], [], []
         self.since_progress = 0
         if self.progress is not None:
             self.progress(self.report.files_seen)
@@ -308,31 +337,43 @@ def _scan_root(
     report = walk.report
     top = os.path.abspath(root.path)
     passed: list[GoneModel] = []
+    # Under a POSIX folder a model's key is its path: read once.
+    own_keys = is_own_key(top)
+    spelt = () if own_keys else (Model.path,)
+
+    def path_of(model: Any) -> str:
+        return str(model.key if own_keys else model.path)
 
     def gone(model: Any) -> None:
-        if not walk.passed_unseen(model.path):
-            passed.append(GoneModel(model.path, model.size_bytes))
+        if not walk.passed_unseen(model.key):
+            passed.append(GoneModel(path_of(model), model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
-        model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns)
-        models = _under(conn, model_rows, Model.path, top)
-        staged_rows = select(
-            PendingImport.path,
+        models = _under(conn, Model, top, *spelt, Model.size_bytes, Model.mtime_ns)
+        staged = _under(
+            conn,
+            PendingImport,
+            top,
             PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
-            Model.sha256.label("model_sha256"),  # the model a duplicate row is a copy of
-        ).outerjoin(Model, Model.sha256 == PendingImport.sha256)
-        staged = _under(conn, staged_rows, PendingImport.path, top)
+            Model.sha256.label("model_sha256"),
+        )
         for found in walk.files(root):
             # Staged files that are gone are passed by: the worker marks them missing.
-            model, row = models.take(found.path, gone), staged.take(found.path)
+            model, row = models.take(found.key, gone), staged.take(found.key)
             if found.skip is not None:
                 _skipped(found, writer)
             else:
                 report.files_seen += 1
-                _compare(found, model, row, writer)
+                renamed = (
+                    model is not None
+                    and not own_keys
+                    and model.path != found.path
+                    and _renamed(found, model.path, top)
+                )
+                _compare(found, model, row, writer, renamed)
             writer.tick()
         models.take(None, gone)
     return passed
@@ -345,7 +386,7 @@ def _skipped(found: FoundFile, writer: _Writer) -> None:
     writer.changed("skipped", found.path, why=found.skip)
 
 
-def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
+def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer, renamed: bool) -> None:
     report = writer.report
     if row is not None:
         if row.status in WAITING:
@@ -364,10 +405,21 @@ def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
         report.staged_new += 1
         writer.stage(found, "new")
     elif unchanged(model.size_bytes, model.mtime_ns, found):
-        report.unchanged += 1
+        if renamed:
+            writer.rename(model.path, found)
+        else:
+            report.unchanged += 1
     else:
         report.staged_changed += 1
         writer.stage(found, "changed")
+
+
+def _renamed(found: FoundFile, catalogued: str, top: str) -> bool:
+    """Whether a catalogued file found under another spelling of its path (Windows)
+    was renamed: a name below the scan's root changed case (a spelling of the root
+    itself, of separators or of a drive letter is the same file, unchanged)."""
+    below = found.path[len(top) :].replace("\\", "/").strip("/")
+    return renamed_below(catalogued, found.path, below.count("/") + 1)
 
 
 # -- the models whose files are gone --------------------------------------------
@@ -417,7 +469,7 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
     query = (
         select(PendingImport.id, PendingImport.path, PendingImport.sha256, PendingImport.meta)
         .add_columns(PendingImport.size_bytes)
-        .outerjoin(holder, holder.path == PendingImport.path)
+        .outerjoin(holder, same_key(holder, PendingImport))
         .where(
             PendingImport.status == DUPLICATE,
             PendingImport.sha256.in_([m.sha256 for m in models]),
@@ -470,7 +522,7 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             or model is None
             or model.path != gone.path
             or os.path.lexists(gone.path)
-            or session.scalar(select(Model.sha256).where(Model.path == row.path)) is not None
+            or session.scalar(select(Model.sha256).where(same_file(Model, row.path))) is not None
         ):
             return False
         meta = dict(row.meta or {})

@@ -28,7 +28,7 @@ from modelvault.migration.sample import (
 )
 
 # The newest schema revision: what init_db() returns and a catalog is migrated to.
-HEAD_REVISION = "deleted_records"
+HEAD_REVISION = "v5"
 
 
 def run_modelvault(

@@ -21,7 +21,7 @@ def run(
 
 
 @pytest.mark.slow
-def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> None:
+def test_wheel_install_outside_the_repository_migrates_to_v4(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     scripts = env_dir / ("Scripts" if sys.platform == "win32" else "bin")

@@ -671,7 +671,7 @@ def test_the_new_models_of_a_batch_are_told_apart_on_sqlite(
     db.upsert_model({"sha256": sha["a"], "path": "/m/a"})
     stamp = "2024-01-01 00:00:00.000000"
     rows = [
-        [sha[name], path, name, "other", None, 1, 1, stamp, stamp, {}]
+        [sha[name], path, None, name, "other", None, 1, 1, stamp, stamp, {}]  # None: path_key
         for name, path in [("b", "/m/b"), ("a", "/m/a-copy"), ("c", "/m/a"), ("d", "/m/d")]
     ]
     with db.engine.begin() as conn:

@@ -75,6 +75,7 @@ from modelvault.db.models import (
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
 from modelvault.migration.queue_sql import BatchSQL, StoredJSON, batch_sql
+from modelvault.pathkey import stored_key
 
 log = logging.getLogger(__name__)
 
@@ -755,7 +756,8 @@ def _import_fresh(
     """What ``settle_file`` does for new content at a free path, for many files at once.
 
     Every file is offered; a model goes in only where neither its sha256 nor its
-    path is in the catalog yet (nor an earlier copy of its content in ``items``).
+    path (in any spelling: its key) is in the catalog yet (nor an earlier copy of
+    its content in ``items``).
     Returns the paths of the models inserted: the other files are left to the
     caller. Models go in sha256 order and tags in name order, so concurrent
     batches take their locks in the same order.
@@ -768,6 +770,7 @@ def _import_fresh(
             [
                 item.sha256,
                 item.path,
+                stored_key(item.path),
                 item.name,
                 item.type,
                 item.base,

@@ -61,6 +61,7 @@ from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
+from modelvault.pathkey import device_problem, reserved_device
 
 log = logging.getLogger(__name__)
 
@@ -849,6 +850,9 @@ def path_problem(path: str) -> str | None:
             f"{path} is a relative path: it depends on the folder the worker runs in; "
             "stage the file by its absolute path."
         )
+    device = reserved_device(path)
+    if device is not None:  # opening it would read the device (CON: the console) forever
+        return f"{path} {device_problem(device)}; rename the file and stage it again."
     return None
 
 

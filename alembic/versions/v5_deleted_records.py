@@ -1,7 +1,7 @@
 """The log of deletions: each model or staging row a user deleted, whole.
 
-Revision ID: deleted_records
-Revises: v3
+Revision ID: v5
+Revises: v4
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "deleted_records"
-down_revision: str | Sequence[str] | None = "v3"
+revision: str = "v5"
+down_revision: str | Sequence[str] | None = "v4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
