@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -374,7 +374,7 @@ def settle_file(
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
     """
-    holder = session.scalar(select(Model).where(same_file(Model, item.path)))
+    holder = session.scalar(_locked(select(Model).where(same_file(Model, item.path))))
     if holder is not None and holder.sha256 != item.sha256:
         if item.scanned:
             settled = replace_content(session, holder, item, path_is_live)
@@ -386,7 +386,7 @@ def settle_file(
             f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
             f"now hashes to {item.sha256}",
         )
-    model = holder or session.get(Model, item.sha256)
+    model = holder or session.scalar(_locked(select(Model).where(Model.sha256 == item.sha256)))
     if model is None:
         model = Model(
             sha256=item.sha256,
@@ -423,6 +423,13 @@ def settle_file(
     if outcome is Outcome.DUPLICATE:
         return Settled(outcome, f"same content as {model.path}")
     return Settled(outcome)
+
+
+def _locked(query: Select[Any]) -> Select[Any]:
+    """The model row locked until the transaction ends (PostgreSQL; SQLite's write lock
+    is held from BEGIN), read afresh: the model is read, combined and written back,
+    and a note a person wrote meanwhile (``modelvault.curation``) must not be lost."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def move_model(model: Model, path: str, name: str, *, keep_previous: bool = True) -> None:

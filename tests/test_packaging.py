@@ -9,7 +9,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from support import DEVELOPER_HOME
+from support import DEVELOPER_HOME, HEAD_REVISION
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def test_wheel_install_outside_the_repository_migrates_to_v4(tmp_path: Path) -> 
         timeout=120,
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.split() == ["v4", "v4"]
+    assert migrated.stdout.split() == [HEAD_REVISION, HEAD_REVISION]
     version = run([str(scripts / "modelvault"), "--version"], env, timeout=60)
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("modelvault "), version.stdout + version.stderr

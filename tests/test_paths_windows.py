@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, inspect, select, text
+from support import HEAD_REVISION
 from test_scan import FAST, opens_under, scan_and_hash, staging, write
 
 from modelvault import AlreadyExistsError, DatabaseManager
@@ -366,7 +367,7 @@ def test_the_upgrade_keys_every_row_and_keeps_every_model(db: DatabaseManager) -
                 ),
                 {"path": path, "at": "2024-01-01"},
             )
-    assert db.init_db() == "v4"
+    assert db.init_db() == HEAD_REVISION
     with db.session_scope() as s:
         keys = dict(s.execute(select(Model.sha256, Model.path_key)).all())
         staged = sorted(s.scalars(select(PendingImport.path_key)))
@@ -390,7 +391,7 @@ def test_the_upgrade_keys_every_row_and_keeps_every_model(db: DatabaseManager) -
     with db.engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM model_tags")) == 3
         assert conn.scalar(text("SELECT count(*) FROM models")) == 3
-    assert db.init_db() == "v4"
+    assert db.init_db() == HEAD_REVISION
 
 
 def test_keys_are_given_by_every_writer(db: DatabaseManager) -> None:

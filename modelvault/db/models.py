@@ -66,7 +66,8 @@ class Base(DeclarativeBase):
 
 
 class PendingStatus(str, enum.Enum):
-    """Where a staging row stands. Rows are never deleted except by finishing them."""
+    """Where a staging row stands. Rows are deleted by finishing them, or when a person
+    forgets them (``curation.forget_pending``: kept in ``deleted_records``)."""
 
     PENDING = "pending"  # waiting to be hashed
     CLAIMED = "claimed"  # a worker holds its lease
@@ -174,6 +175,29 @@ class PendingImport(Base):
     # Not unique: two legacy rows may name one file in two spellings; the worker
     # settles each against the model of that file.
     path_key: Mapped[str | None] = mapped_column(KeyText, default=key_of_path, index=True)
+
+class DeletedRecord(Base):
+    """What a deletion took out of the catalog, kept so it can be seen and restored.
+
+    ``kind`` is ``model`` (a model with its tags and colours, as
+    ``ModelRecord.to_dict`` gives it) or ``queued`` (a staging row with its
+    tags and notes). Nothing reads these rows but the user: no foreign keys.
+    """
+
+    __tablename__ = "deleted_records"
+    __table_args__ = (
+        CheckConstraint("kind IN ('model', 'queued')", name="kind"),
+        Index(None, "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(PathText)
+    name: Mapped[str] = mapped_column(String(512))
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
 
 
 @event.listens_for(Model.path, "set", propagate=True)
