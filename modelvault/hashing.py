@@ -209,9 +209,7 @@ def hash_file_digest(
                 raise FileChangedError(f"{name} was replaced while it was being opened.")
             for handle in (mine, theirs):
                 _advise_sequential(handle)
-            total = _relay(
-                mine, theirs, _Sink(sha, tap), chunk, before.st_size, checkpoint, report
-            )
+            total = _relay(mine, theirs, _Sink(sha, tap), chunk, before.st_size, checkpoint, report)
         after = os.fstat(mine.fileno())
     _check_unchanged(name, before, after, total)
     return _digest(sha, before)

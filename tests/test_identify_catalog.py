@@ -279,11 +279,14 @@ def test_identify_missing_base_fills_the_models_catalogued_before(
 
     assert code == 0, err
     assert "identified 1 model" in out
-    assert "could not read" in out and "gone.safetensors" in out
+    assert "could not read" in out
+    assert "gone.safetensors" in out
     lora, ckpt = db.get_model(older["lora"]), db.get_model(older["ckpt"])
-    assert lora is not None and ckpt is not None
+    assert lora is not None
+    assert ckpt is not None
     assert (lora.base, lora.meta["identify"]["kind"]) == ("SDXL 1.0", "lora")
-    assert "identify" in ckpt.meta and "kind" not in ckpt.meta["identify"]  # not read
+    assert "identify" in ckpt.meta
+    assert "kind" not in ckpt.meta["identify"]
 
     code, out, err = cli("identify", "--all")
     ckpt = db.get_model(older["ckpt"])
@@ -304,7 +307,8 @@ def test_models_filter_by_base_and_bases_lists_them(
 
     code, out, err = cli("models", "--base", "Nonsense")
     assert code == 2
-    assert "no model has the base 'Nonsense'" in err and "Flux.1 D" in err
+    assert "no model has the base 'Nonsense'" in err
+    assert "Flux.1 D" in err
 
     code, out, _ = cli("bases", "--json")
     assert {b["base"]: b["models"] for b in json.loads(out)["bases"]} == {
