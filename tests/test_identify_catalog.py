@@ -349,3 +349,18 @@ def test_the_base_command_sets_a_base_identification_keeps(
     model = db.get_model(older["lora"])
     assert model is not None
     assert model.base == "Pony"
+
+
+def test_scan_hash_verbose_names_a_file_in_the_wrong_folder(
+    db: DatabaseManager, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "models"
+    lora_file(root)
+    cli = Cli(capsys, db.url.render_as_string(hide_password=False))
+
+    code, _, err = cli("scan", str(root), "--type", "checkpoint", "--hash", "-v")
+
+    assert code == 0, err
+    wrong = [line for line in err.splitlines() if line.startswith("wrong folder: ")]
+    assert len(wrong) == 1, err
+    assert "ink_style.safetensors: The file is a lora but is catalogued as checkpoint" in wrong[0]
