@@ -27,6 +27,7 @@ from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
 from modelvault.file_stamp import FILE_STAT
+from modelvault.identify.catalog import AUTOV3, IDENTIFY, FoundFields, apply_found
 from modelvault.normalize import (
     normalize_color,
     normalize_sha256,
@@ -47,7 +48,17 @@ LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
 PREVIEWS = "previews"  # images in the catalog's store: {"sha256", "file", "source"}
 PREVIOUS_SHA256 = "previous_sha256"  # content a file held before it was overwritten in place
 # FILE_STAT: the file's inode change time and inode, beside mtime_ns (modelvault.file_stamp)
-RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256, FILE_STAT)
+# IDENTIFY, AUTOV3: what the file's header says (modelvault.identify.catalog)
+RESERVED_META_KEYS = (
+    LEGACY,
+    PREVIOUS_PATHS,
+    SUPERSEDED,
+    PREVIEWS,
+    PREVIOUS_SHA256,
+    FILE_STAT,
+    IDENTIFY,
+    AUTOV3,
+)
 
 # ``pending_import.source`` of the rows a folder scan stages (modelvault.scan).
 SCAN_SOURCE = "scan"
@@ -327,6 +338,8 @@ class HashedFile:
     source: str | None = None  # ``SCAN_SOURCE`` for a file a folder scan found
     # The rest of the file's stamp, kept with mtime_ns (``meta["file_stat"]``).
     file_stat: Mapping[str, int] | None = None
+    # What the file's header said as it was hashed (modelvault.identify.catalog).
+    found: Mapping[str, Any] | None = None
 
     @property
     def scanned(self) -> bool:
@@ -418,6 +431,8 @@ def settle_file(
         outcome = Outcome.DUPLICATE
     if item.scanned and outcome is not Outcome.DUPLICATE:
         _take_stamp(model, item)
+    if item.found is not None:  # the same content: what its header says holds for the model
+        apply_found(model, item.found)
     session.flush()
     _link_item_tags(session, item, tag_cache)
     if outcome is Outcome.DUPLICATE:
@@ -486,6 +501,9 @@ def replace_content(
     old_sha = holder.sha256
     meta = with_file_stat(holder.meta, item.file_stat)
     meta[PREVIOUS_SHA256] = [*meta.get(PREVIOUS_SHA256, []), old_sha]
+    fields = FoundFields(holder.base, holder.type, meta)
+    if item.found is not None:  # what the old content's header said goes with it
+        apply_found(fields, item.found, new_content=True)
     copy = _live_copy(session, old_sha, path_is_live)
     session.expunge(holder)  # its primary key changes below, behind the ORM's back
     # ON UPDATE CASCADE carries the model's tag links to the new key.
@@ -498,7 +516,8 @@ def replace_content(
             path_key=stored_key(item.path),
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
-            meta=meta,
+            base=fields.base,
+            meta=fields.meta,
             updated_at=utcnow(),
         )
         .execution_options(synchronize_session=False)

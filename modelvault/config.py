@@ -23,6 +23,10 @@ from modelvault.errors import ConfigError
 ENV_PREFIX = "MODELVAULT_"
 DEFAULT_DB_FILENAME = "modelvault.sqlite3"
 CONFLICT_POLICIES = ("merge", "keep", "replace")
+# The digests the worker computes as it reads a file: the SHA-256 always (the
+# catalog's key); Civitai's AutoV3 of safetensors files on request (it costs about
+# one more SHA-256 of the file).
+HASHES = ("sha256", "autov3")
 
 T = TypeVar("T")
 
@@ -130,6 +134,8 @@ class Settings:
     # Folders `modelvault scan` walks when given none (MODELVAULT_MODEL_ROOTS,
     # separated by os.pathsep: ":" on Linux and macOS, ";" on Windows).
     model_roots: tuple[str, ...] = ()
+    # MODELVAULT_HASHES: "sha256" or "sha256,autov3" (see HASHES).
+    hashes: tuple[str, ...] = ("sha256",)
 
     def __post_init__(self) -> None:
         _check_range("hash_chunk_bytes", self.hash_chunk_bytes, 4096, 1 << 30)
@@ -146,6 +152,7 @@ class Settings:
                 f"use one of {', '.join(CONFLICT_POLICIES)}."
             )
         _check_roots(self.model_roots)
+        object.__setattr__(self, "hashes", _checked_hashes(self.hashes))
         if not self.db_url.strip():
             raise ConfigError("db_url is empty: give a SQLAlchemy URL or use a file path.")
         if self.images_dir is not None:
@@ -285,6 +292,25 @@ def _parse_policy(text: str) -> str:
     return text.lower()
 
 
+def parse_hashes(text: str) -> tuple[str, ...]:
+    """``MODELVAULT_HASHES``: digest names separated by commas, e.g. ``sha256,autov3``."""
+    return _checked_hashes(text, error=ValueError)
+
+
+def _checked_hashes(
+    given: str | tuple[str, ...], *, error: type[Exception] = ConfigError
+) -> tuple[str, ...]:
+    if isinstance(given, str):
+        given = tuple(given.split(","))
+    names = tuple(dict.fromkeys(name.strip().lower() for name in given if name.strip()))
+    unknown = [name for name in names if name not in HASHES]
+    if unknown:
+        raise error(f"unknown hash {unknown[0]!r}: use sha256, or sha256,autov3")
+    if "sha256" not in names:
+        raise error("sha256 cannot be left out (the catalog knows files by it): use sha256,autov3")
+    return names
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "hash_chunk_bytes": parse_size,
     "workers": _parse_int,
@@ -297,6 +323,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sqlite_busy_timeout_seconds": _parse_float,
     "images_dir": Path,
     "model_roots": parse_roots,
+    "hashes": parse_hashes,
 }
 
 

@@ -35,6 +35,7 @@ from modelvault.errors import (
     NotFoundError,
     ValidationError,
 )
+from modelvault.identify.catalog import base_chosen
 from modelvault.normalize import (
     MAX_TYPE,
     normalize_color,
@@ -382,7 +383,8 @@ def update_model(
     note: object = UNSET,
     meta: object = UNSET,
 ) -> ModelRecord:
-    """Change a model's fields: ``name``, ``type``, ``base`` (None or "" clears it),
+    """Change a model's fields: ``name``, ``type``, ``base`` (None or "" clears it;
+    a base set here is never changed by identification, a cleared one may be filled again),
     ``note`` (its ``meta["description"]``; None or "" removes it) and ``meta``, a
     mapping of keys to set (a key given None is removed; modelvault's own keys
     such as ``previews`` and ``legacy`` are refused). Fields not given stay."""
@@ -396,6 +398,8 @@ def update_model(
         model = locked_model(session, sha)
         for key, value in columns.items():
             setattr(model, key, value)
+        if "base" in columns:
+            model.meta = base_chosen(model.meta, by_user=columns["base"] is not None)
         if patch:
             merged = {**model.meta, **patch}
             model.meta = {k: v for k, v in merged.items() if v is not None}

@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text, update
+from sqlalchemy import URL, Engine, and_, delete, func, inspect, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
@@ -65,6 +65,8 @@ from modelvault.errors import (
     SchemaVersionError,
     ValidationError,
 )
+from modelvault.identify.catalog import AUTOV3
+from modelvault.identify.hashes import AUTOV2_LENGTH
 from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
@@ -382,20 +384,22 @@ class DatabaseManager:
         unreachable: bool = False,
         untagged: bool = False,
         sort: str = "name",
+        base: str | None = None,
     ) -> list[ModelRecord]:
         """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
         by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
         ``type`` or ``path``; names then paths break ties.
 
         Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
-        of ``model_type``, with ``search`` in their name or path (any case), under one
+        of ``model_type``, of the base model ``base`` (any case), with ``search`` in
+        their name or path (any case), under one
         of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
         ``missing`` only those whose file is gone, with ``unreachable`` only those
         whose file cannot be looked at now (a folder that cannot be read, a share that
         is not there: see ``modelvault.presence``), with both either. Two queries per
         page, however many tags the models have.
         """
-        where = _model_filters(tags, model_type, search, under, untagged)
+        where = _model_filters(tags, model_type, search, under, untagged, base)
         wanted, order = file_states(missing, unreachable), sort_order(sort)
         with self.session_scope() as session:
             if not wanted:
@@ -420,9 +424,10 @@ class DatabaseManager:
         under: Iterable[str | os.PathLike[str]] = (),
         unreachable: bool = False,
         untagged: bool = False,
+        base: str | None = None,
     ) -> int:
         """How many models ``find_models`` lists with these filters and no limit."""
-        where = _model_filters(tags, model_type, search, under, untagged)
+        where = _model_filters(tags, model_type, search, under, untagged, base)
         wanted = file_states(missing, unreachable)
         with self.session_scope() as session:
             if not wanted:
@@ -430,26 +435,18 @@ class DatabaseManager:
             return sum(1 for _ in with_file_state(session, where, wanted, [Model.sha256]))
 
     def find_model(self, key: str) -> ModelRecord:
-        """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
-        path, or its file name when only one model has it.
+        """The model named by a SHA-256, a unique prefix of one (4+ hex digits, any
+        case: Civitai's AutoV2 is the first 10), its AutoV3 or the start of it (10+
+        digits: A1111 writes 12), its path, or its file name when only one model has it.
 
         ``NotFoundError`` when nothing matches, ``ValidationError`` when a
         prefix or name matches several models.
         """
         text_key = key.strip()
         if _HEX_PREFIX.fullmatch(text_key):
-            with self.session_scope() as session:
-                matches = list(
-                    session.scalars(
-                        _model_query().where(Model.sha256.startswith(text_key.lower())).limit(2)
-                    )
-                )
-            if len(matches) > 1:
-                raise ValidationError(
-                    f"{text_key} is the start of several models' SHA-256: give more digits."
-                )
-            if matches:
-                return ModelRecord.of(matches[0])
+            found = self._find_by_hash(text_key)
+            if found is not None:
+                return found
         for path in dict.fromkeys([text_key, str(Path(text_key).expanduser().absolute())]):
             model = self.get_model_by_path(path)
             if model is not None:
@@ -466,6 +463,25 @@ class DatabaseManager:
             f"no model in the catalog has the SHA-256, path or name {text_key!r}: "
             "list them with `modelvault models`."
         )
+
+    def _find_by_hash(self, digits: str) -> ModelRecord | None:
+        """The model whose SHA-256 (else AutoV3) starts with ``digits``; None if none."""
+        prefix = digits.lower()
+        # A range on the key, not LIKE: its index serves it under any collation.
+        by_sha = and_(Model.sha256 >= prefix, Model.sha256 < prefix + "g")
+        with self.session_scope() as session:
+            matches = list(session.scalars(_model_query().where(by_sha).limit(2)))
+            what = "SHA-256"
+            if not matches and len(prefix) >= AUTOV2_LENGTH:
+                autov3 = Model.meta[AUTOV3].as_string()
+                by_autov3 = and_(autov3 >= prefix, autov3 < prefix + "g")
+                matches = list(session.scalars(_model_query().where(by_autov3).limit(2)))
+                what = "AutoV3"
+        if len(matches) > 1:
+            raise ValidationError(
+                f"{digits} is the start of several models' {what}: give more digits."
+            )
+        return ModelRecord.of(matches[0]) if matches else None
 
     def get_models_by_tag(self, name: str) -> list[ModelRecord]:
         tag_name = normalize_tag_name(name)
@@ -808,9 +824,12 @@ def _model_filters(
     search: str | None,
     under: Iterable[str | os.PathLike[str]],
     untagged: bool = False,
+    base: str | None = None,
 ) -> list[Any]:
     """The conditions of ``find_models``."""
     where: list[Any] = []
+    if base:
+        where.append(func.lower(Model.base) == base.strip().lower())
     if untagged:
         where.append(Model.sha256.not_in(select(model_tags.c.model_sha256)))
     for name in tags:

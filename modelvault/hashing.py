@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from modelvault import winfiles
 from modelvault.errors import (
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_HEARTBEAT_SECONDS",
+    "ChunkTap",
     "FileDigest",
     "HashControl",
     "hash_file",
@@ -117,6 +118,17 @@ class HashControl:
         return self._stopped.wait(timeout)
 
 
+class ChunkTap(Protocol):
+    """Something else fed the very bytes the hash reads (a header reader, a second
+    digest): ``begin(size)`` once the file is open, then ``take(chunk)`` for every
+    chunk in file order, in whichever thread holds the hash's turn. It must not
+    raise: whatever it raises ends the hashing."""
+
+    def begin(self, size: int) -> None: ...
+
+    def take(self, chunk: memoryview) -> None: ...
+
+
 @dataclass(frozen=True)
 class FileDigest:
     """A file's SHA-256 (lower-case hex) and the stamp it had while hashed: size, mtime,
@@ -146,8 +158,12 @@ def hash_file_digest(
     control: HashControl | None = None,
     on_progress: Callable[[int], None] | None = None,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+    tap: ChunkTap | None = None,
 ) -> FileDigest:
     """Hash ``path`` by streaming it; see the module docstring for how.
+
+    ``tap`` (``ChunkTap``) is fed every chunk hashed, right after the hash,
+    so a header or a second digest costs no second open and no extra read.
 
     ``on_progress(n)`` is called in the calling thread after each chunk with the
     bytes just hashed, and with 0 every ``heartbeat_seconds`` while ``control``
@@ -181,8 +197,10 @@ def hash_file_digest(
     _require_regular(name, seen)
     if seen.st_size < chunk:
         # One chunk: a relay's second handle and thread would cost more than the work.
-        return _hash_small(name, seen, checkpoint, report)
+        return _hash_small(name, seen, checkpoint, report, tap)
     mine, before = _open_checked(name, seen, follow_symlinks=True)
+    if tap is not None:
+        tap.begin(before.st_size)
     with mine:
         sha = hashlib.sha256()
         # A second handle, not a shared fd: each thread seeks its own (no pread on Windows).
@@ -191,7 +209,7 @@ def hash_file_digest(
                 raise FileChangedError(f"{name} was replaced while it was being opened.")
             for handle in (mine, theirs):
                 _advise_sequential(handle)
-            total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
+            total = _relay(mine, theirs, _Sink(sha, tap), chunk, before.st_size, checkpoint, report)
         after = os.fstat(mine.fileno())
     _check_unchanged(name, before, after, total)
     return _digest(sha, before)
@@ -202,6 +220,7 @@ def _hash_small(
     seen: os.stat_result,
     checkpoint: Callable[[], None],
     report: Callable[[int], None],
+    tap: ChunkTap | None = None,
 ) -> FileDigest:
     """``hash_file_digest`` for a file smaller than one chunk: one read, in this thread.
 
@@ -222,6 +241,9 @@ def _hash_small(
             data += more
         sha = hashlib.sha256(data)
         total = len(data)
+        if tap is not None:
+            tap.begin(before.st_size)
+            tap.take(memoryview(data))
         _report_some(report, total)
         try:
             unchanged = _identity(os.stat(name)) == _identity(before)
@@ -450,10 +472,23 @@ class _Turns:
         self.helper_error: BaseException | None = None
 
 
+class _Sink:
+    """Where a relay's chunks go: the hash, then the tap if there is one."""
+
+    def __init__(self, sha: _Hash, tap: ChunkTap | None) -> None:
+        self._sha = sha
+        self._tap = tap
+
+    def update(self, chunk: memoryview) -> None:
+        self._sha.update(chunk)
+        if self._tap is not None:
+            self._tap.take(chunk)
+
+
 def _relay(
     mine: io.FileIO,
     theirs: io.FileIO,
-    sha: _Hash,
+    sha: _Sink,
     chunk: int,
     size: int,
     checkpoint: Callable[[], None],
@@ -502,7 +537,7 @@ def _relay(
         helper.join()
 
 
-def _helper_lane(handle: io.FileIO, sha: _Hash, chunk: int, turns: _Turns) -> None:
+def _helper_lane(handle: io.FileIO, sha: _Sink, chunk: int, turns: _Turns) -> None:
     buffer = memoryview(bytearray(chunk))
     offset = chunk
     try:

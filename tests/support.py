@@ -31,6 +31,12 @@ from modelvault.migration.sample import (
 HEAD_REVISION = "v5"
 
 
+def notes_of(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's or staging row's meta without what its file's header said
+    (``identify``, ``autov3``: modelvault.identify.catalog)."""
+    return {k: v for k, v in meta.items() if k not in ("identify", "autov3")}
+
+
 def run_modelvault(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
+from support import notes_of
 
 from modelvault import (
     CatalogError,
@@ -129,7 +130,8 @@ def test_new_files_become_models_with_their_coloured_tags(
         "SDXL",
         10_000,
     )
-    assert model.meta == {"description": "my style", FILE_STAT: marks_of(a)}
+    assert notes_of(model.meta) == {"description": "my style", FILE_STAT: marks_of(a)}
+    assert "no format modelvault reads" in model.meta["identify"]["problem"]
     assert model.mtime_ns == Path(a).stat().st_mtime_ns
     # A tag that exists keeps its colour: the first row to create "style" set it.
     assert tags_of(db, sha_a) == {"style": "#ff0000", "fav": None}
@@ -236,7 +238,7 @@ def test_content_at_another_live_path_is_a_duplicate(db: DatabaseManager, tmp_pa
     assert (row.status, row.sha256) == ("duplicate", sha)
     assert row.last_error == f"same content as {original}"
     # The file's mtime is kept for the next folder scan, which then leaves it alone.
-    assert row.meta == {
+    assert notes_of(row.meta) == {
         "notes": "legacy notes",
         SCAN_MTIME_NS: os.stat(copy).st_mtime_ns,
         FILE_STAT: marks_of(copy),
@@ -286,7 +288,11 @@ def test_content_whose_catalogued_file_is_gone_moves_there(
     model = db.get_model(sha)
     assert model is not None
     assert model.path == new
-    assert model.meta == {"notes": "precious", "previous_paths": [old], FILE_STAT: marks_of(new)}
+    assert notes_of(model.meta) == {
+        "notes": "precious",
+        "previous_paths": [old],
+        FILE_STAT: marks_of(new),
+    }
     assert tags_of(db, sha) == {"kept": "#123456", "added": None}
     assert staging(db) == {}
     assert report.moved == 1
@@ -360,7 +366,7 @@ def test_the_conflict_policy_decides_how_fields_combine(
     # The file's stamp goes with the mtime the model takes (none under "keep").
     stamped = {} if policy == "keep" else {FILE_STAT: marks_of(path)}
     # The notes that gave way are kept too (catalog.combine_meta).
-    assert (model.name, model.base, model.meta) == (
+    assert (model.name, model.base, notes_of(model.meta)) == (
         name,
         base,
         {**meta, "superseded": [{"path": path, "meta": superseded}], **stamped},

@@ -24,6 +24,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
 from modelvault.db.sqlite_files import path_problem
+from modelvault.db.types import utcnow
 from modelvault.errors import ModelVaultError, NotFoundError
 from modelvault.file_stamp import FILE_STAT
 from modelvault.images import default_store
@@ -369,6 +370,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     out.say(f"scan: looking through {plural(len(roots), 'folder')}")
     changes = (lambda change: out.err.print(change.describe())) if args.verbose else None
     view = progress_view(args)
+    started = utcnow()
     try:
         found = scan_roots(
             db,
@@ -381,10 +383,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
     finally:
         view.close()
     if args.hash:
+        from modelvault.cli.identify_cli import wrong_folder_lines
 
         def describe(interrupted: bool) -> tuple[dict[str, Any], list[Line]]:
             if not interrupted:
                 settle_after_hashing(db, found, changes)
+            if args.verbose:  # what hashing found out: files of another kind than their folder
+                for line in wrong_folder_lines(db, started):
+                    out.err.print(line)
             report = found.to_dict()
             return {"scan": report}, describe_scan(report)
 
@@ -576,8 +582,11 @@ def describe_model(
         ("updated", _when(model.updated_at)),
         ("tags", out.tag_list(model.tags, colour_as_text=True)),
     ]
+    from modelvault.cli.identify_cli import identity_lines
+
     meta = dict(model.meta)
     meta.pop(FILE_STAT, None)  # bookkeeping (shown as "modified"), not a note
+    fields_ += identity_lines(model, meta)
     if previews:
         meta.pop("previews", None)
         fields_ += note_lines("previews", list(previews))

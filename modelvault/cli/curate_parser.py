@@ -28,11 +28,19 @@ EXAMPLES: dict[str, Sequence[str]] = {
     "status": ["modelvault status", "modelvault status --json"],
     "models": [
         "modelvault models --tag style --type lora",
+        'modelvault models --base "flux.1 d"',
         "modelvault models --all --sort size --format csv > models.csv",
         "modelvault models --untagged --under ~/ComfyUI/models/loras",
         "modelvault models --missing --format paths",
     ],
-    "show": ["modelvault show 9f86d081", "modelvault show ink_style.safetensors"],
+    "show": [
+        "modelvault show 9f86d081",
+        "modelvault show 9F86D081E8  (an AutoV2)",
+        "modelvault show ink_style.safetensors",
+    ],
+    "identify": ["modelvault identify --missing-base", "modelvault identify ink_style.safetensors"],
+    "base": ['modelvault base ink_style.safetensors "SDXL 1.0"', 'modelvault base 9f86d081 ""'],
+    "bases": ["modelvault bases", "modelvault bases --known"],
     "pending": ["modelvault pending", "modelvault pending --status failed conflict --json"],
     "pending forget": [
         "modelvault pending forget 12 31 --dry-run",
@@ -96,6 +104,9 @@ def add_listing_options(models: argparse.ArgumentParser) -> None:
     models.add_argument("--untagged", action="store_true", help="only models without any tag")
     models.add_argument(
         "--type", metavar="TYPE", help="only this type, e.g. checkpoint or lora (see 'types')"
+    )
+    models.add_argument(
+        "--base", metavar="BASE", help="only this base model, e.g. SDXL 1.0 (see 'bases')"
     )
     models.add_argument("--search", metavar="TEXT", help="only names or paths containing TEXT")
     models.add_argument(

@@ -51,6 +51,8 @@ def filters(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
     model could match refused first (``NotFoundError``, naming those there are)."""
     if args.untagged and args.tag:
         raise UsageError("--untagged lists models without any tag: it cannot take --tag too")
+    from modelvault.cli.identify_cli import known_base
+
     model_type = None if args.type is None else _known_type(db, args.type)
     for name in args.tag or ():
         if db.get_tag(name) is None:
@@ -65,6 +67,7 @@ def filters(args: argparse.Namespace, db: DatabaseManager) -> dict[str, Any]:
         "unreachable": args.unreachable,
         "under": [os.path.expanduser(folder) for folder in args.under or ()],
         "untagged": args.untagged,
+        "base": None if args.base is None else known_base(db, args.base),
     }
 
 

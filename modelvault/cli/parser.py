@@ -16,6 +16,7 @@ from modelvault.cli.curate_parser import (
     add_tag_actions,
     examples,
 )
+from modelvault.cli.identify_cli import add_identify_commands
 from modelvault.cli.usage import Parser as _Parser
 from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
 from modelvault.cli.usage import positive_int as _positive_int
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tag_actions(tags, on_command, destructive)
     add_curating_commands(command, destructive)
+    add_identify_commands(command)
     scan = command(
         "scan",
         c.cmd_scan,

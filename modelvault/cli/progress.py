@@ -218,6 +218,12 @@ class ProgressView:
         percent = f"{done / total:.0%}  " if total else ""
         self._show(None, f"importing legacy rows: {percent}{done}/{total}", force=done == total)
 
+    def identifying(self, done: int, total: int, path: str) -> None:
+        """``identify``: one header read after another; the count is the progress."""
+        percent = f"{done / total:.0%}  " if total else ""
+        name = printable(os.path.basename(path))
+        self._show(None, f"identifying: {percent}{done:,}/{total:,}  {name}", force=done == total)
+
     def scanning(self, files_seen: int) -> None:
         """A folder scan: how many model files it has looked at (no total is known)."""
         self._show(None, f"scanning model folders: {files_seen:,} files looked at")

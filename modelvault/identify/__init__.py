@@ -1,6 +1,7 @@
 """Identification of model files from their headers: format, family, kind, training metadata.
 
-The small API the worker, the scan and the command line build on:
+The small API the worker and the command line build on (``identify.catalog``
+writes what it finds to a model; ``identify.refresh`` is the ``identify`` command's):
 
 - ``HeaderReader(size)``: fed the chunks the hasher reads (``feed(chunk)``
   while it returns True), then ``result()``: a ``Header``.

@@ -75,6 +75,7 @@ from modelvault.db.models import (
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
 from modelvault.file_stamp import FILE_STAT
+from modelvault.identify.catalog import FOUND_KEYS, FoundFields, apply_found
 from modelvault.migration.queue_sql import BatchSQL, StoredJSON, batch_sql
 from modelvault.pathkey import stored_key
 from modelvault.presence import path_is_live as file_may_be_there
@@ -783,14 +784,15 @@ def _import_fresh(
                 stored_key(item.path),
                 item.name,
                 item.type,
-                item.base,
+                base,
                 item.size_bytes,
                 item.mtime_ns,
                 stamp if item.created_at is None else time(item.created_at),
                 stamp,
-                _model_meta(item),
+                meta,
             ]
             for item in sorted(items, key=_item_sha)
+            for base, meta in [_fresh_fields(item)]
         ],
     )
     if not inserted:
@@ -812,6 +814,22 @@ def _import_fresh(
 
 
 _item_sha = operator.attrgetter("sha256")
+
+
+def _fresh_fields(item: HashedFile) -> tuple[str | None, Mapping[str, Any]]:
+    """A new model's base and meta: the item's, with what its header said (``found``)."""
+    meta = _model_meta(item)
+    if item.found is None:
+        return item.base, meta
+    if isinstance(meta, StoredJSON) and not any(f'"{key}"' in meta.text for key in FOUND_KEYS):
+        fields = FoundFields(item.base, item.type, {})
+        apply_found(fields, item.found)
+        for key, value in fields.meta.items():  # the rest stays text, not decoded
+            meta = meta.with_key(key, value)
+        return fields.base, meta
+    fields = FoundFields(item.base, item.type, dict(meta))
+    apply_found(fields, item.found)
+    return fields.base, fields.meta
 
 
 def _model_meta(item: HashedFile) -> Mapping[str, Any]:
@@ -874,7 +892,11 @@ def _mark_settled(
             "new_error": result.reason,
             "new_size": files[row_id].size_bytes,
             "new_meta": with_file_stat(
-                {**files[row_id].meta, SCAN_MTIME_NS: files[row_id].mtime_ns},
+                {
+                    **files[row_id].meta,
+                    **(files[row_id].found or {}),
+                    SCAN_MTIME_NS: files[row_id].mtime_ns,
+                },
                 files[row_id].file_stat,
             ),
         }

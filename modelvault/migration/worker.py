@@ -44,10 +44,10 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from modelvault.catalog import Outcome, Settled
+from modelvault.catalog import Outcome, Settled, file_name
 from modelvault.config import CONFLICT_POLICIES, Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
@@ -60,6 +60,7 @@ from modelvault.errors import (
 )
 from modelvault.file_stamp import stat_marks
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
+from modelvault.identify.catalog import AUTOV3, HeaderTap
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
@@ -349,6 +350,7 @@ class MigrationWorker(threading.Thread):
         self.done = threading.Event()  # set last thing in run(), after the rows went back
         self._held: dict[int, ClaimedRow] = {}  # claimed and not yet finished
         self._hashed: list[tuple[ClaimedRow, FileDigest]] = []  # hashed, not yet settled
+        self._found: dict[int, dict[str, Any]] = {}  # what their headers said, by row id
         self._hashed_since = 0.0
         self._hashed_bytes = 0  # the size of the files in _hashed
         self._next_batch: list[ClaimedRow] = []  # claimed with the last commit, not started
@@ -551,6 +553,7 @@ class MigrationWorker(threading.Thread):
             self._give_up(row, problem_path, final=True)
             return None
         self._current = row
+        tap = HeaderTap(autov3=AUTOV3 in self.settings.hashes)
         try:
             digest = hash_file_digest(
                 row.path,
@@ -558,6 +561,7 @@ class MigrationWorker(threading.Thread):
                 control=self.control,
                 on_progress=self._on_progress,
                 heartbeat_seconds=HEARTBEAT_SECONDS,
+                tap=tap,
             )
         except (HashCancelled, _Stopping):
             raise _Stopping from None  # the row is still held: run() hands it back
@@ -576,6 +580,7 @@ class MigrationWorker(threading.Thread):
         self.report.files_hashed += 1
         if not self._hashed:
             self._hashed_since = time.monotonic()
+        self._found[row.id] = tap.found(file_name(row.path))
         return digest
 
     def _emit_claimed(self, row: ClaimedRow) -> None:
@@ -595,7 +600,13 @@ class MigrationWorker(threading.Thread):
         if not hashed:
             return
         items = [
-            (row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns, stat_marks(d.stamp)))
+            (
+                row.id,
+                replace(
+                    row.hashed(d.sha256, d.size_bytes, d.mtime_ns, stat_marks(d.stamp)),
+                    found=self._found.pop(row.id, None),
+                ),
+            )
             for row, d in hashed
         ]
         claim = None
