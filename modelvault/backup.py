@@ -23,6 +23,7 @@ file of that name) is refused, never written into. By default it is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -92,10 +93,7 @@ def backup_catalog(
     stem = Path(file).stem if file else "catalog"
     suffix = ".sqlite3" if file else ".jsonl"
     target = free_name(folder, stem, clock(), before, suffix)
-    if file:
-        report = _copy_sqlite(db, target)
-    else:
-        report = _export(db, target)
+    report = _copy_sqlite(db, target) if file else _export(db, target)
     if before is not None:
         report.removed = prune(folder, KEEP_AUTOMATIC)
     return report
@@ -249,10 +247,8 @@ def _fsync(path: Path) -> None:
 
 def _remove(*paths: Path) -> None:
     for path in paths:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 def _reason(exc: BaseException) -> str:

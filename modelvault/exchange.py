@@ -29,6 +29,7 @@ ours is never overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -268,7 +269,10 @@ def images_folder(export: Path) -> Path:
 
 
 def _write_lines(
-    out: IO[str], records: Iterator[tuple[str, dict[str, Any]]], report: ExportReport, progress: Progress
+    out: IO[str],
+    records: Iterator[tuple[str, dict[str, Any]]],
+    report: ExportReport,
+    progress: Progress,
 ) -> None:
     out.write(dumps({"format": FORMAT, "version": VERSION, "layout": "lines"}) + "\n")
     sections = dict(SECTIONS)
@@ -279,7 +283,10 @@ def _write_lines(
 
 
 def _write_document(
-    out: IO[str], records: Iterator[tuple[str, dict[str, Any]]], report: ExportReport, progress: Progress
+    out: IO[str],
+    records: Iterator[tuple[str, dict[str, Any]]],
+    report: ExportReport,
+    progress: Progress,
 ) -> None:
     head = dumps({"format": FORMAT, "version": VERSION})
     out.write(head[:-1])
@@ -378,10 +385,8 @@ def _write_failed(path: Path, exc: OSError) -> ExchangeError:
 
 
 def _remove(temp: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(temp)
-    except OSError:
-        pass
 
 
 def copy_images(store: Path | None, folder: Path, report: ExportReport) -> None:

@@ -142,7 +142,7 @@ class ExportFile:
                 try:
                     entry = json.loads(line)
                 except ValueError as exc:
-                    raise self._refused(f"line {number} is not JSON ({exc.msg})") from None
+                    raise self._refused(f"line {number} is not JSON ({exc})") from None
                 if not isinstance(entry, dict) or len(entry) != 1:
                     raise self._refused(f"line {number} is not one record")
                 ((kind, record),) = entry.items()
@@ -189,7 +189,9 @@ class ExportFile:
                 try:
                     check_record(kind, record)
                 except (_Bad, ModelVaultError) as exc:
-                    raise self._refused(f"its {kind} record {index + 1} is not valid: {exc}") from None
+                    raise self._refused(
+                        f"its {kind} record {index + 1} is not valid: {exc}"
+                    ) from None
         except UnicodeDecodeError:
             raise self._refused("it is not UTF-8 text") from None
         except OSError as exc:
@@ -350,12 +352,16 @@ class _Writer:
 
     def _tags(self, records: list[dict[str, Any]]) -> None:
         names = [normalize_tag_name(r["name"]) for r in records]
-        known = dict(self.session.execute(select(Tag.name, Tag.color).where(Tag.name.in_(names))).all())
+        known = dict(
+            self.session.execute(select(Tag.name, Tag.color).where(Tag.name.in_(names))).all()
+        )
         fresh = []
-        for name, record in zip(names, records):
+        for name, record in zip(names, records, strict=True):
             color = normalize_color(record.get("color"))
             if name not in known:
-                fresh.append({"name": name, "color": color, "created_at": as_utc(record["created_at"])})
+                fresh.append(
+                    {"name": name, "color": color, "created_at": as_utc(record["created_at"])}
+                )
             elif self._recolours(known[name], color):
                 self.session.execute(update(Tag).where(Tag.name == name).values(color=color))
                 self.report.tags_recoloured += 1
@@ -373,7 +379,7 @@ class _Writer:
         held = self._held_paths([r["path"] for r in records])
         fresh: list[dict[str, Any]] = []
         later: list[dict[str, Any]] = []
-        for sha, record in zip(shas, records):
+        for sha, record in zip(shas, records, strict=True):
             key = _key(record["path"])
             if sha in known or key in held:
                 later.append(record)
@@ -446,10 +452,12 @@ class _Writer:
 
     def _queued(self, records: list[dict[str, Any]]) -> None:
         paths = [r["path"] for r in records]
-        present = set()
+        present: set[str] = set()
         for chunk in chunked(paths):
             present.update(
-                self.session.scalars(select(PendingImport.path).where(PendingImport.path.in_(chunk)))
+                self.session.scalars(
+                    select(PendingImport.path).where(PendingImport.path.in_(chunk))
+                )
             )
         rows = [_queued_row(r) for r in records if r["path"] not in present]
         if rows:

@@ -96,9 +96,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["problems"] = [
-            {**asdict(p), "verdict": str(p.verdict)} for p in self.problems
-        ]
+        data["problems"] = [{**asdict(p), "verdict": str(p.verdict)} for p in self.problems]
         return data
 
 
@@ -179,7 +177,7 @@ def _totals(db: DatabaseManager, shas: list[str], folders: list[str]) -> tuple[i
     with db.session_scope() as session:
         query = select(func.count(), func.coalesce(func.sum(Model.size_bytes), 0))
         count, size = session.execute(query.where(*_where(shas, folders))).one()
-    return int(count), int(size)
+    return int(count or 0), int(size or 0)
 
 
 def _targets(db: DatabaseManager, shas: list[str], folders: list[str]) -> Iterator[_Target]:

@@ -77,7 +77,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{plural(report.images, 'stored image')} listed",
     ]
     if report.images_folder:
-        lines.append(f"  {plural(report.images_copied, 'image')} copied into {report.images_folder}")
+        lines.append(
+            f"  {plural(report.images_copied, 'image')} copied into {report.images_folder}"
+        )
     ui(args).emit({"export": report.to_dict()}, lines)
     return EXIT_OK
 
@@ -88,7 +90,9 @@ def cmd_import_catalog(args: argparse.Namespace) -> int:
     ExportFile(args.file).check()  # a bad file is refused before a catalog is made
     db = open_catalog(args)
     backup_first(args, db, "import-catalog")
-    report = import_catalog(db, args.file, policy=args.conflict or settings_for(args).conflict_policy)
+    report = import_catalog(
+        db, args.file, policy=args.conflict or settings_for(args).conflict_policy
+    )
     lines: list[Line] = [
         f"imported {report.path} ({report.policy}):",
         f"  {report.models_added} models added, {report.merged} merged, {report.moved} moved, "
@@ -214,7 +218,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if "error" in outcome:
         raise outcome["error"]
     report: VerifyReport = outcome["report"]
-    code = interrupted if interrupted is not None else (EXIT_OK if report.clean else EXIT_UNFINISHED)
+    code = (
+        interrupted if interrupted is not None else (EXIT_OK if report.clean else EXIT_UNFINISHED)
+    )
     ui(args).emit({"verify": report.to_dict(), "exit_code": code}, describe_verify(report))
     return code
 
@@ -229,7 +235,9 @@ def describe_verify(report: VerifyReport) -> list[Line]:
         f"{counts['unreachable']} unreachable, {counts['failed']} unreadable",
     ]
     for problem in report.problems[:50]:
-        why = f" ({problem.reason})" if problem.reason and problem.verdict is not Verdict.GONE else ""
+        why = (
+            f" ({problem.reason})" if problem.reason and problem.verdict is not Verdict.GONE else ""
+        )
         now = f" now {problem.found_sha256[:12]}" if problem.found_sha256 else ""
         lines.append(f"  {problem.verdict}: {printable(problem.path)}{now}{why}")
     if len(report.problems) > 50:

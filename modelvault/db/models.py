@@ -176,6 +176,7 @@ class PendingImport(Base):
     # settles each against the model of that file.
     path_key: Mapped[str | None] = mapped_column(KeyText, default=key_of_path, index=True)
 
+
 class DeletedRecord(Base):
     """What a deletion took out of the catalog, kept so it can be seen and restored.
 
@@ -197,7 +198,6 @@ class DeletedRecord(Base):
     name: Mapped[str] = mapped_column(String(512))
     deleted_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     record: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
-
 
 
 @event.listens_for(Model.path, "set", propagate=True)
