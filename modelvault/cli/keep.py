@@ -7,9 +7,16 @@ import argparse
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from modelvault.backup import BackupReport, backup_before_writing, backup_catalog
+from modelvault.backup import (
+    BackupReport,
+    backup_before_writing,
+    backup_catalog,
+    claim_folder,
+    default_folder,
+)
 from modelvault.cli.commands import (
     EXIT_OK,
     EXIT_UNFINISHED,
@@ -24,7 +31,7 @@ from modelvault.cli.progress import ProgressView
 from modelvault.cli.usage import UsageError
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
-from modelvault.exchange import export_catalog
+from modelvault.exchange import export_catalog, layout_for, refuse_unless_ours
 from modelvault.exchange_import import import_catalog
 from modelvault.hashing import HashControl
 from modelvault.verify import Verdict, VerifyProgress, VerifyReport, verify_models
@@ -55,6 +62,8 @@ def describe_backup(report: BackupReport) -> str:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True, must_exist=True)
+    claim_folder(Path(args.dest).expanduser().absolute() if args.dest else default_folder(db))
+    args.work_started = True  # from here, a failure is the run's (a full disk), not the input's
     report = backup_catalog(db, args.dest)
     lines: list[Line] = [f"backup: {describe_backup(report)}"]
     if report.kind == "export":
@@ -68,6 +77,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True, must_exist=True)
+    layout_for(args.file, args.layout)
+    refuse_unless_ours(Path(args.file).expanduser().absolute())
+    args.work_started = True  # from here, a failure is the run's (a full disk), not the input's
     report = export_catalog(db, args.file, layout=args.layout, with_images=args.with_images)
     layout = "JSON Lines" if report.layout == "lines" else "one JSON document"
     lines: list[Line] = [
