@@ -39,7 +39,9 @@ def fill(url: str, models: int) -> None:
     db.init_db()
     now = datetime(2024, 1, 1, tzinfo=timezone.utc)
     with db.engine.begin() as conn:
-        conn.execute(Tag.__table__.insert(), [{"name": f"tag{n}", "created_at": now} for n in range(50)])
+        conn.execute(
+            Tag.__table__.insert(), [{"name": f"tag{n}", "created_at": now} for n in range(50)]
+        )
         ids = [row[0] for row in conn.execute(Tag.__table__.select().with_only_columns(Tag.id))]
     for start in range(0, models, BATCH):
         rows, links = [], []
@@ -58,7 +60,10 @@ def fill(url: str, models: int) -> None:
                     "meta": {"description": f"a note for model {n}", "prompts": ["a", "b"]},
                 }
             )
-            links += [{"model_sha256": sha, "tag_id": ids[n % 50]}, {"model_sha256": sha, "tag_id": ids[(n + 7) % 50]}]
+            links += [
+                {"model_sha256": sha, "tag_id": ids[n % 50]},
+                {"model_sha256": sha, "tag_id": ids[(n + 7) % 50]},
+            ]
         with db.engine.begin() as conn:
             conn.execute(Model.__table__.insert(), rows)
             conn.execute(model_tags.insert(), links)
@@ -86,11 +91,23 @@ def measure(url: str, target: str) -> None:
     report = export_catalog(db, target, layout="lines")
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"floor_kib": floor, "peak_kib": peak, "models": report.models, "seconds": seconds, "bytes": report.bytes_written}))
+    print(
+        json.dumps(
+            {
+                "floor_kib": floor,
+                "peak_kib": peak,
+                "models": report.models,
+                "seconds": seconds,
+                "bytes": report.bytes_written,
+            }
+        )
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--postgres", default=os.environ.get("MODELVAULT_TEST_POSTGRES_URL"))
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
@@ -110,7 +127,9 @@ def main() -> None:
                 target = str(Path(folder) / f"export{size}.jsonl")
                 out = subprocess.run(
                     [sys.executable, __file__, "--measure", url, target],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 result = json.loads(out.stdout)
                 os.unlink(target)
@@ -123,8 +142,10 @@ def main() -> None:
                     f"({size / result['seconds']:,.0f} models/s)"
                 )
             if len(results) > 1:
-                print(f"memory over the floor, largest / smallest catalog: {results[-1] / max(results[0], 1):.2f}x "
-                      f"for {sizes[-1] / sizes[0]:.0f}x the models")
+                print(
+                    f"memory over the floor, largest / smallest catalog: {results[-1] / max(results[0], 1):.2f}x "
+                    f"for {sizes[-1] / sizes[0]:.0f}x the models"
+                )
         finally:
             scratch.drop_all()
 

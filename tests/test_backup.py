@@ -108,7 +108,9 @@ def test_a_full_disk_leaves_no_backup(tmp_path: Path) -> None:
     assert sorted(p.name for p in dest.iterdir()) == [MARKER]
 
 
-def test_postgresql_is_backed_up_as_its_export(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_postgresql_is_backed_up_as_its_export(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from conftest import reset_postgres
 
     url: str = request.getfixturevalue("postgres_database")

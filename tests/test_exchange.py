@@ -55,7 +55,9 @@ def _empty_like(db_url: str, tmp_path: Path) -> DatabaseManager:
     return fresh
 
 
-def test_sqlite_to_postgresql_and_back_loses_nothing(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_sqlite_to_postgresql_and_back_loses_nothing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     pg_url: str = request.getfixturevalue("postgres_database")
     reset_postgres(pg_url)
     lite = DatabaseManager(sqlite_url(tmp_path / "a.sqlite3"))
@@ -81,11 +83,14 @@ def test_empty_catalog_exports_every_section(db: DatabaseManager, tmp_path: Path
     assert counts(db)["models"] == 0
 
 
-@pytest.mark.parametrize(("policy", "name", "color"), [
-    ("merge", "Mine", "#111111"),
-    ("keep", "Mine", "#111111"),
-    ("replace", "Model 0 – ünï 模型", "#ff8800"),
-])
+@pytest.mark.parametrize(
+    ("policy", "name", "color"),
+    [
+        ("merge", "Mine", "#111111"),
+        ("keep", "Mine", "#111111"),
+        ("replace", "Model 0 – ünï 模型", "#ff8800"),
+    ],
+)
 def test_merge_by_sha256_under_each_policy(
     db: DatabaseManager, tmp_path: Path, policy: str, name: str, color: str
 ) -> None:
@@ -110,7 +115,9 @@ def test_merge_by_sha256_under_each_policy(
     assert {"my own note", "note 0\nsecond line"} <= set(notes)
 
 
-def test_a_path_held_by_other_content_is_a_conflict_row(db: DatabaseManager, tmp_path: Path) -> None:
+def test_a_path_held_by_other_content_is_a_conflict_row(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
     fill_catalog(db)
     export_catalog(db, tmp_path / "x.json")
     db.delete_model(sha_of(0))
@@ -154,7 +161,9 @@ def test_a_damaged_or_foreign_file_is_refused_before_anything_is_written(
     assert counts(db) == before
 
 
-def test_a_cut_json_document_and_bytes_that_are_not_text(db: DatabaseManager, tmp_path: Path) -> None:
+def test_a_cut_json_document_and_bytes_that_are_not_text(
+    db: DatabaseManager, tmp_path: Path
+) -> None:
     fill_catalog(db)
     doc = tmp_path / "doc.json"
     export_catalog(db, doc)

@@ -98,7 +98,9 @@ def test_a_writer_curating_meanwhile_loses_nothing(db: DatabaseManager, tmp_path
     assert sum(len(m.tags) for m in db.find_models(limit=None)) == 18
 
 
-def test_the_command(db: DatabaseManager, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command(
+    db: DatabaseManager, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = catalogue(db, tmp_path / "models", count=2)
     assert main(["verify", "--all", "--db", db_url]) == 0
     paths[0].unlink()
