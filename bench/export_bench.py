@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchCatalogs  # noqa: E402
+from scratch_db import ScratchCatalogs
 
-from modelvault import DatabaseManager  # noqa: E402
-from modelvault.db.models import Model, Tag, model_tags  # noqa: E402
+from modelvault import DatabaseManager
+from modelvault.db.models import Model, Tag, model_tags
 
 BATCH = 20_000
 
@@ -135,15 +135,17 @@ def main() -> None:
                 os.unlink(target)
                 over = result["peak_kib"] - result["floor_kib"]
                 results.append(over)
+                floor, peak = result["floor_kib"] / 1024, result["peak_kib"] / 1024
                 print(
-                    f"{args.backend} {size:>9,} models: floor {result['floor_kib'] / 1024:6.1f} MiB, "
-                    f"peak {result['peak_kib'] / 1024:6.1f} MiB, over the floor {over / 1024:5.1f} MiB; "
+                    f"{args.backend} {size:>9,} models: floor {floor:6.1f} MiB, "
+                    f"peak {peak:6.1f} MiB, over the floor {over / 1024:5.1f} MiB; "
                     f"{result['seconds']:.1f} s, {result['bytes'] / 2**20:.0f} MiB written "
                     f"({size / result['seconds']:,.0f} models/s)"
                 )
             if len(results) > 1:
+                ratio = results[-1] / max(results[0], 1)
                 print(
-                    f"memory over the floor, largest / smallest catalog: {results[-1] / max(results[0], 1):.2f}x "
+                    f"memory over the floor, largest / smallest catalog: {ratio:.2f}x "
                     f"for {sizes[-1] / sizes[0]:.0f}x the models"
                 )
         finally:

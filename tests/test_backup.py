@@ -72,7 +72,8 @@ def test_a_folder_that_is_not_ours_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     report = backup_catalog(db, empty)
-    assert (empty / MARKER).is_file() and Path(report.file).parent == empty
+    assert (empty / MARKER).is_file()
+    assert Path(report.file).parent == empty
     db.dispose()
 
 
@@ -104,7 +105,8 @@ def test_a_full_disk_leaves_no_backup(tmp_path: Path) -> None:
         65_536, "backup", str(dest), "--db", str(tmp_path / "c.sqlite3"), cwd=tmp_path
     )
     assert result.returncode == 1, result.stderr
-    assert result.stderr.count("\n") == 1 and "cannot write the backup" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "cannot write the backup" in result.stderr
     assert sorted(p.name for p in dest.iterdir()) == [MARKER]
 
 
@@ -119,7 +121,8 @@ def test_postgresql_is_backed_up_as_its_export(
     db.init_db()
     fill_catalog(db)
     report = backup_catalog(db, tmp_path / "pg-backups")
-    assert report.kind == "export" and report.file.endswith(".jsonl")
+    assert report.kind == "export"
+    assert report.file.endswith(".jsonl")
     reset_postgres(url)
     restored = DatabaseManager(url)
     restored.init_db()
@@ -143,5 +146,6 @@ def test_scan_backs_up_first_and_says_where(tmp_path: Path) -> None:
     assert "backup: catalog copied to" in result.stderr
     assert len(list((tmp_path / "backups").glob("c-*-before-scan.sqlite3"))) == 1
     result = run_modelvault("scan", str(models), "--no-backup", "--db", str(catalog), cwd=tmp_path)
-    assert result.returncode == 0 and "backup:" not in result.stderr
+    assert result.returncode == 0
+    assert "backup:" not in result.stderr
     assert len(list((tmp_path / "backups").glob("c-*-before-scan.sqlite3"))) == 1

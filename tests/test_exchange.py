@@ -101,8 +101,10 @@ def test_merge_by_sha256_under_each_policy(
     db.remove_tags(sha_of(0), ["t0"])
     before = counts(db)
     report = import_catalog(db, tmp_path / "x.jsonl", policy=policy)
-    assert report.merged == 5 and report.models_added == 0
-    assert report.queued_present == 3 and report.deleted_added == 0
+    assert report.merged == 5
+    assert report.models_added == 0
+    assert report.queued_present == 3
+    assert report.deleted_added == 0
     assert counts(db) == {**before, "links": before["links"] + 1}  # nothing twice; t0 is back
     model = db.get_model(sha_of(0))
     assert model is not None
@@ -157,7 +159,8 @@ def test_a_damaged_or_foreign_file_is_refused_before_anything_is_written(
     before = counts(db)
     with pytest.raises(ModelVaultError, match=said) as caught:
         import_catalog(db, bad)
-    assert str(bad) in str(caught.value) and "nothing was written" in str(caught.value)
+    assert str(bad) in str(caught.value)
+    assert "nothing was written" in str(caught.value)
     assert counts(db) == before
 
 
@@ -174,7 +177,7 @@ def test_a_cut_json_document_and_bytes_that_are_not_text(
         import_catalog(db, cut)
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(b'{"format":"modelvault-catalog","layout":"lines","version":1}\n\xff\xfe\n')
-    with pytest.raises(ModelVaultError, match="UTF-8|not JSON"):
+    with pytest.raises(ModelVaultError, match=r"UTF-8|not JSON"):
         import_catalog(db, binary)
 
 
@@ -204,7 +207,8 @@ def test_export_to_a_full_disk_leaves_nothing(tmp_path: Path) -> None:
     out.mkdir()
     result = run_limited(65_536, "export", str(out / "x.jsonl"), "--db", str(catalog), cwd=tmp_path)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.count("\n") == 1 and "cannot write" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "cannot write" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(out.iterdir()) == []
 
@@ -221,7 +225,8 @@ def test_images_travel_with_the_export(tmp_path: Path) -> None:
     (store / "notes.txt").write_text("not an image of ours", encoding="utf-8")
     fill_catalog(source)
     report = export_catalog(source, tmp_path / "x.jsonl", with_images=True)
-    assert report.images == 1 and report.images_copied == 1
+    assert report.images == 1
+    assert report.images_copied == 1
     (tmp_path / "b").mkdir()
     target = DatabaseManager(tmp_path / "b" / "c.sqlite3")
     target.init_db()
@@ -230,3 +235,24 @@ def test_images_travel_with_the_export(tmp_path: Path) -> None:
     assert target.preview_path(name).read_bytes() == b"png"
     source.dispose()
     target.dispose()
+
+
+def test_the_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from modelvault.cli import main
+
+    source = tmp_path / "a.sqlite3"
+    db = DatabaseManager(source)
+    db.init_db()
+    fill_catalog(db)
+    db.dispose()
+    assert main(["export", str(tmp_path / "x.jsonl"), "--db", str(source)]) == 0
+    (tmp_path / "bad.jsonl").write_text("not ours\n", encoding="utf-8")
+    capsys.readouterr()
+    fresh = tmp_path / "b.sqlite3"
+    assert main(["import-catalog", str(tmp_path / "bad.jsonl"), "--db", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "not a modelvault catalog export" in err
+    assert not fresh.exists()  # refused before a catalog was made
+    assert main(["import-catalog", str(tmp_path / "x.jsonl"), "--db", str(fresh)]) == 0
+    assert "5 models added" in capsys.readouterr().out

@@ -36,7 +36,8 @@ def test_changed_gone_and_intact_files(db: DatabaseManager, tmp_path: Path) -> N
     assert report.checked == report.models == 4
     assert report.counts == {"ok": 2, "changed": 1, "gone": 1, "unreachable": 0, "failed": 0}
     changed = next(p for p in report.problems if p.verdict is Verdict.CHANGED)
-    assert changed.path == str(paths[0]) and changed.found_sha256 is not None
+    assert changed.path == str(paths[0])
+    assert changed.found_sha256 is not None
     assert db.staging_counts() == statements  # read-only: nothing staged
     assert not report.clean
 
@@ -49,7 +50,8 @@ def test_update_stages_the_changed_file_as_a_scan_does(db: DatabaseManager, tmp_
     rows = db.get_pending_imports(["pending"])
     assert [(r.path, r.source) for r in rows] == [(str(paths[2]), "scan")]
     again = verify_models(db, update=True)  # queued already: not staged twice
-    assert again.staged == 0 and len(db.get_pending_imports()) == 1
+    assert again.staged == 0
+    assert len(db.get_pending_imports()) == 1
 
 
 @pytest.mark.posix_only("a folder made unreadable with chmod")
@@ -61,7 +63,8 @@ def test_a_file_out_of_reach_is_not_called_gone(db: DatabaseManager, tmp_path: P
     paths = catalogue(db, tmp_path / "shut", count=1)
     with unreadable(tmp_path / "shut"):
         report = verify_models(db)
-    assert report.counts["unreachable"] == 1 and report.counts["gone"] == 0
+    assert report.counts["unreachable"] == 1
+    assert report.counts["gone"] == 0
     assert report.problems[0].path == str(paths[0])
 
 
@@ -75,7 +78,9 @@ def test_a_stop_ends_it_after_the_file_being_read(db: DatabaseManager, tmp_path:
         control.stop()  # as Ctrl-C does, from the first chunk on
 
     report = verify_models(db, control=control, progress=progress, chunk_size=1 << 20)
-    assert report.stopped and report.checked == 0 and report.bytes_read == 0
+    assert report.stopped
+    assert report.checked == 0
+    assert report.bytes_read == 0
     assert seen
 
 
@@ -94,7 +99,8 @@ def test_a_writer_curating_meanwhile_loses_nothing(db: DatabaseManager, tmp_path
     report = verify_models(db, update=True)
     writer.join()
     assert done.is_set()
-    assert report.counts["ok"] == len(paths) and report.staged == 0
+    assert report.counts["ok"] == len(paths)
+    assert report.staged == 0
     assert sum(len(m.tags) for m in db.find_models(limit=None)) == 18
 
 
