@@ -74,3 +74,12 @@ class DemoFolderError(ModelVaultError):
 
 class ScanError(ModelVaultError):
     """A folder to scan does not exist, or the list of folders cannot be read."""
+
+
+class ExchangeError(ModelVaultError):
+    """A catalog export cannot be written, or a file given to import is not a whole
+    export of ours (truncated, damaged, another program's)."""
+
+
+class BackupError(ModelVaultError):
+    """A backup cannot be written where it was asked (a full disk, a folder not ours)."""

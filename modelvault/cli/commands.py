@@ -219,9 +219,16 @@ def run_import(
     return report.to_dict()
 
 
+def backup_first(args: argparse.Namespace, db: DatabaseManager, command: str) -> None:
+    from modelvault.cli.keep import backup_first as back_up
+
+    back_up(args, db, command)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     with open_legacy_file(args.legacy) as legacy:
         db = open_catalog(args, check=check_images(args))
+        backup_first(args, db, "import")
         report = run_import(args, db, legacy)
     counts, lines = describe_catalog(db)
     # Staged rows are the point of stage 1; only rows that need a person count.
@@ -341,6 +348,7 @@ def finish_processing(args: argparse.Namespace, db: DatabaseManager, describe: D
 def cmd_migrate(args: argparse.Namespace) -> int:
     with open_legacy_file(args.legacy) as legacy:
         db = open_catalog(args, check=check_images(args))
+        backup_first(args, db, "migrate")
         report = run_import(args, db, legacy)
     lines = describe_import(report, all_warnings=bool(args.verbose))
     return finish_processing(args, db, lambda _: ({"import": report}, lines))
@@ -366,6 +374,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         model_type=args.type,
     )
     db = open_dry_run_catalog(args) if args.dry_run else open_catalog(args)
+    backup_first(args, db, "scan")
     out = ui(args)
     out.say(f"scan: looking through {plural(len(roots), 'folder')}")
     changes = (lambda change: out.err.print(change.describe())) if args.verbose else None

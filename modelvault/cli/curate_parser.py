@@ -86,6 +86,20 @@ EXAMPLES: dict[str, Sequence[str]] = {
     "deleted": ["modelvault deleted --limit 10", "modelvault deleted --json > deleted.json"],
     "dupes": ["modelvault dupes", "modelvault dupes --json"],
     "types": ["modelvault types"],
+    "verify": [
+        "modelvault verify --all",
+        "modelvault verify ink_style.safetensors 9f86d081",
+        "modelvault verify --under ~/ComfyUI/models/loras --update",
+    ],
+    "export": [
+        "modelvault export catalog.json",
+        "modelvault export catalog.jsonl --with-images",
+    ],
+    "import-catalog": [
+        "modelvault import-catalog catalog.jsonl",
+        "modelvault import-catalog catalog.jsonl --db postgresql://me@db/models --conflict keep",
+    ],
+    "backup": ["modelvault backup", "modelvault backup /mnt/usb/modelvault-backups"],
 }
 
 

@@ -17,6 +17,7 @@ from modelvault.cli.curate_parser import (
     examples,
 )
 from modelvault.cli.identify_cli import add_identify_commands
+from modelvault.cli.keep import add_keeping_commands, add_no_backup
 from modelvault.cli.usage import Parser as _Parser
 from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
 from modelvault.cli.usage import positive_int as _positive_int
@@ -131,18 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="the legacy preview images (default: the images/ folder beside LEGACY)",
     )
     command("init", c.cmd_init, "create the catalog, or upgrade it to this version")
-    command(
-        "import",
-        c.cmd_import,
-        "step 1 only: read a legacy catalog into the catalog and the queue",
-        legacy,
+    add_no_backup(
+        command(
+            "import",
+            c.cmd_import,
+            "step 1 only: read a legacy catalog into the catalog and the queue",
+            legacy,
+        )
     )
-    command(
-        "migrate",
-        c.cmd_migrate,
-        "migrate a legacy catalog: import it, then hash the files it could not vouch for",
-        workers,
-        legacy,
+    add_no_backup(
+        command(
+            "migrate",
+            c.cmd_migrate,
+            "migrate a legacy catalog: import it, then hash the files it could not vouch for",
+            workers,
+            legacy,
+        )
     )
     command(
         "worker",
@@ -202,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tag_actions(tags, on_command, destructive)
     add_curating_commands(command, destructive)
     add_identify_commands(command)
+    add_keeping_commands(command)
     scan = command(
         "scan",
         c.cmd_scan,
@@ -236,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give every file found this type (e.g. lora) instead of its folder's",
     )
     scan.add_argument("--hash", action="store_true", help="then hash what was staged")
+    add_no_backup(scan)
     scan.add_argument(
         "--dry-run",
         action="store_true",
