@@ -1,8 +1,9 @@
 """The ``modelvault`` command: the only place that prints or exits.
 
 Exit codes: 0 every row reached a final state; 1 finished, but rows are
-``failed`` or ``conflict`` (or still waiting); 2 bad input or usage;
-130 interrupted (run the same command again to continue).
+``failed`` or ``conflict`` (or still waiting), or the run failed (the catalog's
+server stopped answering, say); 2 bad input or usage; 130 interrupted (run the
+same command again to continue).
 
 ``rich`` is imported here and below only: the library never needs it.
 """
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from modelvault.errors import ModelVaultError
+from modelvault.errors import CatalogNotAnsweringError, ModelVaultError
 
 if TYPE_CHECKING:
     from modelvault.cli.output import Ui
@@ -27,6 +28,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     from modelvault.cli.commands import EXIT_INTERRUPTED, EXIT_UNFINISHED, EXIT_USAGE
+    from modelvault.cli.interrupt import Interrupted, first_ctrl_c_ends
     from modelvault.cli.output import OutputError, Ui, flush_stdout, tolerant_streams
     from modelvault.cli.parser import UsageError, build_parser, command_names
 
@@ -43,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"no command given: use one of {', '.join(command_names(parser))} "
                 "(see 'modelvault --help')"
             )
-        code: int = args.handler(args)
-        flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
+        with first_ctrl_c_ends():
+            code: int = args.handler(args)
+            flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
         return code
     except BrokenPipeError:
         # The reader went away (`modelvault pending --json | head`): nothing left
@@ -63,9 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # after, the run itself failed.
         _error(ui, str(exc))
         started = args is not None and getattr(args, "work_started", False)
-        return EXIT_UNFINISHED if started else EXIT_USAGE
-    except KeyboardInterrupt:
-        _error(ui, "run the same command again to continue", prefix="interrupted")
+        # A server that stopped answering is no bad input, whenever it happens.
+        unfinished = started or isinstance(exc, CatalogNotAnsweringError)
+        return EXIT_UNFINISHED if unfinished else EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        said = str(exc) if isinstance(exc, Interrupted) else ""
+        _error(ui, said or "run the same command again to continue", prefix="interrupted")
         return EXIT_INTERRUPTED
 
 
