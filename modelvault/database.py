@@ -41,6 +41,7 @@ from modelvault.db.engine import (
     SQLITE_BEGIN,
     create_catalog_engine,
     is_sqlite,
+    no_idle_limit,
     set_journal_mode,
     sqlite_file,
 )
@@ -400,7 +401,8 @@ class DatabaseManager:
                     ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
                 ]
             # What became of a file is only known on disk: stream the paths once,
-            # then load the models of the page.
+            # then load the models of the page. (Files are looked at between reads.)
+            no_idle_limit(session.connection())
             paths = (
                 select(Model.sha256, Model.path)
                 .where(*where)

@@ -42,6 +42,7 @@ from modelvault.catalog import (
     without_scan_mtime,
 )
 from modelvault.database import DatabaseManager
+from modelvault.db.engine import no_idle_limit
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.normalize import MAX_TYPE
@@ -314,6 +315,7 @@ def _scan_root(
             passed.append(GoneModel(model.path, model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
+        no_idle_limit(conn)  # the walk, and a pause, go on between two reads of the stream
         model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns)
         models = _under(conn, model_rows, Model.path, top)
         staged_rows = select(

@@ -38,6 +38,17 @@ class Relay:
     def thaw(self) -> None:
         self.running.set()
 
+    def held_back(self) -> bool:
+        """Whether bytes wait in the relay, not passed on (frozen: a query, or its
+        answer, that a client waits for)."""
+        with self._lock:
+            sockets = [s for s in self._sockets if s.fileno() != -1]
+        try:
+            ready, _, _ = select.select(sockets, [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(ready)
+
     def close(self) -> None:
         self.closed.set()
         self.running.set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -89,6 +89,14 @@ def create_catalog_engine(
         if _psycopg(parsed):
             postgres.configure(engine, postgres.server_for(shown_url(parsed), settings))
     return engine
+
+
+def no_idle_limit(conn: Connection) -> None:
+    """Lift PostgreSQL's idle-in-transaction timeout for the rest of ``conn``'s
+    transaction (beginning it): for a read that streams rows while other work, or
+    a pause, goes on between them. Such a read holds no lock a writer waits for."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL {postgres.IDLE_IN_TRANSACTION_TIMEOUT} = 0")
 
 
 def _psycopg(url: URL) -> bool:
