@@ -43,7 +43,7 @@ class CatalogNotAnsweringError(CatalogError):
         self,
         catalog: str,
         seconds: float,
-        then: str = "check that it runs and can be reached, then run the command again",
+        then: str = "check that the server runs and can be reached, then run the command again",
     ) -> None:
         self.catalog, self.seconds = catalog, seconds
         super().__init__(f"{self.what}: {then}.")

@@ -123,7 +123,9 @@ def test_a_worker_on_a_frozen_server_exits_1_saying_so(
         f"modelvault: error: the catalog server at {shown_url(make_url(url))} did not answer "
         "within 6 s (it may be stopped, asleep or cut off by the network): "
     )
-    assert lines[0].endswith("check that it runs and can be reached, then run the workers again.")
+    assert lines[0].endswith(
+        "check that the server runs and can be reached, then run the workers again."
+    )
     password = make_url(url).password
     assert not password or password not in err
 
@@ -171,8 +173,8 @@ def test_a_look_only_command_ends_with_one_sentence(
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"modelvault: error: the catalog server at {shown_url(make_url(url))} did not answer "
-        "within 2 s (it may be stopped, asleep or cut off by the network): check that it runs "
-        "and can be reached, then run the command again."
+        "within 2 s (it may be stopped, asleep or cut off by the network): check that the "
+        "server runs and can be reached, then run the command again."
     ]
 
 

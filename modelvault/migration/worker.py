@@ -930,14 +930,15 @@ def _run_pool(
 
 def _stopped_by(error: BaseException, abandoned: int) -> ModelVaultError:
     """One sentence: what stopped the pool, where the rows went, what to do."""
+    rows, them = ("1 row", "it") if abandoned == 1 else (f"{abandoned} rows", "them")
     where = (
         "the rows it held are back in the queue"
         if not abandoned
-        else f"{abandoned} row{'s' if abandoned != 1 else ''} could not be handed back: the "
-        "next run on this host takes them over at once, other hosts after their lease runs out"
+        else f"{rows} could not be handed back: the next run on this host takes {them} over "
+        "at once, other hosts after the lease runs out"
     )
     if isinstance(error, CatalogNotAnsweringError):  # no "failed: ..." of a driver to quote
-        then = f"{where}; check that it runs and can be reached, then run the workers again"
+        then = f"{where}; check that the server runs and can be reached, then run the workers again"
         return CatalogNotAnsweringError(error.catalog, error.seconds, then)
     return MigrationError(
         f"a worker stopped on an error: {error}; {where}: fix the cause and run the workers again."
