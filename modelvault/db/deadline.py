@@ -16,18 +16,16 @@ handing rows back and reading the last counts cost seconds each, not another
 full deadline. ``interrupt`` ends the waits of one thread early (Ctrl-C).
 
 Nothing here knows the driver: ``modelvault.db.postgres`` arms a deadline for
-each wait of a psycopg connection (``watch``) and turns an ended wait into the
+each wait of a psycopg connection (``Wait``) and turns a wait cut short into the
 error it stands for.
 """
 
 from __future__ import annotations
 
-import itertools
+import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 # How much longer than its own statement timeout the client gives a server to
 # answer: enough for the server's cancel to arrive, so a live but slow server
@@ -56,17 +54,34 @@ class Server:
 
 
 class Wait:
-    """One wait in flight: ``ended_by`` is None, ``DEADLINE`` or ``INTERRUPT``."""
+    """One wait for ``server``'s answer on the socket ``fileno``, with a deadline
+    while it lasts (``with Wait(...) as wait:``). ``ended_by`` is None, or why it
+    was cut short: ``DEADLINE`` or ``INTERRUPT``. A wait that ends normally (no
+    exception, not cut short) clears the server's silence."""
 
     __slots__ = ("deadline", "ended_by", "fileno", "seconds", "server", "thread")
 
-    def __init__(self, server: Server, fileno: int, seconds: float) -> None:
+    def __init__(self, server: Server, fileno: int) -> None:
         self.server = server
         self.fileno = fileno
-        self.seconds = seconds
-        self.deadline = time.monotonic() + seconds
+        self.seconds = server.bound()
+        self.deadline = time.monotonic() + self.seconds
         self.thread = threading.get_ident()
         self.ended_by: str | None = None
+
+    def __enter__(self) -> Wait:
+        with _lock:
+            _waits.add(self)
+            _start_watchdog()
+            if self.deadline < _next_look:  # rare: deadlines mostly come in order
+                _wakeup.notify()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        with _lock:  # from here on, the watchdog never touches this socket
+            _waits.discard(self)
+        if exc_type is None and self.ended_by is None:
+            self.server.silent = False
 
 
 class NoAnswer(Exception):
@@ -78,30 +93,21 @@ class NoAnswer(Exception):
 # Reentrant: the Ctrl-C handler runs in the main thread, maybe while it holds it.
 _lock = threading.RLock()
 _wakeup = threading.Condition(_lock)
-_waits: dict[int, Wait] = {}
-_keys = itertools.count()
+_waits: set[Wait] = set()
 _watchdog: threading.Thread | None = None
 _next_look = float("inf")  # when the watchdog looks again, unless woken
 
 
-@contextmanager
-def watch(server: Server, fileno: int) -> Iterator[Wait]:
-    """Arm a deadline for one wait on the socket ``fileno``; a wait that ends
-    normally (no exception, not cut short) clears the server's silence."""
-    wait = Wait(server, fileno, server.bound())
-    key = next(_keys)
-    with _lock:
-        _waits[key] = wait
-        _start_watchdog()
-        if wait.deadline < _next_look:  # rare: deadlines mostly come in order
-            _wakeup.notify()
-    try:
-        yield wait
-    finally:
-        with _lock:  # from here on, the watchdog never touches this socket
-            del _waits[key]
-    if wait.ended_by is None:
-        server.silent = False
+def _forget_after_fork() -> None:
+    """A child process starts with no waits, no watchdog, and a lock nobody holds."""
+    global _lock, _wakeup, _waits, _watchdog, _next_look
+    _lock = threading.RLock()
+    _wakeup = threading.Condition(_lock)
+    _waits, _watchdog, _next_look = set(), None, float("inf")
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def interrupt(thread: int) -> bool:
@@ -109,7 +115,7 @@ def interrupt(thread: int) -> bool:
     there was one. The wait ends with an error its caller turns into
     ``KeyboardInterrupt``."""
     with _lock:
-        found = [w for w in list(_waits.values()) if w.thread == thread and not w.ended_by]
+        found = [w for w in list(_waits) if w.thread == thread and not w.ended_by]
         for wait in found:
             _end(wait, INTERRUPT)
     return bool(found)
@@ -118,7 +124,7 @@ def interrupt(thread: int) -> bool:
 def awaited_servers() -> list[str]:
     """The names of the servers some thread waits for right now."""
     with _lock:
-        names = {w.server.name for w in _waits.values()}
+        names = {w.server.name for w in _waits}
     return sorted(names)
 
 
@@ -134,10 +140,10 @@ def _run() -> None:
     with _lock:
         while True:
             now = time.monotonic()
-            for wait in list(_waits.values()):
+            for wait in list(_waits):
                 if wait.ended_by is None and wait.deadline <= now:
                     _expire(wait)
-            pending = [w.deadline for w in _waits.values() if w.ended_by is None]
+            pending = [w.deadline for w in _waits if w.ended_by is None]
             _next_look = min(pending, default=float("inf"))
             _wakeup.wait(None if not pending else max(_next_look - now, 0.0))
 
@@ -145,7 +151,7 @@ def _run() -> None:
 def _expire(wait: Wait) -> None:
     """The server missed a deadline: it is silent, and every wait on it is over."""
     wait.server.silent = True
-    for other in list(_waits.values()):
+    for other in list(_waits):
         if other.server is wait.server and other.ended_by is None:
             _end(other, DEADLINE)
 

@@ -171,7 +171,7 @@ def _define_watched_connection() -> Any:
                 server = None
             if server is None:
                 return super().wait(gen, *args, **kwargs)
-            with deadline.watch(server, fileno) as wait:
+            with deadline.Wait(server, fileno) as wait:
                 try:
                     result = super().wait(gen, *args, **kwargs)
                 except psycopg.Error as exc:
