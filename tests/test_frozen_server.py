@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from support import run_modelvault, wait_for
+from support import legacy_with_files, run_modelvault, wait_for
 from tcp_relay import Relay
 
 from modelvault import DatabaseManager, Settings
@@ -87,10 +87,12 @@ def count(url: str, query: str) -> int:
         engine.dispose()
 
 
-def start_worker(url: str, cwd: Path, **extra: str) -> subprocess.Popen[str]:
+def start_worker(url: str, cwd: Path, *command: str, **extra: str) -> subprocess.Popen[str]:
+    """``modelvault worker`` (or ``command``) on the catalog at ``url``, with ``QUICK``
+    settings and the ``extra`` environment."""
     env = {**os.environ, **QUICK, **extra, "MODELVAULT_DB_URL": url}
     return subprocess.Popen(
-        [sys.executable, "-m", "modelvault", "worker", "-q"],
+        [sys.executable, "-m", "modelvault", *(command or ("worker",)), "-q"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -116,7 +118,20 @@ def test_a_worker_on_a_frozen_server_exits_1_saying_so(
     freeze_while_hashing(relay, catalog)
     _, err = worker.communicate(timeout=ENDS_WITHIN)
 
-    assert worker.returncode == 1
+    assert_one_sentence(worker, err, url)
+
+    # What it could not hand back is taken over by the next run on this host at once
+    # (its owner is provably dead): well before a lease of 120 s would run out.
+    relay.thaw()
+    again = start_worker(url, tmp_path, MODELVAULT_LEASE_SECONDS="120")
+    _, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err
+    assert count(catalog, "SELECT count(*) FROM models") == FILES
+
+
+def assert_one_sentence(proc: subprocess.Popen[str], err: str, url: str) -> None:
+    """Exit 1, and one line saying which server did not answer and what to do."""
+    assert proc.returncode == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(
@@ -129,13 +144,17 @@ def test_a_worker_on_a_frozen_server_exits_1_saying_so(
     password = make_url(url).password
     assert not password or password not in err
 
-    # What it could not hand back is taken over by the next run on this host at once
-    # (its owner is provably dead): well before a lease of 120 s would run out.
-    relay.thaw()
-    again = start_worker(url, tmp_path, MODELVAULT_LEASE_SECONDS="120")
-    _, err = again.communicate(timeout=90)
-    assert again.returncode == 0, err
-    assert count(catalog, "SELECT count(*) FROM models") == FILES
+
+@pytest.mark.slow
+def test_migrate_on_a_server_that_freezes_while_it_hashes(
+    relay: Relay, catalog: str, tmp_path: Path
+) -> None:
+    url = through(relay, catalog)
+    legacy, _ = legacy_with_files(tmp_path, FILES, size=64)
+    migrate = start_worker(url, tmp_path, "migrate", str(legacy))
+    freeze_while_hashing(relay, catalog)
+    _, err = migrate.communicate(timeout=ENDS_WITHIN)
+    assert_one_sentence(migrate, err, url)
 
 
 @pytest.mark.slow
