@@ -23,8 +23,10 @@ from modelvault import (
     ModelVaultError,
     NotACatalogError,
     SchemaVersionError,
+    Settings,
 )
 from modelvault.db import network
+from modelvault.db.engine import set_journal_mode
 from modelvault.db.network import (
     filesystem_of,
     journal_mode_for,
@@ -177,6 +179,50 @@ def test_processes_creating_one_catalog_at_once_all_open_it(tmp_path: Path) -> N
         thread.join(60)
     assert errors == []
     assert DatabaseManager(path, read_only=True).init_db() == "v3"
+
+
+def test_the_switch_to_wal_waits_for_a_writer_as_the_busy_timeout_allows(tmp_path: Path) -> None:
+    """SQLite refuses the switch at once while another connection holds the write
+    lock (the promotion could deadlock, so no busy handler runs): it is waited for."""
+    path = tmp_path / "c.sqlite3"
+    db = DatabaseManager(path)
+    db.init_db()
+    db.dispose()
+    _sqlite(path, "PRAGMA journal_mode = DELETE")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    errors: list[BaseException] = []
+
+    def switch() -> None:
+        try:
+            set_journal_mode(DatabaseManager(path).engine, "WAL")
+        except BaseException as exc:  # collected, then asserted on
+            errors.append(exc)
+
+    thread = threading.Thread(target=switch)
+    thread.start()
+    thread.join(0.5)  # refused at once without the wait: the thread would be over
+    assert thread.is_alive()
+    assert errors == []
+    writer.execute("COMMIT")
+    writer.close()
+    thread.join(60)
+    assert errors == []
+    assert _pragma(path, "journal_mode") == "wal"
+
+
+def test_the_switch_to_wal_gives_up_when_the_busy_timeout_passes(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    DatabaseManager(path).init_db()
+    _sqlite(path, "PRAGMA journal_mode = DELETE")
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        engine = DatabaseManager(path, settings=Settings(sqlite_busy_timeout_seconds=0.2)).engine
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            set_journal_mode(engine, "WAL")
+    finally:
+        writer.close()
 
 
 @pytest.mark.parametrize("kind", ["empty file", "no tables"])

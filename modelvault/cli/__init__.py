@@ -2,8 +2,9 @@
 
 Exit codes: 0 every row reached a final state; 1 finished, but rows are
 ``failed`` or ``conflict`` (or still waiting), or the run failed (the catalog's
-server stopped answering, say); 2 bad input or usage; 130 interrupted (run the
-same command again to continue).
+server stopped answering, say); 2 bad input or usage; 130 interrupted by Ctrl-C
+or Ctrl-Break, 143 by SIGTERM, 129 by SIGHUP (run the same command again to
+continue).
 
 ``rich`` is imported here and below only: the library never needs it.
 """
@@ -22,15 +23,25 @@ from modelvault.errors import CatalogNotAnsweringError, ModelVaultError
 
 if TYPE_CHECKING:
     from modelvault.cli.output import Ui
+    from modelvault.cli.signals import SignalStop
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from modelvault.cli.commands import EXIT_INTERRUPTED, EXIT_UNFINISHED, EXIT_USAGE
-    from modelvault.cli.interrupt import Interrupted, first_ctrl_c_ends
+    from modelvault.cli.signals import SignalStop
+
+    # SIGTERM, SIGHUP, Ctrl-Break and a closed console stop the command as Ctrl-C does.
+    with SignalStop() as stop:
+        return _run(argv, stop)
+
+
+def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
+    from modelvault.cli.commands import EXIT_UNFINISHED, EXIT_USAGE
+    from modelvault.cli.interrupt import Unfinished, first_ctrl_c_ends
     from modelvault.cli.output import OutputError, Ui, flush_stdout, tolerant_streams
     from modelvault.cli.parser import UsageError, build_parser, command_names
+    from modelvault.cli.signals import exit_code
 
     tolerant_streams()
     parser = build_parser()
@@ -53,11 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`modelvault pending --json | head`): nothing left
         # to say.
         _drop_stdout()
-        return EXIT_UNFINISHED
+        return stop.exit_code or EXIT_UNFINISHED
     except OutputError as exc:
         _drop_stdout()
         _error(ui, f"cannot write the output ({exc}): check where stdout goes (a full disk?)")
-        return EXIT_UNFINISHED
+        # After SIGHUP the terminal may be gone: the exit code still says why it stopped.
+        return stop.exit_code or EXIT_UNFINISHED
     except UsageError as exc:
         _error(ui, str(exc))
         return EXIT_USAGE
@@ -69,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A server that stopped answering is no bad input, whenever it happens.
         unfinished = started or isinstance(exc, CatalogNotAnsweringError)
         return EXIT_UNFINISHED if unfinished else EXIT_USAGE
-    except KeyboardInterrupt as exc:
-        said = str(exc) if isinstance(exc, Interrupted) else ""
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stops as it does
+        said = str(interrupt) if isinstance(interrupt, Unfinished) else ""
         _error(ui, said or "run the same command again to continue", prefix="interrupted")
-        return EXIT_INTERRUPTED
+        return stop.exit_code or exit_code(interrupt)  # the first signal says why
 
 
 def _error(ui: Ui, message: str, *, prefix: str = "error") -> None:

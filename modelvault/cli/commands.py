@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from rich.text import Text
 
 from modelvault import __version__
 from modelvault.cli.escaping import printable
-from modelvault.cli.interrupt import HAND_BACK_SECONDS, Interrupted
+from modelvault.cli.interrupt import HAND_BACK_SECONDS, Unfinished
 from modelvault.cli.output import Line, Ui, human_bytes, plural, shell_command, table
 from modelvault.cli.progress import ProgressView
 from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password, shown_url
@@ -231,31 +232,35 @@ def cmd_import(args: argparse.Namespace) -> int:
     return code
 
 
-def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, bool]:
-    """Stage 2 under a MigrationManager with progress; Ctrl-C stops cleanly.
+def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, int | None]:
+    """Stage 2 under a MigrationManager with progress; Ctrl-C (or a signal that
+    stops as it does) stops cleanly.
 
-    Returns the final ``MigrationStatus`` and whether the run was interrupted.
+    Returns the final ``MigrationStatus`` and, if the run was interrupted, the
+    exit code that says so (None if it was not).
     """
+    from modelvault.cli.signals import exit_code
     from modelvault.migration.manager import MigrationManager, MigrationState
 
     manager = MigrationManager.for_database(db)
     view = progress_view(args)
     unsubscribe = manager.subscribe(view.hashing)
-    interrupted = False
+    interrupted: int | None = None
     try:
         manager.start_processing(workers=args.workers, policy=args.conflict)
         try:
             while not manager.wait(0.25):
                 pass
-        except KeyboardInterrupt:
-            interrupted = True
-            view.close()
-            ui(args).err.print(
-                "modelvault: interrupted: finishing the current step and releasing files..."
-            )
-            manager.stop()
+        except KeyboardInterrupt as interrupt:
+            interrupted = exit_code(interrupt)
+            manager.stop()  # first: after SIGHUP, writing to the terminal may fail
+            with contextlib.suppress(OSError):
+                view.close()
+                ui(args).err.print(
+                    "modelvault: interrupted: finishing the current step and releasing files..."
+                )
             if not manager.wait(HAND_BACK_SECONDS):  # the catalog does not answer, or is locked
-                raise Interrupted(
+                raise Unfinished(
                     f"the catalog at {db.display_url} did not take the files being hashed back "
                     f"within {HAND_BACK_SECONDS:g} s: any left claimed are taken over by the next "
                     "run on this host at once, by other hosts when their lease runs out; run the "
@@ -269,10 +274,12 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, boo
         view.close()
         raise ModelVaultError(status.error or "the workers failed")
     status = manager.status()
-    if not interrupted:
+    if interrupted is None:
         view.hashing(status, final=True)  # progress events are throttled: show the end
     view.close()
-    return status, interrupted or status.state is MigrationState.STOPPED
+    if interrupted is None and status.state is MigrationState.STOPPED:
+        interrupted = EXIT_INTERRUPTED
+    return status, interrupted
 
 
 def describe_workers(status: Any) -> list[Line]:
@@ -308,11 +315,11 @@ def finish_processing(args: argparse.Namespace, db: DatabaseManager, describe: D
     """Run the workers, then print ``describe(interrupted)`` (the data and lines of
     what ran before them), what they did and the catalog's counts."""
     status, interrupted = run_workers(args, db)
-    data, lines = describe(interrupted)
+    data, lines = describe(interrupted is not None)
     counts, catalog_lines = describe_catalog(db)
-    code = EXIT_INTERRUPTED if interrupted else exit_code_for(counts["staging"])
+    code = interrupted if interrupted is not None else exit_code_for(counts["staging"])
     lines = lines + describe_workers(status) + catalog_lines
-    if interrupted:
+    if interrupted is not None:
         lines.append("interrupted: run the same command again to continue where it stopped")
     elif code == EXIT_UNFINISHED:
         lines.append("some rows need attention: see 'modelvault pending --status failed conflict'")

@@ -33,12 +33,13 @@ from modelvault.cli.escaping import printable
 from modelvault.db import deadline
 
 GRACE_SECONDS = 1.75  # after the first Ctrl-C, the process ends by itself
-HAND_BACK_SECONDS = 1.0  # how long workers get to hand their rows back after Ctrl-C
+HAND_BACK_SECONDS = 1.4  # how long workers get to hand their rows back after Ctrl-C
 _STOP = b"\0"  # no signal has number 0: the watcher's own "you may go"
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with a sentence saying what was left undone (its ``str``)."""
+class Unfinished(KeyboardInterrupt):
+    """An interrupt whose clean-up could not finish in time: its ``str`` says what
+    was left undone and what to do."""
 
 
 @contextmanager

@@ -127,7 +127,11 @@ def plain(frame: Frame) -> str:
 
 
 class ProgressView:
-    """Draws progress on the stderr console from any thread; ``close()`` ends the line."""
+    """Draws progress on the stderr console from any thread; ``close()`` ends the line.
+
+    A stderr that cannot be written (a terminal that went away with SIGHUP, a
+    full disk) ends the drawing, never the run.
+    """
 
     def __init__(
         self,
@@ -193,9 +197,9 @@ class ProgressView:
 
     def close(self) -> None:
         with self._lock:
-            if self._live is not None:
-                self._live.stop()
-                self._live = None
+            live, self._live = self._live, None
+            if live is not None:
+                self._unless_unwritable(live.stop)
 
     # -- drawing --------------------------------------------------------------
 
@@ -207,14 +211,23 @@ class ProgressView:
             if frame is not None:
                 self.last_frame = frame
             if self.live_mode:
-                self._draw_live(frame, label)
+                self._unless_unwritable(lambda: self._draw_live(frame, label))
                 return
             now = self.clock()
             note = _note_kind(frame.note) if frame is not None else self._last_note
             if not force and now - self._last_plain < self.interval and note == self._last_note:
                 return
             self._last_plain, self._last_note = now, note
-            self.console.print(f"progress: {label}" if frame is None else plain(frame))
+            line = f"progress: {label}" if frame is None else plain(frame)
+            self._unless_unwritable(lambda: self.console.print(line))
+
+    def _unless_unwritable(self, draw: Callable[[], object]) -> None:
+        """``draw()``; if stderr cannot be written, draw nothing more."""
+        try:
+            draw()
+        except OSError:
+            self.quiet = True
+            self._live = None
 
     def _draw_live(self, frame: Frame | None, label: str) -> None:
         width = _stderr_width(self.console)

@@ -7,6 +7,8 @@ they were.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from modelvault.errors import ConfigError
 # Execution option that picks how a SQLite transaction begins: "IMMEDIATE"
 # takes the write lock at BEGIN, which is how workers claim rows atomically.
 SQLITE_BEGIN = "modelvault_sqlite_begin"
+
+_SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY, named only from Python 3.11
 
 
 def is_sqlite(engine_or_url: Engine | URL | str) -> bool:
@@ -132,10 +136,40 @@ def set_journal_mode(engine: Engine, mode: str) -> None:
         driver: Any = raw.driver_connection
         current = driver.execute("PRAGMA journal_mode").fetchone()[0]
         if str(current).upper() != mode:
-            # Outside any transaction: SQLite cannot change the journal mode inside one.
-            driver.execute(f"PRAGMA journal_mode = {mode}")
+            _switch_journal_mode(driver, mode)
     finally:
         raw.close()
+
+
+def _switch_journal_mode(driver: Any, mode: str) -> None:
+    """Run ``PRAGMA journal_mode = mode``, waiting for other connections as the
+    busy timeout allows.
+
+    The switch promotes a read lock to a write lock; while another connection
+    holds the write lock (a process creating the same catalog, in BEGIN
+    IMMEDIATE) SQLite answers "database is locked" at once rather than call
+    the busy handler, since two such waits could deadlock. So the wait is
+    done here: short retries until the connection's own busy timeout passes.
+    """
+    timeout_ms = driver.execute("PRAGMA busy_timeout").fetchone()[0]
+    deadline = time.monotonic() + timeout_ms / 1000
+    pause = 0.005
+    while True:
+        try:
+            # Outside any transaction: SQLite cannot change the journal mode inside one.
+            driver.execute(f"PRAGMA journal_mode = {mode}")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite said "database is locked" (SQLITE_BUSY and its extended codes)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return (code & 0xFF) == _SQLITE_BUSY if code is not None else "locked" in str(exc)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:

@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tempfile
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -46,6 +45,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from modelvault.db.network import network_filesystem
 from modelvault.db.sqlite_files import HEADER_SIZE, SQLITE_MAGIC, path_problem, sqlite_uri
 from modelvault.errors import LegacyDatabaseError
+from modelvault.migration import private_copies
 from modelvault.migration.legacy_order import HashOrder, IdRanges, bucket_digits
 
 log = logging.getLogger(__name__)
@@ -623,17 +623,20 @@ def open_legacy(
     header = _check_file(file)
     if busy_timeout_seconds is None:
         busy_timeout_seconds = LEGACY_BUSY_TIMEOUT_SECONDS
+    private_copies.sweep()  # the copies killed runs left behind
     copy = _private_copy(file) if _needs_copy(file, header) else None
-    read = file if copy is None else copy / file.name
-    catalog = LegacyCatalog(
-        file, read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds), LegacyLayout.V2
-    )
-    catalog.copy = copy
-    try:
+    engine: Engine | None = None
+    try:  # from the moment the copy exists: an interrupt landing anywhere removes it
+        read = file if copy is None else copy / file.name
+        engine = read_only_engine(read, busy_timeout_seconds=busy_timeout_seconds)
+        catalog = LegacyCatalog(file, engine, LegacyLayout.V2, copy)
         catalog.layout = _detect_layout(catalog)
         _check_integrity(catalog)
     except BaseException:
-        catalog.close()
+        if engine is not None:
+            engine.dispose()
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
         raise
     log.debug("opened legacy catalog %s (layout %d)", file, catalog.layout)
     return catalog
@@ -673,12 +676,13 @@ def _needs_copy(file: Path, header: bytes) -> bool:
 
 
 def _private_copy(file: Path) -> Path:
-    """Copy the file and its ``-wal`` into a new private folder; returns the folder.
+    """Copy the file and its ``-wal`` into a new private folder (named for this
+    process, see ``private_copies``); returns the folder.
 
     A copy whose sources changed while it was made (the legacy app wrote) is
     made again, so it is never a torn mix of two states.
     """
-    folder = Path(tempfile.mkdtemp(prefix="modelvault-legacy-"))
+    folder = private_copies.new_folder()
     try:
         for _attempt in range(COPY_ATTEMPTS):
             before = _states(file)
