@@ -7,7 +7,6 @@ from __future__ import annotations
 import select
 import socket
 import threading
-from types import TracebackType
 
 LOOK_SECONDS = 0.05  # how often the relay's threads look whether they should stop
 
@@ -61,12 +60,7 @@ class Relay:
     def __enter__(self) -> Relay:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def _accept(self) -> None:
