@@ -35,6 +35,10 @@ ANSWER_MARGIN_SECONDS = 5.0
 # psycopg's shortest connect timeout is 2 s).
 RETRY_SECONDS = 2
 
+# How often the watchdog looks while no wait is in flight (a wait's deadline is
+# seconds away: RETRY_SECONDS at the least in use).
+IDLE_LOOK_SECONDS = 1.0
+
 DEADLINE = "deadline"
 INTERRUPT = "interrupt"
 
@@ -73,7 +77,7 @@ class Wait:
         with _lock:
             _waits.add(self)
             _start_watchdog()
-            if self.deadline < _next_look:  # rare: deadlines mostly come in order
+            if self.deadline < _next_look:  # rare: the watchdog looks sooner than that
                 _wakeup.notify()
         return self
 
@@ -130,7 +134,7 @@ def awaited_servers() -> list[str]:
 
 def _start_watchdog() -> None:
     global _watchdog
-    if _watchdog is None or not _watchdog.is_alive():
+    if _watchdog is None:  # it runs for good (in a forked child: see _forget_after_fork)
         _watchdog = threading.Thread(target=_run, name="modelvault-deadlines", daemon=True)
         _watchdog.start()
 
@@ -143,9 +147,11 @@ def _run() -> None:
             for wait in list(_waits):
                 if wait.ended_by is None and wait.deadline <= now:
                     _expire(wait)
+            # Between waits it looks every IDLE_LOOK_SECONDS rather than sleep until
+            # woken: a new wait, whose deadline is further away, then wakes nobody.
             pending = [w.deadline for w in _waits if w.ended_by is None]
-            _next_look = min(pending, default=float("inf"))
-            _wakeup.wait(None if not pending else max(_next_look - now, 0.0))
+            _next_look = min(pending, default=now + IDLE_LOOK_SECONDS)
+            _wakeup.wait(max(_next_look - now, 0.0))
 
 
 def _expire(wait: Wait) -> None:
