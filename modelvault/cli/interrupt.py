@@ -45,9 +45,13 @@ class Unfinished(KeyboardInterrupt):
 @contextmanager
 def first_ctrl_c_ends() -> Iterator[None]:
     """While it lasts, the first Ctrl-C ends the command within ``GRACE_SECONDS``
-    (only in the main thread, where Python delivers signals; elsewhere it does
-    nothing)."""
-    if threading.current_thread() is not threading.main_thread():
+    (only in the main thread, where Python delivers signals, and unless SIGINT
+    was ignored when the command started, as in a job a script put in the
+    background; elsewhere it does nothing)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    ):
         yield
         return
     reader, writer = socket.socketpair()
