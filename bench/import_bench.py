@@ -304,12 +304,12 @@ def run_child(code: str, legacy: Path, url: str, batch: int) -> Run:
 
 # The rows both must have written; a SELECT per table, ordered, without updated_at and ids.
 COMPARED = {
-    "models": "SELECT sha256, path, name, type, base, size_bytes, mtime_ns, created_at, meta "
-    "FROM models ORDER BY sha256",
+    "models": "SELECT sha256, path, path_key, name, type, base, size_bytes, mtime_ns, created_at, "
+    "meta FROM models ORDER BY sha256",
     "model_tags": "SELECT model_sha256, t.name FROM model_tags JOIN tags t ON t.id = tag_id "
     "ORDER BY model_sha256, t.name",
-    "pending_import": "SELECT path, name, type, size_bytes, created_at, meta, tags, legacy_id, "
-    "source, status, attempts, last_error, sha256 FROM pending_import ORDER BY path",
+    "pending_import": "SELECT path, path_key, name, type, size_bytes, created_at, meta, tags, "
+    "legacy_id, source, status, attempts, last_error, sha256 FROM pending_import ORDER BY path",
     "tags": "SELECT name, color, created_at FROM tags ORDER BY name",
 }
 

@@ -11,11 +11,15 @@ a child process of its own so that its peak RSS is its own:
 - floor: ``os.walk`` of the tree and an ``os.stat`` of every file, nothing else:
   what looking at the tree costs at the least;
 - rescan: ``scan_roots`` on the same tree (which finds everything unchanged and
-  reads no file).
+  reads no file);
+- upgrade: once, the first re-scan of a catalog as an earlier version left it
+  (size and mtime, no ``meta.file_stat``): it reads no file either, and records
+  every file's change time and inode.
 
-Printed per size: both times (best of ``--repeat``), the ratio rescan / floor
-(target <= 3), and the rescan's peak RSS (VmHWM) over its baseline after
-imports. Flat memory: that growth should not grow with the tree.
+Printed per size: the times (floor and rescan best of ``--repeat``), the ratio
+rescan / floor (target <= 3), the upgrade's ratio to the floor, and the
+rescan's peak RSS (VmHWM) over its baseline after imports. Flat memory: that
+growth should not grow with the tree.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from modelvault.database import DatabaseManager  # noqa: E402
 from modelvault.db.models import Model  # noqa: E402
 from modelvault.db.types import utcnow  # noqa: E402
+from modelvault.file_stamp import FILE_STAT, stamp_of, stat_marks  # noqa: E402
 
 RATIO_TARGET = 3.0
 PER_FOLDER = 200
@@ -84,15 +89,18 @@ print(json.dumps({"seconds": seconds, "files": report.files_seen, "base_kib": ba
 )
 
 
-def build(folder: Path, count: int) -> tuple[Path, Path]:
-    """A tree of ``count`` model files and a catalog that knows all of them."""
+def build(folder: Path, count: int) -> tuple[Path, Path, Path]:
+    """A tree of ``count`` model files, a catalog that knows all of them, and one that
+    knows them as an earlier version did (without ``meta.file_stat``)."""
     tree = folder / "models"
-    catalog = folder / "catalog.sqlite3"
-    db = DatabaseManager(catalog)
-    db.init_db()
-    catalogue_as_found(db, make_tree(tree, count))
-    db.dispose()
-    return tree, catalog
+    paths = make_tree(tree, count)
+    catalogs = folder / "catalog.sqlite3", folder / "older.sqlite3"
+    for catalog, stamped in zip(catalogs, (True, False), strict=True):
+        db = DatabaseManager(catalog)
+        db.init_db()
+        catalogue_as_found(db, paths, stamped=stamped)
+        db.dispose()
+    return tree, *catalogs
 
 
 def make_tree(tree: Path, count: int) -> list[Path]:
@@ -109,13 +117,15 @@ def make_tree(tree: Path, count: int) -> list[Path]:
     return paths
 
 
-def catalogue_as_found(db: DatabaseManager, paths: list[Path]) -> None:
-    """Models for these files with their current size and mtime, as a scan and hash
-    leave them (the sha256 is a stand-in made from the path: nothing reads it)."""
+def catalogue_as_found(db: DatabaseManager, paths: list[Path], *, stamped: bool = True) -> None:
+    """Models for these files with their current stamp, as a scan and hash leave them
+    (the sha256 is a stand-in made from the path: nothing reads it); with ``stamped``
+    False, size and mtime only, as an earlier version left them."""
     stamp = utcnow()
     rows = []
     for path in paths:
         st = path.stat()
+        meta = {FILE_STAT: stat_marks(stamp_of(st))} if stamped else {}
         rows.append(
             {
                 "sha256": hashlib.sha256(str(path).encode()).hexdigest(),
@@ -124,7 +134,7 @@ def catalogue_as_found(db: DatabaseManager, paths: list[Path]) -> None:
                 "type": "other",
                 "size_bytes": st.st_size,
                 "mtime_ns": st.st_mtime_ns,
-                "meta": {},
+                "meta": meta,
                 "created_at": stamp,
                 "updated_at": stamp,
             }
@@ -153,19 +163,24 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     worst = 0.0
-    print(f"{'files':>8} {'floor s':>9} {'rescan s':>9} {'ratio':>6} {'rescan RSS growth':>18}")
+    print(
+        f"{'files':>8} {'floor s':>9} {'rescan s':>9} {'ratio':>6} {'upgrade s':>10} "
+        f"{'ratio':>6} {'rescan RSS growth':>18}"
+    )
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp:
-            tree, catalog = build(Path(tmp), size)
+            tree, catalog, older = build(Path(tmp), size)
             run(FLOOR, str(tree))  # warm the folder cache for both sides alike
             floor = best(FLOOR, args.repeat, str(tree))
             rescan = best(RESCAN, args.repeat, str(tree), str(catalog))
-        assert floor["files"] == rescan["files"] == size
+            upgrade = run(RESCAN, str(tree), str(older))  # once: it records the stamps
+        assert floor["files"] == rescan["files"] == upgrade["files"] == size
         ratio = rescan["seconds"] / floor["seconds"]
         worst = max(worst, ratio)
         growth = (rescan["peak_kib"] - rescan["base_kib"]) / 1024
         print(
             f"{size:>8} {floor['seconds']:>9.3f} {rescan['seconds']:>9.3f} {ratio:>6.2f} "
+            f"{upgrade['seconds']:>10.3f} {upgrade['seconds'] / floor['seconds']:>6.2f} "
             f"{growth:>15.1f} MB"
         )
     verdict = "ok" if worst <= RATIO_TARGET else "SLOWER THAN TARGET"

@@ -17,20 +17,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Select, Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, ValidationError
+from modelvault.file_stamp import FILE_STAT
 from modelvault.normalize import (
     normalize_color,
     normalize_sha256,
     normalize_tag_name,
     normalize_type,
 )
+from modelvault.pathkey import renamed_below, stored_key
 
 # Rows per statement when a list of keys goes into an IN (...) clause: well
 # under SQLite's and PostgreSQL's parameter limits.
@@ -43,18 +46,42 @@ SUPERSEDED = "superseded"  # notes that gave way when two records of one content
 LEGACY = "legacy"  # what the legacy catalog held that has no column of its own
 PREVIEWS = "previews"  # images in the catalog's store: {"sha256", "file", "source"}
 PREVIOUS_SHA256 = "previous_sha256"  # content a file held before it was overwritten in place
-RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256)
+# FILE_STAT: the file's inode change time and inode, beside mtime_ns (modelvault.file_stamp)
+RESERVED_META_KEYS = (LEGACY, PREVIOUS_PATHS, SUPERSEDED, PREVIEWS, PREVIOUS_SHA256, FILE_STAT)
 
 # ``pending_import.source`` of the rows a folder scan stages (modelvault.scan).
 SCAN_SOURCE = "scan"
 # The mtime a folder scan saw, kept in a staging row's meta until the file is hashed
-# (``pending_import`` has no mtime column; the worker takes the file's own stat).
+# (``pending_import`` has no mtime column; the worker takes the file's own stat), with
+# the rest of its stamp under FILE_STAT as in a model's meta (see modelvault.file_stamp).
+# A ``duplicate`` or ``conflict`` row keeps the stamp the file had when it was hashed.
 SCAN_MTIME_NS = "scan_mtime_ns"
+_SCAN_STAT_KEYS = (SCAN_MTIME_NS, FILE_STAT)
 
 
-def without_scan_mtime(meta: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A staging row's meta as a model's: the scan's stat is bookkeeping, not a note."""
-    return {k: v for k, v in meta.items() if k != SCAN_MTIME_NS} if SCAN_MTIME_NS in meta else meta
+def without_scan_stat(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A staging row's meta as a model's: the file's stamp is bookkeeping, not a note
+    (a model takes the stamp of the file as it was hashed: ``HashedFile.file_stat``)."""
+    if SCAN_MTIME_NS in meta or FILE_STAT in meta:
+        return {k: v for k, v in meta.items() if k not in _SCAN_STAT_KEYS}
+    return meta
+
+
+def staged_file_stat(meta: Mapping[str, Any]) -> Mapping[str, int] | None:
+    """The ``file_stat`` a staging row's meta holds, if any."""
+    marks = meta.get(FILE_STAT)
+    return marks if isinstance(marks, Mapping) else None
+
+
+def with_file_stat(meta: Mapping[str, Any], marks: Mapping[str, int] | None) -> dict[str, Any]:
+    """``meta`` holding ``marks`` as its ``file_stat`` (none at all if ``marks`` is None:
+    an old stamp must not outlive the size and mtime it went with)."""
+    meta = dict(meta)
+    if marks:
+        meta[FILE_STAT] = dict(marks)
+    else:
+        meta.pop(FILE_STAT, None)
+    return meta
 
 
 MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
@@ -217,26 +244,30 @@ def json_object(key: str, value: object) -> dict[str, Any]:
 def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
     """Insert the model, or update the fields given if its sha256 is catalogued.
 
-    A path belongs to one content: if another model holds the path, nothing is
-    written and ``AlreadyExistsError`` says which.
+    A file belongs to one content: if another model holds the path, in any
+    spelling of it (``modelvault.pathkey``), nothing is written and
+    ``AlreadyExistsError`` says which.
     """
     existing = session.get(Model, normalize_sha256(data.get("sha256")))
     values = model_values(data, partial=existing is not None)
     tags = [TagSpec.parse(t) for t in data.get("tags") or ()]
     path = values.get("path")
     if path is not None:
-        holder = session.scalar(select(Model.sha256).where(Model.path == path))
-        if holder is not None and holder != values["sha256"]:
+        holder = session.execute(
+            select(Model.sha256, Model.path).where(same_file(Model, path))
+        ).first()
+        if holder is not None and holder.sha256 != values["sha256"]:
+            spelt = "" if holder.path == path else f" as {holder.path}"
             raise AlreadyExistsError(
-                f"{path} is catalogued already with other content (sha256 {holder}): "
-                "delete or move that model first."
+                f"{path} is catalogued already{spelt} with other content (sha256 "
+                f"{holder.sha256}): delete or move that model first."
             )
     if existing is None:
         model = Model(**values)
         session.add(model)
     else:
         model = existing
-        for key, value in values.items():
+        for key, value in _keeping_file_stat(model, values).items():
             setattr(model, key, value)
     session.flush()
     if tags:
@@ -244,6 +275,25 @@ def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
         link_tags(session, ((model.sha256, tag_id) for tag_id in ids.values()))
         session.expire(model, ["tags"])
     return model
+
+
+def _keeping_file_stat(model: Model, values: dict[str, Any]) -> dict[str, Any]:
+    """An update of a model keeps its ``file_stat`` (bookkeeping, not a note: a caller
+    that rewrites the notes does not know it) while the file's path, size and mtime
+    stay as they are; once one of them changes, the stamp goes with them."""
+    stamp = model.meta.get(FILE_STAT)
+    if stamp is None:
+        return values
+    moved = any(
+        key in values and values[key] != getattr(model, key)
+        for key in ("path", "size_bytes", "mtime_ns")
+    )
+    meta = values.get("meta")
+    if moved and meta is None:
+        values["meta"] = with_file_stat(model.meta, None)
+    elif not moved and meta is not None and FILE_STAT not in meta:
+        values["meta"] = {**meta, FILE_STAT: stamp}
+    return values
 
 
 class Outcome(str, enum.Enum):
@@ -275,6 +325,8 @@ class HashedFile:
     meta: Mapping[str, Any] = field(default_factory=dict)
     tags: Sequence[TagSpec] = ()
     source: str | None = None  # ``SCAN_SOURCE`` for a file a folder scan found
+    # The rest of the file's stamp, kept with mtime_ns (``meta["file_stat"]``).
+    file_stat: Mapping[str, int] | None = None
 
     @property
     def scanned(self) -> bool:
@@ -310,12 +362,19 @@ def settle_file(
       overwritten in place and the model follows its new content
       (``replace_content``).
 
-    A scanned file's size and mtime are facts about the file, not notes: they
-    are always taken, so the next scan finds the file unchanged.
+    A scanned file's stamp (size, mtime, ``file_stat``) is a fact about the
+    file, not a note: it is always taken, so the next scan finds the file
+    unchanged; and so is its path as the scan spelt it (a file whose name
+    changed case only is the same file: ``MOVED`` when a name changed case,
+    else ``MERGED``). Wherever a model takes a file's mtime, it takes its
+    ``file_stat`` with it.
+
+    Paths are compared by their identity key (``modelvault.pathkey``): on
+    Windows, two spellings of one file are one path.
 
     DUPLICATE and CONFLICT leave the staging row to the caller.
     """
-    holder = session.scalar(select(Model).where(Model.path == item.path))
+    holder = session.scalar(_locked(select(Model).where(same_file(Model, item.path))))
     if holder is not None and holder.sha256 != item.sha256:
         if item.scanned:
             settled = replace_content(session, holder, item, path_is_live)
@@ -327,7 +386,7 @@ def settle_file(
             f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
             f"now hashes to {item.sha256}",
         )
-    model = holder or session.get(Model, item.sha256)
+    model = holder or session.scalar(_locked(select(Model).where(Model.sha256 == item.sha256)))
     if model is None:
         model = Model(
             sha256=item.sha256,
@@ -337,37 +396,62 @@ def settle_file(
             base=item.base,
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
-            meta=dict(item.meta),
+            meta=with_file_stat(item.meta, item.file_stat),
         )
         if item.created_at is not None:
             model.created_at = item.created_at
         session.add(model)
         outcome = Outcome.IMPORTED
-    elif model.path == item.path:
+    elif model is holder:  # the file of this path, however spelt
         combine_fields(model, item, policy)
         outcome = Outcome.MERGED
+        if item.scanned and model.path != item.path:
+            renamed = renamed_below(model.path, item.path)
+            move_model(model, item.path, item.name, keep_previous=renamed)
+            outcome = Outcome.MOVED if renamed else outcome
     elif path_is_live is not None and not path_is_live(model.path):
-        previous = model.path
-        named_after_file = model.name == file_name(previous)
         combine_fields(model, item, policy)  # first: notes that give way keep their own path
-        model.path = item.path
-        if named_after_file:  # a renamed file renames its model; a name of the user's stays
-            model.name = item.name
-        model.meta = {
-            **model.meta,
-            PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
-        }
+        move_model(model, item.path, item.name)
         outcome = Outcome.MOVED
     else:
         unite_previews(model, item.meta)  # like tags: images of the content join the model
         outcome = Outcome.DUPLICATE
     if item.scanned and outcome is not Outcome.DUPLICATE:
-        model.size_bytes, model.mtime_ns = item.size_bytes, item.mtime_ns
+        _take_stamp(model, item)
     session.flush()
     _link_item_tags(session, item, tag_cache)
     if outcome is Outcome.DUPLICATE:
         return Settled(outcome, f"same content as {model.path}")
     return Settled(outcome)
+
+
+def _locked(query: Select[Any]) -> Select[Any]:
+    """The model row locked until the transaction ends (PostgreSQL; SQLite's write lock
+    is held from BEGIN), read afresh: the model is read, combined and written back,
+    and a note a person wrote meanwhile (``modelvault.curation``) must not be lost."""
+    return query.with_for_update().execution_options(populate_existing=True)
+
+
+def move_model(model: Model, path: str, name: str, *, keep_previous: bool = True) -> None:
+    """The model's file is now at ``path`` (its old path goes to ``meta.previous_paths``
+    unless ``keep_previous`` is False: the same path, spelt another way). A model
+    named after its file takes the new file's ``name``; a name the user gave stays."""
+    previous = model.path
+    if model.name == file_name(previous):
+        model.name = name
+    model.path = path  # and its key (db.models: the ORM keeps the two together)
+    if keep_previous:
+        model.meta = {
+            **model.meta,
+            PREVIOUS_PATHS: [*model.meta.get(PREVIOUS_PATHS, []), previous],
+        }
+
+
+def _take_stamp(model: Model, item: HashedFile) -> None:
+    """The model records the item's file as it was hashed: size, mtime, ``file_stat``."""
+    model.size_bytes, model.mtime_ns = item.size_bytes, item.mtime_ns
+    if model.meta.get(FILE_STAT) != item.file_stat:
+        model.meta = with_file_stat(model.meta, item.file_stat)
 
 
 def _link_item_tags(session: Session, item: HashedFile, tag_cache: dict[str, int] | None) -> None:
@@ -400,7 +484,7 @@ def replace_content(
             f"(sha256 {item.sha256}): delete one of the two files or models",
         )
     old_sha = holder.sha256
-    meta = dict(holder.meta)
+    meta = with_file_stat(holder.meta, item.file_stat)
     meta[PREVIOUS_SHA256] = [*meta.get(PREVIOUS_SHA256, []), old_sha]
     copy = _live_copy(session, old_sha, path_is_live)
     session.expunge(holder)  # its primary key changes below, behind the ORM's back
@@ -410,6 +494,8 @@ def replace_content(
         .where(Model.sha256 == old_sha)
         .values(
             sha256=item.sha256,
+            path=item.path,  # as the scan spelt it (the same key)
+            path_key=stored_key(item.path),
             size_bytes=item.size_bytes,
             mtime_ns=item.mtime_ns,
             meta=meta,
@@ -427,7 +513,9 @@ def replace_content(
                 base=copy.base,
                 size_bytes=copy.size_bytes,
                 mtime_ns=(copy.meta or {}).get(SCAN_MTIME_NS),
-                meta=without_scan_mtime(copy.meta or {}),
+                meta=with_file_stat(
+                    without_scan_stat(copy.meta or {}), staged_file_stat(copy.meta or {})
+                ),
             )
         )
         session.delete(copy)
@@ -464,13 +552,17 @@ def combine_fields(model: Model, item: HashedFile, policy: str) -> None:
     is never dropped.
     """
     replace = policy == "replace"
+    took_mtime = False
     if policy != "keep":
         for key in ("name", "type", "base", "size_bytes", "mtime_ns"):
             new = getattr(item, key)
             old = getattr(model, key)
             if new is not None and (replace or old is None or (key == "type" and old == "other")):
                 setattr(model, key, new)
+                took_mtime = took_mtime or key == "mtime_ns"
     model.meta = combine_meta(dict(model.meta), model.path, dict(item.meta), item.path, policy)
+    if took_mtime:  # the stamp goes with the mtime it was taken with
+        model.meta = with_file_stat(model.meta, item.file_stat)
 
 
 def combine_meta(

@@ -23,11 +23,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text
+from sqlalchemy import URL, Engine, delete, func, inspect, or_, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
-from modelvault import catalog
+from modelvault import catalog, curation
+from modelvault.browse import file_states, sort_order, with_file_state
 from modelvault.config import (
     Settings,
     default_db_url,
@@ -41,10 +42,10 @@ from modelvault.db.engine import (
     SQLITE_BEGIN,
     create_catalog_engine,
     is_sqlite,
-    no_idle_limit,
     set_journal_mode,
     sqlite_file,
 )
+from modelvault.db.keyed import keys_under, same_file
 from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.db.network import journal_mode_for, network_filesystem
 from modelvault.db.sqlite_files import (
@@ -54,6 +55,7 @@ from modelvault.db.sqlite_files import (
     describe_application_id,
     look_at,
 )
+from modelvault.db.types import utcnow
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
@@ -69,13 +71,11 @@ from modelvault.images import ImageStore, default_store
 from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-from modelvault.presence import FileState, check_file
+from modelvault.pathkey import absolute
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
 log = logging.getLogger(__name__)
 
-# Rows read at a time while looking for models whose file is gone.
-_MISSING_SCAN_PAGE = 500
 _HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 # Any fixed number: PostgreSQL advisory lock held while one process migrates,
@@ -365,8 +365,10 @@ class DatabaseManager:
             return None if model is None else ModelRecord.of(model)
 
     def get_model_by_path(self, path: str) -> ModelRecord | None:
+        """The model of the file at ``path``, however the path is spelt (on Windows
+        ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
         with self.session_scope() as session:
-            model = session.scalar(_model_query().where(Model.path == path))
+            model = session.scalar(_model_query().where(same_file(Model, path)))
             return None if model is None else ModelRecord.of(model)
 
     def find_models(
@@ -380,44 +382,54 @@ class DatabaseManager:
         limit: int | None = None,
         offset: int = 0,
         unreachable: bool = False,
+        untagged: bool = False,
+        sort: str = "name",
     ) -> list[ModelRecord]:
-        """Models by name then path, one page of them (``offset``, ``limit``).
+        """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
+        by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
+        ``type`` or ``path``; names then paths break ties.
 
-        Only those carrying every tag in ``tags``, of ``model_type``, with ``search``
-        in their name or path (any case), under one of the folders ``under``; with
+        Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
+        of ``model_type``, with ``search`` in their name or path (any case), under one
+        of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
         ``missing`` only those whose file is gone, with ``unreachable`` only those
-        whose file cannot be looked at now (a folder that cannot be read, a share
-        that is not there: see ``modelvault.presence``), with both either. Two
-        queries per page, however many tags the models have.
+        whose file cannot be looked at now (a folder that cannot be read, a share that
+        is not there: see ``modelvault.presence``), with both either. Two queries per
+        page, however many tags the models have.
         """
-        where = _model_filters(tags, model_type, search, under)
-        wanted = {FileState.GONE} if missing else set()
-        if unreachable:
-            wanted.add(FileState.UNREACHABLE)
+        where = _model_filters(tags, model_type, search, under, untagged)
+        wanted, order = file_states(missing, unreachable), sort_order(sort)
         with self.session_scope() as session:
             if not wanted:
-                query = _model_query().where(*where).order_by(Model.name, Model.path)
+                query = _model_query().where(*where).order_by(*order)
                 return [
                     ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
                 ]
-            # What became of a file is only known on disk: stream the paths once,
-            # then load the models of the page. (Files are looked at between reads.)
-            no_idle_limit(session.connection())
-            paths = (
-                select(Model.sha256, Model.path)
-                .where(*where)
-                .order_by(Model.name, Model.path)
-                .execution_options(yield_per=_MISSING_SCAN_PAGE)
-            )
-            with session.execute(paths) as rows:
-                found = (sha for sha, path in rows if check_file(path).state in wanted)
-                page = list(
-                    itertools.islice(found, offset, None if limit is None else offset + limit)
-                )
+            found = with_file_state(session, where, wanted, order)
+            page = list(itertools.islice(found, offset, None if limit is None else offset + limit))
             if not page:
                 return []
-            query = _model_query().where(Model.sha256.in_(page)).order_by(Model.name, Model.path)
+            query = _model_query().where(Model.sha256.in_(page)).order_by(*order)
             return [ModelRecord.of(m) for m in session.scalars(query)]
+
+    def count_models(
+        self,
+        *,
+        tags: Iterable[str] = (),
+        model_type: str | None = None,
+        search: str | None = None,
+        missing: bool = False,
+        under: Iterable[str | os.PathLike[str]] = (),
+        unreachable: bool = False,
+        untagged: bool = False,
+    ) -> int:
+        """How many models ``find_models`` lists with these filters and no limit."""
+        where = _model_filters(tags, model_type, search, under, untagged)
+        wanted = file_states(missing, unreachable)
+        with self.session_scope() as session:
+            if not wanted:
+                return session.scalar(select(func.count()).select_from(Model).where(*where)) or 0
+            return sum(1 for _ in with_file_state(session, where, wanted, [Model.sha256]))
 
     def find_model(self, key: str) -> ModelRecord:
         """The model named by a SHA-256, a unique prefix of one (4+ hex digits), its
@@ -467,10 +479,6 @@ class DatabaseManager:
                 .order_by(Model.name, Model.path)
             )
             return [ModelRecord.of(m) for m in models]
-
-    def count_models(self) -> int:
-        with self.session_scope() as session:
-            return session.scalar(select(func.count()).select_from(Model)) or 0
 
     def staging_counts(self) -> dict[str, int]:
         """How many staging rows are in each status (every status listed, zeros included)."""
@@ -538,11 +546,15 @@ class DatabaseManager:
             return [(TagRecord.of(tag), count) for tag, count in rows]
 
     def tag_model(self, sha256: str, tag_id: int) -> None:
-        """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
+        """Link a tag to a model (idempotent; a new link is a change of the model's
+        ``updated_at``). Unknown model or tag: ``NotFoundError``."""
         sha = normalize_sha256(sha256)
         with self.session_scope(immediate=True) as session:
             self._require(session, sha, tag_id)
-            catalog.link_tags(session, [(sha, tag_id)])
+            model = session.get_one(Model, sha)
+            if session.get_one(Tag, tag_id) not in model.tags:
+                catalog.link_tags(session, [(sha, tag_id)])
+                model.updated_at = utcnow()
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:
         """Remove a link; returns whether there was one."""
@@ -553,6 +565,10 @@ class DatabaseManager:
                     model_tags.c.model_sha256 == sha, model_tags.c.tag_id == tag_id
                 )
             )
+            if result.rowcount:  # type: ignore[attr-defined]
+                session.execute(
+                    update(Model).where(Model.sha256 == sha).values(updated_at=utcnow())
+                )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def get_tags_for_model(self, sha256: str) -> list[TagRecord]:
@@ -583,14 +599,61 @@ class DatabaseManager:
                 f"no tag with id {tag_id!r} exists: create it with create_tag first."
             )
 
+    # -- curating: each one transaction (see modelvault.curation) --------------
+
+    def ensure_tag(self, name: str, color: str | None = None) -> TagRecord:
+        """The tag, created if there is none; an existing one keeps its colour."""
+        return curation.ensure_tag(self, name, color)
+
+    def rename_tag(self, old: str, new: str, *, merge: bool = False) -> curation.TagChange:
+        """Rename a tag; into an existing one only with ``merge``."""
+        return curation.rename_tag(self, old, new, merge=merge)
+
+    def set_tag_color(self, name: str, color: str | None) -> TagRecord:
+        return curation.set_tag_color(self, name, color)
+
+    def delete_tag(self, name: str) -> curation.TagChange:
+        return curation.delete_tag(self, name)
+
+    def add_tags(self, key: str, names: Iterable[str], color: str | None = None) -> ModelRecord:
+        """Tag the model ``key`` (as ``find_model`` takes it), creating tags as needed."""
+        return curation.add_tags(self, self.find_model(key).sha256, names, color)[0]
+
+    def remove_tags(self, key: str, names: Iterable[str]) -> ModelRecord:
+        return curation.remove_tags(self, self.find_model(key).sha256, names)[0]
+
+    def update_model(self, key: str, **changes: Any) -> ModelRecord:
+        """Change ``name``, ``type``, ``base``, ``note`` or ``meta`` keys of the model ``key``."""
+        return curation.update_model(self, self.find_model(key).sha256, **changes)
+
+    def delete_model(self, key: str) -> ModelRecord:
+        """Delete the model's entry and links (never its file), kept in ``deleted_records``."""
+        return curation.delete_models(self, [self.find_model(key).sha256])[0]
+
+    def forget_pending(
+        self, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
+    ) -> list[PendingRecord]:
+        return curation.forget_pending(self, ids, statuses=statuses)
+
+    def find_copies(self, sha256: str) -> curation.Copies:
+        """The model of a content and every staging row found to hold it."""
+        return curation.find_copies(self, sha256)
+
+    def deleted_records(self, *, limit: int | None = None) -> list[curation.DeletedEntry]:
+        return curation.deleted_records(self, limit=limit)
+
     # -- staging rows ---------------------------------------------------------
 
     def add_pending_import(self, data: Mapping[str, Any]) -> PendingRecord:
         """Stage a file to be hashed by the workers."""
         values = _pending_values(data)
         with self.session_scope(immediate=True) as session:
-            if session.scalar(select(PendingImport.id).where(PendingImport.path == values["path"])):
-                raise AlreadyExistsError(f"{values['path']} is staged already.")
+            staged = session.scalar(
+                select(PendingImport.path).where(same_file(PendingImport, values["path"]))
+            )
+            if staged is not None:
+                spelt = "" if staged == values["path"] else f" as {staged}"
+                raise AlreadyExistsError(f"{values['path']} is staged already{spelt}.")
             row = PendingImport(**values)
             session.add(row)
             session.flush()
@@ -746,9 +809,12 @@ def _model_filters(
     model_type: str | None,
     search: str | None,
     under: Iterable[str | os.PathLike[str]],
+    untagged: bool = False,
 ) -> list[Any]:
     """The conditions of ``find_models``."""
     where: list[Any] = []
+    if untagged:
+        where.append(Model.sha256.not_in(select(model_tags.c.model_sha256)))
     for name in tags:
         tagged = (
             select(model_tags.c.model_sha256)
@@ -766,9 +832,9 @@ def _model_filters(
                 func.lower(Model.path).like(pattern, escape="\\"),
             )
         )
-    folders = [os.path.abspath(os.fspath(f)).rstrip(os.sep) + os.sep for f in under]
+    folders = [absolute(os.fspath(f)) for f in under]
     if folders:
-        where.append(or_(*(Model.path.startswith(f, autoescape=True) for f in folders)))
+        where.append(or_(*(keys_under(Model, folder) for folder in folders)))
     return where
 
 

@@ -27,17 +27,20 @@ import hashlib
 import io
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from modelvault import winfiles
 from modelvault.errors import (
     FileChangedError,
     HashCancelled,
     NotRegularFileError,
     ValidationError,
 )
+from modelvault.file_stamp import FileStamp, stamp_of
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -116,11 +119,24 @@ class HashControl:
 
 @dataclass(frozen=True)
 class FileDigest:
-    """A file's SHA-256 (lower-case hex) and the size and mtime it had while hashed."""
+    """A file's SHA-256 (lower-case hex) and the stamp it had while hashed: size, mtime,
+    and (None where the system gives none, see ``modelvault.file_stamp``) its inode
+    change time and inode number."""
 
     sha256: str
     size_bytes: int
     mtime_ns: int
+    ctime_ns: int | None = None
+    ino: int | None = None
+
+    @property
+    def stamp(self) -> FileStamp:
+        return FileStamp(self.size_bytes, self.mtime_ns, self.ctime_ns, self.ino)
+
+
+def _digest(sha: _Hash, st: os.stat_result) -> FileDigest:
+    stamp = stamp_of(st)
+    return FileDigest(sha.hexdigest(), stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.ino)
 
 
 def hash_file_digest(
@@ -138,9 +154,11 @@ def hash_file_digest(
     is paused; whatever it raises propagates and ends the hashing.
 
     Raises ``HashCancelled`` when ``control`` is stopped, ``FileChangedError``
-    when the file's size or mtime changed meanwhile (or fewer/more bytes than its
-    size could be read), or when the path names another file at the end (one was
-    renamed over it), ``NotRegularFileError`` for a directory, FIFO, socket or
+    when the file's stamp changed meanwhile (its size, its mtime, or its inode
+    change time: a rewrite that puts the mtime back is caught by the last; see
+    ``modelvault.file_stamp``), when fewer or more bytes than its size could be
+    read, or when the path names another file at the end (one was renamed over
+    it, or it was removed), ``NotRegularFileError`` for a directory, FIFO, socket or
     device (refused before it is opened: nothing ever blocks on one; see
     ``open_regular_file``), and the ``OSError`` of ``stat``, opening or reading
     as it is (``FileNotFoundError``, ``PermissionError``...).
@@ -176,7 +194,7 @@ def hash_file_digest(
             total = _relay(mine, theirs, sha, chunk, before.st_size, checkpoint, report)
         after = os.fstat(mine.fileno())
     _check_unchanged(name, before, after, total)
-    return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
+    return _digest(sha, before)
 
 
 def _hash_small(
@@ -207,31 +225,46 @@ def _hash_small(
         _report_some(report, total)
         try:
             unchanged = _identity(os.stat(name)) == _identity(before)
-        except FileNotFoundError:
-            unchanged = False
+        except OSError:
+            unchanged = False  # _check_path_still_names says why
         if not unchanged or total != before.st_size:
             _check_unchanged(name, before, os.fstat(fd), total)
     finally:
         os.close(fd)
-    return FileDigest(sha.hexdigest(), before.st_size, before.st_mtime_ns)
+    return _digest(sha, before)
 
 
 def _check_unchanged(name: str, before: os.stat_result, after: os.stat_result, total: int) -> None:
     """FileChangedError unless the file read (``before``, ``after``: its descriptor's
-    stat) kept its size and mtime, ``total`` bytes were its size, and the path still
-    names it."""
+    stat) kept its stamp, ``total`` bytes were its size, and the path still names it,
+    unchanged. (A file replaced or removed says so before its change time does: its
+    own change time moves as it loses its name.)"""
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        raise FileChangedError(
-            f"{name} changed while it was being hashed "
-            f"(size {before.st_size} -> {after.st_size} bytes, "
-            f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns})."
-        )
+        _check_stamp(name, before, after)  # raises, saying which moved
     if total != before.st_size:
         raise FileChangedError(
             f"{name} changed while it was being hashed: "
             f"read {total} bytes of a file of {before.st_size}."
         )
     _check_path_still_names(name, before)
+    _check_stamp(name, before, after)
+
+
+def _check_stamp(name: str, before: os.stat_result, after: os.stat_result) -> None:
+    """FileChangedError, saying what moved, unless the two stats show one stamp."""
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise FileChangedError(
+            f"{name} changed while it was being hashed "
+            f"(size {before.st_size} -> {after.st_size} bytes, "
+            f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns})."
+        )
+    was, now = stamp_of(before), stamp_of(after)
+    if was != now:
+        raise FileChangedError(
+            f"{name} was written to while it was being hashed, though its size and mtime "
+            f"are as they were (its change time moved: ctime_ns {was.ctime_ns} -> "
+            f"{now.ctime_ns}): it will be read again."
+        )
 
 
 def hash_file(
@@ -262,7 +295,10 @@ def open_regular_file(path: StrPath, *, follow_symlinks: bool = True) -> io.File
     is checked again, in case the path was swapped for something else meanwhile
     (``FileChangedError`` if it names another file now). Other failures are the
     ``OSError`` of ``stat`` or ``open`` as it is. With ``follow_symlinks=False``
-    a symbolic link is refused like any other file that is not regular.
+    a symbolic link is refused like any other file that is not regular. On
+    Windows the file is opened sharing read, write and delete
+    (``modelvault.winfiles``): other programs may move, replace or delete it
+    while it is open, as they may elsewhere.
     """
     return _open_regular(os.fspath(path), follow_symlinks=follow_symlinks)[0]
 
@@ -291,8 +327,11 @@ def _open_fd(
 ) -> tuple[int, os.stat_result]:
     """Open ``name``, which ``seen`` (its ``stat``) says is a regular file, without ever
     blocking; the descriptor and its ``fstat``, checked to be that same regular file."""
-    no_follow = 0 if follow_symlinks else _O_NOFOLLOW
-    fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY | no_follow)
+    if sys.platform == "win32":  # shared for deleting too: others may move the file
+        fd = winfiles.open_shared(name, follow_symlinks=follow_symlinks)
+    else:
+        no_follow = 0 if follow_symlinks else _O_NOFOLLOW
+        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | no_follow)
     try:
         opened = os.fstat(fd)
         _require_regular(name, opened)
@@ -309,7 +348,6 @@ def _open_fd(
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows only: no newline translation
 
 
 def _require_regular(name: str, st: os.stat_result) -> None:
@@ -345,14 +383,22 @@ def _check_path_still_names(name: str, read: os.stat_result) -> None:
     except FileNotFoundError:
         gone = f"{name} was removed or renamed while it was being hashed."
         raise FileChangedError(gone) from None
-    if _identity(now) != _identity(read):
+    except OSError as exc:  # e.g. Windows: a file deleted while open is "pending deletion"
+        raise FileChangedError(
+            f"{name} could not be looked at again once hashed ({exc.strerror or exc}), "
+            "so nothing shows it is still the file that was read."
+        ) from exc
+    if (now.st_dev, now.st_ino) != (read.st_dev, read.st_ino):
         raise FileChangedError(
             f"{name} was replaced while it was being hashed: the path names another file now."
         )
+    _check_stamp(name, read, now)
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+def _identity(st: os.stat_result) -> tuple[int, int, FileStamp]:
+    """What a path must still show for the file read: its device and inode (which
+    ``stamp_of`` leaves out where 0), and its stamp."""
+    return (st.st_dev, st.st_ino, stamp_of(st))
 
 
 def _checked_chunk_size(chunk_size: int | None) -> int:

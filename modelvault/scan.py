@@ -1,20 +1,30 @@
 """Keep the catalog true: walk model folders, stage what is new or changed.
 
 A scan never reads a file's content. It lists the folders (``os.scandir``, one
-``stat`` per model file) and compares each file's path, size and mtime with what
-the catalog holds: a model, or a row already staged. A file that matches is
-left alone; a new or changed file is staged in ``pending_import`` (``source`` =
-``scan``, type from its folder), and the workers hash it and settle it by the
-catalog's rules (``modelvault.catalog.settle_file``): a moved or renamed file
-keeps its tags and notes, a file overwritten in place keeps its model.
+``stat`` per model file) and compares each file's path and stamp (size, mtime,
+inode change time and inode: ``modelvault.file_stamp``) with what the catalog
+holds: a model, or a row already staged. A file that matches is left alone (a
+record of an older version, with size and mtime only, takes the rest of the
+stamp the file has now); a new or changed file is staged in ``pending_import``
+(``source`` = ``scan``, type from its folder), and the workers hash it and
+settle it by the catalog's rules (``modelvault.catalog.settle_file``): a moved
+or renamed file keeps its tags and notes, a file overwritten in place keeps its
+model.
 Catalogued files that are gone are reported, never deleted; where a copy of
 their content was found before (a ``duplicate`` row) and is unchanged since,
 the model moves to it at once.
 
+Paths are compared by their identity keys (``modelvault.pathkey``): on Windows,
+a file the catalog knows as ``c:\\ComfyUI\\models\\x.ckpt`` is the file the walk
+finds at ``C:\\ComfyUI\\models\\x.ckpt`` (nothing is read again). A file whose
+name, or a folder's below the scan's root, changed case only is the same file
+renamed: its model moves to the new name (``moved``), nothing is read.
+
 Memory stays flat as the tree grows: the walk yields files in the order of
-their path strings (each folder listed and sorted on its own), and the catalog
-rows under the same root are streamed in that same order, so the two are
-compared like two sorted lists being merged; no table of the whole tree is held.
+their keys (each folder listed and sorted on its own), and the catalog rows
+under the same root are streamed in that same order (the key's index), so the
+two are compared like two sorted lists being merged; no table of the whole tree
+is held.
 
 Where the folders come from is ``modelvault.scan_sources``; the walk itself is
 ``modelvault.scan_walk``; the report ``modelvault.scan_report``.
@@ -29,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, bindparam, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from modelvault.catalog import (
     SCAN_MTIME_NS,
@@ -38,14 +48,20 @@ from modelvault.catalog import (
     Outcome,
     chunked,
     insert_ignoring_duplicates,
+    move_model,
     settle_file,
-    without_scan_mtime,
+    staged_file_stat,
+    with_file_stat,
+    without_scan_stat,
 )
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import no_idle_limit
+from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
+from modelvault.file_stamp import FileStamp, Verdict, moved_intact, stat_marks
 from modelvault.normalize import MAX_TYPE
+from modelvault.pathkey import is_own_key, renamed_below, stored_key
 from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
@@ -55,6 +71,16 @@ from modelvault.scan_sources import (
     folder_problem,
     parse_extra_model_paths,
     resolve_roots,
+)
+from modelvault.scan_stamps import (
+    WAITING,
+    as_number,
+    column_verdict,
+    restamp_rows,
+    staged_meta,
+    stamp_columns,
+    stamp_models,
+    verdict,
 )
 from modelvault.scan_walk import MODEL_EXTENSIONS, FolderKey, FoundFile, RootWalk, folder_key
 
@@ -79,8 +105,7 @@ WRITE_BATCH = 500
 STREAM_BATCH = 1000
 
 PENDING_TABLE = cast(Table, PendingImport.__table__)
-# Rows in these statuses wait for a worker already: the scan leaves them alone.
-WAITING = frozenset({PendingStatus.PENDING.value, PendingStatus.CLAIMED.value})
+# WAITING (scan_stamps): rows that wait for a worker already; the scan leaves them alone.
 DUPLICATE = PendingStatus.DUPLICATE.value
 
 Progress = Callable[[int], None]
@@ -95,52 +120,49 @@ class GoneModel(NamedTuple):
     sha256: str = ""  # looked up once the walk is over (the walk streams no hashes)
 
 
-def unchanged(recorded_size: int | None, recorded_mtime_ns: Any, found: FoundFile) -> bool:
-    """Whether a file is as the catalog recorded it: the one comparison that decides
-    what a scan reads again."""
-    return recorded_size == found.size and recorded_mtime_ns == found.mtime_ns
-
-
 # -- comparing with the catalog ------------------------------------------------
 
 
 class _Sorted:
-    """Catalog rows under one folder, streamed in path order, with a look-ahead.
+    """Catalog rows under one folder, streamed in key order, with a look-ahead.
 
-    Each row is a tuple whose first item is the path.
+    Each row is a tuple whose first item is the path's key.
     """
 
     def __init__(self, rows: Iterator[Any]) -> None:
         self.rows = rows
         self.head: Any = next(rows, None)
 
-    def take(self, path: str | None, passed: Callable[[Any], None] | None = None) -> Any:
-        """The row at exactly ``path`` (consumed), or None; the rows that sort
-        before it are consumed and handed to ``passed`` (all of them if ``path`` is None)."""
+    def take(self, key: str | None, passed: Callable[[Any], None] | None = None) -> Any:
+        """The row with exactly ``key`` (consumed, with any other of that key: other
+        spellings of one staged file, left to the workers), or None; the rows that
+        sort before it are consumed and handed to ``passed`` (all of them if ``key``
+        is None)."""
         head = self.head
-        while head is not None and (path is None or head[0] < path):
+        while head is not None and (key is None or head[0] < key):
             if passed is not None:
                 passed(head)
             head = next(self.rows, None)
-        if head is not None and head[0] == path:
-            self.head = next(self.rows, None)
-            return head
+        if head is not None and head[0] == key:
+            found = head
+            while head is not None and head[0] == key:
+                head = next(self.rows, None)
+            self.head = head
+            return found
         self.head = head
         return None
 
 
-def _under(conn: Connection, query: Any, path_column: Any, top: str) -> _Sorted:
-    """Rows whose path starts with ``top`` + separator, in code point order on both
-    backends (PostgreSQL compares under the "C" collation, like Python and SQLite)."""
-    if conn.dialect.name == "postgresql":
-        path_column = path_column.collate("C")
-    prefix = top.rstrip(os.sep) + os.sep
-    after = prefix[:-1] + chr(ord(os.sep) + 1)
-    query = (
-        query.where(path_column >= prefix, path_column < after)
-        .order_by(path_column)
-        .execution_options(yield_per=STREAM_BATCH)
-    )
+def _under(conn: Connection, entity: Any, top: str, *columns: Any) -> _Sorted:
+    """``entity``'s rows under ``top`` in key order, each its key (``key``) and
+    ``columns``: a range of the index of the column that holds their keys (keys
+    compare as code points on both backends). Staging rows come with the model
+    of their content (``model_sha256``: the model a duplicate row is a copy of)."""
+    key, in_top = key_range(entity, top, conn.dialect)
+    query = select(key.label("key"), *columns).where(in_top)
+    if entity is PendingImport:
+        query = query.outerjoin(Model, Model.sha256 == PendingImport.sha256)
+    query = query.order_by(key).execution_options(yield_per=STREAM_BATCH)
     return _Sorted(itertools.chain.from_iterable(conn.execute(query).partitions()))
 
 
@@ -161,6 +183,10 @@ class _Writer:
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
+        self.renamed: list[FoundFile] = []  # files whose names changed case
+        # Records of an older version that take the rest of their file's stamp.
+        self.stamp_rows: list[dict[str, Any]] = []
+        self.stamp_models: list[tuple[str, FoundFile]] = []
         self.since_progress = 0
         # Sizes of what a dry run would have staged (a real run finds them staged).
         self.sizes_not_written: set[int] = set()
@@ -175,10 +201,11 @@ class _Writer:
         self.new.append(
             {
                 "path": found.path,
+                "path_key": stored_key(found.path),
                 "name": os.path.basename(found.path),
                 "type": found.type if len(found.type) <= MAX_TYPE else "other",
                 "size_bytes": found.size,
-                "meta": {SCAN_MTIME_NS: found.mtime_ns},
+                "meta": staged_meta(found),
                 "tags": [],
                 "source": SCAN_SOURCE,
                 "status": PendingStatus.PENDING.value,
@@ -190,8 +217,29 @@ class _Writer:
 
     def again(self, row: Any, found: FoundFile) -> None:
         self.changed("changed", found.path)
-        meta = {**(row.meta or {}), SCAN_MTIME_NS: found.mtime_ns}
+        meta = staged_meta(found, row.meta)
         self.requeue.append({"row_id": row.id, "size": found.size, "new_meta": meta})
+        self._maybe_flush()
+
+    def rename(self, old: str, found: FoundFile) -> None:
+        """A catalogued file whose name (or a folder's) changed case only: its model
+        moves to the new name, nothing is read."""
+        report = self.report
+        report.moved += 1
+        report.note(report.moved_paths, f"{old} -> {found.path}")
+        self.changed("moved", old, to=found.path)
+        self.renamed.append(found)
+        self._maybe_flush()
+
+    def stamp_row(self, row: Any, found: FoundFile) -> None:
+        meta = with_file_stat(row.meta or {}, stat_marks(found.stamp))
+        self.stamp_rows.append({"row_id": row.id, "size": found.size, "new_meta": meta})
+        self._maybe_flush()
+
+    def stamp_model(self, catalogued: str, found: FoundFile) -> None:
+        """The model at ``catalogued`` (its path as the catalog spells it) takes the
+        rest of ``found``'s stamp."""
+        self.stamp_models.append((catalogued, found))
         self._maybe_flush()
 
     def tick(self) -> None:
@@ -200,22 +248,40 @@ class _Writer:
             self.flush()
 
     def _maybe_flush(self) -> None:
-        if len(self.new) + len(self.requeue) >= WRITE_BATCH:
+        waiting = len(self.new) + len(self.requeue) + len(self.renamed) + len(self.stamp_rows)
+        if waiting + len(self.stamp_models) >= WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.report.dry_run:
             self.sizes_not_written.update(r["size_bytes"] for r in self.new)
             self.sizes_not_written.update(r["size"] for r in self.requeue)
-        elif self.new or self.requeue:
+        elif self.new or self.requeue or self.renamed or self.stamp_rows or self.stamp_models:
             with self.db.session_scope(immediate=True) as session:
                 insert_ignoring_duplicates(session, PENDING_TABLE, self.new)
+                conn = session.connection()
                 if self.requeue:
-                    session.connection().execute(_REQUEUE, self.requeue)
-        self.new, self.requeue = [], []
+                    conn.execute(_REQUEUE, self.requeue)
+                for found in self.renamed:
+                    _rename(session, found)
+                if self.stamp_rows:
+                    restamp_rows(conn, self.stamp_rows)
+                if self.stamp_models:
+                    stamp_models(conn, self.stamp_models)
+        self.new, self.requeue, self.renamed = [], [], []
+        self.stamp_rows, self.stamp_models = [], []
         self.since_progress = 0
         if self.progress is not None:
             self.progress(self.report.files_seen)
+
+
+def _rename(session: Session, found: FoundFile) -> None:
+    """Move the model of a file whose name changed case to its new name; it takes
+    the file's stamp as it is now (a rename moved its change time)."""
+    model = session.scalar(select(Model).where(same_file(Model, found.path)))
+    if model is not None and model.path != found.path:
+        move_model(model, found.path, os.path.basename(found.path))
+        model.meta = with_file_stat(model.meta, stat_marks(found.stamp))
 
 
 # A row in a final status whose file changed: back in the queue, counted afresh.
@@ -249,10 +315,11 @@ def scan_roots(
 ) -> ScanReport:
     """Walk ``roots`` and stage every model file that is new or changed.
 
-    Reads no file's content: a file whose path, size and mtime match its model
-    (or its staging row) is left alone. Returns what was found; run the workers
-    (``process_pending``, ``MigrationManager.start_scan``) to hash what was
-    staged, then ``settle_after_hashing`` to count the moves they settled.
+    Reads no file's content: a file whose path and stamp (size, mtime, inode
+    change time, inode) match its model (or its staging row) is left alone.
+    Returns what was found; run the workers (``process_pending``,
+    ``MigrationManager.start_scan``) to hash what was staged, then
+    ``settle_after_hashing`` to count the moves they settled.
 
     ``on_change`` is called once per file that changed (``FileChange``: new,
     changed, moved, missing, skipped). ``dry_run`` writes nothing: the report
@@ -309,32 +376,46 @@ def _scan_root(
     report = walk.report
     top = os.path.abspath(root.path)
     passed: list[GoneModel] = []
+    # Under a POSIX folder a model's key is its path: read once.
+    own_keys = is_own_key(top)
+    spelt = () if own_keys else (Model.path,)
+
+    def path_of(model: Any) -> str:
+        return str(model.key if own_keys else model.path)
 
     def gone(model: Any) -> None:
-        if not walk.passed_unseen(model.path):
-            passed.append(GoneModel(model.path, model.size_bytes))
+        if not walk.passed_unseen(model.key):
+            passed.append(GoneModel(path_of(model), model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
         no_idle_limit(conn)  # the walk, and a pause, go on between two reads of the stream
-        model_rows = select(Model.path, Model.size_bytes, Model.mtime_ns)
-        models = _under(conn, model_rows, Model.path, top)
-        staged_rows = select(
-            PendingImport.path,
+        stamps = stamp_columns(conn.dialect.name == "postgresql")
+        models = _under(conn, Model, top, *spelt, Model.size_bytes, Model.mtime_ns, *stamps)
+        staged = _under(
+            conn,
+            PendingImport,
+            top,
             PendingImport.id,
             PendingImport.size_bytes,
             PendingImport.meta,
             PendingImport.status,
-            Model.sha256.label("model_sha256"),  # the model a duplicate row is a copy of
-        ).outerjoin(Model, Model.sha256 == PendingImport.sha256)
-        staged = _under(conn, staged_rows, PendingImport.path, top)
+            Model.sha256.label("model_sha256"),
+        )
         for found in walk.files(root):
             # Staged files that are gone are passed by: the worker marks them missing.
-            model, row = models.take(found.path, gone), staged.take(found.path)
+            model, row = models.take(found.key, gone), staged.take(found.key)
             if found.skip is not None:
                 _skipped(found, writer)
             else:
                 report.files_seen += 1
-                _compare(found, model, row, writer)
+                renamed = (
+                    model is not None
+                    and not own_keys
+                    and model.path != found.path
+                    and _renamed(found, model.path, top)
+                )
+                catalogued = None if model is None else path_of(model)
+                _compare(found, model, row, writer, renamed, catalogued)
             writer.tick()
         models.take(None, gone)
     return passed
@@ -347,29 +428,61 @@ def _skipped(found: FoundFile, writer: _Writer) -> None:
     writer.changed("skipped", found.path, why=found.skip)
 
 
-def _compare(found: FoundFile, model: Any, row: Any, writer: _Writer) -> None:
+def _compare(
+    found: FoundFile,
+    model: Any,
+    row: Any,
+    writer: _Writer,
+    renamed: bool = False,
+    catalogued: str | None = None,
+) -> None:
+    """Decide what a scan does with a file found: nothing, stage it, queue its row
+    again, move its model (``renamed``), or record the rest of its stamp on the
+    model at ``catalogued`` (the model's path as the catalog spells it)."""
     report = writer.report
     if row is not None:
         if row.status in WAITING:
             report.already_staged += 1
-        elif (
-            unchanged(row.size_bytes, (row.meta or {}).get(SCAN_MTIME_NS), found)
-            # A copy of content no model holds any more (deleted, or overwritten in
-            # place while this copy was being settled) must become a model itself.
-            and (row.status != DUPLICATE or row.model_sha256 is not None)
-        ):
-            report.unchanged += 1
-        else:
+            return
+        meta = row.meta or {}
+        seen = verdict(row.size_bytes, meta.get(SCAN_MTIME_NS), meta, found)
+        # A copy of content no model holds any more (deleted, or overwritten in
+        # place while this copy was being settled) must become a model itself.
+        if seen is Verdict.CHANGED or (row.status == DUPLICATE and row.model_sha256 is None):
             report.requeued += 1
             writer.again(row, found)
+            return
+        report.unchanged += 1
+        if seen is Verdict.STAMP:
+            writer.stamp_row(row, found)
     elif model is None:
         report.staged_new += 1
         writer.stage(found, "new")
-    elif unchanged(model.size_bytes, model.mtime_ns, found):
-        report.unchanged += 1
+    elif renamed and _intact(model, found):
+        writer.rename(model.path, found)
     else:
-        report.staged_changed += 1
-        writer.stage(found, "changed")
+        seen = column_verdict(model.size_bytes, model.mtime_ns, model.ctime_ns, model.ino, found)
+        if seen is Verdict.CHANGED:
+            report.staged_changed += 1
+            writer.stage(found, "changed")
+        else:
+            report.unchanged += 1
+            if seen is Verdict.STAMP:
+                writer.stamp_model(catalogued or found.path, found)
+
+
+def _intact(model: Any, found: FoundFile) -> bool:
+    """Whether a model's file found under a new name is unchanged (see ``moved_intact``)."""
+    recorded = FileStamp(model.size_bytes, model.mtime_ns, None, as_number(model.ino))
+    return moved_intact(recorded, found.stamp)
+
+
+def _renamed(found: FoundFile, catalogued: str, top: str) -> bool:
+    """Whether a catalogued file found under another spelling of its path (Windows)
+    was renamed: a name below the scan's root changed case (a spelling of the root
+    itself, of separators or of a drive letter is the same file, unchanged)."""
+    below = found.path[len(top) :].replace("\\", "/").strip("/")
+    return renamed_below(catalogued, found.path, below.count("/") + 1)
 
 
 # -- the models whose files are gone --------------------------------------------
@@ -419,7 +532,7 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
     query = (
         select(PendingImport.id, PendingImport.path, PendingImport.sha256, PendingImport.meta)
         .add_columns(PendingImport.size_bytes)
-        .outerjoin(holder, holder.path == PendingImport.path)
+        .outerjoin(holder, same_key(holder, PendingImport))
         .where(
             PendingImport.status == DUPLICATE,
             PendingImport.sha256.in_([m.sha256 for m in models]),
@@ -437,15 +550,15 @@ def _unchanged_copies(db: DatabaseManager, models: Iterable[GoneModel]) -> dict[
 
 
 def _as_recorded(path: str, size: int | None, meta: Any) -> bool:
-    """Whether the file at ``path`` is still the one hashed: a regular file of the
-    recorded size and mtime (nothing is read)."""
+    """Whether the file at ``path`` is still the one hashed: a regular file with the
+    recorded stamp (nothing is read)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
     mtime = (meta or {}).get(SCAN_MTIME_NS) if isinstance(meta, dict) else None
-    found = FoundFile(path, st.st_size, st.st_mtime_ns, "")
-    return os.path.isfile(path) and unchanged(size, mtime, found)
+    found = FoundFile.of(path, st, "")
+    return os.path.isfile(path) and verdict(size, mtime, meta, found) is not Verdict.CHANGED
 
 
 def _waiting_sizes(db: DatabaseManager, models: Iterable[GoneModel]) -> set[int]:
@@ -472,7 +585,7 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             or model is None
             or model.path != gone.path
             or os.path.lexists(gone.path)
-            or session.scalar(select(Model.sha256).where(Model.path == row.path)) is not None
+            or session.scalar(select(Model.sha256).where(same_file(Model, row.path))) is not None
         ):
             return False
         meta = dict(row.meta or {})
@@ -485,8 +598,9 @@ def _take_over(db: DatabaseManager, gone: GoneModel, copy: Any, policy: str) -> 
             size_bytes=row.size_bytes,
             mtime_ns=meta.get(SCAN_MTIME_NS),
             created_at=row.created_at,
-            meta=without_scan_mtime(meta),
-            source=SCAN_SOURCE,  # its stat is fresh: the model takes its size and mtime
+            meta=without_scan_stat(meta),
+            source=SCAN_SOURCE,  # its stat is fresh: the model takes its stamp
+            file_stat=staged_file_stat(meta),
         )  # (its tags were linked when it was found to be a copy)
         settled = settle_file(session, item, policy=policy, path_is_live=os.path.lexists)
         if settled.outcome is not Outcome.MOVED:  # cannot happen after the checks above

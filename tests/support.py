@@ -27,6 +27,9 @@ from modelvault.migration.sample import (
     write_legacy_catalog,
 )
 
+# The newest schema revision: what init_db() returns and a catalog is migrated to.
+HEAD_REVISION = "v5"
+
 
 def run_modelvault(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
@@ -50,6 +53,31 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         pause.wait(0.01)
+
+
+def rewrite_hiding(path: str | os.PathLike[str], data: bytes) -> None:
+    """Rewrite the file at ``path`` in place with ``data`` (its size) and put its mtime
+    back, as ``rsync --inplace -t`` or a restore does; only its change time tells.
+
+    A kernel that keeps coarse timestamps may give a write in the same tick as the
+    last change the same change time: the rewrite is done again until it moved.
+    """
+    before = os.stat(path)
+    assert len(data) == before.st_size, "a hiding rewrite keeps the size"
+
+    def rewritten() -> bool:
+        with open(path, "r+b") as f:
+            f.write(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        now = os.stat(path)
+        assert (now.st_size, now.st_mtime_ns, now.st_ino) == (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ino,
+        )
+        return now.st_ctime_ns != before.st_ctime_ns
+
+    wait_for(rewritten, "a rewrite to move the file's change time", 10)
 
 
 def in_time(call: Callable[[], object], what: str) -> None:
@@ -241,3 +269,46 @@ def libpq_files(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         name: str(path) for name, path in defaults.items() if name not in environ and path.is_file()
     }
+
+
+def run_in_terminal(
+    args: list[str], cwd: Path, columns: int, *, answer: str | None = None, **env: str
+) -> tuple[int, str]:
+    """Run ``modelvault`` with stdin, stdout and stderr on a pseudo-terminal of
+    ``columns`` (POSIX only); ``answer`` is typed once it asks ``[y/N]``."""
+    import fcntl  # POSIX only, as the tests that call this are marked
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+    environ.update(env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "modelvault", *args],
+        cwd=cwd,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=environ,
+        close_fds=True,
+    )
+    os.close(slave)
+    output = bytearray()
+    while True:
+        ready, _, _ = select.select([master], [], [], 300)
+        assert ready, "the command printed nothing for 300 s"
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        output += chunk
+        if answer is not None and b"[y/N]" in output:
+            os.write(master, answer.encode() + b"\n")
+            answer = None
+    os.close(master)
+    return child.wait(timeout=60), output.decode()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from support import legacy_with_files
+from support import HEAD_REVISION, legacy_with_files
 
 from modelvault import CatalogError, ConfigError, DatabaseManager, NotACatalogError
 from modelvault.config import mask_password, parse_url
@@ -70,7 +70,7 @@ def test_read_only_can_look_but_not_write(tmp_path: Path) -> None:
     before = _fingerprint(tmp_path)
 
     reader = DatabaseManager(path, read_only=True)
-    assert reader.init_db() == "v3"
+    assert reader.init_db() == HEAD_REVISION
     assert [t.name for t, _ in reader.list_tags()] == ["style"]
     with pytest.raises(CatalogError, match="readonly database"):
         reader.create_tag("other")
@@ -104,7 +104,7 @@ def test_read_only_on_postgresql(postgres_database: str) -> None:
     writer.init_db()
     writer.dispose()
     reader = DatabaseManager(postgres_database, read_only=True)
-    assert reader.init_db() == "v3"
+    assert reader.init_db() == HEAD_REVISION
     assert reader.catalog_counts()["models"] == 0
     with pytest.raises(CatalogError, match="read-only transaction"):
         reader.create_tag("style")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import legacy_with_files, run_modelvault, wait_for
+from support import HEAD_REVISION, legacy_with_files, run_modelvault, wait_for
 
 from modelvault import DatabaseManager
 
@@ -81,7 +81,7 @@ def test_text_output_and_the_inspection_commands(tmp_path: Path) -> None:
     assert worker["worker"]["imported"] == 1
     assert worker["staging"]["missing"] == 0
     init = modelvault("init", "--db", db, cwd=tmp_path)
-    assert "schema v3" in init.stdout
+    assert f"schema {HEAD_REVISION}" in init.stdout
 
 
 def _count(db: Path, sql: str) -> int:

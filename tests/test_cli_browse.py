@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_modelvault
+from support import run_in_terminal, run_modelvault
 
 from modelvault import DatabaseManager
 
@@ -85,8 +83,10 @@ def test_models_lists_a_table_and_filters(catalog: Path) -> None:
     assert names("--search", "INK") == ["ink_style.safetensors"]
     assert names("--missing") == ["base.safetensors"]
     assert names("--limit", "1") == ["base.safetensors"]
-    none = mv("models", "--tag", "nothing", "--db", db, cwd=cwd)
-    assert none.stdout == "no models match\n"
+    assert mv("models", "--search", "nothing", "--db", db, cwd=cwd).stdout == "no models match\n"
+    unknown = mv("models", "--tag", "nothing", "--db", db, cwd=cwd)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("modelvault: error: there is no tag 'nothing': the tags are")
 
 
 def test_show_finds_a_model_by_prefix_path_or_name(catalog: Path) -> None:
@@ -96,7 +96,7 @@ def test_show_finds_a_model_by_prefix_path_or_name(catalog: Path) -> None:
     text = shown.stdout
     for expected in (
         f"sha256          {INK}",
-        "tags            favourite, style",
+        "tags            favourite #ff0000, style #3366cc",  # colour as text: no terminal
         "description     Ink wash style",
         "prompts         positive: ink style",
         "                negative: blurry",
@@ -135,11 +135,18 @@ def test_info_says_what_is_used_and_where_it_comes_from(tmp_path: Path) -> None:
     assert data["images_dir"] == str(tmp_path / "previews")
     assert data["data_dir"] == str(tmp_path / "xdg-data" / "modelvault")
     sources = {s["name"]: (s["value"], s["source"]) for s in data["settings"]}
-    assert sources["workers"] == ("3", "env MODELVAULT_WORKERS")
+    assert sources["workers"] == (3, "env MODELVAULT_WORKERS")  # JSON types
     assert sources["db_url"][1] == "argument"
-    assert sources["lease_seconds"] == ("120.0", "default")
+    assert sources["lease_seconds"] == (120.0, "default")
+    assert sources["images_dir"][0] == str(tmp_path / "previews")
+    assert sources["model_roots"] == ([], "default")
     text = mv("info", "--db", str(tmp_path / "c.sqlite3"), cwd=tmp_path)
     assert f"image folder {tmp_path / 'images'}" in text.stdout
+    plain = {line.split()[0]: line.split()[1:] for line in text.stdout.splitlines() if line}
+    assert plain["images_dir"] == ["-", "default"]  # not Python's None
+    assert plain["model_roots"] == ["-", "default"]  # not ()
+    roots = mv("info", cwd=tmp_path, MODELVAULT_MODEL_ROOTS=os.pathsep.join(["/a", "/b"])).stdout
+    assert "model_roots                  /a, /b" in roots
     assert "(not created yet)" in text.stdout
     assert not (tmp_path / "c.sqlite3").exists()  # info only looks
 
@@ -158,54 +165,18 @@ def test_conventions_help_quiet_verbose(tmp_path: Path) -> None:
     assert retried.stdout.startswith("0 rows put back in the queue")
 
 
-def _run_in_terminal(args: list[str], cwd: Path, columns: int, **env: str) -> tuple[int, str]:
-    """Run ``modelvault`` with stdin, stdout and stderr on a pseudo-terminal of ``columns``."""
-    import fcntl  # POSIX only, as the tests that call this are marked
-    import pty
-    import select
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    environ = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
-    environ.update(env)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "modelvault", *args],
-        cwd=cwd,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=environ,
-        close_fds=True,
-    )
-    os.close(slave)
-    output = bytearray()
-    while True:
-        ready, _, _ = select.select([master], [], [], 300)
-        assert ready, "the command printed nothing for 300 s"
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed: the command is done
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(master)
-    return child.wait(timeout=60), output.decode()
-
-
 @pytest.mark.posix_only("runs the command on a pseudo-terminal (pty)")
 def test_tag_colours_on_a_colour_terminal_only(catalog: Path) -> None:
     args = ["tags", "--db", str(catalog)]
-    code, coloured = _run_in_terminal(args, catalog.parent, 80, TERM="xterm-256color")
+    code, coloured = run_in_terminal(args, catalog.parent, 80, TERM="xterm-256color")
     assert code == 0, coloured
     assert COLOUR_CODE.search(coloured)
     assert "●" in coloured
-    code, no_color = _run_in_terminal(args, catalog.parent, 80, NO_COLOR="1")
+    code, no_color = run_in_terminal(args, catalog.parent, 80, NO_COLOR="1")
     assert code == 0, no_color
     assert "●" not in no_color
     assert not COLOUR_CODE.search(no_color)  # bold headers may stay: they are not colour
-    code, dumb = _run_in_terminal(args, catalog.parent, 80, TERM="dumb")
+    code, dumb = run_in_terminal(args, catalog.parent, 80, TERM="dumb")
     assert code == 0, dumb
     assert "\x1b[" not in dumb
     assert "#3366cc" in dumb
@@ -215,7 +186,7 @@ def test_tag_colours_on_a_colour_terminal_only(catalog: Path) -> None:
 @pytest.mark.posix_only("runs the command on a pseudo-terminal (pty)")
 def test_the_demo_in_an_80_column_terminal(tmp_path: Path) -> None:
     args = ["demo", "demo", "--file-mb", "4", "--workers", "1"]
-    code, output = _run_in_terminal(args, tmp_path, 80, TERM="xterm-256color")
+    code, output = run_in_terminal(args, tmp_path, 80, TERM="xterm-256color")
     assert code == 0, output
     frames = [ANSI.sub("", part) for part in re.split(r"[\r\n]+", output)]
     bars = [f for f in frames if "files" in f and "ETA" in f]

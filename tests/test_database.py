@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from support import HEAD_REVISION
 
 from modelvault import (
     AlreadyExistsError,
@@ -205,11 +206,11 @@ def test_manager_accepts_url_path_and_engine(tmp_path: Path) -> None:
     by_path = DatabaseManager(tmp_path / "a.sqlite3")
     by_path.init_db()
     by_url = DatabaseManager(f"sqlite:///{tmp_path / 'a.sqlite3'}")
-    assert by_url.current_revision() == "v3"
+    assert by_url.current_revision() == HEAD_REVISION
     by_engine = DatabaseManager(by_url.engine)
-    assert by_engine.current_revision() == "v3"
+    assert by_engine.current_revision() == HEAD_REVISION
     by_engine.dispose()  # not ours: the engine stays usable
-    assert by_url.current_revision() == "v3"
+    assert by_url.current_revision() == HEAD_REVISION
     default = DatabaseManager()
     default.init_db()
     assert (tmp_path / "xdg-data" / "modelvault" / "modelvault.sqlite3").is_file()

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import rewrite_hiding
 
 from modelvault.errors import FileChangedError, HashCancelled, HashingError, ValidationError
+from modelvault.file_stamp import stamp_of
 from modelvault.hashing import (
     DEFAULT_CHUNK_SIZE,
     FileDigest,
@@ -105,7 +107,8 @@ def test_digest_matches_hashlib(tmp_path: Path, size: int) -> None:
     digest = hash_file_digest(path, chunk_size=CHUNK, on_progress=progress)
 
     stat = os.stat(path)
-    assert digest == FileDigest(sha(data), size, stat.st_mtime_ns)
+    assert (digest.sha256, digest.stamp) == (sha(data), stamp_of(stat))
+    assert (digest.size_bytes, digest.mtime_ns) == (size, stat.st_mtime_ns)
     assert progress.total == size
     assert all(0 < n <= CHUNK for n in progress.chunks)
     assert progress.heartbeats == 0
@@ -257,6 +260,43 @@ def test_file_rewritten_in_place_raises_file_changed(tmp_path: Path) -> None:
 
     with pytest.raises(FileChangedError, match=r"rewritten\.bin"):
         hash_file(path, chunk_size=CHUNK, on_progress=Recorder(touch))
+
+
+@pytest.mark.posix_only("the inode change time: on Windows st_ctime is the creation time")
+@pytest.mark.parametrize("size", [CHUNK // 2, 10 * CHUNK], ids=["one read", "relay"])
+def test_a_rewrite_that_puts_the_mtime_back_is_caught(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "hidden.bin"
+    make_file(path, size)
+    other = hashlib.shake_256(b"other bytes").digest(size)
+
+    def rewrite(count: int) -> None:
+        if count == 1:  # same size, mtime put back: only the change time moves
+            rewrite_hiding(path, other)
+
+    with pytest.raises(
+        FileChangedError,
+        match=r"hidden\.bin was written to while it was being hashed, though its size and "
+        r"mtime are as they were \(its change time moved",
+    ):
+        hash_file(path, chunk_size=CHUNK, on_progress=Recorder(rewrite))
+    assert no_helper_left()
+    again = hash_file_digest(path, chunk_size=CHUNK)  # read again: the new bytes' hash
+    assert (again.sha256, again.stamp) == (sha(other), stamp_of(os.stat(path)))
+
+
+def test_a_file_moved_away_while_hashed_is_refused_and_moved(tmp_path: Path) -> None:
+    """Others may move a file that is being hashed (on Windows too: it is opened
+    sharing delete); the hash of a file that left its path is not returned."""
+    path, moved = tmp_path / "model.bin", tmp_path / "moved.bin"
+    data = make_file(path, 10 * CHUNK)
+
+    def move(count: int) -> None:
+        if count == 1:
+            os.replace(path, moved)
+
+    with pytest.raises(FileChangedError, match=r"model\.bin was removed or renamed"):
+        hash_file(path, chunk_size=CHUNK, on_progress=Recorder(move))
+    assert moved.read_bytes() == data
 
 
 def test_exception_from_on_progress_propagates(tmp_path: Path) -> None:

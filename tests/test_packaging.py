@@ -9,7 +9,7 @@ import venv
 from pathlib import Path
 
 import pytest
-from support import DEVELOPER_HOME
+from support import DEVELOPER_HOME, HEAD_REVISION
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ def run(
 
 
 @pytest.mark.slow
-def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> None:
+def test_wheel_install_outside_the_repository_migrates_to_v4(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     scripts = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
@@ -55,7 +55,7 @@ def test_wheel_install_outside_the_repository_migrates_to_v3(tmp_path: Path) -> 
         timeout=120,
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.split() == ["v3", "v3"]
+    assert migrated.stdout.split() == [HEAD_REVISION, HEAD_REVISION]
     version = run([str(scripts / "modelvault"), "--version"], env, timeout=60)
     assert version.returncode == 0, version.stderr
     assert version.stdout.startswith("modelvault "), version.stdout + version.stderr

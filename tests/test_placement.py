@@ -27,6 +27,7 @@ class Row:
     legacy_id: int = 7
     path: str = "/models/loras/x.safetensors"
     sha256: str | None = SHA
+    key: str = "/models/loras/x.safetensors"  # a POSIX path is its own key
     unusable_path: str | None = None
     path_clash: str | None = None
 
@@ -63,7 +64,7 @@ def test_where_a_row_goes(row: Row, held: Held, expected: Place) -> None:
 
 
 def test_a_model_that_moved_away_from_the_rows_path_holds_the_row_already() -> None:
-    moved = Marks(OURS.sources, OURS.rows, previous_paths=(Row().path,))
+    moved = Marks(OURS.sources, OURS.rows, previous_keys=(Row().key,))
     assert place(Row(), Held(of_hash=moved), SOURCE) == Placement(Place.PRESENT)
     # ...but only its own row: another legacy id at that old path is settled
     assert place(Row(legacy_id=8), Held(of_hash=moved), SOURCE).place is Place.SETTLE
@@ -92,7 +93,7 @@ def test_marks_come_from_meta_legacy_and_the_records_that_gave_way() -> None:
     marks = marks_of(meta)
     assert marks.sources == {SOURCE, OTHER_SOURCE}
     assert marks.rows == {(SOURCE, 7), (OTHER_SOURCE, 3)}
-    assert marks.previous_paths == ("/before",)
+    assert marks.previous_keys == ("/before",)
 
 
 @pytest.mark.parametrize(

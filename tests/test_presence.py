@@ -18,10 +18,16 @@ from modelvault.cli import main
 from modelvault.presence import (
     GONE,
     PRESENT,
+    TOO_LONG,
     FileState,
+    NotFound,
     after_error,
+    after_not_found,
     check_file,
     path_anchor,
+    path_is_live,
+    state_after,
+    too_long,
 )
 
 KEPT, LOST, HERE = "aa" * 32, "bb" * 32, "cc" * 32
@@ -81,6 +87,96 @@ def test_a_windows_share_or_drive_that_is_away_is_unreachable() -> None:
             "C:\\a", lookup_error(errno.ENOENT, winerror), pathmod=ntpath, exists=there.__contains__
         )
         assert found.state is FileState.UNREACHABLE
+
+
+# Windows error numbers (winerror.h): what Python gives errno ENOENT for.
+ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_INVALID_DRIVE = 2, 3, 15
+ERROR_BAD_NETPATH, ERROR_BAD_NET_NAME, ERROR_FILENAME_EXCED_RANGE = 53, 67, 206
+
+
+@pytest.mark.parametrize(
+    ("code", "winerror", "state"),
+    [
+        (errno.ENOENT, None, FileState.GONE),
+        (errno.ENOTDIR, None, FileState.GONE),
+        (errno.ENOENT, ERROR_FILE_NOT_FOUND, FileState.GONE),
+        (errno.ENOENT, ERROR_PATH_NOT_FOUND, FileState.GONE),  # unless its root is away
+        (errno.ENOENT, ERROR_INVALID_DRIVE, FileState.UNREACHABLE),
+        (errno.ENOENT, ERROR_BAD_NETPATH, FileState.UNREACHABLE),
+        (errno.ENOENT, ERROR_BAD_NET_NAME, FileState.UNREACHABLE),
+        (errno.ENOENT, ERROR_FILENAME_EXCED_RANGE, FileState.UNREACHABLE),
+        (errno.ENAMETOOLONG, None, FileState.UNREACHABLE),
+        (errno.EACCES, None, FileState.UNREACHABLE),
+    ],
+)
+def test_what_an_error_alone_says_of_a_file(
+    code: int, winerror: int | None, state: FileState
+) -> None:
+    assert state_after(code, winerror) is state
+
+
+def test_a_path_too_long_is_said_so_never_gone() -> None:
+    assert too_long(errno.ENAMETOOLONG)
+    assert too_long(errno.ENOENT, ERROR_FILENAME_EXCED_RANGE)
+    assert not too_long(errno.ENOENT, ERROR_PATH_NOT_FOUND)
+    assert not too_long(errno.ENOENT)
+    windows = after_error(
+        "C:\\" + "a\\" * 200 + "model.safetensors",
+        lookup_error(errno.ENOENT, ERROR_FILENAME_EXCED_RANGE),
+        pathmod=ntpath,
+        exists=lambda _: True,
+    )
+    assert windows == after_error("/x", lookup_error(errno.ENAMETOOLONG))
+    assert (windows.state, windows.reason) == (FileState.UNREACHABLE, TOO_LONG)
+
+
+@pytest.mark.posix_only("the system's own ENAMETOOLONG")
+def test_a_real_path_too_long_is_said_so() -> None:
+    real = check_file("/" + "a" * 5000)
+    assert (real.state, real.reason) == (FileState.UNREACHABLE, TOO_LONG)
+
+
+def test_what_a_worker_makes_of_a_file_it_did_not_find() -> None:
+    there = {"C:\\"}.__contains__
+    on_z = "Z:\\models\\loras\\a.safetensors"
+
+    def outcome(path: str, exc: OSError) -> tuple[NotFound, str]:
+        return after_not_found(path, exc, pathmod=ntpath, exists=there)
+
+    # The drive (or share) is not there: tried again after a back-off, not "missing".
+    kind, message = outcome(on_z, lookup_error(errno.ENOENT, ERROR_PATH_NOT_FOUND))
+    assert kind is NotFound.AWAY
+    assert message == (
+        f"{on_z} cannot be reached now (Z:\\ is not there); it is not called missing, "
+        "and is tried again later"
+    )
+    unc = "\\\\nas\\share\\a.safetensors"
+    assert outcome(unc, lookup_error(errno.ENOENT, ERROR_BAD_NET_NAME))[0] is NotFound.AWAY
+    assert outcome(unc, lookup_error(errno.ENOENT))[0] is NotFound.AWAY  # its root is away
+    # On a drive that is there, the file is gone.
+    on_c = "C:\\models\\a.safetensors"
+    exc = FileNotFoundError(errno.ENOENT, "not found", on_c)
+    assert outcome(on_c, exc) == (NotFound.GONE, f"file not found: {on_c}")
+    # Too long: failed at once with one sentence, on Windows and elsewhere.
+    long = "C:\\" + "x" * 300
+    kind, message = outcome(long, lookup_error(errno.ENOENT, ERROR_FILENAME_EXCED_RANGE))
+    assert kind is NotFound.TOO_LONG
+    assert message.startswith(f"path too long: {long} (303 characters), or a name in it,")
+    assert message.count(".") == 1  # one sentence
+    assert message.endswith("turn on long path support.")
+    assert after_not_found("/x", lookup_error(errno.ENAMETOOLONG))[0] is NotFound.TOO_LONG
+
+
+@pytest.mark.posix_only("a symbolic link, and ENAMETOOLONG")
+def test_a_model_is_moved_only_from_a_file_that_is_gone(tmp_path: Path) -> None:
+    real = tmp_path / "model.safetensors"
+    real.write_bytes(b"x")
+    (tmp_path / "dangling.safetensors").symlink_to(tmp_path / "nowhere")
+    assert path_is_live(str(real))
+    assert not path_is_live(str(tmp_path / "gone.safetensors"))
+    assert not path_is_live(str(tmp_path / "dangling.safetensors"))  # a link to nothing
+    assert not path_is_live("/no\0where")
+    assert path_is_live("/" + "a" * 5000)  # too long to look at: not known to be gone
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from modelvault.cli.progress import Frame, ProgressView, plain, render
+from modelvault.cli.progress import Frame, ProgressView, bar_cells, plain, render, shorten_name
 
 GiB = 1 << 30
 FRAME = Frame(
@@ -173,3 +173,47 @@ def test_the_view_shows_the_managers_fraction_and_its_wait() -> None:
     assert first.startswith("progress: 25%  1/4 files  2.0 KiB/2.0+ KiB")
     assert "ETA --:--" in first
     assert second.endswith("waiting 8 s to retry 1 file")
+
+
+def test_a_long_name_keeps_its_start_and_its_distinctive_end() -> None:
+    assert shorten_name("juggernautXL_v9.safetensors", 22) == "juggern…v9.safetensors"
+    assert shorten_name("juggernautXL_v9.safetensors", 40) == "juggernautXL_v9.safetensors"
+    assert shorten_name("dreamshaper_8.safetensors", 20) == "dreams…8.safetensors"
+    wide = shorten_name("模型_日本語の名前_v2.safetensors", 20)
+    assert cell_len(wide) <= 20
+    assert wide.startswith("模型")
+    assert wide.endswith("v2.safetensors")
+    assert cell_len(shorten_name("a_very_long_name_without_an_extension", 12)) <= 12
+    line = render(replace(FRAME, current="/m/juggernautXL_v9.safetensors"), 80).plain
+    assert line.endswith("  jugge…v9.safetensors"), line  # not "…safetensors"
+    assert cell_len(line) <= 79
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_the_bar_keeps_its_width_from_frame_to_frame(width: int) -> None:
+    frames = [
+        FRAME,
+        replace(FRAME, fraction=0.01, rate=3.0, eta=None, current=None),
+        replace(FRAME, fraction=0.99, rate=1.5 * GiB, eta=5, current="/m/a.pt"),
+        replace(FRAME, current="/m/" + "long_name_" * 12 + ".safetensors", note="paused"),
+    ]
+    bars = {
+        render(frame, width).plain.split(" ")[0].count("━")
+        + render(frame, width).plain.split(" ")[0].count("─")
+        for frame in frames
+    }
+    assert bars == {bar_cells(width)}
+
+
+def test_an_interrupted_line_is_erased_once_and_never_drawn_again() -> None:
+    stream = io.StringIO()
+    view = ProgressView(Console(file=stream, force_terminal=True, width=80))
+    assert view.live_mode
+    status = _Status(_State.PROCESSING, 1, 8, 10, 100, fraction=0.1, current_file="/m/a.pt")
+    view.hashing(status)
+    view.close(erase=True)
+    drawn = stream.getvalue()
+    assert drawn.endswith("\x1b[2K")  # the line wiped: the summary takes its place
+    view.hashing(status)  # a late status from a subscriber thread
+    view.close()
+    assert stream.getvalue() == drawn

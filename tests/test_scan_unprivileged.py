@@ -32,6 +32,10 @@ def test_files_in_an_unreadable_folder_are_reported_not_missing(
     for folder, name in (("loras", "a.safetensors"), ("checkpoints", "b.ckpt")):
         (tree / folder).mkdir(parents=True)
         (tree / folder / name).write_bytes(name.encode())
+    # Modes first: a chmod moves a file's change time, which a scan compares.
+    for path in tree.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    (tree / "checkpoints").chmod(0o700)  # root's own: nobody cannot list it
     if db.is_sqlite:  # a catalog of its own where nobody may write
         db = DatabaseManager(shared / "catalog.sqlite3")
         db.init_db()
@@ -40,9 +44,6 @@ def test_files_in_an_unreadable_folder_are_reported_not_missing(
     db.dispose()
     if db.is_sqlite:
         (shared / "catalog.sqlite3").chmod(0o666)
-    for path in tree.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    (tree / "checkpoints").chmod(0o700)  # root's own: nobody cannot list it
 
     url = db.engine.url.render_as_string(hide_password=False)
     with as_nobody():

@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
+from support import HEAD_REVISION
 
 from modelvault import DatabaseManager, SchemaVersionError
 from modelvault.config import sqlite_url
@@ -21,18 +22,31 @@ from modelvault.database import alembic_config
 from modelvault.db.models import Base
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = {"models", "tags", "model_tags", "pending_import"}
+TABLES = {"models", "tags", "model_tags", "pending_import", "deleted_records"}
 
 
-def test_single_head_named_v3() -> None:
+def test_single_head_on_top_of_v3() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["v3"]
+    assert script.get_heads() == [HEAD_REVISION]
+    assert [s.revision for s in script.walk_revisions()][-1] == "v3"
+
+
+def test_a_v3_catalog_is_upgraded_with_its_data(db: DatabaseManager) -> None:
+    config = alembic_config()
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "v3")
+    assert "deleted_records" not in inspect(db.engine).get_table_names()
+    db.create_tag("kept")
+    assert db.init_db() == HEAD_REVISION
+    assert "deleted_records" in inspect(db.engine).get_table_names()
+    assert db.get_tag("kept") is not None
 
 
 def test_init_db_creates_the_contract_tables(db: DatabaseManager) -> None:
     inspector = inspect(db.engine)
     assert set(inspector.get_table_names()) >= TABLES
-    assert db.current_revision() == "v3"
+    assert db.current_revision() == HEAD_REVISION
     assert inspector.get_pk_constraint("model_tags")["constrained_columns"] == [
         "model_sha256",
         "tag_id",
@@ -58,13 +72,13 @@ def test_upgrade_downgrade_round_trip(db: DatabaseManager) -> None:
         config.attributes["connection"] = conn
         command.downgrade(config, "base")
     assert not TABLES & set(inspect(db.engine).get_table_names())
-    assert db.init_db() == "v3"
+    assert db.init_db() == HEAD_REVISION
     assert set(inspect(db.engine).get_table_names()) >= TABLES
 
 
 def test_init_db_is_idempotent_and_keeps_data(db: DatabaseManager) -> None:
     db.create_tag("keep me")
-    assert db.init_db() == "v3"
+    assert db.init_db() == HEAD_REVISION
     assert db.get_tag("keep me") is not None
 
 
@@ -138,7 +152,7 @@ def test_alembic_command_line_from_the_repository_root(db_url: str) -> None:
     env = {**os.environ, "MODELVAULT_DB_URL": db_url}
     upgrade = _alembic("upgrade", "head", env=env)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert DatabaseManager(db_url).current_revision() == "v3"
+    assert DatabaseManager(db_url).current_revision() == HEAD_REVISION
     check = _alembic("check", env=env)
     assert check.returncode == 0, check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
@@ -152,4 +166,4 @@ def test_alembic_takes_the_catalog_path_variable(tmp_path: Path) -> None:
     env = {**os.environ, "MODELVAULT_DB_PATH": str(tmp_path / "by-path.sqlite3")}
     result = _alembic("upgrade", "head", env=env)
     assert result.returncode == 0, result.stderr
-    assert DatabaseManager(tmp_path / "by-path.sqlite3").current_revision() == "v3"
+    assert DatabaseManager(tmp_path / "by-path.sqlite3").current_revision() == HEAD_REVISION

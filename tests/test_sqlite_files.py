@@ -10,12 +10,14 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
-from support import as_nobody, legacy_with_files
+from support import HEAD_REVISION, as_nobody, legacy_with_files
 
 from modelvault import (
     CatalogError,
@@ -178,7 +180,28 @@ def test_processes_creating_one_catalog_at_once_all_open_it(tmp_path: Path) -> N
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert DatabaseManager(path, read_only=True).init_db() == "v3"
+    assert DatabaseManager(path, read_only=True).init_db() == HEAD_REVISION
+
+
+def test_a_look_at_a_catalog_this_process_has_open_keeps_its_locks(tmp_path: Path) -> None:
+    """Closing a descriptor of a file drops every POSIX lock the process holds on
+    it: another process closing the catalog would then take it for the last user
+    and delete the -wal of a catalog still being written."""
+    path = tmp_path / "c.sqlite3"
+    db = DatabaseManager(path)
+    db.init_db()
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM models").scalar()
+        assert look_at(path).revision == HEAD_REVISION
+        other = (  # reads the file, so its close checks whether it is the last user
+            "import sqlite3, sys; "
+            "sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM sqlite_master').close()"
+        )
+        subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+        assert Path(f"{path}-wal").exists()
+        conn.exec_driver_sql("SELECT count(*) FROM models").scalar()
+    db.dispose()
+    assert look_at(path).application_id == APPLICATION_ID  # read by open() once closed
 
 
 def test_the_switch_to_wal_waits_for_a_writer_as_the_busy_timeout_allows(tmp_path: Path) -> None:
@@ -241,7 +264,7 @@ def test_an_empty_file_is_made_a_catalog_only_when_asked(tmp_path: Path, kind: s
         DatabaseManager(path, read_only=True).init_db()
     assert _files(tmp_path) == before
     db = DatabaseManager(path)
-    assert db.init_db(adopt_empty=True) == "v3"
+    assert db.init_db(adopt_empty=True) == HEAD_REVISION
     db.dispose()
     assert _pragma(path, "application_id") == APPLICATION_ID
 

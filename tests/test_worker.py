@@ -29,6 +29,7 @@ from modelvault import (
 from modelvault.catalog import SCAN_MTIME_NS, Outcome
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
+from modelvault.file_stamp import FILE_STAT, stamp_of, stat_marks
 from modelvault.migration import queue
 from modelvault.migration.queue_sql import batch_sql
 from modelvault.migration.worker import (
@@ -47,6 +48,11 @@ def make_file(folder: Path, name: str, data: bytes) -> tuple[str, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return str(path), hashlib.sha256(data).hexdigest()
+
+
+def marks_of(path: str) -> dict[str, int]:
+    """What a model of the file at ``path`` keeps in ``meta["file_stat"]``."""
+    return stat_marks(stamp_of(os.stat(path)))
 
 
 def stage(db: DatabaseManager, path: str, **fields: Any) -> int:
@@ -123,7 +129,7 @@ def test_new_files_become_models_with_their_coloured_tags(
         "SDXL",
         10_000,
     )
-    assert model.meta == {"description": "my style"}
+    assert model.meta == {"description": "my style", FILE_STAT: marks_of(a)}
     assert model.mtime_ns == Path(a).stat().st_mtime_ns
     # A tag that exists keeps its colour: the first row to create "style" set it.
     assert tags_of(db, sha_a) == {"style": "#ff0000", "fav": None}
@@ -230,7 +236,11 @@ def test_content_at_another_live_path_is_a_duplicate(db: DatabaseManager, tmp_pa
     assert (row.status, row.sha256) == ("duplicate", sha)
     assert row.last_error == f"same content as {original}"
     # The file's mtime is kept for the next folder scan, which then leaves it alone.
-    assert row.meta == {"notes": "legacy notes", SCAN_MTIME_NS: os.stat(copy).st_mtime_ns}
+    assert row.meta == {
+        "notes": "legacy notes",
+        SCAN_MTIME_NS: os.stat(copy).st_mtime_ns,
+        FILE_STAT: marks_of(copy),
+    }
     model = db.get_model(sha)
     assert model is not None
     assert model.path == original
@@ -276,7 +286,7 @@ def test_content_whose_catalogued_file_is_gone_moves_there(
     model = db.get_model(sha)
     assert model is not None
     assert model.path == new
-    assert model.meta == {"notes": "precious", "previous_paths": [old]}
+    assert model.meta == {"notes": "precious", "previous_paths": [old], FILE_STAT: marks_of(new)}
     assert tags_of(db, sha) == {"kept": "#123456", "added": None}
     assert staging(db) == {}
     assert report.moved == 1
@@ -347,11 +357,13 @@ def test_the_conflict_policy_decides_how_fields_combine(
     model = db.get_model(sha)
     assert model is not None
     name, base, meta = expected
+    # The file's stamp goes with the mtime the model takes (none under "keep").
+    stamped = {} if policy == "keep" else {FILE_STAT: marks_of(path)}
     # The notes that gave way are kept too (catalog.combine_meta).
     assert (model.name, model.base, model.meta) == (
         name,
         base,
-        {**meta, "superseded": [{"path": path, "meta": superseded}]},
+        {**meta, "superseded": [{"path": path, "meta": superseded}], **stamped},
     )
     assert tags_of(db, sha) == {"x": "#111111", "y": None}  # tags are always united
     assert staging(db) == {}
@@ -671,7 +683,7 @@ def test_the_new_models_of_a_batch_are_told_apart_on_sqlite(
     db.upsert_model({"sha256": sha["a"], "path": "/m/a"})
     stamp = "2024-01-01 00:00:00.000000"
     rows = [
-        [sha[name], path, name, "other", None, 1, 1, stamp, stamp, {}]
+        [sha[name], path, None, name, "other", None, 1, 1, stamp, stamp, {}]  # None: path_key
         for name, path in [("b", "/m/b"), ("a", "/m/a-copy"), ("c", "/m/a"), ("d", "/m/d")]
     ]
     with db.engine.begin() as conn:

@@ -25,7 +25,8 @@ from modelvault.database import DatabaseManager
 from modelvault.db.engine import sqlite_file
 from modelvault.db.models import PendingStatus
 from modelvault.db.sqlite_files import path_problem
-from modelvault.errors import ModelVaultError
+from modelvault.errors import ModelVaultError, NotFoundError
+from modelvault.file_stamp import FILE_STAT
 from modelvault.images import default_store
 from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
@@ -255,7 +256,7 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, int
             interrupted = exit_code(interrupt)
             manager.stop()  # first: after SIGHUP, writing to the terminal may fail
             with contextlib.suppress(OSError):
-                view.close()
+                view.close(erase=True)
                 ui(args).err.print(
                     "modelvault: interrupted: finishing the current step and releasing files..."
                 )
@@ -282,7 +283,9 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, int
     return status, interrupted
 
 
-def describe_workers(status: Any) -> list[Line]:
+def describe_workers(status: Any, *, interrupted: bool = False, waiting: int = 0) -> list[Line]:
+    """What the workers did; after Ctrl-C also what was read, what went back to the
+    queue to be read again, and how many files still wait."""
     report = status.worker_report
     if not report:
         return []
@@ -301,10 +304,23 @@ def describe_workers(status: Any) -> list[Line]:
         outcomes += f"{', ' if outcomes else ''}{report['retried']} to retry"
     if report.get("abandoned"):  # the catalog failed before they could be handed back
         outcomes += f"{', ' if outcomes else ''}{report['abandoned']} left claimed"
+    seconds = f"{report.get('seconds', 0):.1f} s"
+    if interrupted:
+        lines: list[Line] = [
+            f"hashing: interrupted after {seconds} and {human_bytes(report['bytes_hashed'])} "
+            f"read: {plural(status.files_done, 'file')} done ({outcomes or 'none'})"
+        ]
+        if report.get("released"):
+            lines.append(
+                f"  {plural(report['released'], 'file')} being hashed went back to the queue "
+                "(read again from the start next time)"
+            )
+        lines.append(f"  {plural(waiting, 'file')} still to hash")
+        return lines
     # The same counts as the progress line's, so the two always agree.
     return [
         f"hashing: {plural(status.files_done, 'file')}, {human_bytes(status.bytes_done)} "
-        f"in {report.get('seconds', 0):.1f} s: {outcomes or 'nothing to do'}"
+        f"in {seconds}: {outcomes or 'nothing to do'}"
     ]
 
 
@@ -318,7 +334,9 @@ def finish_processing(args: argparse.Namespace, db: DatabaseManager, describe: D
     data, lines = describe(interrupted is not None)
     counts, catalog_lines = describe_catalog(db)
     code = interrupted if interrupted is not None else exit_code_for(counts["staging"])
-    lines = lines + describe_workers(status) + catalog_lines
+    waiting = counts["staging"]["pending"] + counts["staging"]["claimed"]
+    lines = lines + describe_workers(status, interrupted=interrupted is not None, waiting=waiting)
+    lines += catalog_lines
     if interrupted is not None:
         lines.append("interrupted: run the same command again to continue where it stopped")
     elif code == EXIT_UNFINISHED:
@@ -437,12 +455,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_pending(args: argparse.Namespace) -> int:
     db = open_catalog(args, read_only=True)
+    from modelvault.cli.curate import pending_table
+
     rows = db.get_pending_imports(args.status, limit=args.limit)
-    lines: list[Line] = table(
-        ["STATUS", "TRIES", "PATH", "LAST ERROR"],
-        [[row.status, str(row.attempts), row.path, row.last_error or ""] for row in rows],
-        right={1},
-    )
+    lines = pending_table(rows)
     if not rows:
         lines = [
             "no queued rows" + (f" with status {', '.join(args.status)}" if args.status else "")
@@ -481,37 +497,10 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    db = open_catalog(args, read_only=True)
-    models = db.find_models(
-        tags=args.tag or (),
-        model_type=args.type,
-        search=args.search,
-        missing=args.missing,
-        unreachable=args.unreachable,
-        limit=args.limit,
-    )
-    out = ui(args)
-    rows: list[list[Line]] = [
-        [
-            m.name,
-            m.type,
-            human_bytes(m.size_bytes) if m.size_bytes is not None else "-",
-            out.tag_list(m.tags),
-            m.path,
-        ]
-        for m in models
-    ]
-    lines: list[Line] = table(["NAME", "TYPE", "SIZE", "TAGS", "PATH"], rows, right={2})
-    if not models:
-        lines = ["no models match" if _filtered(args) else "the catalog has no models yet"]
-    elif len(models) == args.limit:
-        lines.append(f"(the first {plural(args.limit, 'model')}: see more with --limit N)")
-    out.emit({"models": [_model_json(m) for m in models]}, lines)
+    from modelvault.cli.listing import list_models
+
+    list_models(args, open_catalog(args, read_only=True), ui(args))
     return EXIT_OK
-
-
-def _filtered(args: argparse.Namespace) -> bool:
-    return bool(args.tag or args.type or args.search or args.missing or args.unreachable)
 
 
 def _model_json(model: ModelRecord, file: FileCheck | None = None) -> dict[str, Any]:
@@ -524,11 +513,22 @@ def _model_json(model: ModelRecord, file: FileCheck | None = None) -> dict[str, 
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from modelvault.cli.curate import copy_lines, show_queued
+
     db = open_catalog(args, read_only=True)
-    model = db.find_model(args.model)
+    try:
+        model = db.find_model(args.model)
+    except NotFoundError as exc:  # perhaps a file that is queued, not catalogued
+        return show_queued(args, db, exc)
     previews, file = _preview_files(db, model), check_file(model.path)
-    data = {**_model_json(model, file), "preview_files": previews}
-    ui(args).emit({"model": data}, describe_model(ui(args), model, previews, file=file))
+    copies = db.find_copies(model.sha256).queued
+    data = {
+        **_model_json(model, file),
+        "preview_files": previews,
+        "copies": [{"id": r.id, "path": r.path, "status": r.status} for r in copies],
+    }
+    lines = describe_model(ui(args), model, previews, file=file, more=copy_lines(copies))
+    ui(args).emit({"model": data}, lines)
     return EXIT_OK
 
 
@@ -547,7 +547,7 @@ def _preview_files(db: DatabaseManager, model: ModelRecord) -> list[str]:
 
 
 # The notes a user wrote, shown by name; every other key of meta follows as JSON.
-_NOTES = (
+NOTES = (
     ("description", "description"),
     ("prompts", "prompts"),
     ("community_links", "links"),
@@ -565,8 +565,14 @@ def _file_note(file: FileCheck) -> str:
 
 
 def describe_model(
-    out: Ui, model: ModelRecord, previews: Sequence[str] = (), *, file: FileCheck = PRESENT
+    out: Ui,
+    model: ModelRecord,
+    previews: Sequence[str] = (),
+    *,
+    file: FileCheck = PRESENT,
+    more: Sequence[tuple[str, Line]] = (),
 ) -> list[Line]:
+    """Every field of a model, one a line, labels aligned; ``more`` fields at the end."""
     fields_: list[tuple[str, Line]] = [
         ("name", model.name),
         ("sha256", model.sha256),
@@ -577,24 +583,30 @@ def describe_model(
         ("modified", _when_ns(model.mtime_ns)),
         ("catalogued", _when(model.created_at)),
         ("updated", _when(model.updated_at)),
-        ("tags", out.tag_list(model.tags)),
+        ("tags", out.tag_list(model.tags, colour_as_text=True)),
     ]
     meta = dict(model.meta)
+    meta.pop(FILE_STAT, None)  # bookkeeping (shown as "modified"), not a note
     if previews:
         meta.pop("previews", None)
-        fields_ += _note("previews", list(previews))
-    for key, label in _NOTES:
+        fields_ += note_lines("previews", list(previews))
+    for key, label in NOTES:
         if key in meta:
-            fields_ += _note(label, meta.pop(key))
+            fields_ += note_lines(label, meta.pop(key))
     legacy = meta.pop("legacy", None)
     if isinstance(legacy, dict) and legacy.get("source"):
         fields_.append(("came from", f"legacy catalog {legacy['source']}, row {legacy.get('id')}"))
     for key, value in sorted(meta.items()):
-        fields_ += _note(key, value)
+        fields_ += note_lines(key, value)
     if isinstance(legacy, dict):
         rest = {k: v for k, v in legacy.items() if k not in ("source", "id")}
         if rest:
             fields_.append(("legacy fields", json.dumps(rest, default=str, sort_keys=True)))
+    return aligned([*fields_, *more])
+
+
+def aligned(fields_: Sequence[tuple[str, Line]]) -> list[Line]:
+    """``label  value`` lines, the values in one column (text values escaped)."""
     width = max(len(label) for label, _ in fields_)
     return [
         Text.assemble(
@@ -606,7 +618,7 @@ def describe_model(
     ]
 
 
-def _note(label: str, value: Any) -> list[tuple[str, Line]]:
+def note_lines(label: str, value: Any) -> list[tuple[str, Line]]:
     """A note as lines: a mapping one key a line, a list one item a line."""
     if isinstance(value, dict) and value:
         items = [f"{k}: {_text(v)}" for k, v in value.items()]
@@ -646,7 +658,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     values = [
         {
             "name": f.name,
-            "value": shown.get(f.name) or mask_password(str(getattr(settings, f.name))),
+            "value": shown.get(f.name) or setting_json(getattr(settings, f.name)),
             "source": _source(args, f.name),
         }
         for f in fields(Settings)
@@ -668,12 +680,31 @@ def cmd_info(args: argparse.Namespace) -> int:
         "",
         *table(
             ["SETTING", "VALUE", "FROM"],
-            [[v["name"], str(v["value"]), v["source"]] for v in values],
+            [[v["name"], setting_text(v["value"]), v["source"]] for v in values],
             right=set(),
         ),
     ]
     ui(args).emit(data, lines)
     return EXIT_OK
+
+
+def setting_json(value: object) -> Any:
+    """A setting's value as JSON has it: numbers as numbers, none as null, a list of
+    folders as a list (a password in a text masked)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [setting_json(item) for item in value]
+    return mask_password(str(value))
+
+
+def setting_text(value: object) -> str:
+    """A setting's value for people: ``-`` for none, lists joined."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def _source(args: argparse.Namespace, name: str) -> str:

@@ -103,19 +103,36 @@ class Ui:
         except OSError as exc:
             raise OutputError(exc.strerror or str(exc)) from exc
 
+    def emit_text(self, text: str) -> None:
+        """Write ``text`` to stdout as it is (CSV, a list of paths): errors as ``emit``."""
+        try:
+            sys.stdout.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(exc.strerror or str(exc)) from exc
+
     def say(self, message: str) -> None:
         """Tell what is happening, on stderr (not with -q or --json)."""
         if not (self.quiet or self.json):
             self.err.print(printable(message))
 
-    def swatch(self, name: str, color: str | None) -> Text:
-        """A tag's name behind a dot of its colour (on a colour terminal)."""
-        if not (self.colour and color):
-            return Text(printable(name))
-        return Text.assemble(("●", color), " ", printable(name))
+    def swatch(self, name: str, color: str | None, *, colour_as_text: bool = False) -> Text:
+        """A tag's name behind a dot of its colour (on a colour terminal); elsewhere,
+        with ``colour_as_text``, the colour after the name (``style #ff8800``)."""
+        if self.colour and color:
+            return Text.assemble(("●", color), " ", printable(name))
+        if colour_as_text and color:
+            return Text(f"{printable(name)} {color}")
+        return Text(printable(name))
 
-    def tag_list(self, tags: Sequence[Any]) -> Text:
-        return Text(", ").join(self.swatch(t.name, t.color) for t in tags) if tags else Text("-")
+    def tag_list(self, tags: Sequence[Any], *, colour_as_text: bool = False) -> Text:
+        """Tags one after the other (``-`` for none); see ``swatch``."""
+        if not tags:
+            return Text("-")
+        return Text(", ").join(
+            self.swatch(t.name, t.color, colour_as_text=colour_as_text) for t in tags
+        )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Line]], right: set[int]) -> list[Line]:

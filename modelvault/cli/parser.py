@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import NoReturn
 
 from modelvault import __version__
 from modelvault.cli import commands as c
+from modelvault.cli import curate as cu
+from modelvault.cli.curate_parser import (
+    EXAMPLES,
+    MODEL_HELP,
+    add_curating_commands,
+    add_listing_options,
+    add_tag_actions,
+    examples,
+)
+from modelvault.cli.usage import Parser as _Parser
+from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
+from modelvault.cli.usage import positive_int as _positive_int
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.db.models import PendingStatus
 
@@ -23,15 +34,6 @@ EPILOG = (
     "Exit codes: 0 done; 1 rows failed or are in conflict; 2 bad input; 130 interrupted."
 )
 DEFAULT_LIMIT = 200
-
-
-class UsageError(Exception):
-    """A bad option or argument: reported in one line with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
@@ -89,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default), keep the catalog's, or replace them",
     )
 
+    destructive = _Parser(add_help=False)
+    destructive.add_argument(
+        "--dry-run", action="store_true", help="say what would be deleted; change nothing"
+    )
+    destructive.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask (needed when not on a terminal)"
+    )
+
     parser = _Parser(prog="modelvault", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"modelvault {__version__}")
     add_global_options(parser, on_command=False)
@@ -98,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, handler: Handler, help_text: str, *parents: _Parser
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(
-            name, help=help_text, description=help_text, parents=[on_command, *parents]
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[on_command, *parents],
+            epilog=examples(EXAMPLES.get(name, ())),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(handler=handler)
         return p
@@ -137,34 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("status", c.cmd_status, "how many models and tags, and what waits in the queue")
     models = command("models", c.cmd_models, "list the catalogued models")
-    models.add_argument(
-        "--tag", action="append", metavar="TAG", help="only models with this tag (repeatable)"
-    )
-    models.add_argument("--type", metavar="TYPE", help="only this type, e.g. checkpoint or lora")
-    models.add_argument("--search", metavar="TEXT", help="only names or paths containing TEXT")
-    models.add_argument("--missing", action="store_true", help="only models whose file is gone")
-    models.add_argument(
-        "--unreachable",
-        action="store_true",
-        help="only models whose file cannot be looked at now (a folder that cannot be read, "
-        "a share or drive that is not there); not called missing",
-    )
-    models.add_argument(
-        "--limit",
-        type=_positive_int,
-        default=DEFAULT_LIMIT,
-        metavar="N",
-        help=f"at most N models (default: {DEFAULT_LIMIT})",
-    )
+    add_listing_options(models)
     command(
         "show",
         c.cmd_show,
-        "everything about one model: tags, notes, prompts, previews, where it came from",
-    ).add_argument(
-        "model",
-        metavar="MODEL",
-        help="its SHA-256 or the first digits of it, its path, or its file name",
-    )
+        "everything about one model: tags, notes, prompts, previews, where it came from, "
+        "its other copies; or the queued rows of that name or path",
+    ).add_argument("model", metavar="MODEL", help=MODEL_HELP)
     pending = command("pending", c.cmd_pending, "list the queue: files waiting or that failed")
     pending.add_argument(
         "--status",
@@ -173,13 +167,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="only rows in these states",
     )
     pending.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    pending_sub = pending.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    forget = pending_sub.add_parser(
+        "forget",
+        help="delete queued rows (their files stay; each row is kept in 'modelvault deleted')",
+        description="delete queued rows: the files stay where they are, and each row, with "
+        "its tags and notes, is kept in 'modelvault deleted'",
+        parents=[on_command, destructive],
+        epilog=examples(EXAMPLES["pending forget"]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    forget.set_defaults(handler=cu.cmd_pending_forget)
+    forget.add_argument("rows", metavar="ID|PATH", nargs="*", help="rows by id or path")
+    forget.add_argument(
+        "--status",
+        dest="forget_status",
+        nargs="+",
+        choices=[s.value for s in PendingStatus if s is not PendingStatus.CLAIMED],
+        help="every row in these states",
+    )
     command("retry", c.cmd_retry, "put failed and missing files back in the queue").add_argument(
         "--status",
         nargs="+",
         choices=["failed", "missing", "conflict"],
         help="which rows to retry (default: failed missing)",
     )
-    command("tags", c.cmd_tags, "list the tags with their colours and how many models have each")
+    tags = command(
+        "tags",
+        c.cmd_tags,
+        "list the tags with their colours and how many models have each; rename, "
+        "recolour or delete one",
+    )
+    add_tag_actions(tags, on_command, destructive)
+    add_curating_commands(command, destructive)
     scan = command(
         "scan",
         c.cmd_scan,
@@ -253,12 +273,6 @@ def command_names(parser: argparse.ArgumentParser) -> list[str]:
         if isinstance(action, argparse._SubParsersAction):
             return list(action.choices)
     return []
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
 
 
 def _worker_count(text: str) -> int:

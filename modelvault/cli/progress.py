@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from modelvault.cli.output import human_bytes, human_seconds
 
 PLAIN_INTERVAL_SECONDS = 5.0
 MIN_BAR, MAX_BAR = 10, 40
-MIN_NAME = 12  # a file name cut shorter than this tells nothing
+# Cells a file name is given at least (or all it needs): cut shorter, it tells little.
+MIN_NAME = 20
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -87,37 +89,90 @@ def _fields(frame: Frame, level: int) -> list[str]:
     return [pct, files, size, rate, eta] + ([frame.note] if frame.note else [])
 
 
+def bar_cells(width: int) -> int:
+    """The bar's width on a terminal ``width`` columns wide: the same in every frame."""
+    return max(MIN_BAR, min(MAX_BAR, (width - 1) // 8))
+
+
 def render(frame: Frame, width: int, *, ascii_only: bool = False) -> Text:
     """The progress line for a terminal ``width`` columns wide (never wider than width - 1).
 
-    The numbers come first, spelled tighter on narrow terminals; the bar takes
-    the room they leave, and the current file's name what the bar leaves.
+    The numbers come first, spelled tighter on narrow terminals; then the bar,
+    whose width depends on the terminal's alone, so it does not jump from frame
+    to frame; then the current file's name in the room left (its middle cut
+    out when it is too long). What does not fit goes: the name, then the bar.
     """
     room = max(1, width - 1)  # the last column would make some terminals wrap
-    for level in (0, 1, 2):
-        text = ("  " if level == 0 else " ").join(_fields(frame, level))
-        if cell_len(text) <= room:
-            break
     name = printable(os.path.basename(frame.current or ""))
-    left = room - cell_len(text)
+    bar = bar_cells(width) if frame.fraction is not None else 0
+    texts = [("  " if level == 0 else " ").join(_fields(frame, level)) for level in (0, 1, 2)]
+    text, with_bar, with_name = texts[-1], False, False
+    for level, bar_wanted, name_wanted in _LAYOUTS:
+        used = cell_len(texts[level]) + (bar + 1 if bar_wanted else 0)
+        if (bar_wanted and not bar) or (name_wanted and not name):
+            continue
+        if used + (min(cell_len(name), MIN_NAME) + 2 if name_wanted else 0) <= room:
+            text, with_bar, with_name = texts[level], bar_wanted, name_wanted
+            break
     line = Text()
-    if frame.fraction is not None and left >= MIN_BAR + 1:
-        spare = left - MIN_BAR - 1 - (len(name) + 2 if name else 0)
-        cells = MIN_BAR + max(0, min(MAX_BAR - MIN_BAR, spare))
-        filled = int(cells * min(1.0, max(0.0, frame.fraction)))
+    if with_bar:
+        filled = int(bar * min(1.0, max(0.0, frame.fraction or 0.0)))
         full, empty = ("#", "-") if ascii_only else ("━", "─")
         line.append(full * filled, style="green")
-        line.append(empty * (cells - filled), style="bright_black")
+        line.append(empty * (bar - filled), style="bright_black")
         line.append(" ")
-        left -= cells + 1
     line.append(text)
-    if name and left >= MIN_NAME + 2:
-        if cell_len(name) > left - 2:
-            name = "…" + name[-(left - 3) :]
+    if with_name:
         line.append("  ")
-        line.append(name, style="cyan")
+        line.append(shorten_name(name, room - cell_len(line.plain) - 2), style="cyan")
     line.truncate(room)
     return line
+
+
+# (spelling level, bar, name), most wanted first: the roomiest numbers with the bar
+# and the name, a tighter spelling before the name is given up, the bar last.
+_LAYOUTS = (
+    (0, True, True),
+    (1, True, True),
+    (0, True, False),
+    (1, True, False),
+    (2, True, True),
+    (2, True, False),
+    (0, False, False),
+    (1, False, False),
+    (2, False, False),
+)
+
+
+def shorten_name(name: str, width: int) -> str:
+    """``name`` in at most ``width`` cells, what tells files apart kept: the start, and
+    the end with the last word before the extension (``juggern…v9.safetensors``)."""
+    if cell_len(name) <= width:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or len(extension) > 12:
+        stem, extension = name, ""
+    else:
+        extension = "." + extension
+    last_word = re.split(r"[-_. ]", stem)[-1]
+    room = width - 1 - cell_len(extension)  # less the ellipsis
+    if room < 4:  # not even a start: the end
+        return "…" + _cells_from_end(name, width - 1)
+    tail = _cells_from_end(last_word, room - 4) + extension  # 4: the start's least
+    head = _cells_from_start(name, width - 1 - cell_len(tail))
+    return f"{head}…{tail}"
+
+
+def _cells_from_start(text: str, cells: int) -> str:
+    while cell_len(text) > cells:
+        text = text[:-1]
+    return text
+
+
+def _cells_from_end(text: str, cells: int) -> str:
+    while cell_len(text) > max(0, cells):
+        text = text[1:]
+    return text
 
 
 def plain(frame: Frame) -> str:
@@ -151,6 +206,9 @@ class ProgressView:
         self._last_plain = clock()  # the first plain line after one interval
         self._last_note = ""  # of the last plain line: a new kind of note is written at once
         self._best = (0, 0, 0.0)  # files, bytes, fraction drawn so far
+        # Once closed, a late status from a subscriber thread must not start a new
+        # line below the summary (each start leaves one more copy on screen).
+        self._closed = False
         self.last_frame: Frame | None = None
 
     # -- what the CLI feeds in ------------------------------------------------
@@ -195,10 +253,14 @@ class ProgressView:
         )
         self._show(frame, force=final)
 
-    def close(self) -> None:
+    def close(self, *, erase: bool = False) -> None:
+        """End the live line (kept on screen, or wiped with ``erase``: an interrupted
+        run's summary says the rest); nothing is drawn after this."""
         with self._lock:
+            self._closed = True
             live, self._live = self._live, None
             if live is not None:
+                live.transient = erase
                 self._unless_unwritable(live.stop)
 
     # -- drawing --------------------------------------------------------------
@@ -208,6 +270,8 @@ class ProgressView:
         if self.quiet:
             return
         with self._lock:
+            if self._closed:
+                return
             if frame is not None:
                 self.last_frame = frame
             if self.live_mode:

@@ -19,13 +19,14 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from modelvault.config import Settings, parse_url, shown_url
 from modelvault.db import postgres
-from modelvault.db.sqlite_files import sqlite_uri
+from modelvault.db.sqlite_files import file_key, note_closed, note_opened, sqlite_uri
 from modelvault.errors import ConfigError
 
 # Execution option that picks how a SQLite transaction begins: "IMMEDIATE"
 # takes the write lock at BEGIN, which is how workers claim rows atomically.
 SQLITE_BEGIN = "modelvault_sqlite_begin"
 
+_FILE_KEY = "modelvault_file_key"  # where a connection's record keeps its file's key
 _SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY, named only from Python 3.11
 
 
@@ -173,6 +174,10 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
+    file = sqlite_file(engine.url)
+    if file is not None:
+        _count_open_connections(engine, file)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin
@@ -192,6 +197,24 @@ def _configure_sqlite(engine: Engine, busy_timeout_seconds: float) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _count_open_connections(engine: Engine, file: str) -> None:
+    """Keep ``sqlite_files``' count of this process's connections to ``file``
+    (``look_at`` must not open and close it while any is open)."""
+
+    @event.listens_for(engine, "connect")
+    def _opened(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        key = file_key(file)
+        if key is not None:
+            record.info[_FILE_KEY] = key
+            note_opened(key)
+
+    @event.listens_for(engine, "close")
+    def _closed(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        key = record.info.pop(_FILE_KEY, None)
+        if key is not None:
+            note_closed(key)
 
 
 def _configure_postgresql(engine: Engine) -> None:

@@ -1,8 +1,8 @@
 """The v3 schema as typed SQLAlchemy models.
 
-This is a contract: apps and tools read these tables directly, and Alembic
-revision ``v3`` (``alembic/versions``) must create exactly this. ``alembic check``
-proves that they agree.
+This is a contract: apps and tools read these tables directly, and the Alembic
+revisions (``alembic/versions``: ``v3``, then ``v4``) must create exactly this.
+``alembic check`` proves that they agree.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     func,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from modelvault.db.types import UTCDateTime, utcnow
+from modelvault.pathkey import stored_key
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -39,6 +42,19 @@ NAMING_CONVENTION = {
 
 # Paths can be long (Windows allows 32k characters); no length limit on either side.
 PathText = String()
+# A path's identity key where it is not the path itself (modelvault.pathkey: a
+# Windows path; NULL for a POSIX path, its own key), compared and sorted as code
+# points on every backend: PostgreSQL's "C" collation is SQLite's own (BINARY), so
+# the index serves the range of keys under a folder in the order the scan walks them.
+KeyText = String().with_variant(String(collation="C"), "postgresql")
+
+
+def key_of_path(context: DefaultExecutionContext) -> str | None:
+    """The default of ``path_key`` in an INSERT that does not give it: what the
+    row's ``path`` stores (each row's own, in a many-row INSERT)."""
+    params: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    path = params.get("path")
+    return stored_key(path) if isinstance(path, str) else None
 
 
 class Base(DeclarativeBase):
@@ -50,7 +66,8 @@ class Base(DeclarativeBase):
 
 
 class PendingStatus(str, enum.Enum):
-    """Where a staging row stands. Rows are never deleted except by finishing them."""
+    """Where a staging row stands. Rows are deleted by finishing them, or when a person
+    forgets them (``curation.forget_pending``: kept in ``deleted_records``)."""
 
     PENDING = "pending"  # waiting to be hashed
     CLAIMED = "claimed"  # a worker holds its lease
@@ -101,6 +118,11 @@ class Model(Base):
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # One model per file, however its path is spelt (modelvault.pathkey; with path's
+    # own uniqueness: a POSIX path is its own key and stores none).
+    path_key: Mapped[str | None] = mapped_column(
+        KeyText, default=key_of_path, index=True, unique=True
+    )
 
     tags: Mapped[list[Tag]] = relationship(
         secondary=model_tags, back_populates="models", order_by="Tag.name"
@@ -150,3 +172,36 @@ class PendingImport(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     sha256: Mapped[str | None] = mapped_column(String(64))
+    # Not unique: two legacy rows may name one file in two spellings; the worker
+    # settles each against the model of that file.
+    path_key: Mapped[str | None] = mapped_column(KeyText, default=key_of_path, index=True)
+
+class DeletedRecord(Base):
+    """What a deletion took out of the catalog, kept so it can be seen and restored.
+
+    ``kind`` is ``model`` (a model with its tags and colours, as
+    ``ModelRecord.to_dict`` gives it) or ``queued`` (a staging row with its
+    tags and notes). Nothing reads these rows but the user: no foreign keys.
+    """
+
+    __tablename__ = "deleted_records"
+    __table_args__ = (
+        CheckConstraint("kind IN ('model', 'queued')", name="kind"),
+        Index(None, "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(PathText)
+    name: Mapped[str] = mapped_column(String(512))
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+
+@event.listens_for(Model.path, "set", propagate=True)
+@event.listens_for(PendingImport.path, "set", propagate=True)
+def _path_set(target: Model | PendingImport, value: str, old: object, initiator: object) -> None:
+    """A path given or changed through the ORM takes its key with it."""
+    target.path_key = stored_key(value)

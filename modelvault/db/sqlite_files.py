@@ -16,6 +16,7 @@ creates a new catalog file that is never seen empty.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import ntpath
@@ -23,6 +24,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,22 +93,62 @@ def look_at(path: str | os.PathLike[str], *, busy_timeout_seconds: float = 30.0)
     _require_regular(file, info.st_mode)
     if info.st_size == 0:
         return SqliteFile(file, exists=True)
-    header = _read_header(file)
-    if len(header) < HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
-        raise NotACatalogError(
-            f"{file} is not a SQLite database: give the catalog's path with --db "
-            "(or a new file name to create one)."
-        )
-    immutable = _wal_without_index(file, header)
-    tables, revision = _read_schema(file, immutable, busy_timeout_seconds)
+    # A file this process has open through SQLite is read through SQLite only:
+    # closing a descriptor of our own would drop every POSIX lock the process
+    # holds on it, and another process could then delete the -wal under us.
+    immutable = False
+    if not held_open(info):
+        header = _read_header(file)
+        if len(header) < HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
+            raise NotACatalogError(
+                f"{file} is not a SQLite database: give the catalog's path with --db "
+                "(or a new file name to create one)."
+            )
+        immutable = _wal_without_index(file, header)
+    tables, revision, application_id = _read_schema(file, immutable, busy_timeout_seconds)
     return SqliteFile(
         file,
         exists=True,
         size=info.st_size,
         tables=tables,
         revision=revision,
-        application_id=int.from_bytes(header[68:72], "big", signed=True),
+        application_id=application_id,
     )
+
+
+# The files this process has open through a catalog engine, by (device, inode),
+# with how many connections each: see ``look_at``.
+_held: collections.Counter[tuple[int, int]] = collections.Counter()
+_held_lock = threading.Lock()
+
+
+def file_key(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """The (device, inode) of a file, None if it cannot be stat-ed."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def note_opened(key: tuple[int, int]) -> None:
+    """A connection of this process opened the file ``key`` names."""
+    with _held_lock:
+        _held[key] += 1
+
+
+def note_closed(key: tuple[int, int]) -> None:
+    """A connection ``note_opened`` counted was closed."""
+    with _held_lock:
+        _held[key] -= 1
+        if _held[key] <= 0:
+            del _held[key]
+
+
+def held_open(info: os.stat_result) -> bool:
+    """Whether a connection of this process has the file open."""
+    with _held_lock:
+        return (info.st_dev, info.st_ino) in _held
 
 
 def _unreachable(file: Path, exc: OSError) -> CatalogError:
@@ -153,7 +195,8 @@ def _wal_without_index(file: Path, header: bytes) -> bool:
 
 def _read_schema(
     file: Path, immutable: bool, busy_timeout_seconds: float
-) -> tuple[frozenset[str], str | None]:
+) -> tuple[frozenset[str], str | None, int]:
+    """The file's tables, its ``alembic_version`` revision and its application id."""
     params = {"mode": "ro", **({"immutable": "1"} if immutable else {})}
     uri = sqlite_uri(file) + "?" + urlencode(params)
     try:
@@ -169,12 +212,13 @@ def _read_schema(
             if "alembic_version" in tables:
                 row = conn.execute("SELECT version_num FROM alembic_version LIMIT 1").fetchone()
                 revision = None if row is None else str(row[0])
+            application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
     except sqlite3.Error as exc:
         raise CatalogError(
             f"{file} cannot be read as a SQLite database ({exc}): check that it is a "
             "catalog, and that no other program holds it locked."
         ) from exc
-    return tables, revision
+    return tables, revision, application_id
 
 
 @contextlib.contextmanager

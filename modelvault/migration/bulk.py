@@ -5,8 +5,8 @@ Nothing here decides anything (``placement.place`` does); everything here is
 about doing the database work of a batch with as little per-row cost as the
 driver allows:
 
-- ``CatalogState``: what the catalog holds at a batch's paths and for its
-  hashes, read with three look-ups per batch (``KeyLookup``) run through the driver.
+- ``CatalogState``: what the catalog holds at a batch's paths (by their keys)
+  and for its hashes, read with three look-ups per batch (``KeyLookup``) run through the driver.
 - ``bulk_insert``: one table's new rows, given as tuples in the table's column
   order and turned into the driver's values once (each column type's bind
   processor, SQLAlchemy's own). SQLite: multi-row ``INSERT ... VALUES``
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import chain
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import JSON, Column, Table, insert, select
 from sqlalchemy.engine import Dialect
@@ -45,28 +45,44 @@ class Keyed(Protocol):
     @property
     def path(self) -> str: ...
     @property
+    def key(self) -> str: ...  # the identity key of its path (modelvault.pathkey)
+    @property
+    def stored_key(self) -> str | None: ...  # its path_key: None for a POSIX path
+    @property
     def sha256(self) -> str | None: ...
+
+
+class ModelAt(NamedTuple):
+    sha256: str
+    path: str  # as the model spells it
+    marks: Marks
 
 
 @dataclass
 class CatalogState:
-    """What the catalog already holds for the paths and hashes of one batch."""
+    """What the catalog already holds for the paths and hashes of one batch.
 
-    model_at: dict[str, tuple[str, Marks]]  # path -> (sha256, its marks)
+    A model is found by the key of a row's path (the same file, however spelt);
+    a staging row by the row's very path (the row staged by an earlier run).
+    """
+
+    model_at: dict[str, ModelAt]  # path key -> the model of that file
     model_of: dict[str, tuple[str, Marks]]  # sha256 -> (path, its marks)
     staged: dict[str, str | None]  # path -> source
 
-    def held(self, path: str, sha256: str | None, new_in_batch: bool) -> Held:
+    def held(self, row: Keyed, new_in_batch: bool) -> Held:
         """What it holds for one row (``NOTHING_HELD``, shared, for most rows)."""
-        at = self.model_at.get(path)
+        at = self.model_at.get(row.key)
+        sha256 = row.sha256
         of = None if sha256 is None else self.model_of.get(sha256)
-        staged = path in self.staged
+        staged = row.path in self.staged
         if at is None and of is None and not staged and not new_in_batch:
             return NOTHING_HELD
         return Held(
             staged=staged,
-            staged_source=self.staged.get(path),
-            at_path=None if at is None else at[1],
+            staged_source=self.staged.get(row.path),
+            at_path=None if at is None else at.marks,
+            at_other_spelling=at is not None and at.path != row.path,
             of_hash=None if of is None else of[1],
             new_in_batch=new_in_batch,
         )
@@ -75,7 +91,14 @@ class CatalogState:
 @dataclass(frozen=True)
 class Lookups:
     model_by_path: KeyLookup = field(
-        default_factory=lambda: KeyLookup([MODELS.c.path, MODELS.c.sha256], MODELS.c.path)
+        default_factory=lambda: KeyLookup(
+            [MODELS.c.path, MODELS.c.sha256, MODELS.c.path], MODELS.c.path
+        )
+    )
+    model_by_key: KeyLookup = field(
+        default_factory=lambda: KeyLookup(
+            [MODELS.c.path_key, MODELS.c.sha256, MODELS.c.path], MODELS.c.path_key
+        )
     )
     model_by_sha: KeyLookup = field(
         default_factory=lambda: KeyLookup([MODELS.c.sha256, MODELS.c.path], MODELS.c.sha256)
@@ -85,21 +108,33 @@ class Lookups:
     )
 
     def state(self, session: Session, rows: Sequence[Keyed]) -> CatalogState:
-        """What the catalog holds for these rows' paths and hashes: three look-ups."""
+        """What the catalog holds for these rows' paths and hashes: three look-ups
+        (four in a batch with both POSIX and Windows paths)."""
         paths = _keys([row.path for row in rows])
+        own_keys = paths  # the keys of POSIX paths are the paths: no other list
+        keys = _keys([row.stored_key for row in rows if row.stored_key is not None])
+        if keys is not None:
+            own_keys = _keys([row.path for row in rows if row.stored_key is None])
         hashes = _keys([row.sha256 for row in rows if row.sha256 is not None])
         with _probing_indexes(session):
-            model_at = dict(self.model_by_path.fetch(session, paths))  # path -> sha256
+            model_at = {
+                key: (sha, path)
+                for lookup, wanted in ((self.model_by_path, own_keys), (self.model_by_key, keys))
+                for key, sha, path in lookup.fetch(session, wanted)
+            }
             model_of = dict(self.model_by_sha.fetch(session, hashes))  # sha256 -> path
             staged = dict(self.staged_by_path.fetch(session, paths))  # path -> source
         # Only models met already need their meta (none on a first import). It is read
         # whole: PostgreSQL's JSON operators fail on a document holding "\u0000".
         marks: dict[str, Marks] = {}
-        for chunk in chunked(sorted(set(model_at.values()) | model_of.keys())):
+        for chunk in chunked(sorted({sha for sha, _ in model_at.values()} | model_of.keys())):
             found = session.execute(select(Model.sha256, Model.meta).where(Model.sha256.in_(chunk)))
             marks.update((sha, marks_of(meta)) for sha, meta in found)
         return CatalogState(
-            model_at={path: (sha, marks.get(sha, NO_MARKS)) for path, sha in model_at.items()},
+            model_at={
+                key: ModelAt(sha, path, marks.get(sha, NO_MARKS))
+                for key, (sha, path) in model_at.items()
+            },
             model_of={sha: (path, marks.get(sha, NO_MARKS)) for sha, path in model_of.items()},
             staged=staged,
         )

@@ -34,7 +34,8 @@ the row is staged to be hashed. Then, in this order:
 
 - its path is staged already (any status)               -> ``already_present``
 - its path is relative (not absolute on any OS): it is never looked up from the
-  current folder                                         -> staging row ``failed``,
+  current folder; or it names a device Windows keeps (``C:\\m\\nul.safetensors``:
+  never opened)                                          -> staging row ``failed``,
   the reason in ``last_error`` (``failed``)
 - its stored path is not text without NUL (NUL -> U+FFFD, a blob or number read
   as text) and, so cleaned, is the path of another legacy row: staging row
@@ -44,8 +45,11 @@ the row is staged to be hashed. Then, in this order:
   every run, so a re-run finds it staged.
 - its path is a model that a legacy import put there (``meta.legacy``, or a
   ``meta.superseded[*].meta.legacy``, names a source: directly, by a merge or
-  move, or by the worker)                                -> ``already_present``
-- its path is a model the user catalogued by other means:
+  move, or by the worker; at another spelling of the path, only if it names
+  this row)                                              -> ``already_present``
+- its path (in any spelling: a model is found by the path's identity key,
+  ``modelvault.pathkey``, so a Windows path is compared as Windows compares it
+  wherever the import runs) is a model the user catalogued by other means:
   same hash -> fields combined by the conflict policy, tags united (``merged``);
   another hash -> staging row ``conflict`` (``conflicts``);
   hash does not count -> staged for the worker to settle (``staged``)
@@ -223,6 +227,7 @@ from modelvault.normalize import (
     is_absolute_path,
     parse_sha256,
 )
+from modelvault.pathkey import device_problem, reserved_device, stored_key
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +244,11 @@ _RESERVED_KEYS = frozenset(RESERVED_META_KEYS)
 
 MODEL_COLUMNS: tuple[str, ...] = (
     *("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns"),
-    *("created_at", "updated_at", "meta"),
+    *("created_at", "updated_at", "meta", "path_key"),
 )
 PENDING_COLUMNS: tuple[str, ...] = (
     *("path", "name", "type", "size_bytes", "created_at", "meta", "tags"),
-    *("legacy_id", "source", "status", "attempts", "last_error", "sha256"),
+    *("legacy_id", "source", "status", "attempts", "last_error", "sha256", "path_key"),
 )
 
 
@@ -328,6 +333,8 @@ class _Entry:
 
     legacy_id: int
     path: str
+    key: str  # the path's identity key (modelvault.pathkey)
+    stored_key: str | None  # its path_key: None where the path is its own key
     name: str
     type: str
     size_bytes: int | None
@@ -366,13 +373,14 @@ class _Entry:
         return (
             self.path, self.name, self.type, self.size_bytes, self.created_at, self.meta_json(),
             tags, self.legacy_id, source, _STATUS_TEXT[status], 0, reason, sha256,
+            self.stored_key,
         )  # fmt: skip
 
     def model(self, now: datetime) -> tuple[Any, ...]:
         """The values of its model row, in ``MODEL_COLUMNS`` order."""
         return (
             self.sha256, self.path, self.name, self.type, None, self.size_bytes,
-            self.mtime_ns, self.created_at, now, self.meta_json(),
+            self.mtime_ns, self.created_at, now, self.meta_json(), self.stored_key,
         )  # fmt: skip
 
     def hashed(self) -> HashedFile:
@@ -388,6 +396,17 @@ class _Entry:
             meta=self.full_meta(),
             tags=self.tags,
         )
+
+
+def _unusable(path: str) -> str | None:
+    """Why a legacy path can never be hashed (a relative path, a Windows device
+    name), or None."""
+    if not path.startswith("/") and not is_absolute_path(path):  # "/" first: the common case
+        return RELATIVE_PATH
+    device = reserved_device(path)
+    if device is not None:
+        return f"its path {device_problem(device)} (rename the file, then scan it)"
+    return None
 
 
 def _object_head(text: str) -> str:
@@ -592,9 +611,12 @@ class _Run:
             sha256, seen_mtime_ns = None, None  # the legacy app never hashed it
         else:
             sha256, seen_mtime_ns = self._usable_hash(row, path, size, legacy)
+        key = stored_key(path)  # a Windows path is keyed by Windows' rules, wherever this runs
         return _Entry(
             row.id,
             path,
+            path if key is None else key,
+            key,
             cleaning.name_of(row.name, path, legacy),
             cleaning.model_type_of(row.type, path, legacy),
             size,
@@ -604,7 +626,7 @@ class _Run:
             sha256,
             [],
             path_clash,
-            None if path.startswith("/") or is_absolute_path(path) else RELATIVE_PATH,
+            _unusable(path),
             extra_head,
         )
 
@@ -785,15 +807,21 @@ class _Run:
         staged: list[tuple[Any, ...]] = []
         colliding: list[_Entry] = []
         new_hashes: set[str] = set()
+        # Keys of the new models' Windows paths: another spelling of one settles (a POSIX
+        # path is its own key, and legacy paths are unique).
+        new_keys: set[str] = set()
         # Looked up once: the loop runs for every row.
         held, source, tag_ids = state.held, self.source, self.tags.ids
         for entry in entries:
-            sha = entry.sha256
-            placement = place(entry, held(entry.path, sha, sha in new_hashes), source)
+            sha, key = entry.sha256, entry.stored_key
+            new_in_batch = sha in new_hashes or (key is not None and key in new_keys)
+            placement = place(entry, held(entry, new_in_batch), source)
             where = placement.place
             if where is Place.NEW:
                 assert sha is not None
                 new_hashes.add(sha)
+                if key is not None:
+                    new_keys.add(key)
                 models.append(entry.model(now))
                 links += [(sha, tag_ids[spec.name]) for spec in entry.tags]
                 result.imported += 1

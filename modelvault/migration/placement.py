@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelvault.catalog import LEGACY, PREVIOUS_PATHS, SUPERSEDED
+from modelvault.pathkey import path_key
 
 
 class Place(enum.Enum):
@@ -40,7 +41,7 @@ class Marks:
 
     sources: frozenset[str] = frozenset()  # legacy files its records came from
     rows: frozenset[tuple[str, Any]] = frozenset()  # (source, legacy id) of each
-    previous_paths: tuple[Any, ...] = ()  # where the model was before it moved
+    previous_keys: tuple[str, ...] = ()  # where the model was before it moved (path keys)
 
 
 NO_MARKS = Marks()
@@ -52,7 +53,8 @@ class Held:
 
     staged: bool = False  # a staging row has the row's path (any status)
     staged_source: str | None = None  # ...and came from this legacy file
-    at_path: Marks | None = None  # a model has the row's path (its marks)
+    at_path: Marks | None = None  # a model has the row's path, in any spelling (its marks)
+    at_other_spelling: bool = False  # ...spelt otherwise (on Windows: the same file)
     of_hash: Marks | None = None  # a model has the row's content (its marks)
     new_in_batch: bool = False  # an earlier row of the batch is a new model of this content
 
@@ -69,6 +71,8 @@ class PlacedRow(Protocol):
     def legacy_id(self) -> int: ...
     @property
     def path(self) -> str: ...
+    @property
+    def key(self) -> str: ...  # its path's identity key (modelvault.pathkey)
     @property
     def sha256(self) -> str | None: ...  # None: the legacy hash does not count
     @property
@@ -88,7 +92,11 @@ def place(row: PlacedRow, held: Held, source: str) -> Placement:
     if row.path_clash is not None:
         return _PLAIN[Place.CONFLICT]
     if held.at_path is not None:
-        if held.at_path.sources:
+        # A model at this very path that a legacy import put there is this row's
+        # (legacy paths are unique); at another spelling of it, only if it holds this row.
+        if held.at_path.sources and (
+            not held.at_other_spelling or (source, row.legacy_id) in held.at_path.rows
+        ):
             return _already(row, held.at_path.sources, source)
         return _PLAIN[Place.STAGE if row.sha256 is None else Place.SETTLE]
     if row.sha256 is None:
@@ -97,7 +105,7 @@ def place(row: PlacedRow, held: Held, source: str) -> Placement:
         return _PLAIN[Place.SETTLE]
     if held.of_hash is None:
         return _PLAIN[Place.NEW]
-    if row.path in held.of_hash.previous_paths and (source, row.legacy_id) in held.of_hash.rows:
+    if row.key in held.of_hash.previous_keys and (source, row.legacy_id) in held.of_hash.rows:
         return _PLAIN[Place.PRESENT]  # the model moved away from this row's path since
     return _PLAIN[Place.SETTLE]
 
@@ -138,7 +146,9 @@ def marks_of(meta: Any) -> Marks:
     return Marks(
         frozenset(sources),
         frozenset(rows),
-        tuple(p for p in previous if isinstance(p, str)) if isinstance(previous, list) else (),
+        tuple(path_key(p) for p in previous if isinstance(p, str))
+        if isinstance(previous, list)
+        else (),
     )
 
 

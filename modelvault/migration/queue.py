@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-import os
 import threading
 import time
 import weakref
@@ -63,7 +62,8 @@ from modelvault.catalog import (
     TagSpec,
     ensure_tags,
     settle_file,
-    without_scan_mtime,
+    with_file_stat,
+    without_scan_stat,
 )
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
@@ -74,7 +74,10 @@ from modelvault.db.models import (
 )
 from modelvault.db.types import UTCDateTime, utcnow
 from modelvault.errors import CatalogError, ModelVaultError, ValidationError
+from modelvault.file_stamp import FILE_STAT
 from modelvault.migration.queue_sql import BatchSQL, StoredJSON, batch_sql
+from modelvault.pathkey import stored_key
+from modelvault.presence import path_is_live as file_may_be_there
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,15 @@ class ClaimedRow:
     attempts: int
     source: str | None = None
 
-    def hashed(self, sha256: str, size_bytes: int, mtime_ns: int) -> HashedFile:
-        """The catalog's view of this row once its content is known.
+    def hashed(
+        self,
+        sha256: str,
+        size_bytes: int,
+        mtime_ns: int,
+        file_stat: Mapping[str, int] | None = None,
+    ) -> HashedFile:
+        """The catalog's view of this row once its content is known; ``file_stat``: the
+        rest of the stamp the file had as it was hashed (see ``modelvault.file_stamp``).
 
         Tags go in name order so concurrent transactions on PostgreSQL insert
         shared tag names in the same order (no lock-order deadlock).
@@ -130,10 +140,11 @@ class ClaimedRow:
             size_bytes=size_bytes,
             mtime_ns=mtime_ns,
             created_at=self.created_at,
-            # Stored text holds no scan mtime (see BatchSQL.read_meta): left undecoded.
-            meta=self.meta if isinstance(self.meta, StoredJSON) else without_scan_mtime(self.meta),
+            # Stored text holds no scan stamp (see BatchSQL.read_meta): left undecoded.
+            meta=self.meta if isinstance(self.meta, StoredJSON) else without_scan_stat(self.meta),
             tags=specs,
             source=self.source,
+            file_stat=file_stat,
         )
 
     @property
@@ -600,7 +611,7 @@ def finish(
     *,
     policy: str,
     tag_cache: TagCache,
-    path_is_live: Callable[[str], bool] = os.path.exists,
+    path_is_live: Callable[[str], bool] = file_may_be_there,
 ) -> Settled | None:
     """``finish_batch`` for one row: its outcome, or None if the lease was lost."""
     outcomes, _ = finish_batch(
@@ -616,7 +627,7 @@ def finish_batch(
     *,
     policy: str,
     tag_cache: TagCache,
-    path_is_live: Callable[[str], bool] = os.path.exists,
+    path_is_live: Callable[[str], bool] = file_may_be_there,
     claim_next: Claim | None = None,
     held: HeldConnection | None = None,
 ) -> tuple[dict[int, Settled | None], list[ClaimedRow]]:
@@ -755,7 +766,8 @@ def _import_fresh(
     """What ``settle_file`` does for new content at a free path, for many files at once.
 
     Every file is offered; a model goes in only where neither its sha256 nor its
-    path is in the catalog yet (nor an earlier copy of its content in ``items``).
+    path (in any spelling: its key) is in the catalog yet (nor an earlier copy of
+    its content in ``items``).
     Returns the paths of the models inserted: the other files are left to the
     caller. Models go in sha256 order and tags in name order, so concurrent
     batches take their locks in the same order.
@@ -768,6 +780,7 @@ def _import_fresh(
             [
                 item.sha256,
                 item.path,
+                stored_key(item.path),
                 item.name,
                 item.type,
                 item.base,
@@ -775,7 +788,7 @@ def _import_fresh(
                 item.mtime_ns,
                 stamp if item.created_at is None else time(item.created_at),
                 stamp,
-                item.meta,
+                _model_meta(item),
             ]
             for item in sorted(items, key=_item_sha)
         ],
@@ -799,6 +812,15 @@ def _import_fresh(
 
 
 _item_sha = operator.attrgetter("sha256")
+
+
+def _model_meta(item: HashedFile) -> Mapping[str, Any]:
+    """A new model's meta: the item's, with the stamp of its file (``file_stat``)."""
+    if not item.file_stat:
+        return item.meta
+    if isinstance(item.meta, StoredJSON):  # holds no file_stat: see BatchSQL.read_meta
+        return item.meta.with_key(FILE_STAT, dict(item.file_stat))
+    return with_file_stat(item.meta, item.file_stat)
 
 
 def _close_rows(
@@ -830,8 +852,8 @@ def _mark_settled(
 ) -> int:
     """Mark the rows settled as ``duplicate`` or ``conflict`` (rare: Core is clear enough).
 
-    The row keeps the size and mtime of the file that was hashed, so a folder
-    scan finds the file unchanged and does not queue it again.
+    The row keeps the stamp of the file that was hashed (size, mtime, ``file_stat``),
+    so a folder scan finds the file unchanged and does not queue it again.
     """
     sql = statements(conn)
     guard = {**sql.params(), "owner": owner}
@@ -851,7 +873,10 @@ def _mark_settled(
             "new_sha256": files[row_id].sha256,
             "new_error": result.reason,
             "new_size": files[row_id].size_bytes,
-            "new_meta": {**files[row_id].meta, SCAN_MTIME_NS: files[row_id].mtime_ns},
+            "new_meta": with_file_stat(
+                {**files[row_id].meta, SCAN_MTIME_NS: files[row_id].mtime_ns},
+                files[row_id].file_stat,
+            ),
         }
         changed += _rowcount(conn.execute(sql.close_held, params))
     return changed

@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from modelvault.catalog import SCAN_MTIME_NS
 from modelvault.db.types import as_utc, utc_text
+from modelvault.file_stamp import FILE_STAT
 
 CLAIMED_COLUMNS = (
     "id, path, name, type, base, size_bytes, created_at, {meta}, tags, attempts, source"
@@ -46,6 +47,7 @@ CLAIMED_COLUMNS = (
 MODEL_COLUMNS = (
     "sha256",
     "path",
+    "path_key",
     "name",
     "type",
     "base",
@@ -55,6 +57,7 @@ MODEL_COLUMNS = (
     "updated_at",
     "meta",
 )
+META = MODEL_COLUMNS.index("meta")  # the last: JSON, where the others are text or numbers
 
 # SQLite's largest rowid is 2**63 - 1; a batch whose inserts could reach it is
 # looked up first instead of told apart by rowid (see BatchSQL.insert_models_run).
@@ -92,6 +95,13 @@ class StoredJSON(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"StoredJSON({self.text!r})"
+
+    def with_key(self, key: str, value: Any) -> StoredJSON:
+        """This object with ``key`` added last, still as text (so the rest is not decoded
+        and encoded again); ``key`` must not be in it."""
+        head = self.text.rstrip()[:-1].rstrip()  # the object without its closing brace
+        joiner = "" if head.endswith("{") else ","
+        return StoredJSON(f"{head}{joiner}{json.dumps(key)}:{json.dumps(value)}}}")
 
 
 class BatchSQL:
@@ -175,17 +185,17 @@ class BatchSQL:
         PostgreSQL: the models of ``:rows``, a JSON array of ``MODEL_COLUMNS``
         arrays, in its order, in one statement with one parameter (an array per
         column costs more to send than the insert takes); a model whose sha256 or
-        path the catalog holds already, or that another host committed meanwhile
+        path key the catalog holds already, or that another host committed meanwhile
         (PostgreSQL waits for its commit), is skipped, and the paths returned
         tell which files were new. SQLite: one row of ``MODEL_COLUMNS`` values,
         for ``executemany`` (which takes no RETURNING), skipped if its sha256 or path
-        is taken (see ``insert_models_run``).
+        key is taken (see ``insert_models_run``).
         """
         columns = ", ".join(MODEL_COLUMNS)
         if not self.postgresql:
             marks = ", ".join("?" * len(MODEL_COLUMNS))
             return f"INSERT INTO models ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-        kinds = ("text",) * 5 + ("bigint", "bigint", "timestamptz", "timestamptz")
+        kinds = ("text",) * 6 + ("bigint", "bigint", "timestamptz", "timestamptz")
         values = ", ".join(f"CAST(v ->> {i} AS {kind})" for i, kind in enumerate(kinds))
         return (
             f"INSERT INTO models ({columns}) SELECT {values}, v -> {len(kinds)} FROM "
@@ -194,11 +204,14 @@ class BatchSQL:
         )
 
     def _known(self) -> str:
-        """sha256 and path of the models holding any of ``shas`` or ``paths`` (SQLite)."""
+        """sha256 and path key of the models holding any of ``shas``, ``paths`` or
+        ``keys`` (their stored ones) (SQLite)."""
         # Two index lookups: with an OR, SQLite cannot use both indexes.
+        found = "SELECT sha256, coalesce(path_key, path) FROM models WHERE"
         return (
-            f"SELECT sha256, path FROM models WHERE {self._any('sha256', 'shas')} "
-            f"UNION ALL SELECT sha256, path FROM models WHERE {self._any('path', 'paths')}"
+            f"{found} {self._any('sha256', 'shas')} "
+            f"UNION ALL {found} {self._any('path', 'paths')} "
+            f"UNION ALL {found} {self._any('path_key', 'keys')}"
         )
 
     # -- values ---------------------------------------------------------------
@@ -242,8 +255,13 @@ class BatchSQL:
     def read_meta(self, value: Any) -> Mapping[str, Any]:
         """A staged meta as a mapping: on SQLite, text (valid: the claim's ``json()``
         checked it) stays text until something reads it, unless it holds the scan's
-        mtime (which a model's meta loses: see ``catalog.without_scan_mtime``)."""
-        if isinstance(value, str) and value.startswith("{") and SCAN_MTIME_NS not in value:
+        stamp of the file (which a model's meta loses: see ``catalog.without_scan_stat``)."""
+        if (
+            isinstance(value, str)
+            and value.startswith("{")
+            and SCAN_MTIME_NS not in value
+            and FILE_STAT not in value
+        ):
             return StoredJSON(value)
         return dict(self.read_json(value) or {})
 
@@ -279,7 +297,7 @@ class BatchSQL:
         self.run_many(conn, self.insert_links, links)
 
     def insert_models_run(self, conn: Connection, rows: list[list[Any]]) -> set[str]:
-        """Insert the models of the files whose content and path the catalog has never
+        """Insert the models of the files whose content and path (key) the catalog has never
         seen (``MODEL_COLUMNS`` values each, times as ``json_time`` gives them, meta as a
         dict); returns their paths. A later copy of content earlier in ``rows`` is not new.
         """
@@ -291,8 +309,8 @@ class BatchSQL:
             payload = json.dumps(rows, ensure_ascii=False)
             return set(conn.exec_driver_sql(self.insert_models, {"rows": payload}).scalars().all())
         for row in rows:
-            meta = row[9]
-            row[9] = meta.text if isinstance(meta, StoredJSON) else json.dumps(meta)
+            meta = row[META]
+            row[META] = meta.text if isinstance(meta, StoredJSON) else json.dumps(meta)
         # SQLite: usually every file is new, and inserting them all, skipping none, is
         # one statement (ON CONFLICT DO NOTHING counts only the rows it inserted). If one
         # was skipped, the rows past the table's last rowid before are the new ones: the
@@ -312,18 +330,23 @@ class BatchSQL:
         return {path for (path,) in self.fetch(conn, self.inserted_since, {"last": last})}
 
     def _not_in_catalog(self, conn: Connection, rows: list[list[Any]]) -> list[list[Any]]:
-        """The rows whose sha256 and path the catalog does not hold, nor an earlier row."""
-        shas = json.dumps([row[0] for row in rows])
-        paths = json.dumps([row[1] for row in rows])
+        """The rows whose sha256 and path key the catalog does not hold, nor an earlier row."""
+        params = {
+            "shas": json.dumps([row[0] for row in rows]),
+            "paths": json.dumps([row[1] for row in rows]),
+            "keys": json.dumps([row[2] for row in rows if row[2] is not None]),
+        }
         known_shas: set[str] = set()
-        known_paths: set[str] = set()
-        for sha, path in self.fetch(conn, self.known, {"shas": shas, "paths": paths}):
+        known_keys: set[str] = set()
+        for sha, key in self.fetch(conn, self.known, params):
             known_shas.add(sha)
-            known_paths.add(path)
+            known_keys.add(key)
         fresh = []
         for row in rows:
-            if row[0] not in known_shas and row[1] not in known_paths:
+            key = row[1] if row[2] is None else row[2]  # path_key, or the path its own key
+            if row[0] not in known_shas and key not in known_keys:
                 known_shas.add(row[0])
+                known_keys.add(key)
                 fresh.append(row)
         return fresh
 

@@ -23,7 +23,8 @@ path holds other content   staging row ``conflict`` (sha256 and reason kept)
 file not found             staging row ``missing`` (attempts counted)
 I/O error, stale handle,   back to ``pending`` after a doubling back-off, then
 file changed or replaced,  ``failed`` after ``max_attempts``, with the last error
-permission denied
+permission denied, a drive (never ``missing``: see ``modelvault.presence``)
+or share that is not there
 folder, FIFO, socket,      ``failed`` at once with the reason (no retry can cure
 device, name too long,     it, see ``classify_os_error``); a FIFO or device is
 symlink loop, relative     never opened for reading, so nothing blocks on one
@@ -59,10 +60,13 @@ from modelvault.errors import (
     NotRegularFileError,
     ValidationError,
 )
+from modelvault.file_stamp import stat_marks
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.migration import owner, queue
 from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
+from modelvault.pathkey import device_problem, reserved_device
+from modelvault.presence import NotFound, after_not_found, too_long, too_long_message
 
 log = logging.getLogger(__name__)
 
@@ -563,7 +567,7 @@ class MigrationWorker(threading.Thread):
             self._released(row, "lease lost: another worker took the file over")
             return None
         except FileNotFoundError as exc:
-            self._missing(row, exc)
+            self._not_found(row, exc)
             return None
         except OSError as exc:  # FileChangedError counts too: the next try may find it settled
             message, permanent = classify_os_error(exc)
@@ -592,7 +596,10 @@ class MigrationWorker(threading.Thread):
         hashed, self._hashed, self._hashed_bytes = self._hashed, [], 0
         if not hashed:
             return
-        items = [(row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns)) for row, d in hashed]
+        items = [
+            (row.id, row.hashed(d.sha256, d.size_bytes, d.mtime_ns, stat_marks(d.stamp)))
+            for row, d in hashed
+        ]
         claim = None
         if claim_next and not self.stopping and not self.control.paused:
             claim = self._claim_wanted()
@@ -644,8 +651,14 @@ class MigrationWorker(threading.Thread):
             sha256=digest.sha256,
         )
 
-    def _missing(self, row: ClaimedRow, exc: OSError) -> None:
-        message = f"file not found: {exc.filename or row.path}"
+    def _not_found(self, row: ClaimedRow, exc: FileNotFoundError) -> None:
+        kind, message = after_not_found(row.path, exc)
+        if kind is NotFound.GONE:
+            self._missing(row, message)
+        else:
+            self._give_up(row, message, final=kind is NotFound.TOO_LONG)
+
+    def _missing(self, row: ClaimedRow, message: str) -> None:
         if not queue.mark_missing(self.db, self.owner, row, message):
             self._released(row, "lease lost")
             return
@@ -837,6 +850,8 @@ def classify_os_error(exc: OSError) -> tuple[str, bool]:
     """
     if isinstance(exc, HashingError):  # our own sentence: which file, what is wrong
         return str(exc), isinstance(exc, NotRegularFileError)
+    if too_long(exc.errno, getattr(exc, "winerror", None)):
+        return too_long_message(str(exc.filename or "the path")), True
     return describe_os_error(exc), exc.errno in PERMANENT_ERRNOS
 
 
@@ -851,6 +866,9 @@ def path_problem(path: str) -> str | None:
             f"{path} is a relative path: it depends on the folder the worker runs in; "
             "stage the file by its absolute path."
         )
+    device = reserved_device(path)
+    if device is not None:  # opening it would read the device (CON: the console) forever
+        return f"{path} {device_problem(device)}; rename the file and stage it again."
     return None
 
 
