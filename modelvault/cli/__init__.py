@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from modelvault.errors import CatalogNotAnsweringError, ModelVaultError
@@ -50,13 +50,12 @@ def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
     try:
         args = parser.parse_args(argv)
         ui = args.ui = Ui(json=args.json, quiet=args.quiet)
-        _log_to_stderr(args.verbose)
         if not getattr(args, "handler", None):
             raise UsageError(
                 f"no command given: use one of {', '.join(command_names(parser))} "
                 "(see 'modelvault --help')"
             )
-        with first_ctrl_c_ends():
+        with _log_to_stderr(args.verbose), first_ctrl_c_ends():
             code: int = args.handler(args)
             flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
         return code
@@ -103,12 +102,22 @@ def _drop_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _log_to_stderr(verbose: int) -> None:
-    """-v: the library's INFO messages on stderr; -vv: DEBUG too."""
+@contextlib.contextmanager
+def _log_to_stderr(verbose: int) -> Iterator[None]:
+    """-v: the library's INFO messages on stderr; -vv: DEBUG too. The library's
+    logger is left as it was found once the command ends (``main`` may be called
+    in an app's own process)."""
     if not verbose:
+        yield
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("modelvault: %(name)s: %(message)s"))
     logger = logging.getLogger("modelvault")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
