@@ -15,9 +15,13 @@ LIMITED = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 limit = int(sys.argv[1])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
 from modelvault.cli import main
-sys.exit(main(sys.argv[2:]))
+code = main(sys.argv[2:])
+# The command is over: what the interpreter writes at exit (a coverage data file) may be big.
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+sys.exit(code)
 """
 
 
