@@ -76,12 +76,12 @@ def setup(
     if prefix == "/":
         raise ValueError("mount under a prefix such as /modelvault; serve it alone at /.")
     sub = build_app(catalog, extra_hosts=hosts, token=token)
-    app.add_subapp(prefix, sub)
 
     async def to_page(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(prefix + "/")
 
-    app.router.add_get(prefix, to_page)
+    app.router.add_get(prefix, to_page)  # before the sub-app, which would take it first
+    app.add_subapp(prefix, sub)
     return sub
 
 
