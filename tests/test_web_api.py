@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed")
 
-from aiohttp import web  # noqa: E402
-from aiohttp.test_utils import TestClient  # noqa: E402
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
-from modelvault.database import DatabaseManager  # noqa: E402
-from modelvault.web import setup  # noqa: E402
-from modelvault.web.context import MAX_PAGE  # noqa: E402
-from tests.webkit import demo_db, first_with_previews  # noqa: E402, F401
+from modelvault.database import DatabaseManager
+from modelvault.web import setup
+from modelvault.web.context import MAX_PAGE
+from tests.webkit import first_with_previews, migrated_demo
 
 Client = TestClient[web.Request, web.Application]
-JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def demo_db(tmp_path: Path) -> Iterator[DatabaseManager]:
+    with migrated_demo(tmp_path) as db:
+        yield db
 
 
 @web.middleware

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from modelvault.database import DatabaseManager
 from modelvault.migration.demo import build_demo
@@ -20,8 +19,8 @@ def demo_legacy(tmp_path: Path) -> tuple[DatabaseManager, Path]:
     return db, legacy
 
 
-@pytest.fixture
-def demo_db(tmp_path: Path) -> Iterator[DatabaseManager]:
+@contextlib.contextmanager
+def migrated_demo(tmp_path: Path) -> Iterator[DatabaseManager]:
     """The demo migrated: models with previews, coloured tags, a queue with leftovers."""
     db, legacy = demo_legacy(tmp_path)
     manager = MigrationManager.for_database(db)
