@@ -128,6 +128,16 @@ async def test_the_token_is_needed_and_becomes_a_cookie(token_client: Client) ->
     assert foreign.status == 403
 
 
+async def test_bound_to_every_address_any_address_but_no_other_name_is_taken(
+    aiohttp_client: Any, demo_db: DatabaseManager
+) -> None:
+    client: Client = await aiohttp_client(build_app(demo_db, host="0.0.0.0", token=TOKEN))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for host, status in [("192.168.1.5:8765", 200), ("[fe80::1]", 200), ("evil.example", 403)]:
+        response = await client.get("/api/tags", headers={**auth, "Host": host})
+        assert response.status == status, host
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from modelvault.errors import ScanError
 from modelvault.migration.status import MigrationStatus
 from modelvault.web.context import WebContext, context_of
 from modelvault.web.guard import ApiError, json_body
@@ -62,7 +63,11 @@ async def scan(request: web.Request) -> web.Response:
     if not isinstance(roots, list) or not roots or not all(isinstance(r, str) for r in roots):
         raise ApiError(400, 'give the folders to scan as "roots": a list of paths.')
     start = context.manager.start_scan
-    return await _started(context, await context.run(start, roots, workers=_workers(body)))
+    try:
+        started = await context.run(start, roots, workers=_workers(body))
+    except ScanError as exc:  # a root that is no folder: said before anything starts
+        raise ApiError(400, str(exc)) from None
+    return await _started(context, started)
 
 
 @routes.post("/api/run/process")

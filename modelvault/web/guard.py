@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOKEN_COOKIE = "modelvault_token"
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+ANY_ADDRESS = "*address*"  # in the allowed names: any IP address is one
 _STATUS_OF: tuple[tuple[type[ModelVaultError], int], ...] = (
     (NotFoundError, 404),
     (ValidationError, 400),
@@ -66,7 +69,23 @@ def host_name(host: str) -> str:
 
 def allowed_hosts(bound: str | None, extra: tuple[str, ...] = ()) -> frozenset[str]:
     names = {host_name(h) for h in (*extra, *([bound] if bound else []))}
+    if names & WILDCARDS:  # every address of this machine: any address, but no DNS name
+        names.add(ANY_ADDRESS)
     return frozenset(LOOPBACK_NAMES | names)
+
+
+def host_allowed(name: str, allowed: frozenset[str]) -> bool:
+    """Whether ``Host`` names this server. An address is no name a rebinding can
+    move, so a server bound to all addresses takes any address (a token still guards it)."""
+    if name in allowed:
+        return True
+    if ANY_ADDRESS not in allowed:
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 @web.middleware
@@ -93,7 +112,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def check_request(request: web.Request) -> None:
     context = context_of(request)
     name = host_name(request.host)
-    if name not in context.allowed_hosts:
+    if not host_allowed(name, context.allowed_hosts):
         raise ApiError(
             403,
             f"the host name {name!r} is not this server's: open it as http://127.0.0.1 "
