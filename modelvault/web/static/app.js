@@ -160,7 +160,10 @@ function showStatus(status) {
   $("pause").disabled = !running || status.state === "paused";
   $("resume").disabled = status.state !== "paused";
   $("stop").disabled = !running;
-  if (status.state === "done" && document.body.dataset.state !== "done") { loadModels(); fillChoices(); }
+  const was = document.body.dataset.state; // a run this page watched has just ended: show its work
+  if (["done", "stopped", "failed"].includes(status.state) && was && was !== status.state) {
+    fillChoices().then(loadModels);
+  }
   document.body.dataset.state = status.state;
 }
 
