@@ -151,7 +151,7 @@ function showStatus(status) {
   if (status.state === "done") bar.value = 1;
   const parts = [];
   if (status.files_total) parts.push(`${status.files_done} of ${status.files_total} files`);
-  if (status.eta_seconds != null) parts.push(`about ${Math.ceil(status.eta_seconds)} s left`);
+  if (status.eta_seconds != null && status.state === "processing") parts.push(`about ${Math.ceil(status.eta_seconds)} s left`);
   if (status.error) parts.push(status.error);
   $("detail").textContent = parts.join(" · ");
   const counts = Object.entries(status.staging_counts || {}).map(([k, v]) => `${v} ${k}`);
