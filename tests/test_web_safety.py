@@ -230,3 +230,22 @@ async def test_the_page_loads_nothing_from_elsewhere(client: Client) -> None:
     text = await page.text()
     assert "http://" not in text
     assert "https://" not in text
+
+
+async def test_a_thumbnail_asked_again_by_its_etag_is_not_sent(
+    client: Client, demo_db: DatabaseManager
+) -> None:
+    _, preview = first_with_previews(demo_db)
+    first = await client.get(f"/thumbs/{preview}")
+    assert first.status == 200
+    again = await client.get(f"/thumbs/{preview}", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status == 304
+    absent = await client.get("/thumbs/" + "0" * 64 + ".png")
+    assert absent.status == 404
+
+
+def test_setup_needs_a_prefix(demo_db: DatabaseManager) -> None:
+    from modelvault.web import setup
+
+    with pytest.raises(ValueError, match="mount under a prefix"):
+        setup(web.Application(), demo_db, prefix="/")
