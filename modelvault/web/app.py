@@ -38,12 +38,13 @@ def build_app(
     or a manager. Requests must name ``host``, one of ``extra_hosts`` or a
     loopback name in ``Host``; with ``token``, every request must carry it.
     """
-    manager = catalog if isinstance(catalog, MigrationManager) else None
-    db = manager.db if manager is not None else catalog
-    assert isinstance(db, DatabaseManager)
+    if isinstance(catalog, MigrationManager):
+        db, manager = catalog.db, catalog
+    else:
+        db, manager = catalog, MigrationManager.for_database(catalog)
     context = WebContext(
         db=db,
-        manager=manager or MigrationManager.for_database(db),
+        manager=manager,
         thumbnails=previews.Thumbnails(),
         allowed_hosts=allowed_hosts(host, extra_hosts),
         token=token,
