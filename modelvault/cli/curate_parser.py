@@ -86,6 +86,11 @@ EXAMPLES: dict[str, Sequence[str]] = {
     "deleted": ["modelvault deleted --limit 10", "modelvault deleted --json > deleted.json"],
     "dupes": ["modelvault dupes", "modelvault dupes --json"],
     "types": ["modelvault types"],
+    "serve": [
+        "modelvault serve --open",
+        "modelvault serve --port 0 --db ./modelvault-demo/catalog.sqlite3",
+        "modelvault serve --host 0.0.0.0 --port 8765",
+    ],
     "verify": [
         "modelvault verify --all",
         "modelvault verify ink_style.safetensors 9f86d081",

@@ -18,6 +18,7 @@ from modelvault.cli.curate_parser import (
 )
 from modelvault.cli.identify_cli import add_identify_commands
 from modelvault.cli.keep import add_keeping_commands, add_no_backup
+from modelvault.cli.serve import add_serve_command
 from modelvault.cli.usage import Parser as _Parser
 from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
 from modelvault.cli.usage import positive_int as _positive_int
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_curating_commands(command, destructive)
     add_identify_commands(command)
     add_keeping_commands(command)
+    add_serve_command(command)
     scan = command(
         "scan",
         c.cmd_scan,
