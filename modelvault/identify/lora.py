@@ -306,7 +306,13 @@ _FAMILY_RULES: tuple[tuple[Callable[[_Adapter], _Family | None], tuple[str, ...]
     (_dit_video, ("blocks_", "transformer_blocks_")),
     (
         _unet,
-        ("down_blocks_", "up_blocks_", "mid_block_", "input_blocks_", "output_blocks_")
-        + ("middle_block_",),
+        (
+            "down_blocks_",
+            "up_blocks_",
+            "mid_block_",
+            "input_blocks_",
+            "output_blocks_",
+            "middle_block_",
+        ),
     ),
 )

@@ -18,7 +18,7 @@ import re
 import struct
 from collections.abc import Mapping
 from itertools import accumulate, chain, repeat
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from modelvault.identify.parsing import (
     MAX_HEADER_BYTES,
@@ -206,7 +206,7 @@ def _tensors(document: Mapping[str, object], data_size: int) -> Checked:
 _FIELDS = operator.itemgetter("dtype", "shape", "data_offsets")
 
 
-def _all_well_formed(document: Mapping[str, object], data_size: int) -> Checked | None:
+def _all_well_formed(document: Mapping[str, Any], data_size: int) -> Checked | None:
     """``_tensors``'s answer where every tensor is well-formed, else None.
 
     The same checks as ``_tensors``'s quick path (and ``_spans_problem``'s where
@@ -230,18 +230,18 @@ def _all_well_formed(document: Mapping[str, object], data_size: int) -> Checked 
     begins, ends = flat[0::2], flat[1::2]
     lengths = list(map(operator.sub, ends, begins))
     needed = map(operator.mul, map(math.prod, shapes), bits)
-    if min(lengths) < 0 or not all(map(operator.eq, needed, map(operator.mul, lengths, _EIGHTS))):
+    have = map(operator.mul, lengths, repeat(8))
+    if min(lengths) < 0 or not all(map(operator.eq, needed, have)):
         return None
-    table = TensorTable(dict(zip(names, dtypes, strict=True)), dict(zip(names, shapes, strict=True)))
+    table = TensorTable(
+        dict(zip(names, dtypes, strict=True)), dict(zip(names, shapes, strict=True))
+    )
     # In file order, each tensor's bytes begin where the last one's end (or after): no overlap.
     if flat != sorted(flat) and _overlap(begins, ends):
         return table, _spans_problem(list(zip(begins, ends, names, strict=True)), data_size)
     if max(ends) > data_size:
         return table, _spans_problem(list(zip(begins, ends, names, strict=True)), data_size)
     return table, None
-
-
-_EIGHTS = repeat(8)
 
 
 def _overlap(begins: list[int], ends: list[int]) -> bool:
