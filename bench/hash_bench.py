@@ -193,7 +193,7 @@ def bench_cached(tmp: Path, size: int, chunk: int, args: argparse.Namespace) -> 
 
 def _tapped(path: Path, chunk: int, autov3: bool) -> None:
     tap = HeaderTap(autov3=autov3)
-    hash_file_digest(path, chunk_size=chunk, tap=tap)
+    hash_file_digest(path, chunk_size=chunk, tap=tap, beside=tap.beside())
     found = tap.found(path.name)
     assert "problem" not in found["identify"], found
     assert not autov3 or found["autov3"], "no AutoV3: the file is not a safetensors file"
