@@ -17,7 +17,9 @@ parallel, and hashing in other threads (other files) is not held up either.
 The hash object is passed from one thread to the other with ``threading.Event``
 turns, so chunks enter it strictly in file order. Only the calling thread runs
 callbacks and honours pause/stop (before each of its chunks, holding the turn,
-so the other thread waits too and nothing is lost or read twice).
+so the other thread waits too and nothing is lost or read twice). A second
+digest (``beside``, AutoV3) takes the same chunks in a third thread
+(``hash_lane``), so that it does not add its time to the SHA-256's.
 """
 
 from __future__ import annotations
