@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from test_hashing import CHUNK, make_file, sha
+from test_identify_files import write_safetensors
 
 from modelvault.errors import HashCancelled
 from modelvault.hashing import HashControl, hash_file_digest
+from modelvault.identify.catalog import HeaderTap
 
 
 class Slow:
@@ -86,4 +88,19 @@ def test_a_stop_ends_the_lane_beside_too(tmp_path: Path) -> None:
             beside=beside,
         )
     assert beside.chunks < 64
+    assert not lanes()
+
+
+def test_autov3_beside_the_sha256_matches_the_tensor_datas_digest(tmp_path: Path) -> None:
+    shapes = {"lora_unet_a.lora_down.weight": (8, 4096), "lora_unet_a.lora_up.weight": (4096, 8)}
+    path = write_safetensors(tmp_path / "lora.safetensors", shapes, data=b"tensor-bytes")
+    data = path.read_bytes()
+    assert len(data) > 16 * CHUNK  # many chunks, through both threads of the relay
+    tap = HeaderTap(autov3=True)
+
+    digest = hash_file_digest(path, chunk_size=CHUNK, tap=tap, beside=tap.beside())
+
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    assert digest.sha256 == sha(data)
+    assert tap.found(path.name)["autov3"] == sha(data[header_end:])
     assert not lanes()
