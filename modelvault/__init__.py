@@ -9,8 +9,12 @@ from modelvault.config import Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
     AlreadyExistsError,
+    BackupError,
     CatalogError,
+    CatalogNotAnsweringError,
     ConfigError,
+    DemoFolderError,
+    ExchangeError,
     FileChangedError,
     HashCancelled,
     HashingError,
@@ -20,6 +24,7 @@ from modelvault.errors import (
     ModelVaultError,
     NotACatalogError,
     NotFoundError,
+    NotRegularFileError,
     ScanError,
     SchemaVersionError,
     ValidationError,
@@ -33,9 +38,13 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AlreadyExistsError",
+    "BackupError",
     "CatalogError",
+    "CatalogNotAnsweringError",
     "ConfigError",
     "DatabaseManager",
+    "DemoFolderError",
+    "ExchangeError",
     "FileChangedError",
     "HashCancelled",
     "HashingError",
@@ -46,6 +55,7 @@ __all__ = [
     "ModelVaultError",
     "NotACatalogError",
     "NotFoundError",
+    "NotRegularFileError",
     "PendingRecord",
     "ScanError",
     "SchemaVersionError",

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelvault.db.engine import no_idle_limit
 from modelvault.db.models import Model
 from modelvault.errors import ValidationError
 from modelvault.presence import FileState, check_file
@@ -39,7 +40,9 @@ def with_file_state(
     session: Session, where: list[Any], wanted: set[FileState], order: Sequence[Any]
 ) -> Iterator[str]:
     """The SHA-256 of each matching model whose file is in a ``wanted`` state. What
-    became of a file is only known on disk: the paths are streamed once."""
+    became of a file is only known on disk: the paths are streamed once (and the
+    files looked at between reads, so the read may idle in its transaction)."""
+    no_idle_limit(session.connection())
     paths = (
         select(Model.sha256, Model.path)
         .where(*where)

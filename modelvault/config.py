@@ -128,6 +128,15 @@ class Settings:
     # for small files, where fewer, larger transactions are faster.
     worker_batch_size: int = 32
     sqlite_busy_timeout_seconds: float = 30.0
+    # PostgreSQL (see modelvault/db/postgres.py): no wait on the server without a
+    # bound. Seconds; a value the catalog URL's query gives wins over these.
+    db_connect_timeout: int = 10
+    db_statement_timeout: float = 30.0  # the client waits this + ANSWER_MARGIN for any answer
+    db_idle_in_transaction_timeout: float = 60.0
+    db_keepalives_idle: int = 30  # TCP keepalives: a dead peer of an idle connection is
+    db_keepalives_interval: int = 10  # noticed after idle + interval x count seconds
+    db_keepalives_count: int = 3
+    db_tcp_user_timeout: float = 60.0  # Linux: unacknowledged data for this long ends it
     # The preview image store; None: images/ beside a SQLite catalog file (a
     # PostgreSQL or in-memory catalog then has none). See DatabaseManager.images_dir.
     images_dir: Path | None = None
@@ -146,6 +155,14 @@ class Settings:
         _check_range("import_batch_size", self.import_batch_size, 1, 100_000)
         _check_range("worker_batch_size", self.worker_batch_size, 1, 10_000)
         _check_range("sqlite_busy_timeout_seconds", self.sqlite_busy_timeout_seconds, 0, 3600)
+        _check_whole("db_connect_timeout", self.db_connect_timeout, 2, 3600)
+        _check_range("db_statement_timeout", self.db_statement_timeout, 1, 86_400)
+        idle = self.db_idle_in_transaction_timeout
+        _check_range("db_idle_in_transaction_timeout", idle, 1, 86_400)
+        _check_whole("db_keepalives_idle", self.db_keepalives_idle, 1, 86_400)
+        _check_whole("db_keepalives_interval", self.db_keepalives_interval, 1, 3600)
+        _check_whole("db_keepalives_count", self.db_keepalives_count, 1, 100)
+        _check_range("db_tcp_user_timeout", self.db_tcp_user_timeout, 1, 86_400)
         if self.conflict_policy not in CONFLICT_POLICIES:
             raise ConfigError(
                 f"conflict_policy {self.conflict_policy!r} is not valid: "
@@ -223,6 +240,13 @@ def _name_variable(message: str, values: Mapping[str, Any], env: Mapping[str, st
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(f"{name} {value!r} is not valid: use a number from {low:g} to {high:g}.")
+
+
+def _check_whole(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"{name} {value!r} is not valid: use a whole number from {low} to {high}."
+        )
 
 
 def _image_folder(value: object) -> Path:
@@ -321,6 +345,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "import_batch_size": _parse_int,
     "worker_batch_size": _parse_int,
     "sqlite_busy_timeout_seconds": _parse_float,
+    "db_connect_timeout": _parse_int,
+    "db_statement_timeout": _parse_float,
+    "db_idle_in_transaction_timeout": _parse_float,
+    "db_keepalives_idle": _parse_int,
+    "db_keepalives_interval": _parse_int,
+    "db_keepalives_count": _parse_int,
+    "db_tcp_user_timeout": _parse_float,
     "images_dir": Path,
     "model_roots": parse_roots,
     "hashes": parse_hashes,

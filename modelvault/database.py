@@ -37,6 +37,7 @@ from modelvault.config import (
     shown_url,
     sqlite_url,
 )
+from modelvault.db.deadline import NoAnswer
 from modelvault.db.engine import (
     SQLITE_BEGIN,
     create_catalog_engine,
@@ -58,6 +59,7 @@ from modelvault.db.types import utcnow
 from modelvault.errors import (
     AlreadyExistsError,
     CatalogError,
+    CatalogNotAnsweringError,
     ConfigError,
     ModelVaultError,
     NotACatalogError,
@@ -151,9 +153,7 @@ class DatabaseManager:
             if not read_only:  # looking needs no folder: init_db says the catalog is missing
                 _check_sqlite_folder(self.url)
             self.engine = create_catalog_engine(
-                self.url,
-                busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds,
-                read_only=read_only,
+                self.url, read_only=read_only, settings=self.settings
             )
 
     @staticmethod
@@ -339,6 +339,8 @@ class DatabaseManager:
         except ModelVaultError:
             raise
         except DBAPIError as exc:
+            if isinstance(exc.orig, NoAnswer):
+                raise CatalogNotAnsweringError(self.display_url, exc.orig.seconds) from exc
             raise CatalogError(
                 f"the catalog at {self.display_url} failed: {_driver_message(exc)}; "
                 "check that the database is reachable and writable."

@@ -32,6 +32,30 @@ class CatalogError(ModelVaultError):
     """The catalog database cannot be opened, reached or written."""
 
 
+class CatalogNotAnsweringError(CatalogError):
+    """The catalog's server stopped answering: frozen, asleep, or cut off by the network.
+
+    ``catalog`` names it (password masked); ``seconds`` is how long it was waited
+    for; ``then`` says what became of the work and what to do.
+    """
+
+    def __init__(
+        self,
+        catalog: str,
+        seconds: float,
+        then: str = "check that the server runs and can be reached, then run the command again",
+    ) -> None:
+        self.catalog, self.seconds = catalog, seconds
+        super().__init__(f"{self.what}: {then}.")
+
+    @property
+    def what(self) -> str:
+        return (
+            f"the catalog server at {self.catalog} did not answer within {self.seconds:g} s "
+            "(it may be stopped, asleep or cut off by the network)"
+        )
+
+
 class NotACatalogError(CatalogError):
     """The database given as the catalog is something else (another app's, a legacy catalog)."""
 

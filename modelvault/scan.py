@@ -55,6 +55,7 @@ from modelvault.catalog import (
     without_scan_stat,
 )
 from modelvault.database import DatabaseManager
+from modelvault.db.engine import no_idle_limit
 from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.db.types import utcnow
@@ -387,6 +388,7 @@ def _scan_root(
             passed.append(GoneModel(path_of(model), model.size_bytes))
 
     with db.translate_errors(), db.engine.connect() as conn:
+        no_idle_limit(conn)  # the walk, and a pause, go on between two reads of the stream
         stamps = stamp_columns(conn.dialect.name == "postgresql")
         models = _under(conn, Model, top, *spelt, Model.size_bytes, Model.mtime_ns, *stamps)
         staged = _under(

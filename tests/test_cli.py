@@ -321,3 +321,18 @@ def test_the_legacy_file_is_opened_and_checked_once(tmp_path: Path, command: str
     result = run_modelvault(command, str(legacy), "--db", catalog, "-vv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count(f"opened legacy catalog {legacy}") == 1, result.stderr
+
+
+def test_verbose_leaves_the_library_logger_as_it_found_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``main`` may run inside an app's process: -v's handler and level go with the command."""
+    import logging
+
+    from modelvault.cli import main
+
+    logger = logging.getLogger("modelvault")
+    handlers, level = list(logger.handlers), logger.level
+    assert main(["-vv", "init", "--db", str(tmp_path / "c.sqlite3")]) == 0
+    assert (logger.handlers, logger.level) == (handlers, level)
+    capsys.readouterr()

@@ -146,7 +146,7 @@ def test_info_says_what_is_used_and_where_it_comes_from(tmp_path: Path) -> None:
     assert plain["images_dir"] == ["-", "default"]  # not Python's None
     assert plain["model_roots"] == ["-", "default"]  # not ()
     roots = mv("info", cwd=tmp_path, MODELVAULT_MODEL_ROOTS=os.pathsep.join(["/a", "/b"])).stdout
-    assert "model_roots                  /a, /b" in roots
+    assert re.search(r"^model_roots +/a, /b +env MODELVAULT_MODEL_ROOTS$", roots, re.MULTILINE)
     assert "(not created yet)" in text.stdout
     assert not (tmp_path / "c.sqlite3").exists()  # info only looks
 

@@ -167,3 +167,18 @@ def test_alembic_takes_the_catalog_path_variable(tmp_path: Path) -> None:
     result = _alembic("upgrade", "head", env=env)
     assert result.returncode == 0, result.stderr
     assert DatabaseManager(tmp_path / "by-path.sqlite3").current_revision() == HEAD_REVISION
+
+
+def test_every_error_the_library_raises_is_exported() -> None:
+    """An app catches them by name from the package, without knowing where each lives."""
+    import inspect as pyinspect
+
+    import modelvault
+    from modelvault import errors
+
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if pyinspect.isclass(value) and issubclass(value, errors.ModelVaultError)
+    }
+    assert defined <= set(modelvault.__all__)

@@ -1,9 +1,10 @@
 """The ``modelvault`` command: the only place that prints or exits.
 
 Exit codes: 0 every row reached a final state; 1 finished, but rows are
-``failed`` or ``conflict`` (or still waiting); 2 bad input or usage;
-130 interrupted by Ctrl-C or Ctrl-Break, 143 by SIGTERM, 129 by SIGHUP (run
-the same command again to continue).
+``failed`` or ``conflict`` (or still waiting), or the run failed (the catalog's
+server stopped answering, say); 2 bad input or usage; 130 interrupted by Ctrl-C
+or Ctrl-Break, 143 by SIGTERM, 129 by SIGHUP (run the same command again to
+continue).
 
 ``rich`` is imported here and below only: the library never needs it.
 """
@@ -15,10 +16,10 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from modelvault.errors import ModelVaultError
+from modelvault.errors import CatalogNotAnsweringError, ModelVaultError
 
 if TYPE_CHECKING:
     from modelvault.cli.output import Ui
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
     from modelvault.cli.commands import EXIT_UNFINISHED, EXIT_USAGE
+    from modelvault.cli.interrupt import Unfinished, first_ctrl_c_ends
     from modelvault.cli.output import OutputError, Ui, flush_stdout, tolerant_streams
     from modelvault.cli.parser import UsageError, build_parser, command_names
     from modelvault.cli.signals import exit_code
@@ -48,14 +50,14 @@ def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
     try:
         args = parser.parse_args(argv)
         ui = args.ui = Ui(json=args.json, quiet=args.quiet)
-        _log_to_stderr(args.verbose)
         if not getattr(args, "handler", None):
             raise UsageError(
                 f"no command given: use one of {', '.join(command_names(parser))} "
                 "(see 'modelvault --help')"
             )
-        code: int = args.handler(args)
-        flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
+        with _log_to_stderr(args.verbose), first_ctrl_c_ends():
+            code: int = args.handler(args)
+            flush_stdout()  # inside the try: a closed pipe or a full disk is reported here
         return code
     except BrokenPipeError:
         # The reader went away (`modelvault pending --json | head`): nothing left
@@ -75,9 +77,12 @@ def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
         # after, the run itself failed.
         _error(ui, str(exc))
         started = args is not None and getattr(args, "work_started", False)
-        return EXIT_UNFINISHED if started else EXIT_USAGE
+        # A server that stopped answering is no bad input, whenever it happens.
+        unfinished = started or isinstance(exc, CatalogNotAnsweringError)
+        return EXIT_UNFINISHED if unfinished else EXIT_USAGE
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stops as it does
-        _error(ui, "run the same command again to continue", prefix="interrupted")
+        said = str(interrupt) if isinstance(interrupt, Unfinished) else ""
+        _error(ui, said or "run the same command again to continue", prefix="interrupted")
         return stop.exit_code or exit_code(interrupt)  # the first signal says why
 
 
@@ -97,12 +102,22 @@ def _drop_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _log_to_stderr(verbose: int) -> None:
-    """-v: the library's INFO messages on stderr; -vv: DEBUG too."""
+@contextlib.contextmanager
+def _log_to_stderr(verbose: int) -> Iterator[None]:
+    """-v: the library's INFO messages on stderr; -vv: DEBUG too. The library's
+    logger is left as it was found once the command ends (``main`` may be called
+    in an app's own process)."""
     if not verbose:
+        yield
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("modelvault: %(name)s: %(message)s"))
     logger = logging.getLogger("modelvault")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

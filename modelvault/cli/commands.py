@@ -17,6 +17,7 @@ from rich.text import Text
 
 from modelvault import __version__
 from modelvault.cli.escaping import printable
+from modelvault.cli.interrupt import HAND_BACK_SECONDS, Unfinished
 from modelvault.cli.output import Line, Ui, human_bytes, plural, shell_command, table
 from modelvault.cli.progress import ProgressView
 from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password, shown_url
@@ -267,16 +268,24 @@ def run_workers(args: argparse.Namespace, db: DatabaseManager) -> tuple[Any, int
                 ui(args).err.print(
                     "modelvault: interrupted: finishing the current step and releasing files..."
                 )
-            manager.wait()
+            if not manager.wait(HAND_BACK_SECONDS):  # the catalog does not answer, or is locked
+                raise Unfinished(
+                    f"the catalog at {db.display_url} did not take the files being hashed back "
+                    f"within {HAND_BACK_SECONDS:g} s: any left claimed are taken over by the next "
+                    "run on this host at once, by other hosts when their lease runs out; run the "
+                    "same command again to continue"
+                ) from None
     finally:
         unsubscribe()
     manager.flush(5.0)  # the last statuses reach the view before its final frame
+    status = manager.status(refresh=False)
+    if status.state is MigrationState.FAILED:  # no counts to read from a failing catalog
+        view.close()
+        raise ModelVaultError(status.error or "the workers failed")
     status = manager.status()
     if interrupted is None:
         view.hashing(status, final=True)  # progress events are throttled: show the end
     view.close()
-    if status.state is MigrationState.FAILED:
-        raise ModelVaultError(status.error or "the workers failed")
     if interrupted is None and status.state is MigrationState.STOPPED:
         interrupted = EXIT_INTERRUPTED
     return status, interrupted

@@ -2,7 +2,9 @@
 
 SIGTERM (a service manager, ``docker stop``, ``kill``) and SIGHUP (the terminal
 went away) on POSIX, Ctrl-Break and closing the console window on Windows,
-raise ``Interrupted``, a ``KeyboardInterrupt``, in the main thread: every path
+raise ``Interrupted``, a ``KeyboardInterrupt``, in the main thread (or, while it
+waits for the catalog's server, cut that wait short: it raises
+``KeyboardInterrupt`` itself, see ``modelvault.cli.interrupt``): every path
 that hands rows back and removes temporary copies on Ctrl-C does it for them
 too, and the command ends with the same one-line message. Exit codes: 128 +
 the signal's number (143 for SIGTERM, 129 for SIGHUP), 130 for Ctrl-C and
@@ -31,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 from modelvault import winapi
+from modelvault.db import deadline
 
 __all__ = ["CLOSE_GRACE_SECONDS", "Interrupted", "SignalStop", "exit_code"]
 
@@ -120,6 +123,8 @@ class SignalStop:
         if self.received is not None:
             return  # the stop is under way: let it hand the rows back
         self.received = signum
+        if deadline.interrupt(threading.get_ident()):
+            return  # the main thread's wait for the server ends, raising KeyboardInterrupt
         raise Interrupted(signum)
 
     def console_event(self, event: int) -> bool:

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from modelvault.config import parse_url
+from modelvault.config import Settings, parse_url, shown_url
+from modelvault.db import postgres
 from modelvault.db.sqlite_files import file_key, note_closed, note_opened, sqlite_uri
 from modelvault.errors import ConfigError
 
@@ -35,13 +36,23 @@ def is_sqlite(engine_or_url: Engine | URL | str) -> bool:
 
 
 def create_catalog_engine(
-    url: str | URL, *, busy_timeout_seconds: float = 30.0, read_only: bool = False
+    url: str | URL,
+    *,
+    busy_timeout_seconds: float | None = None,
+    read_only: bool = False,
+    settings: Settings | None = None,
 ) -> Engine:
     """An engine for the catalog at ``url``; ``read_only`` makes it unable to write.
 
     Read-only means a ``mode=ro`` SQLite connection (which never creates the
     file) or PostgreSQL sessions with ``default_transaction_read_only``.
+    ``settings`` (default: from the environment) give SQLite's busy timeout
+    (unless ``busy_timeout_seconds`` does) and PostgreSQL's timeouts, each of
+    the latter unless the URL's query gives it (see ``modelvault.db.postgres``).
     """
+    settings = settings or Settings.from_env()
+    if busy_timeout_seconds is None:
+        busy_timeout_seconds = settings.sqlite_busy_timeout_seconds
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         # psycopg 3 is the driver we ship for; psycopg2 may not even be installed.
@@ -58,8 +69,12 @@ def create_catalog_engine(
             )
     else:
         kwargs["pool_pre_ping"] = True
-        if read_only:
-            kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        if _psycopg(parsed):
+            kwargs["connect_args"] = postgres.connect_parameters(
+                parsed.query, settings, read_only=read_only
+            )
+        elif read_only:
+            kwargs["connect_args"] = {"options": f"-c {postgres.READ_ONLY}=on"}
     if parsed.get_backend_name() != "sqlite" or sqlite_file(parsed):  # a pool of many
         # LIFO: a thread takes the connection used last, whose page cache (SQLite) is
         # warm; first-in-first-out would rotate a lone busy worker through every idle
@@ -76,7 +91,22 @@ def create_catalog_engine(
         _configure_sqlite(engine, busy_timeout_seconds)
     else:
         _configure_postgresql(engine)
+        if _psycopg(parsed):
+            postgres.configure(engine, postgres.server_for(shown_url(parsed), settings))
     return engine
+
+
+def no_idle_limit(conn: Connection) -> None:
+    """Lift PostgreSQL's idle-in-transaction timeout for the rest of ``conn``'s
+    transaction (beginning it): for a read that streams rows while other work, or
+    a pause, goes on between them. Such a read holds no lock a writer waits for."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL {postgres.IDLE_IN_TRANSACTION_TIMEOUT} = 0")
+
+
+def _psycopg(url: URL) -> bool:
+    """A PostgreSQL URL for psycopg (3), the driver whose connections are bounded."""
+    return url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg"
 
 
 def sqlite_file(url: URL) -> str | None:

@@ -51,10 +51,12 @@ from modelvault.catalog import Outcome, Settled, file_name
 from modelvault.config import CONFLICT_POLICIES, Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
+    CatalogNotAnsweringError,
     ConfigError,
     HashCancelled,
     HashingError,
     MigrationError,
+    ModelVaultError,
     NotRegularFileError,
     ValidationError,
 )
@@ -952,17 +954,25 @@ def _run_pool(
     report = WorkerReport.combine((w.report for w in pool), seconds=time.monotonic() - started)
     errors = [w.error for w in pool if w.error is not None]
     if errors:
-        where = (
-            "the rows it held are back in the queue"
-            if not report.abandoned
-            else f"{report.abandoned} rows could not be handed back (the catalog failed): the "
-            "next run on this host takes them over at once, others after their lease"
-        )
-        raise MigrationError(
-            f"a worker stopped on an error: {errors[0]}; {where}: "
-            "fix the cause and run the workers again."
-        ) from errors[0]
+        raise _stopped_by(errors[0], report.abandoned) from errors[0]
     return report
+
+
+def _stopped_by(error: BaseException, abandoned: int) -> ModelVaultError:
+    """One sentence: what stopped the pool, where the rows went, what to do."""
+    rows, them = ("1 row", "it") if abandoned == 1 else (f"{abandoned} rows", "them")
+    where = (
+        "the rows it held are back in the queue"
+        if not abandoned
+        else f"{rows} could not be handed back: the next run on this host takes {them} over "
+        "at once, other hosts after the lease runs out"
+    )
+    if isinstance(error, CatalogNotAnsweringError):  # no "failed: ..." of a driver to quote
+        then = f"{where}; check that the server runs and can be reached, then run the workers again"
+        return CatalogNotAnsweringError(error.catalog, error.seconds, then)
+    return MigrationError(
+        f"a worker stopped on an error: {error}; {where}: fix the cause and run the workers again."
+    )
 
 
 class _Reserve:
