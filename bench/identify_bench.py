@@ -12,7 +12,7 @@
     - with AutoV3 in the same thread as the SHA-256 (both digests in turn);
     - with AutoV3 side by side: the SHA-256 and AutoV3 each in a thread of
       its own, taking the same chunks in file order (hashlib releases the GIL
-      for large updates), as the worker will run them on two cores.
+      for large updates), as the worker runs them (``hash_lane``).
 (b) ``read_header`` (and ``identify``) on 2,000 small safetensors files, against
     an ``os.stat`` of the same files, all in the page cache: once with a small
     header (250 tensors, ~20 KiB: a VAE's, an embedding's), once with a kohya
@@ -21,8 +21,9 @@
 (c) ``modelvault identify --all``'s path end to end (``identify_models``: the
     reads, identification, and the writes to a SQLite catalog, a batch per
     transaction) on ``--models`` (10,000) small safetensors files, with one
-    thread and with the pool of threads it uses, against an ``os.stat`` of the
-    same files.
+    thread, with a pool of threads, and as the command does it (worker
+    processes, one per core, where there is more than one), against an
+    ``os.stat`` of the same files.
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ def bench_command(folder: Path, count: int, repeat: int) -> None:
 
     from modelvault.database import DatabaseManager
     from modelvault.db.models import Model
+    from modelvault.identify.readers import Readers
     from modelvault.identify.refresh import THREADS, identify_models, models_to_identify
 
     models = folder / "models"
@@ -257,18 +259,30 @@ def bench_command(folder: Path, count: int, repeat: int) -> None:
     shas = models_to_identify(db)
     _read_all(paths)  # the page cache holds every file for every side alike
 
-    def run(threads: int) -> float:
+    def run(threads: int, processes: int | None) -> float:
         start = time.perf_counter()
-        report = identify_models(db, shas, threads=threads)
+        report = identify_models(db, shas, threads=threads, processes=processes)
         assert report.identified == count, report
         return time.perf_counter() - start
 
     floor = best(repeat, lambda: _stat_all(paths))
-    one = best(repeat, lambda: run(1))
-    pool = best(repeat, lambda: run(THREADS))
+    one = best(repeat, lambda: run(1, 0))
+    pool = best(repeat, lambda: run(THREADS, 0))
+    chosen = Readers.for_files(count, threads=THREADS, processes=None)
+    chosen.__exit__(None, None, None)
+    command = best(repeat, lambda: run(THREADS, None))
     print(f"(c) identify --all's path on {count:,} models (SQLite catalog), best of {repeat}")
     print(f"    {'floor: os.stat':<34} {floor:7.2f} s  ({floor / count * 1e6:.1f} us/file)")
-    for label, seconds in (("one thread", one), (f"{THREADS} threads (as the command)", pool)):
+    rows = (
+        ("one thread", one),
+        (f"{THREADS} threads", pool),
+        (
+            f"{chosen.processes or THREADS} {'processes' if chosen.processes else 'threads'}"
+            " (as the command)",
+            command,
+        ),
+    )
+    for label, seconds in rows:
         print(
             f"    {label:<34} {seconds:7.2f} s  ({seconds / count * 1e6:.0f} us/file, "
             f"ratio {seconds / floor:.0f})"

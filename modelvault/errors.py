@@ -100,6 +100,10 @@ class ScanError(ModelVaultError):
     """A folder to scan does not exist, or the list of folders cannot be read."""
 
 
+class IdentifyError(ModelVaultError):
+    """Reading many models' headers could not go on (a process reading them died)."""
+
+
 class ExchangeError(ModelVaultError):
     """A catalog export cannot be written, or a file given to import is not a whole
     export of ours (truncated, damaged, another program's)."""

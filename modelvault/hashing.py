@@ -17,7 +17,9 @@ parallel, and hashing in other threads (other files) is not held up either.
 The hash object is passed from one thread to the other with ``threading.Event``
 turns, so chunks enter it strictly in file order. Only the calling thread runs
 callbacks and honours pause/stop (before each of its chunks, holding the turn,
-so the other thread waits too and nothing is lost or read twice).
+so the other thread waits too and nothing is lost or read twice). A second
+digest (``beside``, AutoV3) takes the same chunks in a third thread
+(``hash_lane``), so that it does not add its time to the SHA-256's.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from modelvault.errors import (
     ValidationError,
 )
 from modelvault.file_stamp import FileStamp, stamp_of
+from modelvault.hash_lane import Lane, Step
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -159,11 +162,15 @@ def hash_file_digest(
     on_progress: Callable[[int], None] | None = None,
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     tap: ChunkTap | None = None,
+    beside: Step | None = None,
 ) -> FileDigest:
     """Hash ``path`` by streaming it; see the module docstring for how.
 
     ``tap`` (``ChunkTap``) is fed every chunk hashed, right after the hash,
     so a header or a second digest costs no second open and no extra read.
+    ``beside`` (a second digest's update) is given every chunk too, after the
+    tap, in file order, but in a thread of its own (``hash_lane``), so that
+    on two cores it runs while the SHA-256 does; it must not raise either.
 
     ``on_progress(n)`` is called in the calling thread after each chunk with the
     bytes just hashed, and with 0 every ``heartbeat_seconds`` while ``control``
@@ -197,7 +204,7 @@ def hash_file_digest(
     _require_regular(name, seen)
     if seen.st_size < chunk:
         # One chunk: a relay's second handle and thread would cost more than the work.
-        return _hash_small(name, seen, checkpoint, report, tap)
+        return _hash_small(name, seen, checkpoint, report, tap, beside)
     mine, before = _open_checked(name, seen, follow_symlinks=True)
     if tap is not None:
         tap.begin(before.st_size)
@@ -209,7 +216,13 @@ def hash_file_digest(
                 raise FileChangedError(f"{name} was replaced while it was being opened.")
             for handle in (mine, theirs):
                 _advise_sequential(handle)
-            total = _relay(mine, theirs, _Sink(sha, tap), chunk, before.st_size, checkpoint, report)
+            sink = _Sink(sha, tap, Lane(beside) if beside is not None else None)
+            try:
+                total = _relay(mine, theirs, sink, chunk, before.st_size, checkpoint, report)
+            except BaseException:
+                sink.close(drop=True)
+                raise
+            sink.close()
         after = os.fstat(mine.fileno())
     _check_unchanged(name, before, after, total)
     return _digest(sha, before)
@@ -221,6 +234,7 @@ def _hash_small(
     checkpoint: Callable[[], None],
     report: Callable[[int], None],
     tap: ChunkTap | None = None,
+    beside: Step | None = None,
 ) -> FileDigest:
     """``hash_file_digest`` for a file smaller than one chunk: one read, in this thread.
 
@@ -244,6 +258,8 @@ def _hash_small(
         if tap is not None:
             tap.begin(before.st_size)
             tap.take(memoryview(data))
+        if beside is not None:  # one chunk: no second thread to run it in
+            beside(memoryview(data))
         _report_some(report, total)
         try:
             unchanged = _identity(os.stat(name)) == _identity(before)
@@ -473,16 +489,28 @@ class _Turns:
 
 
 class _Sink:
-    """Where a relay's chunks go: the hash, then the tap if there is one."""
+    """Where a relay's chunks go: the hash, then the tap and the lane beside, if any."""
 
-    def __init__(self, sha: _Hash, tap: ChunkTap | None) -> None:
+    def __init__(self, sha: _Hash, tap: ChunkTap | None, lane: Lane | None = None) -> None:
         self._sha = sha
         self._tap = tap
+        self._lane = lane
 
     def update(self, chunk: memoryview) -> None:
         self._sha.update(chunk)
         if self._tap is not None:
             self._tap.take(chunk)
+        if self._lane is not None:
+            self._lane.give(chunk)
+
+    def release(self, buffer: memoryview) -> None:
+        """Before ``buffer`` is filled again: the lane must be done with what it held."""
+        if self._lane is not None:
+            self._lane.release(buffer)
+
+    def close(self, *, drop: bool = False) -> None:
+        if self._lane is not None:
+            self._lane.close(drop=drop)
 
 
 def _relay(
@@ -508,6 +536,7 @@ def _relay(
     offset = total = 0
     try:
         while True:
+            sha.release(buffer)
             n = _read_at(mine, offset, buffer)
             turns.turn[0].wait()
             turns.turn[0].clear()
@@ -542,6 +571,7 @@ def _helper_lane(handle: io.FileIO, sha: _Sink, chunk: int, turns: _Turns) -> No
     offset = chunk
     try:
         while True:
+            sha.release(buffer)
             n = _read_at(handle, offset, buffer)
             turns.turn[1].wait()
             turns.turn[1].clear()

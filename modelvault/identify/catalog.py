@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import ntpath
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,13 +79,26 @@ class FoundFields:
 
 
 class HeaderTap:
-    """Reads the header (and AutoV3 where asked) from the chunks the hasher reads."""
+    """Reads the header (and AutoV3 where asked) from the chunks the hasher reads.
+
+    AutoV3 is fed by ``take`` too, after the header reader, unless ``beside()``
+    was asked for its update: then the hasher runs that in a thread of its own
+    (``hash_file_digest(tap=tap, beside=tap.beside())``), beside the SHA-256.
+    """
 
     def __init__(self, *, autov3: bool = False) -> None:
         self._want_autov3 = autov3
         self._reader: HeaderReader | None = None
         self._autov3: AutoV3 | None = None
         self._error: str | None = None
+        self._autov3_beside = False
+
+    def beside(self) -> Callable[[memoryview], None] | None:
+        """AutoV3's update for ``hash_file_digest(beside=...)``; None where not asked."""
+        if not self._want_autov3:
+            return None
+        self._autov3_beside = True
+        return self._update_autov3
 
     def begin(self, size: int) -> None:
         try:
@@ -100,8 +113,17 @@ class HeaderTap:
         try:
             if self._reader.wants_more:
                 self._reader.feed(chunk)
-            if self._autov3 is not None:
+            if self._autov3 is not None and not self._autov3_beside:
                 self._autov3.update(chunk)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _update_autov3(self, chunk: memoryview) -> None:
+        autov3 = self._autov3  # once: _fail in the other thread may set it to None
+        if autov3 is None or self._error is not None:
+            return
+        try:
+            autov3.update(chunk)
         except Exception as exc:
             self._fail(exc)
 

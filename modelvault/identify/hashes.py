@@ -7,17 +7,14 @@
   its first 12 hex digits as a LoRA's hash in image metadata). ``AutoV3`` is
   computed from the very chunks the hasher reads, beside the SHA-256.
 
-How the two digests could share two cores: ``hashlib`` releases the GIL
-while it hashes more than 2 KiB, so two threads hashing 2 MiB chunks run in
-parallel. Each digest takes its chunks in file order, but the two digests are
-independent: each could keep its own turn (a ``threading.Event`` pair, as the
-relay in ``hashing.py`` does for the one SHA-256), so that while one thread
-feeds chunk *i* to AutoV3 the other feeds chunk *i + 1* to the SHA-256
-(``bench/identify_bench.py`` measures it: about one digest's time). The worker
-today feeds AutoV3 right after the SHA-256 in the thread that holds the chunk
-(``identify.catalog.HeaderTap``): about two digests' time. The header reader
-is fed first (it wants only the first chunk or two), so AutoV3 knows where the
-tensor data starts by the time it takes that chunk.
+How the two digests share two cores: ``hashlib`` releases the GIL while it
+hashes more than 2 KiB, so two threads hashing 2 MiB chunks run in parallel.
+The worker feeds the header reader in the thread that holds the chunk
+(``identify.catalog.HeaderTap.take``) and hands the chunk to AutoV3 in a thread
+of its own (``HeaderTap.beside``, ``hashing.hash_file_digest(beside=...)``),
+which takes the chunks in file order. The header reader is fed first (it wants
+only the first chunk or two), so AutoV3 knows where the tensor data starts by
+the time it takes that chunk.
 """
 
 from __future__ import annotations

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
-from modelvault.identify.parsing import TensorInfo
+from modelvault.identify.parsing import TensorInfo, shapes_of
 
 
 class Keys:
     """Tensor names (a common prefix taken off) and their shapes."""
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def __init__(self, shapes: Mapping[str, Sequence[int]]) -> None:
         self.shapes = shapes
 
     @classmethod
     def of(cls, tensors: Mapping[str, TensorInfo], prefix: str = "") -> Keys:
         """The tensors whose names start with ``prefix``, without it."""
-        cut = len(prefix)
-        return cls({name[cut:]: t.shape for name, t in tensors.items() if name.startswith(prefix)})
+        everything = cls(shapes_of(tensors))
+        return everything.under(prefix) if prefix else everything
 
     def under(self, prefix: str) -> Keys:
         """The tensors whose names start with ``prefix``, without it."""

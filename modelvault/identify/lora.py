@@ -15,12 +15,12 @@ UNet's cross-attention (768, 1024, 2048) tells SD 1.x from 2.x from XL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modelvault.identify.keys import highest_index
 from modelvault.identify.models import Finding
-from modelvault.identify.parsing import TensorInfo
+from modelvault.identify.parsing import TensorInfo, shapes_of
 
 _LORA_PARTS = (
     "lora_down.weight",
@@ -56,11 +56,6 @@ _LYCORIS_PARTS = (
     "diff",
     "diff_b",
 )
-_PART = re.compile(
-    r"\.("
-    + "|".join(re.escape(p) for p in sorted(_LORA_PARTS + _LYCORIS_PARTS, key=len, reverse=True))
-    + r")$"
-)
 # Parts whose second dimension is the input width of the layer they change.
 _DOWN_PARTS = frozenset(
     {
@@ -92,8 +87,19 @@ _PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("diffusion_model.", "unet", "ComfyUI/diffusion-pipe"),
     ("", "unet", "bare"),
 )
-_PREFIX = re.compile("|".join(re.escape(prefix) for prefix, _, _ in _PREFIXES if prefix))
 _PREFIX_PARTS = {prefix: (where, style) for prefix, where, style in _PREFIXES}
+# An adapter key: (key, prefix, layer, part). The prefix is the first of _PREFIXES the
+# key starts with (atomic: never another); the part is the ".<part>" that ends the key,
+# the prefix's own dot included (then the layer is empty). No part ends with "." and
+# another part, so a key ends with one part at most, and the greedy layer finds it.
+_KEY = re.compile(
+    r"((?>("
+    + "|".join(re.escape(prefix) for prefix, _, _ in _PREFIXES if prefix)
+    + r")?)(?:(?<=\.)|(.*)\.)("
+    + "|".join(re.escape(p) for p in sorted(_LORA_PARTS + _LYCORIS_PARTS, key=len, reverse=True))
+    + r"))",
+    re.DOTALL,
+)
 
 
 @dataclass
@@ -109,14 +115,24 @@ class _Adapter:
         return self.layers.get("unet", {})
 
     def widths(self, pattern: str) -> set[int]:
-        rx = re.compile(pattern)
-        return {w for name, w in self.unet().items() if w and rx.search(name)}
+        unet = self.unet()
+        found = {unet[name] for name in filter(re.compile(pattern).search, unet)}
+        return {w for w in found if w}
+
+    def starts(self, heads: tuple[str, ...]) -> bool:
+        """True if some layer's name starts with one of ``heads`` (a quick test, done
+        before the searches of a rule that needs one of them)."""
+        lines = "\n" + self._joined()
+        return any("\n" + head in lines for head in heads)
+
+    def _joined(self) -> str:
+        if self._names is None:  # one C-speed search over all names, not one per name
+            self._names = "\n".join(self.unet())
+        return self._names
 
     def any(self, pattern: str) -> bool:
         """True if some layer's name matches ``pattern`` (``^``/``$``: the name's ends)."""
-        if self._names is None:  # one C-speed search over all names, not one per name
-            self._names = "\n".join(self.unet())
-        return re.search(pattern, self._names, re.MULTILINE) is not None
+        return re.search(pattern, self._joined(), re.MULTILINE) is not None
 
     def highest(self, prefix: str) -> int:
         return highest_index(self.unet(), prefix, "_")
@@ -125,11 +141,11 @@ class _Adapter:
 def adapter(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     """The finding for a LoRA or LyCORIS adapter; None unless most keys are adapter parts
     and some carry weights (not only alphas)."""
-    parts = [(key, match) for key in tensors if (match := _PART.search(key))]
-    weighty = any(match.group(1) not in ("alpha", "dora_scale") for _, match in parts)
+    parts = _parts(tensors)
+    weighty = any(part not in ("alpha", "dora_scale") for _, _, _, part in parts)
     if not weighty or len(parts) * 2 < len(tensors):
         return None
-    found = _read(tensors, parts)
+    found = _read(shapes_of(tensors), parts)
     base, family = _family(found)
     kind = "lycoris" if found.lycoris else "lora"
     what = f"LyCORIS ({', '.join(sorted(found.lycoris))})" if found.lycoris else "LoRA"
@@ -138,27 +154,36 @@ def adapter(tensors: Mapping[str, TensorInfo]) -> Finding | None:
     return Finding(kind, base, f"{subject}, {style} keys")
 
 
-def _read(tensors: Mapping[str, TensorInfo], parts: list[tuple[str, re.Match[str]]]) -> _Adapter:
+_Part = tuple[str, str, str, str]  # (key, prefix, layer as written, part)
+
+
+def _parts(tensors: Mapping[str, TensorInfo]) -> list[_Part]:
+    """The keys that are adapter parts (a regular expression's C code runs per key)."""
+    found = filter(None, map(_KEY.fullmatch, tensors))
+    return [m.groups("") for m in found]  # type: ignore[misc]
+
+
+def _read(shapes: Mapping[str, Sequence[int]], parts: list[_Part]) -> _Adapter:
     found = _Adapter()
-    lokr: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
-    for key, match in parts:
-        part = match.group(1)
-        prefix = _PREFIX.match(key)
-        cut = prefix.end() if prefix else 0
-        where, style = _PREFIX_PARTS[key[:cut]]
-        layer = key[cut : match.start()].replace(".", "_")
-        found.styles.add(style)
-        widths = found.layers.setdefault(where, {})
-        widths.setdefault(layer, None)
-        shape = tensors[key].shape
-        if part in _DOWN_PARTS and len(shape) >= 2:
-            widths[layer] = shape[1]
+    found.styles.update(_PREFIX_PARTS[prefix][1] for prefix in {p[1] for p in parts})
+    lokr: dict[tuple[str, str], dict[str, Sequence[int]]] = {}
+    for key, prefix, written, part in parts:
+        where = _PREFIX_PARTS[prefix][0]
+        layer = written.replace(".", "_")
+        widths = found.layers.get(where)
+        if widths is None:
+            widths = found.layers[where] = {}
+        if part in _DOWN_PARTS:
+            shape = shapes[key]
+            widths[layer] = shape[1] if len(shape) >= 2 else widths.get(layer)
+        elif layer not in widths:
+            widths[layer] = None
         if part in _LYCORIS_PARTS:
             found.lycoris.add(_lycoris_name(part))
             if part.startswith("lokr_"):
-                lokr.setdefault((where, layer), {})[part] = shape
-    for (where, layer), shapes in lokr.items():
-        found.layers[where][layer] = _lokr_width(shapes)
+                lokr.setdefault((where, layer), {})[part] = shapes[key]
+    for (where, layer), lokr_shapes in lokr.items():
+        found.layers[where][layer] = _lokr_width(lokr_shapes)
     return found
 
 
@@ -169,7 +194,7 @@ def _lycoris_name(part: str) -> str:
     return "full"
 
 
-def _lokr_width(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+def _lokr_width(shapes: Mapping[str, Sequence[int]]) -> int | None:
     """A LoKr layer's input width: the product of its two factors' second dimensions."""
     one = shapes.get("lokr_w1") or shapes.get("lokr_w1_b")
     two = shapes.get("lokr_w2") or shapes.get("lokr_w2_b")
@@ -183,10 +208,11 @@ _Family = tuple[str | None, str | None]
 
 def _family(a: _Adapter) -> _Family:
     """(base, what to call the family) for the adapter's layers."""
-    for rule in (_flux_like, _sd3, _wan, _dit_video, _unet):
-        found = rule(a)
-        if found is not None:
-            return found
+    for rule, heads in _FAMILY_RULES:
+        if a.starts(heads):
+            found = rule(a)
+            if found is not None:
+                return found
     return _text_encoders_only(a)
 
 
@@ -269,3 +295,24 @@ def _text_encoders_only(a: _Adapter) -> _Family:
     if 1024 in widths:
         return "SD 2.x", "SD 2.x"
     return None, None
+
+
+# Each family's rule, and the starts of layer names it needs one of (its searches below
+# all ask for a name starting so): a rule is skipped at once where none is there.
+_FAMILY_RULES: tuple[tuple[Callable[[_Adapter], _Family | None], tuple[str, ...]], ...] = (
+    (_flux_like, ("double_blocks_", "single_blocks_", "single_transformer_blocks_")),
+    (_sd3, ("joint_blocks_", "transformer_blocks_")),
+    (_wan, ("blocks_",)),
+    (_dit_video, ("blocks_", "transformer_blocks_")),
+    (
+        _unet,
+        (
+            "down_blocks_",
+            "up_blocks_",
+            "mid_block_",
+            "input_blocks_",
+            "output_blocks_",
+            "middle_block_",
+        ),
+    ),
+)

@@ -8,7 +8,7 @@ runs it on the bytes of a file as they come.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -40,6 +40,42 @@ class TensorInfo(NamedTuple):
 
     dtype: str
     shape: tuple[int, ...]
+
+
+class TensorTable(Mapping[str, TensorInfo]):
+    """Tensors as a header declares them, each ``TensorInfo`` made only when asked for.
+
+    The family rules look at the shapes of a few tensors by name, so a header of
+    thousands is not turned into thousands of objects: ``shapes`` maps every name
+    to its shape as parsed (a list, never changed), ``dtypes`` to its dtype."""
+
+    __slots__ = ("dtypes", "shapes")
+
+    def __init__(self, dtypes: Mapping[str, str], shapes: Mapping[str, Sequence[int]]) -> None:
+        self.dtypes = dtypes
+        self.shapes = shapes
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        return TensorInfo(self.dtypes[name], tuple(self.shapes[name]))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shapes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors)"
+
+
+def shapes_of(tensors: Mapping[str, TensorInfo]) -> Mapping[str, Sequence[int]]:
+    """Every tensor's shape by name (a ``TensorTable``'s own, at no cost)."""
+    if isinstance(tensors, TensorTable):
+        return tensors.shapes
+    return {name: t.shape for name, t in tensors.items()}
 
 
 @dataclass(frozen=True)

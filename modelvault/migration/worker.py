@@ -564,6 +564,7 @@ class MigrationWorker(threading.Thread):
                 on_progress=self._on_progress,
                 heartbeat_seconds=HEARTBEAT_SECONDS,
                 tap=tap,
+                beside=tap.beside(),
             )
         except (HashCancelled, _Stopping):
             raise _Stopping from None  # the row is still held: run() hands it back
