@@ -352,7 +352,7 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
 
     Measured against it: ``process_pending`` with 1 and with 2 workers. Printed:
     rows/s, ratio to the floor, and 2 workers / 1 worker (> 1: the pool lost).
-    Targets (issue 11): 1 worker <= 1.5x the floor; the pool never slower than
+    Targets: 1 worker <= 1.5x the floor; the pool never slower than
     one worker. Medians of ``--repeat`` runs, interleaved, each in turn first.
 
     On PostgreSQL, also the rate as the catalog grows: rows/s in the first and
@@ -404,7 +404,7 @@ MIXES: list[tuple[str, int, Callable[[random.Random, int], int]]] = [
 def _pool_on_mixes(folder: Path, repeat: int) -> None:
     """The pool against one worker on mixes of file sizes (SQLite): is it ever slower?
 
-    Target (issue 11): 2 workers never take longer than 1 (ratio <= 1; within a few
+    Target: 2 workers never take longer than 1 (ratio <= 1; within a few
     per cent is noise on a shared machine: look at the runs).
     """
     from sqlalchemy import insert

@@ -45,7 +45,7 @@ figure the machine's load does not change), peak RSS, and the ratio import /
 floor; with two sizes, the linear-growth figure (microseconds per row at the
 largest size / at the smallest).
 
-Targets (issue 11): ratio <= 1.2 at 100,000 rows and <= 1.1 at 1,000,000 on
+Targets: ratio <= 1.2 at 100,000 rows and <= 1.1 at 1,000,000 on
 SQLite, <= 1.3 on PostgreSQL; cost per row at 1M within 1.2x of the cost at
 100k; peak RSS < 200 MB. Exit code 0 when every target measured was met.
 """
