@@ -39,16 +39,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from sqlalchemy import Connection, select
 
+from modelvault.database import PENDING_FIELDS, DatabaseManager
 from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import ExchangeError
 from modelvault.images import is_stored_name
-
-if TYPE_CHECKING:
-    from modelvault.database import DatabaseManager
+from modelvault.migration.queue_sql import MODEL_COLUMNS
 
 FORMAT = "modelvault-catalog"
 VERSION = 1
@@ -64,35 +63,11 @@ SECTIONS = (
     ("deleted", "deleted"),
     ("image", "images"),
 )
-MODEL_FIELDS = (
-    "sha256",
-    "path",
-    "name",
-    "type",
-    "base",
-    "size_bytes",
-    "mtime_ns",
-    "created_at",
-    "updated_at",
-    "meta",
-)
-QUEUED_FIELDS = (
-    "path",
-    "name",
-    "type",
-    "base",
-    "size_bytes",
-    "created_at",
-    "meta",
-    "tags",
-    "legacy_id",
-    "source",
-    "status",
-    "attempts",
-    "last_error",
-    "not_before",
-    "sha256",
-)
+# The columns an export carries: a model's without its path key (derived from the
+# path again on import), a staging row's as add_pending_import takes them, with
+# its retry time. Records are written with sorted keys: the order here is free.
+MODEL_FIELDS = tuple(name for name in MODEL_COLUMNS if name != "path_key")
+QUEUED_FIELDS = (*PENDING_FIELDS, "not_before")
 DELETED_FIELDS = ("kind", "sha256", "path", "name", "deleted_at", "record")
 # A few bytes tell an export of ours from anything else before it is overwritten.
 HEAD_BYTES = 4096
