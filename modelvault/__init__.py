@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from modelvault.catalog.records import ModelRecord, PendingRecord, TagRecord
 from modelvault.config import Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
@@ -30,7 +31,6 @@ from modelvault.errors import (
     SchemaVersionError,
     ValidationError,
 )
-from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
 __version__ = "0.1.0"
 

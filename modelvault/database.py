@@ -27,8 +27,13 @@ from sqlalchemy import URL, Engine, and_, delete, func, inspect, or_, select, te
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, selectinload
 
-from modelvault import catalog, curation
-from modelvault.browse import file_states, sort_order, with_file_state
+from modelvault.catalog import curation
+from modelvault.catalog.browse import file_states, sort_order, with_file_state
+from modelvault.catalog.crud import upsert_model
+from modelvault.catalog.deleted import DeletedEntry
+from modelvault.catalog.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
+from modelvault.catalog.tags import TagSpec, link_tags
+from modelvault.catalog.values import file_values
 from modelvault.config import (
     Settings,
     default_db_url,
@@ -74,7 +79,6 @@ from modelvault.migration.legacy import TABLES as LEGACY_TABLES
 from modelvault.migration.legacy import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.pathkey import absolute
-from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +361,7 @@ class DatabaseManager:
         model) and optionally ``tags``: names or ``{"name", "color"}`` mappings.
         """
         with self.session_scope(immediate=True) as session:
-            model = catalog.upsert_model(session, data)
+            model = upsert_model(session, data)
             return ModelRecord.of(model)
 
     def get_model(self, sha256: str) -> ModelRecord | None:
@@ -569,7 +573,7 @@ class DatabaseManager:
             self._require(session, sha, tag_id)
             model = session.get_one(Model, sha)
             if session.get_one(Tag, tag_id) not in model.tags:
-                catalog.link_tags(session, [(sha, tag_id)])
+                link_tags(session, [(sha, tag_id)])
                 model.updated_at = utcnow()
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:
@@ -655,7 +659,7 @@ class DatabaseManager:
         """The model of a content and every staging row found to hold it."""
         return curation.find_copies(self, sha256)
 
-    def deleted_records(self, *, limit: int | None = None) -> list[curation.DeletedEntry]:
+    def deleted_records(self, *, limit: int | None = None) -> list[DeletedEntry]:
         return curation.deleted_records(self, limit=limit)
 
     # -- staging rows ---------------------------------------------------------
@@ -877,8 +881,8 @@ def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown staging field(s) {', '.join(sorted(unknown))}: "
             f"use {', '.join(PENDING_FIELDS)}."
         )
-    values = catalog.file_values(data)
-    values["tags"] = [catalog.TagSpec.parse(t).to_json() for t in data.get("tags") or ()]
+    values = file_values(data)
+    values["tags"] = [TagSpec.parse(t).to_json() for t in data.get("tags") or ()]
     values["status"] = _statuses([data.get("status") or PendingStatus.PENDING.value])[0]  # type: ignore[index]
     if data.get("sha256") is not None:
         values["sha256"] = normalize_sha256(data["sha256"])

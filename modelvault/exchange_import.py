@@ -9,7 +9,7 @@ transaction (all of it or nothing), committed in flushed batches.
 
 What meets what is settled by the catalog's usual rules and conflict policy
 (``merge`` fills empty fields, ``keep`` changes none, ``replace`` overwrites;
-tags and previews are always united: ``catalog.settle_file``):
+tags and previews are always united: ``catalog.settle.settle_file``):
 
 - a model whose content is new and whose path is free is inserted as it was
   exported, both timestamps kept;
@@ -34,17 +34,10 @@ from typing import Any
 from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from modelvault.catalog import (
-    HashedFile,
-    Outcome,
-    TagSpec,
-    chunked,
-    ensure_tags,
-    insert_ignoring_duplicates,
-    link_tags,
-    settle_file,
-)
+from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.tags import TagSpec, ensure_tags, link_tags
 from modelvault.database import DatabaseManager
+from modelvault.db.batches import chunked, insert_ignoring_duplicates
 from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag
 from modelvault.db.types import as_utc
 from modelvault.errors import ExchangeError, ImageStoreError, ModelVaultError

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from modelvault.catalog import LEGACY, PREVIEWS
+from modelvault.catalog.values import LEGACY, PREVIEWS
 from modelvault.db.engine import sqlite_file
 from modelvault.errors import (
     ConfigError,

@@ -41,20 +41,17 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session, aliased
 
-from modelvault.catalog import (
+from modelvault.catalog.records import ModelRecord
+from modelvault.catalog.settle import HashedFile, Outcome, move_model, settle_file
+from modelvault.catalog.stamp_meta import (
     SCAN_MTIME_NS,
     SCAN_SOURCE,
-    HashedFile,
-    Outcome,
-    chunked,
-    insert_ignoring_duplicates,
-    move_model,
-    settle_file,
     staged_file_stat,
     with_file_stat,
     without_scan_stat,
 )
 from modelvault.database import DatabaseManager
+from modelvault.db.batches import chunked, insert_ignoring_duplicates
 from modelvault.db.engine import no_idle_limit
 from modelvault.db.keyed import key_range, same_file, same_key
 from modelvault.db.models import Model, PendingImport, PendingStatus
@@ -62,7 +59,6 @@ from modelvault.db.types import utcnow
 from modelvault.file_stamp import FileStamp, Verdict, moved_intact, stat_marks
 from modelvault.normalize import MAX_TYPE
 from modelvault.pathkey import is_own_key, renamed_below, stored_key
-from modelvault.records import ModelRecord
 from modelvault.scan_report import FileChange, ScanReport, shown
 from modelvault.scan_sources import (
     ScanRoot,

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, select, update
 
-from modelvault.catalog import SCAN_MTIME_NS, with_file_stat
+from modelvault.catalog.stamp_meta import SCAN_MTIME_NS, with_file_stat
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.file_stamp import (
     FILE_STAT,

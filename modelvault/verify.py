@@ -16,7 +16,7 @@ streaming hasher (``modelvault.hashing``: pausable and stoppable through a
 It writes nothing, unless ``update`` is given: then the scan's rules apply to
 what changed, as a scan that had noticed would apply them: each changed file is
 staged (``pending_import``, ``source`` = ``scan``) for the workers, which settle
-it (``catalog.settle_file``: the model at that path takes the new content and
+it (``catalog.settle.settle_file``: the model at that path takes the new content and
 keeps its tags and notes, the old SHA-256 kept in ``meta.previous_sha256``).
 Gone files are reported only, as a scan reports them; nothing is deleted.
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from modelvault import DatabaseManager
-from modelvault.catalog import HashedFile, Outcome, TagSpec, ensure_tags, settle_file
+from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.tags import TagSpec, ensure_tags
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

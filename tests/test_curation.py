@@ -19,7 +19,7 @@ from modelvault import (
     NotFoundError,
     ValidationError,
 )
-from modelvault import curation as cu
+from modelvault.catalog import curation as cu
 from modelvault.db.models import DeletedRecord, Model, PendingImport
 
 A, B, C = "aa" * 32, "bb" * 32, "cc" * 32

@@ -22,7 +22,8 @@ from support import rewrite_hiding
 from test_scan import catalogue_as_found, make_tree, opens_under, scan_and_hash, staging, write
 
 from modelvault import DatabaseManager, Settings
-from modelvault.catalog import PREVIOUS_SHA256, SCAN_MTIME_NS
+from modelvault.catalog.stamp_meta import SCAN_MTIME_NS
+from modelvault.catalog.values import PREVIOUS_SHA256
 from modelvault.db.models import Model, PendingImport
 from modelvault.file_stamp import FILE_STAT, stamp_of, stat_marks
 from modelvault.migration.worker import WorkerEvent, process_pending

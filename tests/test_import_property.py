@@ -26,7 +26,7 @@ from sqlalchemy import select
 from test_importer import empty_catalog, snapshot
 
 from modelvault import DatabaseManager, Settings
-from modelvault.catalog import file_name
+from modelvault.catalog.values import file_name
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, write_legacy_catalog

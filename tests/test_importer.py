@@ -18,7 +18,8 @@ from sqlalchemy import delete, inspect, select
 from support import statements_run
 
 from modelvault import ConfigError, DatabaseManager, LegacyDatabaseError, Settings
-from modelvault.catalog import HashedFile, Outcome, TagSpec, settle_file
+from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.tags import TagSpec
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import MAX_WARNINGS, ImportReport, import_legacy_data
 from modelvault.migration.sample import (

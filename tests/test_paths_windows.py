@@ -22,7 +22,9 @@ from support import HEAD_REVISION
 from test_scan import FAST, opens_under, scan_and_hash, staging, write
 
 from modelvault import AlreadyExistsError, DatabaseManager
-from modelvault.catalog import PREVIOUS_PATHS, SCAN_SOURCE, HashedFile, Outcome, settle_file
+from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.stamp_meta import SCAN_SOURCE
+from modelvault.catalog.values import PREVIOUS_PATHS
 from modelvault.db.models import Model, PendingImport, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog

@@ -19,7 +19,8 @@ from sqlalchemy import delete, select
 from support import running_as_root
 
 from modelvault import DatabaseManager, ScanError, Settings
-from modelvault.catalog import PREVIOUS_PATHS, PREVIOUS_SHA256, SCAN_SOURCE
+from modelvault.catalog.stamp_meta import SCAN_SOURCE
+from modelvault.catalog.values import PREVIOUS_PATHS, PREVIOUS_SHA256
 from modelvault.db.models import Model, PendingImport
 from modelvault.migration.worker import WorkerReport, process_pending
 from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots, settle_after_hashing

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from test_scan import FAST, opens_under, staging, write
 
 from modelvault import DatabaseManager
-from modelvault.catalog import PREVIOUS_PATHS
+from modelvault.catalog.values import PREVIOUS_PATHS
 from modelvault.cli import main
 from modelvault.db.models import Model, PendingImport
 from modelvault.migration.worker import process_pending

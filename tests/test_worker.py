@@ -27,7 +27,8 @@ from modelvault import (
     Settings,
     ValidationError,
 )
-from modelvault.catalog import SCAN_MTIME_NS, Outcome
+from modelvault.catalog.settle import Outcome
+from modelvault.catalog.stamp_meta import SCAN_MTIME_NS
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.file_stamp import FILE_STAT, stamp_of, stat_marks

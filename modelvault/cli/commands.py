@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from modelvault import __version__
+from modelvault.catalog.records import ModelRecord
 from modelvault.cli.escaping import printable
 from modelvault.cli.interrupt import HAND_BACK_SECONDS, Unfinished
 from modelvault.cli.output import Line, Ui, human_bytes, plural, shell_command, table
@@ -30,7 +31,6 @@ from modelvault.errors import ModelVaultError, NotFoundError
 from modelvault.file_stamp import FILE_STAT
 from modelvault.images import default_store
 from modelvault.presence import PRESENT, FileCheck, FileState, check_file
-from modelvault.records import ModelRecord
 
 if TYPE_CHECKING:
     from modelvault.migration.legacy import LegacyCatalog

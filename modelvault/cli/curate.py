@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelvault import curation
-from modelvault.catalog import TagSpec
+from modelvault.catalog import curation
+from modelvault.catalog.records import ModelRecord, PendingRecord
+from modelvault.catalog.tags import TagSpec
 from modelvault.cli.commands import (
     EXIT_OK,
     EXIT_UNFINISHED,
@@ -37,7 +38,6 @@ from modelvault.cli.usage import UsageError
 from modelvault.database import DatabaseManager
 from modelvault.errors import CatalogError, ModelVaultError, NotFoundError
 from modelvault.normalize import normalize_color
-from modelvault.records import ModelRecord, PendingRecord
 
 T = TypeVar("T")
 PLAN_ROWS = 20  # rows a plan lists before it says how many more

@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from modelvault import curation
+from modelvault.catalog import curation
+from modelvault.catalog.records import ModelRecord
 from modelvault.cli.commands import EXIT_OK, progress_view, ui
 from modelvault.cli.curate import change, open_for_change
 from modelvault.cli.escaping import printable
@@ -23,7 +24,6 @@ from modelvault.errors import NotFoundError
 from modelvault.identify import BASES, autov2
 from modelvault.identify.catalog import AUTOV3, BASE_SET_BY, IDENTIFY, USER, WRONG_FOLDER
 from modelvault.identify.refresh import identify_models, models_to_identify
-from modelvault.records import ModelRecord
 
 Command = Callable[..., argparse.ArgumentParser]
 MODEL_HELP = "its SHA-256 or the first digits of it (an AutoV2 too), its path, or its file name"

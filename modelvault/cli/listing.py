@@ -16,7 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from modelvault import curation
+from modelvault.catalog import curation
+from modelvault.catalog.records import ModelRecord
 from modelvault.cli.commands import _model_json
 from modelvault.cli.curate_parser import DEFAULT_LIMIT
 from modelvault.cli.escaping import printable
@@ -25,7 +26,6 @@ from modelvault.cli.usage import UsageError
 from modelvault.database import DatabaseManager
 from modelvault.errors import NotFoundError
 from modelvault.normalize import COMFYUI_FOLDER_TYPES, normalize_tag_name
-from modelvault.records import ModelRecord
 
 CSV_FIELDS = ("name", "type", "base", "size_bytes", "tags", "path", "sha256")
 

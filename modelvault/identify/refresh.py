@@ -142,7 +142,7 @@ def _paths(db: DatabaseManager, sha256s: Sequence[str]) -> dict[str, str]:
 
 def _write(db: DatabaseManager, found: dict[str, dict[str, Any]]) -> dict[str, str | None]:
     """Write ``found`` (by SHA-256) to the models still catalogued; their bases now."""
-    from modelvault.curation import writing  # curation imports this package
+    from modelvault.catalog.curation import writing  # curation imports this package
 
     def work(session: Session) -> dict[str, str | None]:
         query = select(Model).where(Model.sha256.in_(found)).with_for_update()

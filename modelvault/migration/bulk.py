@@ -32,7 +32,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from modelvault.catalog import chunked
+from modelvault.db.batches import chunked
 from modelvault.db.models import Model, PendingImport
 from modelvault.db.types import UTCDateTime, utc_text
 from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
-from modelvault.catalog import file_name
+from modelvault.catalog.values import file_name
 from modelvault.migration.legacy import LegacyLayout, LegacyRow
 from modelvault.normalize import (
     MAX_TYPE,

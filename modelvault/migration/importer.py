@@ -186,15 +186,9 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelvault.catalog import (
-    LEGACY,
-    PREVIEWS,
-    RESERVED_META_KEYS,
-    HashedFile,
-    Outcome,
-    TagSpec,
-    settle_file,
-)
+from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.tags import TagSpec
+from modelvault.catalog.values import LEGACY, PREVIEWS, RESERVED_META_KEYS
 from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN

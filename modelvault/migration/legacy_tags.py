@@ -17,8 +17,9 @@ from typing import Any, cast
 
 from sqlalchemy import Table, select
 
-from modelvault.catalog import TagSpec, chunked, ensure_tags, insert_ignoring_duplicates
+from modelvault.catalog.tags import TagSpec, ensure_tags
 from modelvault.database import DatabaseManager
+from modelvault.db.batches import chunked, insert_ignoring_duplicates
 from modelvault.db.models import Tag
 from modelvault.db.types import utcnow
 from modelvault.errors import ValidationError

@@ -15,7 +15,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelvault.catalog import LEGACY, PREVIOUS_PATHS, SUPERSEDED
+from modelvault.catalog.values import LEGACY, PREVIOUS_PATHS, SUPERSEDED
 from modelvault.pathkey import path_key
 
 

@@ -54,17 +54,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from modelvault.catalog import (
-    SCAN_MTIME_NS,
-    HashedFile,
-    Outcome,
-    Settled,
-    TagSpec,
-    ensure_tags,
-    settle_file,
-    with_file_stat,
-    without_scan_stat,
-)
+from modelvault.catalog.settle import HashedFile, Outcome, Settled, settle_file
+from modelvault.catalog.stamp_meta import SCAN_MTIME_NS, with_file_stat, without_scan_stat
+from modelvault.catalog.tags import TagSpec, ensure_tags
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
 from modelvault.db.models import (

@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from modelvault.catalog import SCAN_MTIME_NS
+from modelvault.catalog.stamp_meta import SCAN_MTIME_NS
 from modelvault.db.types import as_utc, utc_text
 from modelvault.file_stamp import FILE_STAT
 

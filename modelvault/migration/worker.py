@@ -47,7 +47,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from modelvault.catalog import Outcome, Settled, file_name
+from modelvault.catalog.settle import Outcome, Settled
+from modelvault.catalog.values import file_name
 from modelvault.config import CONFLICT_POLICIES, Settings
 from modelvault.database import DatabaseManager
 from modelvault.errors import (

@@ -12,11 +12,11 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
-from modelvault import curation
+from modelvault.catalog import curation
+from modelvault.catalog.records import ModelRecord, PendingRecord
 from modelvault.database import DatabaseManager
 from modelvault.db.models import Model
 from modelvault.images import is_stored_name
-from modelvault.records import ModelRecord, PendingRecord
 from modelvault.web.context import DEFAULT_PAGE, MAX_PAGE, context_of
 from modelvault.web.guard import ApiError, json_body
 

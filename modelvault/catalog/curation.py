@@ -19,15 +19,24 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
-from modelvault.catalog import RESERVED_META_KEYS, TagSpec, chunked, ensure_tags, link_tags
-from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag, model_tags
+from modelvault.catalog.deleted import DeletedEntry, deleted_row
+from modelvault.catalog.records import ModelRecord, PendingRecord, TagRecord
+from modelvault.catalog.staged_rows import (
+    forgettable_rows,
+    forgettable_statuses,
+    retag_queue,
+    staging_row_ids,
+)
+from modelvault.catalog.tags import TagSpec, ensure_tags, link_tags
+from modelvault.catalog.values import RESERVED_META_KEYS
+from modelvault.db.batches import chunked
+from modelvault.db.models import DeletedRecord, Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import (
     AlreadyExistsError,
@@ -43,7 +52,6 @@ from modelvault.normalize import (
     normalize_tag_name,
     normalize_type,
 )
-from modelvault.records import ModelRecord, PendingRecord, TagRecord
 
 if TYPE_CHECKING:
     from modelvault.database import DatabaseManager
@@ -52,7 +60,6 @@ T = TypeVar("T")
 
 NOTE = "description"  # the meta key of a model's note, as the legacy app named it
 MAX_NAME, MAX_BASE = 512, 64  # the widths of the name and base columns
-CLAIMED = PendingStatus.CLAIMED.value
 # PostgreSQL errors after which the same transaction, run again, can succeed: a
 # unique key a concurrent commit took, a deadlock with a worker, a serialization failure.
 _RETRYABLE: Final = frozenset({"23505", "40P01", "40001"})
@@ -88,25 +95,6 @@ class Copies:
     @property
     def count(self) -> int:
         return len(self.queued) + (self.model is not None)
-
-
-@dataclass(frozen=True)
-class DeletedEntry:
-    """A row of ``deleted_records``: what was deleted, when, and the whole record."""
-
-    id: int
-    kind: str  # "model" or "queued"
-    sha256: str | None
-    path: str
-    name: str
-    deleted_at: datetime
-    record: dict[str, Any]
-
-    @classmethod
-    def of(cls, row: DeletedRecord) -> DeletedEntry:
-        return cls(
-            row.id, row.kind, row.sha256, row.path, row.name, row.deleted_at, dict(row.record)
-        )
 
 
 # -- transactions -------------------------------------------------------------
@@ -265,50 +253,6 @@ def delete_tags(db: DatabaseManager, names: Iterable[str]) -> list[TagChange]:
         return changes
 
     return writing(db, work)
-
-
-def retag_queue(session: Session, old: str, new: str | None) -> int:
-    """Staging rows carrying the tag ``old`` carry ``new`` instead (None: drop it).
-
-    A row a worker holds (``claimed``) is left alone: the worker catalogues it
-    with the tags it read when it claimed it. Returns how many rows changed.
-    """
-    rows = session.execute(
-        select(PendingImport.id, PendingImport.tags)
-        .where(PendingImport.status != CLAIMED, cast(PendingImport.tags, Text) != "[]")
-        .execution_options(yield_per=500)
-    )
-    changed = [(row_id, tags) for row_id, stored in rows if (tags := _retag(stored, old, new))]
-    for row_id, tags in changed:
-        session.execute(update(PendingImport).where(PendingImport.id == row_id).values(tags=tags))
-    return len(changed)
-
-
-def _retag(tags: object, old: str, new: str | None) -> list[Any] | None:
-    """``tags`` (a staging row's) with ``old`` renamed or dropped; None if it has no ``old``."""
-    if not isinstance(tags, list):
-        return None
-    kept: list[Any] = []
-    found = False
-    for entry in tags:
-        try:
-            spec = TagSpec.parse(entry)
-        except ValidationError:  # what the import could not read stays for a person to see
-            spec = None
-        if spec is None or spec.name != old:
-            kept.append(entry)
-            continue
-        found = True
-        if new is not None and all(_name_of(e) != new for e in kept):
-            kept.append({"name": new, "color": spec.color})
-    return kept if found else None
-
-
-def _name_of(entry: object) -> str | None:
-    try:
-        return TagSpec.parse(entry).name
-    except ValidationError:
-        return None
 
 
 # -- one model ------------------------------------------------------------------
@@ -474,7 +418,7 @@ def delete_models(db: DatabaseManager, sha256s: Sequence[str]) -> list[ModelReco
         gone = [ModelRecord.of(locked_model(session, sha)) for sha in shas]
         now = utcnow()
         rows = [
-            _deleted("model", model.sha256, model.path, model.name, model, now) for model in gone
+            deleted_row("model", model.sha256, model.path, model.name, model, now) for model in gone
         ]
         session.execute(insert(DeletedRecord), rows)
         for chunk in chunked(shas):
@@ -491,19 +435,19 @@ def forget_pending(
     """Delete staging rows, by id and/or by status, each kept whole in
     ``deleted_records``. A row a worker holds (``claimed``) cannot be forgotten;
     an id that is no staging row is refused, and nothing is deleted."""
-    wanted_ids = _row_ids(ids)
-    wanted_statuses = _forgettable(statuses)
+    wanted_ids = staging_row_ids(ids)
+    wanted_statuses = forgettable_statuses(statuses)
     if not wanted_ids and not wanted_statuses:
         raise ValidationError("nothing to forget: give staging row ids or statuses.")
 
     def work(session: Session) -> list[PendingRecord]:
-        rows = _forgettable_rows(session, wanted_ids, wanted_statuses, lock=True)
+        rows = forgettable_rows(session, wanted_ids, wanted_statuses, lock=True)
         records = [PendingRecord.of(row) for row in rows]
         now = utcnow()
         if records:
             session.execute(
                 insert(DeletedRecord),
-                [_deleted("queued", r.sha256, r.path, r.name, r, now) for r in records],
+                [deleted_row("queued", r.sha256, r.path, r.name, r, now) for r in records],
             )
         for chunk in chunked([r.id for r in records]):
             session.execute(delete(PendingImport).where(PendingImport.id.in_(chunk)))
@@ -516,88 +460,10 @@ def rows_to_forget(
     db: DatabaseManager, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
 ) -> list[PendingRecord]:
     """The rows ``forget_pending`` would delete now, refused as it would refuse them."""
-    wanted_ids, wanted_statuses = _row_ids(ids), _forgettable(statuses)
+    wanted_ids, wanted_statuses = staging_row_ids(ids), forgettable_statuses(statuses)
     with db.session_scope() as session:
-        rows = _forgettable_rows(session, wanted_ids, wanted_statuses, lock=False)
+        rows = forgettable_rows(session, wanted_ids, wanted_statuses, lock=False)
         return [PendingRecord.of(row) for row in rows]
-
-
-def _forgettable_rows(
-    session: Session, ids: list[int], statuses: list[str], *, lock: bool
-) -> list[PendingImport]:
-    rows = _rows(session, ids, statuses, lock=lock)
-    missing = sorted(set(ids) - {row.id for row in rows})
-    if missing:
-        raise NotFoundError(
-            f"no staging row has the id {', '.join(map(str, missing))}: "
-            "see the ids with `modelvault pending`."
-        )
-    held = [row for row in rows if row.status == CLAIMED]
-    if held:
-        raise ValidationError(
-            f"{held[0].path} is being hashed by {held[0].claimed_by}: wait until it is "
-            "done, or stop that worker, then forget it."
-        )
-    return rows
-
-
-def _row_ids(ids: Iterable[int]) -> list[int]:
-    wanted = list(dict.fromkeys(ids))
-    for row_id in wanted:
-        if isinstance(row_id, bool) or not isinstance(row_id, int) or row_id < 1:
-            raise ValidationError(f"{row_id!r} is not a staging row id: give whole numbers >= 1.")
-    return wanted
-
-
-def _forgettable(statuses: Iterable[str]) -> list[str]:
-    names = [statuses] if isinstance(statuses, str) else list(dict.fromkeys(statuses))
-    valid = [s.value for s in PendingStatus if s.value != CLAIMED]
-    for name in names:
-        if name not in valid:
-            raise ValidationError(
-                f"{name!r} is not a status rows can be forgotten in: use {', '.join(valid)} "
-                "(claimed rows are being hashed)."
-            )
-    return names
-
-
-def _rows(
-    session: Session, ids: list[int], statuses: list[str], *, lock: bool
-) -> list[PendingImport]:
-    """The staging rows with these ids or statuses, by id (locked: for deleting them)."""
-    queries = [PendingImport.id.in_(chunk) for chunk in chunked(ids)]
-    if statuses:
-        queries.append(PendingImport.status.in_(statuses))
-    rows: dict[int, PendingImport] = {}
-    for where in queries:
-        query = select(PendingImport).where(where)
-        rows.update(
-            (row.id, row) for row in session.scalars(query.with_for_update() if lock else query)
-        )
-    return sorted(rows.values(), key=lambda row: row.id)
-
-
-def _deleted(
-    kind: str,
-    sha256: str | None,
-    path: str,
-    name: str,
-    record: ModelRecord | PendingRecord,
-    when: datetime,
-) -> dict[str, Any]:
-    data = json.loads(json.dumps(record.to_dict(), default=_json_default))
-    return {
-        "kind": kind,
-        "sha256": sha256,
-        "path": path,
-        "name": name,
-        "deleted_at": when,
-        "record": data,
-    }
-
-
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def deleted_records(db: DatabaseManager, *, limit: int | None = None) -> list[DeletedEntry]:
