@@ -117,46 +117,12 @@ def settle_file(
     """
     holder = session.scalar(_locked(select(Model).where(same_file(Model, item.path))))
     if holder is not None and holder.sha256 != item.sha256:
-        if item.scanned:
-            settled = replace_content(session, holder, item, path_is_live)
-            if settled.outcome is Outcome.REPLACED:
-                _link_item_tags(session, item, tag_cache)
-            return settled
-        return Settled(
-            Outcome.CONFLICT,
-            f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
-            f"now hashes to {item.sha256}",
-        )
+        return _other_content_at_path(session, holder, item, path_is_live, tag_cache)
     model = holder or session.scalar(_locked(select(Model).where(Model.sha256 == item.sha256)))
     if model is None:
-        model = Model(
-            sha256=item.sha256,
-            path=item.path,
-            name=item.name,
-            type=item.type,
-            base=item.base,
-            size_bytes=item.size_bytes,
-            mtime_ns=item.mtime_ns,
-            meta=with_file_stat(item.meta, item.file_stat),
-        )
-        if item.created_at is not None:
-            model.created_at = item.created_at
-        session.add(model)
-        outcome = Outcome.IMPORTED
-    elif model is holder:  # the file of this path, however spelt
-        combine_fields(model, item, policy)
-        outcome = Outcome.MERGED
-        if item.scanned and model.path != item.path:
-            renamed = renamed_below(model.path, item.path)
-            move_model(model, item.path, item.name, keep_previous=renamed)
-            outcome = Outcome.MOVED if renamed else outcome
-    elif path_is_live is not None and not path_is_live(model.path):
-        combine_fields(model, item, policy)  # first: notes that give way keep their own path
-        move_model(model, item.path, item.name)
-        outcome = Outcome.MOVED
+        model, outcome = _new_model(session, item), Outcome.IMPORTED
     else:
-        unite_previews(model, item.meta)  # like tags: images of the content join the model
-        outcome = Outcome.DUPLICATE
+        outcome = _meet(model, item, policy, same_path=model is holder, path_is_live=path_is_live)
     if item.scanned and outcome is not Outcome.DUPLICATE:
         _take_stamp(model, item)
     if item.found is not None:  # the same content: what its header says holds for the model
@@ -166,6 +132,69 @@ def settle_file(
     if outcome is Outcome.DUPLICATE:
         return Settled(outcome, f"same content as {model.path}")
     return Settled(outcome)
+
+
+def _other_content_at_path(
+    session: Session,
+    holder: Model,
+    item: HashedFile,
+    path_is_live: Callable[[str], bool] | None,
+    tag_cache: dict[str, int] | None,
+) -> Settled:
+    """The item's path is catalogued with other content: the model follows a scanned
+    file's new content (``replace_content``); anything else is a ``CONFLICT``."""
+    if item.scanned:
+        settled = replace_content(session, holder, item, path_is_live)
+        if settled.outcome is Outcome.REPLACED:
+            _link_item_tags(session, item, tag_cache)
+        return settled
+    return Settled(
+        Outcome.CONFLICT,
+        f"{item.path} is catalogued with sha256 {holder.sha256}, but its content "
+        f"now hashes to {item.sha256}",
+    )
+
+
+def _new_model(session: Session, item: HashedFile) -> Model:
+    model = Model(
+        sha256=item.sha256,
+        path=item.path,
+        name=item.name,
+        type=item.type,
+        base=item.base,
+        size_bytes=item.size_bytes,
+        mtime_ns=item.mtime_ns,
+        meta=with_file_stat(item.meta, item.file_stat),
+    )
+    if item.created_at is not None:
+        model.created_at = item.created_at
+    session.add(model)
+    return model
+
+
+def _meet(
+    model: Model,
+    item: HashedFile,
+    policy: str,
+    *,
+    same_path: bool,
+    path_is_live: Callable[[str], bool] | None,
+) -> Outcome:
+    """The item meets the model of its content: combined with it, moved to the item's
+    path, or a ``DUPLICATE`` whose previews join the model."""
+    if same_path:  # the file of this path, however spelt
+        combine_fields(model, item, policy)
+        if item.scanned and model.path != item.path:
+            renamed = renamed_below(model.path, item.path)
+            move_model(model, item.path, item.name, keep_previous=renamed)
+            return Outcome.MOVED if renamed else Outcome.MERGED
+        return Outcome.MERGED
+    if path_is_live is not None and not path_is_live(model.path):
+        combine_fields(model, item, policy)  # first: notes that give way keep their own path
+        move_model(model, item.path, item.name)
+        return Outcome.MOVED
+    unite_previews(model, item.meta)  # like tags: images of the content join the model
+    return Outcome.DUPLICATE
 
 
 def _locked(query: Select[Any]) -> Select[Any]:
@@ -251,23 +280,27 @@ def replace_content(
         .execution_options(synchronize_session=False)
     )
     if copy is not None:
-        session.add(
-            Model(
-                sha256=old_sha,
-                path=copy.path,
-                name=copy.name,
-                type=copy.type,
-                base=copy.base,
-                size_bytes=copy.size_bytes,
-                mtime_ns=(copy.meta or {}).get(SCAN_MTIME_NS),
-                meta=with_file_stat(
-                    without_scan_stat(copy.meta or {}), staged_file_stat(copy.meta or {})
-                ),
-            )
-        )
-        session.delete(copy)
+        _copy_takes_old_content(session, copy, old_sha)
     session.flush()
     return Settled(Outcome.REPLACED)
+
+
+def _copy_takes_old_content(session: Session, copy: PendingImport, old_sha: str) -> None:
+    """The staging row of a live copy of the old content becomes its model."""
+    meta = copy.meta or {}
+    session.add(
+        Model(
+            sha256=old_sha,
+            path=copy.path,
+            name=copy.name,
+            type=copy.type,
+            base=copy.base,
+            size_bytes=copy.size_bytes,
+            mtime_ns=meta.get(SCAN_MTIME_NS),
+            meta=with_file_stat(without_scan_stat(meta), staged_file_stat(meta)),
+        )
+    )
+    session.delete(copy)
 
 
 def _live_copy(
