@@ -22,6 +22,7 @@ from sqlalchemy import URL, Engine
 from sqlalchemy.orm import Session
 
 from modelvault.catalog import browse, crud, curation, staging
+from modelvault.catalog.browse import ModelFilter
 from modelvault.catalog.deleted import DeletedEntry
 from modelvault.catalog.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
 from modelvault.config import (
@@ -225,20 +226,8 @@ class DatabaseManager:
     ) -> list[ModelRecord]:
         """One page of the models these filters keep, in the order ``sort`` says
         (``modelvault.catalog.browse.find_models``)."""
-        return browse.find_models(
-            self,
-            tags=tags,
-            model_type=model_type,
-            search=search,
-            missing=missing,
-            under=under,
-            limit=limit,
-            offset=offset,
-            unreachable=unreachable,
-            untagged=untagged,
-            sort=sort,
-            base=base,
-        )
+        filters = ModelFilter(tags, model_type, search, under, untagged, base, missing, unreachable)
+        return browse.find_models(self, filters, limit=limit, offset=offset, sort=sort)
 
     def count_models(
         self,
@@ -253,17 +242,8 @@ class DatabaseManager:
         base: str | None = None,
     ) -> int:
         """How many models ``find_models`` lists with these filters and no limit."""
-        return browse.count_models(
-            self,
-            tags=tags,
-            model_type=model_type,
-            search=search,
-            missing=missing,
-            under=under,
-            unreachable=unreachable,
-            untagged=untagged,
-            base=base,
-        )
+        filters = ModelFilter(tags, model_type, search, under, untagged, base, missing, unreachable)
+        return browse.count_models(self, filters)
 
     def find_model(self, key: str) -> ModelRecord:
         """The model named by a SHA-256 or its start, an AutoV3 or its start, a path

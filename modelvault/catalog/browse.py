@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,8 +49,28 @@ def sort_order(sort: str) -> tuple[Any, ...]:
     return SORTS[sort]
 
 
-def file_states(missing: bool, unreachable: bool) -> set[FileState]:
-    return {s for s, on in ((FileState.GONE, missing), (FileState.UNREACHABLE, unreachable)) if on}
+@dataclass(frozen=True)
+class ModelFilter:
+    """Which models a listing keeps: those carrying every tag in ``tags`` (with
+    ``untagged``: no tag at all), of ``model_type``, of the base model ``base`` (any
+    case), with ``search`` in their name or path (any case), under one of the folders
+    ``under`` (in any spelling of it: ``modelvault.pathkey``); with ``missing`` only
+    those whose file is gone, with ``unreachable`` only those whose file cannot be
+    looked at now (see ``modelvault.presence``), with both either."""
+
+    tags: Iterable[str] = ()
+    model_type: str | None = None
+    search: str | None = None
+    under: Iterable[str | os.PathLike[str]] = ()
+    untagged: bool = False
+    base: str | None = None
+    missing: bool = False
+    unreachable: bool = False
+
+    def file_states(self) -> set[FileState]:
+        """The states of the file a model must be in to be kept (none: no look at files)."""
+        pairs = ((FileState.GONE, self.missing), (FileState.UNREACHABLE, self.unreachable))
+        return {state for state, on in pairs if on}
 
 
 def with_file_state(
@@ -74,34 +95,19 @@ _HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 def find_models(
     db: DatabaseManager,
+    filters: ModelFilter,
     *,
-    tags: Iterable[str] = (),
-    model_type: str | None = None,
-    search: str | None = None,
-    missing: bool = False,
-    under: Iterable[str | os.PathLike[str]] = (),
     limit: int | None = None,
     offset: int = 0,
-    unreachable: bool = False,
-    untagged: bool = False,
     sort: str = "name",
-    base: str | None = None,
 ) -> list[ModelRecord]:
-    """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
-    by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
-    ``type`` or ``path``; names then paths break ties.
-
-    Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
-    of ``model_type``, of the base model ``base`` (any case), with ``search`` in
-    their name or path (any case), under one
-    of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
-    ``missing`` only those whose file is gone, with ``unreachable`` only those
-    whose file cannot be looked at now (a folder that cannot be read, a share that
-    is not there: see ``modelvault.presence``), with both either. Two queries per
-    page, however many tags the models have.
+    """The models ``filters`` keeps in the order ``sort`` says, one page of them
+    (``offset``, ``limit``): by ``name`` (any case), ``size`` (biggest first),
+    ``added`` (newest first), ``type`` or ``path``; names then paths break ties.
+    Two queries per page, however many tags the models have.
     """
-    where = _model_filters(tags, model_type, search, under, untagged, base)
-    wanted, order = file_states(missing, unreachable), sort_order(sort)
+    where = _model_filters(filters)
+    wanted, order = filters.file_states(), sort_order(sort)
     with db.session_scope() as session:
         if not wanted:
             query = model_query().where(*where).order_by(*order)
@@ -114,21 +120,10 @@ def find_models(
         return [ModelRecord.of(m) for m in session.scalars(query)]
 
 
-def count_models(
-    db: DatabaseManager,
-    *,
-    tags: Iterable[str] = (),
-    model_type: str | None = None,
-    search: str | None = None,
-    missing: bool = False,
-    under: Iterable[str | os.PathLike[str]] = (),
-    unreachable: bool = False,
-    untagged: bool = False,
-    base: str | None = None,
-) -> int:
+def count_models(db: DatabaseManager, filters: ModelFilter) -> int:
     """How many models ``find_models`` lists with these filters and no limit."""
-    where = _model_filters(tags, model_type, search, under, untagged, base)
-    wanted = file_states(missing, unreachable)
+    where = _model_filters(filters)
+    wanted = filters.file_states()
     with db.session_scope() as session:
         if not wanted:
             return session.scalar(select(func.count()).select_from(Model).where(*where)) or 0
@@ -184,15 +179,10 @@ def _find_by_hash(db: DatabaseManager, digits: str) -> ModelRecord | None:
     return ModelRecord.of(matches[0]) if matches else None
 
 
-def _model_filters(
-    tags: Iterable[str],
-    model_type: str | None,
-    search: str | None,
-    under: Iterable[str | os.PathLike[str]],
-    untagged: bool = False,
-    base: str | None = None,
-) -> list[Any]:
-    """The conditions of ``find_models``."""
+def _model_filters(filters: ModelFilter) -> list[Any]:
+    """The conditions of ``filters`` on the models' columns and tags."""
+    tags, model_type, search = filters.tags, filters.model_type, filters.search
+    under, untagged, base = filters.under, filters.untagged, filters.base
     where: list[Any] = []
     if base:
         where.append(func.lower(Model.base) == base.strip().lower())
