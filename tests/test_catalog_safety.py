@@ -13,7 +13,7 @@ from support import HEAD_REVISION, legacy_with_files
 
 from modelvault import CatalogError, ConfigError, DatabaseManager, NotACatalogError
 from modelvault.config import mask_password, parse_url
-from modelvault.database import as_url
+from modelvault.db.access import as_url
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:

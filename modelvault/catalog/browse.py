@@ -1,7 +1,7 @@
 """Listing and finding models: the filters and orders they are listed in, the look at
 each file that ``--missing`` and ``--unreachable`` take, and a model named by a
-hash, a path or a name. Each function is one transaction on a ``DatabaseManager``
-(its public methods of the same names)."""
+hash, a path or a name. Each function is one transaction (``DatabaseManager``
+offers them as its methods of the same names)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from modelvault.catalog.crud import get_model_by_path, model_query
 from modelvault.catalog.records import ModelRecord
+from modelvault.db.access import CatalogAccess
 from modelvault.db.engine import no_idle_limit
 from modelvault.db.keyed import keys_under
 from modelvault.db.models import Model, Tag, model_tags
@@ -27,9 +28,6 @@ from modelvault.identify.hashes import AUTOV2_LENGTH
 from modelvault.normalize import normalize_tag_name
 from modelvault.pathkey import absolute
 from modelvault.presence import FileState, check_file
-
-if TYPE_CHECKING:
-    from modelvault.database import DatabaseManager
 
 # Rows read at a time while looking for models whose file is gone.
 MISSING_SCAN_PAGE = 500
@@ -94,7 +92,7 @@ _HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
 
 
 def find_models(
-    db: DatabaseManager,
+    db: CatalogAccess,
     filters: ModelFilter,
     *,
     limit: int | None = None,
@@ -120,7 +118,7 @@ def find_models(
         return [ModelRecord.of(m) for m in session.scalars(query)]
 
 
-def count_models(db: DatabaseManager, filters: ModelFilter) -> int:
+def count_models(db: CatalogAccess, filters: ModelFilter) -> int:
     """How many models ``find_models`` lists with these filters and no limit."""
     where = _model_filters(filters)
     wanted = filters.file_states()
@@ -130,7 +128,7 @@ def count_models(db: DatabaseManager, filters: ModelFilter) -> int:
         return sum(1 for _ in with_file_state(session, where, wanted, [Model.sha256]))
 
 
-def find_model(db: DatabaseManager, key: str) -> ModelRecord:
+def find_model(db: CatalogAccess, key: str) -> ModelRecord:
     """The model named by a SHA-256, a unique prefix of one (4+ hex digits, any
     case: Civitai's AutoV2 is the first 10), its AutoV3 or the start of it (10+
     digits: A1111 writes 12), its path, or its file name when only one model has it.
@@ -161,7 +159,7 @@ def find_model(db: DatabaseManager, key: str) -> ModelRecord:
     )
 
 
-def _find_by_hash(db: DatabaseManager, digits: str) -> ModelRecord | None:
+def _find_by_hash(db: CatalogAccess, digits: str) -> ModelRecord | None:
     """The model whose SHA-256 (else AutoV3) starts with ``digits``; None if none."""
     prefix = digits.lower()
     # A range on the key, not LIKE: its index serves it under any collation.

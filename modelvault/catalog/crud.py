@@ -1,12 +1,13 @@
 """Models and tags as a caller gives them: written, read, linked and counted.
 
 ``upsert_model`` works inside a caller's transaction; every other function here
-is one transaction on a ``DatabaseManager`` (its public methods of the same names)."""
+is one transaction (``DatabaseManager`` offers them as its methods of the same
+names; ``save_model`` is its ``upsert_model``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -15,15 +16,13 @@ from modelvault.catalog.records import ModelRecord, TagRecord
 from modelvault.catalog.stamp_meta import with_file_stat
 from modelvault.catalog.tags import TagSpec, ensure_tags, link_tags
 from modelvault.catalog.values import model_values
+from modelvault.db.access import CatalogAccess
 from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.errors import AlreadyExistsError, NotFoundError
 from modelvault.file_stamp import FILE_STAT
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-
-if TYPE_CHECKING:
-    from modelvault.database import DatabaseManager
 
 
 def upsert_model(session: Session, data: Mapping[str, Any]) -> Model:
@@ -81,7 +80,7 @@ def _keeping_file_stat(model: Model, values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def save_model(db: DatabaseManager, data: Mapping[str, Any]) -> ModelRecord:
+def save_model(db: CatalogAccess, data: Mapping[str, Any]) -> ModelRecord:
     """Add a model, or update the fields given for a sha256 already catalogued.
 
     ``data`` holds model columns (``sha256`` and ``path`` at least for a new
@@ -92,14 +91,14 @@ def save_model(db: DatabaseManager, data: Mapping[str, Any]) -> ModelRecord:
         return ModelRecord.of(model)
 
 
-def get_model(db: DatabaseManager, sha256: str) -> ModelRecord | None:
+def get_model(db: CatalogAccess, sha256: str) -> ModelRecord | None:
     sha = normalize_sha256(sha256)
     with db.session_scope() as session:
         model = session.scalar(model_query().where(Model.sha256 == sha))
         return None if model is None else ModelRecord.of(model)
 
 
-def get_model_by_path(db: DatabaseManager, path: str) -> ModelRecord | None:
+def get_model_by_path(db: CatalogAccess, path: str) -> ModelRecord | None:
     """The model of the file at ``path``, however the path is spelt (on Windows
     ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
     with db.session_scope() as session:
@@ -107,7 +106,7 @@ def get_model_by_path(db: DatabaseManager, path: str) -> ModelRecord | None:
         return None if model is None else ModelRecord.of(model)
 
 
-def get_models_by_tag(db: DatabaseManager, name: str) -> list[ModelRecord]:
+def get_models_by_tag(db: CatalogAccess, name: str) -> list[ModelRecord]:
     tag_name = normalize_tag_name(name)
     with db.session_scope() as session:
         models = session.scalars(
@@ -119,7 +118,7 @@ def get_models_by_tag(db: DatabaseManager, name: str) -> list[ModelRecord]:
         return [ModelRecord.of(m) for m in models]
 
 
-def catalog_counts(db: DatabaseManager) -> dict[str, int]:
+def catalog_counts(db: CatalogAccess) -> dict[str, int]:
     """Models, tags and tag links in the catalog."""
     with db.session_scope() as session:
         return {
@@ -129,7 +128,7 @@ def catalog_counts(db: DatabaseManager) -> dict[str, int]:
         }
 
 
-def create_tag(db: DatabaseManager, name: str, color: str | None = None) -> TagRecord:
+def create_tag(db: CatalogAccess, name: str, color: str | None = None) -> TagRecord:
     """Create a tag (name trimmed and lower-cased, colour as ``#rrggbb``)."""
     tag_name = normalize_tag_name(name)
     tag_color = normalize_color(color)
@@ -142,14 +141,14 @@ def create_tag(db: DatabaseManager, name: str, color: str | None = None) -> TagR
         return TagRecord.of(tag)
 
 
-def get_tag(db: DatabaseManager, name: str) -> TagRecord | None:
+def get_tag(db: CatalogAccess, name: str) -> TagRecord | None:
     tag_name = normalize_tag_name(name)
     with db.session_scope() as session:
         tag = session.scalar(select(Tag).where(Tag.name == tag_name))
         return None if tag is None else TagRecord.of(tag)
 
 
-def list_tags(db: DatabaseManager) -> list[tuple[TagRecord, int]]:
+def list_tags(db: CatalogAccess) -> list[tuple[TagRecord, int]]:
     """Every tag with the number of models that carry it, by name."""
     with db.session_scope() as session:
         rows = session.execute(
@@ -161,7 +160,7 @@ def list_tags(db: DatabaseManager) -> list[tuple[TagRecord, int]]:
         return [(TagRecord.of(tag), count) for tag, count in rows]
 
 
-def tag_model(db: DatabaseManager, sha256: str, tag_id: int) -> None:
+def tag_model(db: CatalogAccess, sha256: str, tag_id: int) -> None:
     """Link a tag to a model (idempotent; a new link is a change of the model's
     ``updated_at``). Unknown model or tag: ``NotFoundError``."""
     sha = normalize_sha256(sha256)
@@ -173,7 +172,7 @@ def tag_model(db: DatabaseManager, sha256: str, tag_id: int) -> None:
             model.updated_at = utcnow()
 
 
-def untag_model(db: DatabaseManager, sha256: str, tag_id: int) -> bool:
+def untag_model(db: CatalogAccess, sha256: str, tag_id: int) -> bool:
     """Remove a link; returns whether there was one."""
     sha = normalize_sha256(sha256)
     with db.session_scope(immediate=True) as session:
@@ -187,7 +186,7 @@ def untag_model(db: DatabaseManager, sha256: str, tag_id: int) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def get_tags_for_model(db: DatabaseManager, sha256: str) -> list[TagRecord]:
+def get_tags_for_model(db: CatalogAccess, sha256: str) -> list[TagRecord]:
     sha = normalize_sha256(sha256)
     with db.session_scope() as session:
         if session.get(Model, sha) is None:

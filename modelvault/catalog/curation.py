@@ -1,11 +1,11 @@
 """Curating the catalog: tags, fields, notes and deletions, as a person makes them.
 
-Each function is one transaction on a ``DatabaseManager``: SQLite's write lock
-is taken at BEGIN, and on PostgreSQL the rows a function changes are locked
-(``FOR UPDATE``) before they are read, as the workers lock theirs, so a
-curation and a worker or a scan writing the same model take turns and neither
-loses the other's change. Bad input is refused with a ``ModelVaultError``
-before anything is written.
+Each function is one transaction on a catalog (``CatalogAccess``, such as a
+``DatabaseManager``): SQLite's write lock is taken at BEGIN, and on PostgreSQL
+the rows a function changes are locked (``FOR UPDATE``) before they are read, as
+the workers lock theirs, so a curation and a worker or a scan writing the same
+model take turns and neither loses the other's change. Bad input is refused
+with a ``ModelVaultError`` before anything is written.
 
 Nothing here touches a file: deleting a model removes its catalog entry and
 tag links; its model file and its preview images stay where they are. What a
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
@@ -35,6 +35,7 @@ from modelvault.catalog.staged_rows import (
 )
 from modelvault.catalog.tags import TagSpec, ensure_tags, link_tags
 from modelvault.catalog.values import RESERVED_META_KEYS
+from modelvault.db.access import CatalogAccess
 from modelvault.db.batches import chunked
 from modelvault.db.models import DeletedRecord, Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
@@ -52,9 +53,6 @@ from modelvault.normalize import (
     normalize_tag_name,
     normalize_type,
 )
-
-if TYPE_CHECKING:
-    from modelvault.database import DatabaseManager
 
 T = TypeVar("T")
 
@@ -100,7 +98,7 @@ class Copies:
 # -- transactions -------------------------------------------------------------
 
 
-def writing(db: DatabaseManager, work: Callable[[Session], T]) -> T:
+def writing(db: CatalogAccess, work: Callable[[Session], T]) -> T:
     """``work`` in one writing transaction, run again after a deadlock with a worker
     or a concurrent commit of the same key (PostgreSQL), as the workers do."""
     for attempt in range(1, _TRIES + 1):
@@ -149,7 +147,7 @@ def _carriers(tag_id: int) -> Any:
 # -- tags ---------------------------------------------------------------------
 
 
-def ensure_tag(db: DatabaseManager, name: str, color: str | None = None) -> TagRecord:
+def ensure_tag(db: CatalogAccess, name: str, color: str | None = None) -> TagRecord:
     """The tag ``name``, created if there is none (with ``color``); an existing tag
     keeps its colour, or takes ``color`` if it has none (``set_tag_color`` changes it)."""
     spec = TagSpec(normalize_tag_name(name), normalize_color(color))
@@ -179,7 +177,7 @@ def known_tags(session: Session, shown: int = 20) -> str:
     return f"the tags are {', '.join(names[:shown])}{more} (see `modelvault tags`)"
 
 
-def rename_tag(db: DatabaseManager, old: str, new: str, *, merge: bool = False) -> TagChange:
+def rename_tag(db: CatalogAccess, old: str, new: str, *, merge: bool = False) -> TagChange:
     """Rename a tag; into a tag that exists only with ``merge`` (its models then carry
     that tag, which takes the old one's colour if it has none, and the old one goes).
 
@@ -217,7 +215,7 @@ def rename_tag(db: DatabaseManager, old: str, new: str, *, merge: bool = False) 
     return writing(db, work)
 
 
-def set_tag_color(db: DatabaseManager, name: str, color: str | None) -> TagRecord:
+def set_tag_color(db: CatalogAccess, name: str, color: str | None) -> TagRecord:
     """Give a tag a colour (any CSS form, stored as ``#rrggbb``), or none with None."""
     tag_name, tag_color = normalize_tag_name(name), normalize_color(color)
 
@@ -230,13 +228,13 @@ def set_tag_color(db: DatabaseManager, name: str, color: str | None) -> TagRecor
     return writing(db, work)
 
 
-def delete_tag(db: DatabaseManager, name: str) -> TagChange:
+def delete_tag(db: CatalogAccess, name: str) -> TagChange:
     """Delete a tag: no model carries it any more (their ``updated_at`` says when),
     and staging rows lose it too, so it does not come back with them."""
     return delete_tags(db, [name])[0]
 
 
-def delete_tags(db: DatabaseManager, names: Iterable[str]) -> list[TagChange]:
+def delete_tags(db: CatalogAccess, names: Iterable[str]) -> list[TagChange]:
     """``delete_tag`` for several tags at once: all of them, or none if one is not there."""
     wanted = _tag_names(names)
 
@@ -259,7 +257,7 @@ def delete_tags(db: DatabaseManager, names: Iterable[str]) -> list[TagChange]:
 
 
 def add_tags(
-    db: DatabaseManager, sha256: str, names: Iterable[str], color: str | None = None
+    db: CatalogAccess, sha256: str, names: Iterable[str], color: str | None = None
 ) -> tuple[ModelRecord, list[str]]:
     """Tag a model with each name (tags created as needed, with ``color`` if new or
     colourless). Returns the model and the names it did not carry before."""
@@ -282,7 +280,7 @@ def add_tags(
 
 
 def remove_tags(
-    db: DatabaseManager, sha256: str, names: Iterable[str]
+    db: CatalogAccess, sha256: str, names: Iterable[str]
 ) -> tuple[ModelRecord, list[str]]:
     """Take tags off a model. A name that is no tag at all is refused; one the model
     does not carry is no error. Returns the model and the names taken off."""
@@ -318,7 +316,7 @@ def _tag_names(names: Iterable[str]) -> list[str]:
 
 
 def update_model(
-    db: DatabaseManager,
+    db: CatalogAccess,
     sha256: str,
     *,
     name: object = UNSET,
@@ -406,7 +404,7 @@ def _meta_patch(note: object, meta: object) -> dict[str, Any]:
 # -- deleting -------------------------------------------------------------------
 
 
-def delete_models(db: DatabaseManager, sha256s: Sequence[str]) -> list[ModelRecord]:
+def delete_models(db: CatalogAccess, sha256s: Sequence[str]) -> list[ModelRecord]:
     """Delete models from the catalog (entries and tag links; never a file, nor a
     preview image), each kept whole in ``deleted_records``. All or none: a model
     that is not catalogued (any more) is refused and nothing is deleted."""
@@ -430,7 +428,7 @@ def delete_models(db: DatabaseManager, sha256s: Sequence[str]) -> list[ModelReco
 
 
 def forget_pending(
-    db: DatabaseManager, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
+    db: CatalogAccess, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
 ) -> list[PendingRecord]:
     """Delete staging rows, by id and/or by status, each kept whole in
     ``deleted_records``. A row a worker holds (``claimed``) cannot be forgotten;
@@ -457,7 +455,7 @@ def forget_pending(
 
 
 def rows_to_forget(
-    db: DatabaseManager, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
+    db: CatalogAccess, ids: Iterable[int] = (), *, statuses: Iterable[str] = ()
 ) -> list[PendingRecord]:
     """The rows ``forget_pending`` would delete now, refused as it would refuse them."""
     wanted_ids, wanted_statuses = staging_row_ids(ids), forgettable_statuses(statuses)
@@ -466,7 +464,7 @@ def rows_to_forget(
         return [PendingRecord.of(row) for row in rows]
 
 
-def deleted_records(db: DatabaseManager, *, limit: int | None = None) -> list[DeletedEntry]:
+def deleted_records(db: CatalogAccess, *, limit: int | None = None) -> list[DeletedEntry]:
     """What was deleted, newest first: models and forgotten staging rows, whole."""
     query = select(DeletedRecord).order_by(DeletedRecord.id.desc()).limit(limit)
     with db.session_scope() as session:
@@ -476,14 +474,14 @@ def deleted_records(db: DatabaseManager, *, limit: int | None = None) -> list[De
 # -- looking --------------------------------------------------------------------
 
 
-def find_copies(db: DatabaseManager, sha256: str) -> Copies:
+def find_copies(db: CatalogAccess, sha256: str) -> Copies:
     """The model of a content (if any) and every staging row found to hold it."""
     sha = normalize_sha256(sha256)
     with db.session_scope() as session:
         return _copies(session, [sha])[0]
 
 
-def find_duplicates(db: DatabaseManager) -> list[Copies]:
+def find_duplicates(db: CatalogAccess) -> list[Copies]:
     """Every content found at more than one path: the model (if any) and its staged
     copies (duplicates, conflicts), by the model's name, then SHA-256."""
     staged = PendingImport.sha256
@@ -512,9 +510,7 @@ def _copies(session: Session, shas: list[str]) -> list[Copies]:
     return [Copies(sha, models.get(sha), tuple(queued[sha])) for sha in shas]
 
 
-def find_queued(
-    db: DatabaseManager, key: str, *, absolute: str | None = None
-) -> list[PendingRecord]:
+def find_queued(db: CatalogAccess, key: str, *, absolute: str | None = None) -> list[PendingRecord]:
     """Staging rows a person may mean by ``key``: its path (or ``absolute``, the
     path as given made absolute), its file name, or the SHA-256 it was found to hold."""
     text_key = key.strip()
@@ -527,7 +523,7 @@ def find_queued(
         return [PendingRecord.of(row) for row in session.scalars(query)]
 
 
-def known_types(db: DatabaseManager) -> dict[str, int]:
+def known_types(db: CatalogAccess) -> dict[str, int]:
     """The model types in use, each with how many models have it, by name."""
     query = select(Model.type, func.count()).group_by(Model.type).order_by(Model.type)
     with db.session_scope() as session:

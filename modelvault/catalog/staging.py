@@ -1,5 +1,5 @@
 """Staging rows as a caller adds, lists and removes them, and the queue's counts:
-each function one transaction on a ``DatabaseManager`` (its public methods).
+each function one transaction (``DatabaseManager`` offers them as its methods).
 
 These are the ORM's writes of ``pending_import``; the queue's own statements
 (claims, leases, hand-backs) and its status machine live with the queue.
@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
 from modelvault.catalog.records import PendingRecord, QueueTotals
 from modelvault.catalog.tags import TagSpec
 from modelvault.catalog.values import file_values
+from modelvault.db.access import CatalogAccess
 from modelvault.db.keyed import same_file
 from modelvault.db.models import PendingImport, PendingStatus
 from modelvault.errors import AlreadyExistsError, ValidationError
 from modelvault.normalize import normalize_sha256
-
-if TYPE_CHECKING:
-    from modelvault.database import DatabaseManager
-
 
 PENDING_FIELDS = (
     "path",
@@ -43,7 +40,7 @@ PENDING_FIELDS = (
 )
 
 
-def add_pending_import(db: DatabaseManager, data: Mapping[str, Any]) -> PendingRecord:
+def add_pending_import(db: CatalogAccess, data: Mapping[str, Any]) -> PendingRecord:
     """Stage a file to be hashed by the workers."""
     values = _pending_values(data)
     with db.session_scope(immediate=True) as session:
@@ -60,7 +57,7 @@ def add_pending_import(db: DatabaseManager, data: Mapping[str, Any]) -> PendingR
 
 
 def get_pending_imports(
-    db: DatabaseManager,
+    db: CatalogAccess,
     status: str | Iterable[str] | None = None,
     *,
     limit: int | None = None,
@@ -75,14 +72,14 @@ def get_pending_imports(
         return [PendingRecord.of(row) for row in session.scalars(query)]
 
 
-def remove_pending_import(db: DatabaseManager, path: str) -> bool:
+def remove_pending_import(db: CatalogAccess, path: str) -> bool:
     """Delete the staging row of ``path``; returns whether there was one."""
     with db.session_scope(immediate=True) as session:
         result = session.execute(delete(PendingImport).where(PendingImport.path == path))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def staging_counts(db: DatabaseManager) -> dict[str, int]:
+def staging_counts(db: CatalogAccess) -> dict[str, int]:
     """How many staging rows are in each status (every status listed, zeros included)."""
     counts = {status.value: 0 for status in PendingStatus}
     with db.session_scope() as session:
@@ -93,7 +90,7 @@ def staging_counts(db: DatabaseManager) -> dict[str, int]:
     return counts
 
 
-def claimable_totals(db: DatabaseManager) -> QueueTotals:
+def claimable_totals(db: CatalogAccess) -> QueueTotals:
     """Files still waiting to be hashed (pending or claimed rows), their known bytes,
     and how many have no known size."""
     waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
