@@ -44,11 +44,11 @@ from typing import IO, Any
 from sqlalchemy import Connection, select
 
 from modelvault.catalog.staging import PENDING_FIELDS
+from modelvault.catalog.values import columns_of
 from modelvault.database import DatabaseManager
 from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import ExchangeError
 from modelvault.images import is_stored_name
-from modelvault.migration.queue_sql import MODEL_COLUMNS
 
 FORMAT = "modelvault-catalog"
 VERSION = 1
@@ -67,7 +67,7 @@ SECTIONS = (
 # The columns an export carries: a model's without its path key (derived from the
 # path again on import), a staging row's as add_pending_import takes them, with
 # its retry time. Records are written with sorted keys: the order here is free.
-MODEL_FIELDS = tuple(name for name in MODEL_COLUMNS if name != "path_key")
+MODEL_FIELDS = columns_of(Model, leaving_out=("path_key",))
 QUEUED_FIELDS = (*PENDING_FIELDS, "not_before")
 DELETED_FIELDS = ("kind", "sha256", "path", "name", "deleted_at", "record")
 # A few bytes tell an export of ours from anything else before it is overwritten.

@@ -15,28 +15,17 @@ from sqlalchemy import delete, func, select
 
 from modelvault.catalog.records import PendingRecord, QueueTotals
 from modelvault.catalog.tags import TagSpec
-from modelvault.catalog.values import file_values
+from modelvault.catalog.values import columns_of, file_values, with_the_rest
 from modelvault.db.access import CatalogAccess
 from modelvault.db.keyed import same_file
 from modelvault.db.models import PendingImport, PendingStatus
 from modelvault.errors import AlreadyExistsError, ValidationError
 from modelvault.normalize import normalize_sha256
 
-PENDING_FIELDS = (
-    "path",
-    "name",
-    "type",
-    "base",
-    "size_bytes",
-    "created_at",
-    "meta",
-    "tags",
-    "legacy_id",
-    "source",
-    "status",
-    "attempts",
-    "last_error",
-    "sha256",
+# The columns of ``pending_import`` a caller gives: all but the queue's own bookkeeping.
+PENDING_FIELDS = columns_of(
+    PendingImport,
+    leaving_out=("id", "path_key", "not_before", "claimed_by", "lease_expires_at"),
 )
 
 
@@ -150,4 +139,4 @@ def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(text_value, str):
                 raise ValidationError(f"{key} {text_value!r} is not valid: give a text.")
             values[key] = text_value
-    return values
+    return with_the_rest(values, data, PENDING_FIELDS)

@@ -9,6 +9,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from modelvault.db.models import Base, Model
 from modelvault.errors import ValidationError
 from modelvault.file_stamp import FILE_STAT
 from modelvault.identify.catalog import AUTOV3, IDENTIFY
@@ -45,7 +46,13 @@ RESERVED_META_KEYS = (
 )
 
 
-MODEL_FIELDS = ("sha256", "path", "name", "type", "base", "size_bytes", "mtime_ns", "meta")
+def columns_of(table: type[Base], *, leaving_out: tuple[str, ...]) -> tuple[str, ...]:
+    """The column names of an ORM table in their order, but those ``leaving_out``."""
+    return tuple(c.name for c in table.__table__.columns if c.name not in leaving_out)
+
+
+# The columns of ``models`` a caller gives: all but those the catalog keeps itself.
+MODEL_FIELDS = columns_of(Model, leaving_out=("path_key", "created_at", "updated_at"))
 
 
 def file_name(path: str) -> str:
@@ -69,6 +76,17 @@ def model_values(data: Mapping[str, Any], *, partial: bool = False) -> dict[str,
     values.update(file_values(data, partial=partial))
     if "mtime_ns" in data:
         values["mtime_ns"] = _byte_count("mtime_ns", data["mtime_ns"])
+    return with_the_rest(values, data, MODEL_FIELDS)
+
+
+def with_the_rest(
+    values: dict[str, Any], data: Mapping[str, Any], fields: tuple[str, ...]
+) -> dict[str, Any]:
+    """``values`` (checked) with every other field of ``fields`` that ``data`` gives,
+    taken as given: a column with no rule of its own is left to the database's type."""
+    for key in fields:
+        if key in data and key not in values:
+            values[key] = data[key]
     return values
 
 
