@@ -30,7 +30,7 @@ from modelvault.config import shown_url
 from modelvault.db import deadline
 from modelvault.errors import CatalogNotAnsweringError
 from modelvault.migration.manager import MigrationManager, MigrationState
-from modelvault.scan import WRITE_BATCH
+from modelvault.scan.writer import WRITE_BATCH
 
 FILES = 3000  # tiny files, one per claim: the worker is busy for seconds, a call at a time
 QUICK = {
