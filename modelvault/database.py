@@ -1,39 +1,30 @@
-"""DatabaseManager: one catalog, its schema migrations, sessions and CRUD.
+"""DatabaseManager: one catalog, a thin facade over its parts.
 
-Every public method opens and closes its own transaction and returns plain
-records (``modelvault.records``), so results stay usable after the session is
+The schema's lifecycle is ``modelvault.db.schema``, the translation of driver
+errors ``modelvault.db.errors``; models, tags, lookups and listings are
+``modelvault.catalog`` (``crud``, ``browse``, ``staging``, ``curation``). Every
+public method opens and closes its own transaction and returns plain records
+(``modelvault.catalog.records``), so results stay usable after the session is
 gone and can be handed to other threads.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import logging
 import os
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, and_, delete, func, inspect, or_, select, text, update
-from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import URL, Engine
+from sqlalchemy.orm import Session
 
-from modelvault.catalog import curation
-from modelvault.catalog.browse import file_states, sort_order, with_file_state
-from modelvault.catalog.crud import upsert_model
+from modelvault.catalog import browse, crud, curation, staging
+from modelvault.catalog.browse import ModelFilter
 from modelvault.catalog.deleted import DeletedEntry
 from modelvault.catalog.records import ModelRecord, PendingRecord, QueueTotals, TagRecord
-from modelvault.catalog.tags import TagSpec, link_tags
-from modelvault.catalog.values import file_values
 from modelvault.config import (
     Settings,
     default_db_url,
@@ -42,7 +33,6 @@ from modelvault.config import (
     shown_url,
     sqlite_url,
 )
-from modelvault.db.deadline import NoAnswer
 from modelvault.db.engine import (
     SQLITE_BEGIN,
     create_catalog_engine,
@@ -50,83 +40,11 @@ from modelvault.db.engine import (
     set_journal_mode,
     sqlite_file,
 )
-from modelvault.db.keyed import keys_under, same_file
-from modelvault.db.models import Model, PendingImport, PendingStatus, Tag, model_tags
+from modelvault.db.errors import translate_errors
 from modelvault.db.network import journal_mode_for, network_filesystem
-from modelvault.db.sqlite_files import (
-    APPLICATION_ID,
-    SqliteFile,
-    create_marked_file,
-    describe_application_id,
-    look_at,
-)
-from modelvault.db.types import utcnow
-from modelvault.errors import (
-    AlreadyExistsError,
-    CatalogError,
-    CatalogNotAnsweringError,
-    ConfigError,
-    ModelVaultError,
-    NotACatalogError,
-    NotFoundError,
-    SchemaVersionError,
-    ValidationError,
-)
-from modelvault.identify.catalog import AUTOV3
-from modelvault.identify.hashes import AUTOV2_LENGTH
+from modelvault.db.schema import CatalogSchema
+from modelvault.errors import CatalogError, ConfigError
 from modelvault.images import ImageStore, default_store
-from modelvault.migration.legacy import TABLES as LEGACY_TABLES
-from modelvault.migration.legacy import V3_TABLES
-from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
-from modelvault.pathkey import absolute
-
-log = logging.getLogger(__name__)
-
-_HEX_PREFIX = re.compile(r"[0-9a-fA-F]{4,64}")
-
-# Any fixed number: PostgreSQL advisory lock held while one process migrates,
-# so several workers starting at once don't race to create the tables.
-_MIGRATION_LOCK_KEY = 0x6D76_0003
-
-PENDING_FIELDS = (
-    "path",
-    "name",
-    "type",
-    "base",
-    "size_bytes",
-    "created_at",
-    "meta",
-    "tags",
-    "legacy_id",
-    "source",
-    "status",
-    "attempts",
-    "last_error",
-    "sha256",
-)
-
-
-def migrations_dir() -> Path:
-    """Where the Alembic scripts are: inside an installed wheel, or the source checkout."""
-    packaged = Path(__file__).parent / "migrations"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "alembic"
-
-
-def alembic_config() -> Config:
-    """An Alembic config without an ini file (so the app's logging stays untouched)."""
-    config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
-    return config
-
-
-@functools.cache
-def packaged_revisions() -> tuple[str, frozenset[str]]:
-    """The head revision and every known one, read from the migration scripts once
-    per process (``init_db`` runs for every catalog opened)."""
-    script = ScriptDirectory.from_config(alembic_config())
-    head = script.get_current_head()
-    assert head is not None, "the packaged migrations have no head revision"
-    return head, frozenset(s.revision for s in script.walk_revisions())
 
 
 class DatabaseManager:
@@ -218,17 +136,12 @@ class DatabaseManager:
         with ``adopt_empty`` (the command line: only ``init`` does). A read-only
         manager only checks that the catalog is there at the newest revision.
         """
-        head, _known = packaged_revisions()
-        if self.read_only:
-            self.check()
-            return head
-        if not self.check(adopt_empty=adopt_empty):
-            _create_catalog_file(Path(sqlite_file(self.url) or ""))
-        self._migrate(head)
-        # After the tables exist: switching an empty file to WAL leaves its header
-        # unwritten until a checkpoint, and a new connection meanwhile sees no tables.
-        with self.translate_errors():
-            set_journal_mode(self.engine, journal_mode_for(self.network_filesystem))
+        head = self._schema().upgrade(adopt_empty=adopt_empty)
+        if not self.read_only:
+            # After the tables exist: switching an empty file to WAL leaves its header
+            # unwritten until a checkpoint, and a new connection meanwhile sees no tables.
+            with self.translate_errors():
+                set_journal_mode(self.engine, journal_mode_for(self.network_filesystem))
         return head
 
     def check(self, *, adopt_empty: bool = False) -> bool:
@@ -238,17 +151,16 @@ class DatabaseManager:
         that ``init_db`` creates). A read-only manager refuses what it could
         not read: no catalog there, an empty one, one at another revision.
         """
-        head, known = packaged_revisions()
-        if self.read_only:
-            self._check_read_only(head, known)
-            return True
-        file = sqlite_file(self.url)
-        if file is None:
-            self._check_connected(known)
-            return True
-        seen = look_at(file, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds)
-        _refuse_unless_ours(seen, known, adopt_empty=adopt_empty)
-        return seen.exists
+        return self._schema().check(adopt_empty=adopt_empty)
+
+    def current_revision(self) -> str | None:
+        return self._schema().current_revision()
+
+    def _schema(self) -> CatalogSchema:
+        busy = self.settings.sqlite_busy_timeout_seconds
+        return CatalogSchema(
+            self.engine, self.url, read_only=self.read_only, busy_timeout_seconds=busy
+        )
 
     @functools.cached_property
     def network_filesystem(self) -> str | None:
@@ -257,65 +169,6 @@ class DatabaseManager:
         rollback-journal mode instead of WAL (see ``modelvault.db.network``)."""
         file = sqlite_file(self.url)
         return None if file is None else network_filesystem(Path(file).parent)
-
-    def _migrate(self, head: str) -> None:
-        with self.translate_errors(), self.engine.connect() as conn:
-            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                    )
-                else:
-                    _mark_as_ours(conn)
-                current = MigrationContext.configure(conn).get_current_revision()
-                if current == head:
-                    return
-                log.info("migrating catalog %s from %s to %s", self.display_url, current, head)
-                config = alembic_config()
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-
-    def _check_connected(self, known: frozenset[str]) -> str | None:
-        """The catalog's revision (None: an empty database), or a ``NotACatalogError``.
-
-        Looks at the tables only, in a read transaction, so a foreign database is
-        refused before anything is written to it.
-        """
-        with self.translate_errors(), self.engine.connect() as conn:
-            tables = set(inspect(conn).get_table_names())
-            revision = MigrationContext.configure(conn).get_current_revision()
-        return _catalog_revision(self.display_url, tables, revision, known)
-
-    def _check_read_only(self, head: str, known: frozenset[str]) -> None:
-        file = sqlite_file(self.url)
-        if file is None:
-            revision = self._check_connected(known)
-        else:
-            seen = look_at(file, busy_timeout_seconds=self.settings.sqlite_busy_timeout_seconds)
-            if not seen.exists:
-                raise CatalogError(
-                    f"there is no catalog at {file}: check --db, or create one with "
-                    "`modelvault init` or `modelvault migrate LEGACY`."
-                )
-            revision = _catalog_revision(
-                file, seen.tables, seen.revision, known, seen.application_id
-            )
-        where = file or self.display_url
-        if revision is None:
-            raise CatalogError(
-                f"the database at {where} is empty: make it a catalog with "
-                f"`modelvault init{'' if file is None else f' --db {file}'}`."
-            )
-        if revision != head:
-            raise SchemaVersionError(
-                f"the catalog at {where} is at an older schema "
-                f"({revision}): upgrade it with `modelvault init`."
-            )
-
-    def current_revision(self) -> str | None:
-        with self.translate_errors(), self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
 
     # -- sessions -------------------------------------------------------------
 
@@ -334,25 +187,12 @@ class DatabaseManager:
             with Session(bind=conn, expire_on_commit=False) as session, session.begin():
                 yield session
 
-    @contextmanager
-    def translate_errors(self) -> Iterator[None]:
+    def translate_errors(self) -> AbstractContextManager[None]:
         """Driver errors become ``CatalogError`` (or ``ValidationError`` for a value
         that cannot be stored), chained, with a hint of what to do."""
-        try:
-            yield
-        except ModelVaultError:
-            raise
-        except DBAPIError as exc:
-            if isinstance(exc.orig, NoAnswer):
-                raise CatalogNotAnsweringError(self.display_url, exc.orig.seconds) from exc
-            raise CatalogError(
-                f"the catalog at {self.display_url} failed: {_driver_message(exc)}; "
-                "check that the database is reachable and writable."
-            ) from exc
-        except StatementError as exc:  # a value that could not be turned into SQL
-            raise ValidationError(f"a value cannot be stored: {exc.orig}.") from exc
+        return translate_errors(self.display_url)
 
-    # -- models ---------------------------------------------------------------
+    # -- models: catalog.crud, catalog.browse -------------------------------
 
     def upsert_model(self, data: Mapping[str, Any]) -> ModelRecord:
         """Add a model, or update the fields given for a sha256 already catalogued.
@@ -360,22 +200,14 @@ class DatabaseManager:
         ``data`` holds model columns (``sha256`` and ``path`` at least for a new
         model) and optionally ``tags``: names or ``{"name", "color"}`` mappings.
         """
-        with self.session_scope(immediate=True) as session:
-            model = upsert_model(session, data)
-            return ModelRecord.of(model)
+        return crud.save_model(self, data)
 
     def get_model(self, sha256: str) -> ModelRecord | None:
-        sha = normalize_sha256(sha256)
-        with self.session_scope() as session:
-            model = session.scalar(_model_query().where(Model.sha256 == sha))
-            return None if model is None else ModelRecord.of(model)
+        return crud.get_model(self, sha256)
 
     def get_model_by_path(self, path: str) -> ModelRecord | None:
-        """The model of the file at ``path``, however the path is spelt (on Windows
-        ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
-        with self.session_scope() as session:
-            model = session.scalar(_model_query().where(same_file(Model, path)))
-            return None if model is None else ModelRecord.of(model)
+        """The model of the file at ``path``, however the path is spelt."""
+        return crud.get_model_by_path(self, path)
 
     def find_models(
         self,
@@ -392,33 +224,10 @@ class DatabaseManager:
         sort: str = "name",
         base: str | None = None,
     ) -> list[ModelRecord]:
-        """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
-        by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
-        ``type`` or ``path``; names then paths break ties.
-
-        Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
-        of ``model_type``, of the base model ``base`` (any case), with ``search`` in
-        their name or path (any case), under one
-        of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
-        ``missing`` only those whose file is gone, with ``unreachable`` only those
-        whose file cannot be looked at now (a folder that cannot be read, a share that
-        is not there: see ``modelvault.presence``), with both either. Two queries per
-        page, however many tags the models have.
-        """
-        where = _model_filters(tags, model_type, search, under, untagged, base)
-        wanted, order = file_states(missing, unreachable), sort_order(sort)
-        with self.session_scope() as session:
-            if not wanted:
-                query = _model_query().where(*where).order_by(*order)
-                return [
-                    ModelRecord.of(m) for m in session.scalars(query.offset(offset).limit(limit))
-                ]
-            found = with_file_state(session, where, wanted, order)
-            page = list(itertools.islice(found, offset, None if limit is None else offset + limit))
-            if not page:
-                return []
-            query = _model_query().where(Model.sha256.in_(page)).order_by(*order)
-            return [ModelRecord.of(m) for m in session.scalars(query)]
+        """One page of the models these filters keep, in the order ``sort`` says
+        (``modelvault.catalog.browse.find_models``)."""
+        filters = ModelFilter(tags, model_type, search, under, untagged, base, missing, unreachable)
+        return browse.find_models(self, filters, limit=limit, offset=offset, sort=sort)
 
     def count_models(
         self,
@@ -433,193 +242,54 @@ class DatabaseManager:
         base: str | None = None,
     ) -> int:
         """How many models ``find_models`` lists with these filters and no limit."""
-        where = _model_filters(tags, model_type, search, under, untagged, base)
-        wanted = file_states(missing, unreachable)
-        with self.session_scope() as session:
-            if not wanted:
-                return session.scalar(select(func.count()).select_from(Model).where(*where)) or 0
-            return sum(1 for _ in with_file_state(session, where, wanted, [Model.sha256]))
+        filters = ModelFilter(tags, model_type, search, under, untagged, base, missing, unreachable)
+        return browse.count_models(self, filters)
 
     def find_model(self, key: str) -> ModelRecord:
-        """The model named by a SHA-256, a unique prefix of one (4+ hex digits, any
-        case: Civitai's AutoV2 is the first 10), its AutoV3 or the start of it (10+
-        digits: A1111 writes 12), its path, or its file name when only one model has it.
-
-        ``NotFoundError`` when nothing matches, ``ValidationError`` when a
-        prefix or name matches several models.
-        """
-        text_key = key.strip()
-        if _HEX_PREFIX.fullmatch(text_key):
-            found = self._find_by_hash(text_key)
-            if found is not None:
-                return found
-        for path in dict.fromkeys([text_key, str(Path(text_key).expanduser().absolute())]):
-            model = self.get_model_by_path(path)
-            if model is not None:
-                return model
-        with self.session_scope() as session:
-            named = list(session.scalars(_model_query().where(Model.name == text_key).limit(2)))
-        if len(named) > 1:
-            raise ValidationError(
-                f"several models are named {text_key!r}: give a path or a SHA-256 instead."
-            )
-        if named:
-            return ModelRecord.of(named[0])
-        raise NotFoundError(
-            f"no model in the catalog has the SHA-256, path or name {text_key!r}: "
-            "list them with `modelvault models`."
-        )
-
-    def _find_by_hash(self, digits: str) -> ModelRecord | None:
-        """The model whose SHA-256 (else AutoV3) starts with ``digits``; None if none."""
-        prefix = digits.lower()
-        # A range on the key, not LIKE: its index serves it under any collation.
-        by_sha = and_(Model.sha256 >= prefix, Model.sha256 < prefix + "g")
-        with self.session_scope() as session:
-            matches = list(session.scalars(_model_query().where(by_sha).limit(2)))
-            what = "SHA-256"
-            if not matches and len(prefix) >= AUTOV2_LENGTH:
-                autov3 = Model.meta[AUTOV3].as_string()
-                by_autov3 = and_(autov3 >= prefix, autov3 < prefix + "g")
-                matches = list(session.scalars(_model_query().where(by_autov3).limit(2)))
-                what = "AutoV3"
-        if len(matches) > 1:
-            raise ValidationError(
-                f"{digits} is the start of several models' {what}: give more digits."
-            )
-        return ModelRecord.of(matches[0]) if matches else None
+        """The model named by a SHA-256 or its start, an AutoV3 or its start, a path
+        or a file name (``modelvault.catalog.browse.find_model``)."""
+        return browse.find_model(self, key)
 
     def get_models_by_tag(self, name: str) -> list[ModelRecord]:
-        tag_name = normalize_tag_name(name)
-        with self.session_scope() as session:
-            models = session.scalars(
-                _model_query()
-                .join(Model.tags)
-                .where(Tag.name == tag_name)
-                .order_by(Model.name, Model.path)
-            )
-            return [ModelRecord.of(m) for m in models]
+        return crud.get_models_by_tag(self, name)
 
     def staging_counts(self) -> dict[str, int]:
         """How many staging rows are in each status (every status listed, zeros included)."""
-        counts = {status.value: 0 for status in PendingStatus}
-        with self.session_scope() as session:
-            rows = session.execute(
-                select(PendingImport.status, func.count()).group_by(PendingImport.status)
-            )
-            counts.update((str(row[0]), int(row[1])) for row in rows)
-        return counts
+        return staging.staging_counts(self)
 
     def claimable_totals(self) -> QueueTotals:
-        """Files still waiting to be hashed (pending or claimed rows), their known bytes,
-        and how many have no known size."""
-        waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
-        size = PendingImport.size_bytes
-        with self.session_scope() as session:
-            row = session.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(size), 0),
-                    func.count().filter(size.is_(None)),
-                ).where(PendingImport.status.in_(waiting))
-            ).one()
-            return QueueTotals(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
+        """Files still waiting to be hashed, their known bytes, how many have no size."""
+        return staging.claimable_totals(self)
 
     def catalog_counts(self) -> dict[str, int]:
         """Models, tags and tag links in the catalog."""
-        with self.session_scope() as session:
-            return {
-                "models": session.scalar(select(func.count()).select_from(Model)) or 0,
-                "tags": session.scalar(select(func.count()).select_from(Tag)) or 0,
-                "links": session.scalar(select(func.count()).select_from(model_tags)) or 0,
-            }
+        return crud.catalog_counts(self)
 
     # -- tags -----------------------------------------------------------------
 
     def create_tag(self, name: str, color: str | None = None) -> TagRecord:
         """Create a tag (name trimmed and lower-cased, colour as ``#rrggbb``)."""
-        tag_name = normalize_tag_name(name)
-        tag_color = normalize_color(color)
-        with self.session_scope(immediate=True) as session:
-            if session.scalar(select(Tag.id).where(Tag.name == tag_name)) is not None:
-                raise AlreadyExistsError(f"the tag {tag_name!r} exists already.")
-            tag = Tag(name=tag_name, color=tag_color)
-            session.add(tag)
-            session.flush()
-            return TagRecord.of(tag)
+        return crud.create_tag(self, name, color)
 
     def get_tag(self, name: str) -> TagRecord | None:
-        tag_name = normalize_tag_name(name)
-        with self.session_scope() as session:
-            tag = session.scalar(select(Tag).where(Tag.name == tag_name))
-            return None if tag is None else TagRecord.of(tag)
+        return crud.get_tag(self, name)
 
     def list_tags(self) -> list[tuple[TagRecord, int]]:
         """Every tag with the number of models that carry it, by name."""
-        with self.session_scope() as session:
-            rows = session.execute(
-                select(Tag, func.count(model_tags.c.model_sha256))
-                .outerjoin(model_tags, model_tags.c.tag_id == Tag.id)
-                .group_by(Tag.id)
-                .order_by(Tag.name)
-            )
-            return [(TagRecord.of(tag), count) for tag, count in rows]
+        return crud.list_tags(self)
 
     def tag_model(self, sha256: str, tag_id: int) -> None:
-        """Link a tag to a model (idempotent; a new link is a change of the model's
-        ``updated_at``). Unknown model or tag: ``NotFoundError``."""
-        sha = normalize_sha256(sha256)
-        with self.session_scope(immediate=True) as session:
-            self._require(session, sha, tag_id)
-            model = session.get_one(Model, sha)
-            if session.get_one(Tag, tag_id) not in model.tags:
-                link_tags(session, [(sha, tag_id)])
-                model.updated_at = utcnow()
+        """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
+        crud.tag_model(self, sha256, tag_id)
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:
         """Remove a link; returns whether there was one."""
-        sha = normalize_sha256(sha256)
-        with self.session_scope(immediate=True) as session:
-            result = session.execute(
-                delete(model_tags).where(
-                    model_tags.c.model_sha256 == sha, model_tags.c.tag_id == tag_id
-                )
-            )
-            if result.rowcount:  # type: ignore[attr-defined]
-                session.execute(
-                    update(Model).where(Model.sha256 == sha).values(updated_at=utcnow())
-                )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        return crud.untag_model(self, sha256, tag_id)
 
     def get_tags_for_model(self, sha256: str) -> list[TagRecord]:
-        sha = normalize_sha256(sha256)
-        with self.session_scope() as session:
-            if session.get(Model, sha) is None:
-                raise NotFoundError(f"no model with sha256 {sha} is catalogued.")
-            tags = session.scalars(
-                select(Tag)
-                .join(model_tags, model_tags.c.tag_id == Tag.id)
-                .where(model_tags.c.model_sha256 == sha)
-                .order_by(Tag.name)
-            )
-            return [TagRecord.of(t) for t in tags]
+        return crud.get_tags_for_model(self, sha256)
 
-    @staticmethod
-    def _require(session: Session, sha: str, tag_id: int) -> None:
-        if session.get(Model, sha) is None:
-            raise NotFoundError(
-                f"no model with sha256 {sha} is catalogued: add it before tagging it."
-            )
-        if (
-            isinstance(tag_id, bool)
-            or not isinstance(tag_id, int)
-            or session.get(Tag, tag_id) is None
-        ):
-            raise NotFoundError(
-                f"no tag with id {tag_id!r} exists: create it with create_tag first."
-            )
-
-    # -- curating: each one transaction (see modelvault.curation) --------------
+    # -- curating: each one transaction (see modelvault.catalog.curation) ------
 
     def ensure_tag(self, name: str, color: str | None = None) -> TagRecord:
         """The tag, created if there is none; an existing one keeps its colour."""
@@ -662,22 +332,11 @@ class DatabaseManager:
     def deleted_records(self, *, limit: int | None = None) -> list[DeletedEntry]:
         return curation.deleted_records(self, limit=limit)
 
-    # -- staging rows ---------------------------------------------------------
+    # -- staging rows: catalog.staging ---------------------------------------
 
     def add_pending_import(self, data: Mapping[str, Any]) -> PendingRecord:
         """Stage a file to be hashed by the workers."""
-        values = _pending_values(data)
-        with self.session_scope(immediate=True) as session:
-            staged = session.scalar(
-                select(PendingImport.path).where(same_file(PendingImport, values["path"]))
-            )
-            if staged is not None:
-                spelt = "" if staged == values["path"] else f" as {staged}"
-                raise AlreadyExistsError(f"{values['path']} is staged already{spelt}.")
-            row = PendingImport(**values)
-            session.add(row)
-            session.flush()
-            return PendingRecord.of(row)
+        return staging.add_pending_import(self, data)
 
     def get_pending_imports(
         self,
@@ -687,18 +346,11 @@ class DatabaseManager:
         offset: int = 0,
     ) -> list[PendingRecord]:
         """Staging rows, oldest first, optionally only those in the given status(es)."""
-        statuses = _statuses(status)
-        query = select(PendingImport).order_by(PendingImport.id).offset(offset).limit(limit)
-        if statuses is not None:
-            query = query.where(PendingImport.status.in_(statuses))
-        with self.session_scope() as session:
-            return [PendingRecord.of(row) for row in session.scalars(query)]
+        return staging.get_pending_imports(self, status, limit=limit, offset=offset)
 
     def remove_pending_import(self, path: str) -> bool:
         """Delete the staging row of ``path``; returns whether there was one."""
-        with self.session_scope(immediate=True) as session:
-            result = session.execute(delete(PendingImport).where(PendingImport.path == path))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        return staging.remove_pending_import(self, path)
 
 
 # "user:password@host..." or "host:5432/db": a URL whose scheme was left out.
@@ -751,163 +403,3 @@ def _check_sqlite_folder(url: URL) -> None:
             f"the catalog's folder {folder} {state}: create it first, "
             "or choose another catalog with --db or MODELVAULT_DB_PATH."
         )
-
-
-def _catalog_revision(
-    where: str,
-    tables: Iterable[str],
-    revision: str | None,
-    known: frozenset[str],
-    application_id: int = 0,
-) -> str | None:
-    """The revision of a catalog with these tables (None: nothing in it yet), or
-    the ``CatalogError`` that says what the database is instead."""
-    tables = set(tables)
-    if tables <= {"alembic_version"} and revision is None:
-        if application_id in (0, APPLICATION_ID):
-            return None  # empty, or every revision downgraded: nothing of anyone's
-        raise NotACatalogError(
-            f"{where} is another program's SQLite database (application id "
-            f"{describe_application_id(application_id)}): give the catalog's path with "
-            "--db, or a new file name to create one."
-        )
-    if "alembic_version" in tables and revision in known:
-        return revision
-    if "alembic_version" in tables and tables >= V3_TABLES:
-        raise SchemaVersionError(
-            f"the catalog at {where} is at schema revision {revision!r}, "
-            "newer than this modelvault knows: upgrade modelvault."
-        )
-    if "alembic_version" not in tables and tables >= LEGACY_TABLES:
-        raise NotACatalogError(
-            f"{where} is a legacy catalog: migrate it with `modelvault migrate {where}`."
-        )
-    raise NotACatalogError(
-        f"{where} is not a modelvault catalog (it holds the tables "
-        f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}): "
-        "give the catalog's path with --db, or a new file name to create one."
-    )
-
-
-def _refuse_unless_ours(seen: SqliteFile, known: frozenset[str], *, adopt_empty: bool) -> None:
-    """Refuse a SQLite file that is not ours to make a catalog of (see ``init_db``)."""
-    where = str(seen.path)
-    if not seen.blank or seen.application_id not in (0, APPLICATION_ID):
-        _catalog_revision(where, seen.tables, seen.revision, known, seen.application_id)
-    elif seen.exists and seen.application_id != APPLICATION_ID and not adopt_empty:
-        what = "an empty file" if seen.size == 0 else "a SQLite database without tables"
-        raise NotACatalogError(
-            f"{where} is {what}, not a catalog: make it one with "
-            f"`modelvault init --db {where}`, or give the catalog's path with --db."
-        )
-
-
-def _create_catalog_file(file: Path) -> None:
-    try:
-        create_marked_file(file)
-    except (OSError, sqlite3.Error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise CatalogError(
-            f"cannot create the catalog {file} ({reason}): choose a folder you can write "
-            "to, with --db or MODELVAULT_DB_PATH."
-        ) from exc
-
-
-def _mark_as_ours(conn: Any) -> None:
-    """Give a SQLite catalog modelvault's application id, if it has none yet (a
-    catalog made before it was set, or an empty file ``init`` was given)."""
-    if not conn.exec_driver_sql("PRAGMA application_id").scalar():
-        conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-
-
-def _model_query() -> Any:
-    return select(Model).options(selectinload(Model.tags))
-
-
-def _model_filters(
-    tags: Iterable[str],
-    model_type: str | None,
-    search: str | None,
-    under: Iterable[str | os.PathLike[str]],
-    untagged: bool = False,
-    base: str | None = None,
-) -> list[Any]:
-    """The conditions of ``find_models``."""
-    where: list[Any] = []
-    if base:
-        where.append(func.lower(Model.base) == base.strip().lower())
-    if untagged:
-        where.append(Model.sha256.not_in(select(model_tags.c.model_sha256)))
-    for name in tags:
-        tagged = (
-            select(model_tags.c.model_sha256)
-            .join(Tag, Tag.id == model_tags.c.tag_id)
-            .where(Tag.name == normalize_tag_name(name))
-        )
-        where.append(Model.sha256.in_(tagged))
-    if model_type:
-        where.append(Model.type == model_type)
-    if search:
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
-        where.append(
-            or_(
-                func.lower(Model.name).like(pattern, escape="\\"),
-                func.lower(Model.path).like(pattern, escape="\\"),
-            )
-        )
-    folders = [absolute(os.fspath(f)) for f in under]
-    if folders:
-        where.append(or_(*(keys_under(Model, folder) for folder in folders)))
-    return where
-
-
-def _statuses(status: str | Iterable[str] | None) -> list[str] | None:
-    if status is None:
-        return None
-    names = [status] if isinstance(status, str) else list(status)
-    valid = {s.value for s in PendingStatus}
-    for name in names:
-        if name not in valid:
-            raise ValidationError(
-                f"{name!r} is not a staging status: use one of {', '.join(sorted(valid))}."
-            )
-    return names
-
-
-def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(data) - set(PENDING_FIELDS)
-    if unknown:
-        raise ValidationError(
-            f"unknown staging field(s) {', '.join(sorted(unknown))}: "
-            f"use {', '.join(PENDING_FIELDS)}."
-        )
-    values = file_values(data)
-    values["tags"] = [TagSpec.parse(t).to_json() for t in data.get("tags") or ()]
-    values["status"] = _statuses([data.get("status") or PendingStatus.PENDING.value])[0]  # type: ignore[index]
-    if data.get("sha256") is not None:
-        values["sha256"] = normalize_sha256(data["sha256"])
-    created_at = data.get("created_at")
-    if created_at is not None:
-        if not isinstance(created_at, datetime) or created_at.tzinfo is None:
-            raise ValidationError(
-                f"created_at {created_at!r} is not valid: give a timezone-aware datetime."
-            )
-        values["created_at"] = created_at
-    for key in ("legacy_id", "attempts"):
-        number = data.get(key)
-        if number is not None:
-            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-                raise ValidationError(f"{key} {number!r} is not valid: give a whole number >= 0.")
-            values[key] = number
-    for key in ("source", "last_error"):
-        text_value = data.get(key)
-        if text_value is not None:
-            if not isinstance(text_value, str):
-                raise ValidationError(f"{key} {text_value!r} is not valid: give a text.")
-            values[key] = text_value
-    return values
-
-
-def _driver_message(exc: DBAPIError) -> str:
-    message = str(exc.orig).strip().splitlines()
-    return mask_password(message[0]) if message else type(exc.orig).__name__

@@ -43,7 +43,8 @@ from typing import IO, Any
 
 from sqlalchemy import Connection, select
 
-from modelvault.database import PENDING_FIELDS, DatabaseManager
+from modelvault.catalog.staging import PENDING_FIELDS
+from modelvault.database import DatabaseManager
 from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import ExchangeError
 from modelvault.images import is_stored_name

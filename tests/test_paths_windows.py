@@ -334,7 +334,7 @@ def test_settling_another_spelling_of_a_catalogued_file(db: DatabaseManager) -> 
 def test_the_upgrade_keys_every_row_and_keeps_every_model(db: DatabaseManager) -> None:
     from alembic import command
 
-    from modelvault.database import alembic_config
+    from modelvault.db.schema import alembic_config
 
     config = alembic_config()
     with db.engine.begin() as conn:

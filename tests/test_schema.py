@@ -18,8 +18,8 @@ from support import HEAD_REVISION
 
 from modelvault import DatabaseManager, SchemaVersionError
 from modelvault.config import sqlite_url
-from modelvault.database import alembic_config
 from modelvault.db.models import Base
+from modelvault.db.schema import alembic_config
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"models", "tags", "model_tags", "pending_import", "deleted_records"}

@@ -38,6 +38,11 @@ HEADER_SIZE = 100
 # Stored at offset 68 of the header of every catalog modelvault creates (the
 # bytes "MVlt"), so a catalog is known as ours even before it has tables.
 APPLICATION_ID = 0x4D566C74
+# The tables that tell what a database given as the catalog is: a modelvault
+# (v3) catalog at a revision this version may not know, or a legacy catalog
+# (``hikaze_mm.sqlite3``), which is migrated, never opened as the catalog.
+CATALOG_TABLES = frozenset({"models", "tags", "model_tags", "pending_import"})
+LEGACY_TABLES = frozenset({"schema_version", "directories", "models", "tags", "model_tags"})
 
 # How an OSError on a path reads in a sentence, by errno.
 _PATH_PROBLEMS = {
