@@ -41,10 +41,10 @@ from modelvault.errors import FileChangedError, HashCancelled, NotRegularFileErr
 from modelvault.hashing import HashControl, hash_file_digest
 from modelvault.pathkey import absolute
 from modelvault.presence import FileState, check_file, too_long, too_long_message
-from modelvault.scan import _Writer as ScanWriter  # the scan's own staging, its rules
-from modelvault.scan_report import ScanReport
-from modelvault.scan_stamps import WAITING
-from modelvault.scan_walk import FoundFile
+from modelvault.scan.report import ScanReport
+from modelvault.scan.stamps import WAITING
+from modelvault.scan.walk import FoundFile
+from modelvault.scan.writer import ScanWriter  # the scan's own staging, its rules
 
 PAGE = 500
 SAMPLE = 1000  # problem files listed in a report (the counts are always whole)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from keeping import fill_catalog, run_limited, sha_of
 from support import run_modelvault
+from support.keeping import fill_catalog, run_limited, sha_of
 
 from modelvault import DatabaseManager, ModelVaultError
 from modelvault.backup import KEEP_AUTOMATIC, MARKER, backup_before_writing, backup_catalog
@@ -113,7 +113,7 @@ def test_a_full_disk_leaves_no_backup(tmp_path: Path) -> None:
 def test_postgresql_is_backed_up_as_its_export(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from conftest import reset_postgres
+    from support.postgres import reset_postgres
 
     url: str = request.getfixturevalue("postgres_database")
     reset_postgres(url)

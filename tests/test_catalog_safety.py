@@ -97,7 +97,7 @@ def test_read_only_refuses_a_missing_or_empty_catalog_without_creating_it(
 
 
 def test_read_only_on_postgresql(postgres_database: str) -> None:
-    from conftest import reset_postgres
+    from support.postgres import reset_postgres
 
     reset_postgres(postgres_database)
     writer = DatabaseManager(postgres_database)

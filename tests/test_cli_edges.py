@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from support import legacy_with_files, run_modelvault
 
 from modelvault import DatabaseManager
-from modelvault.cli.commands import _removal
+from modelvault.cli.demo import _removal
 from modelvault.cli.escaping import printable
 from modelvault.cli.output import shell_command
 from modelvault.cli.progress import Frame, plain, render

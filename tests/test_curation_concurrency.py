@@ -168,7 +168,7 @@ def _curator_reads_the_model(statement: str) -> bool:
 def test_a_model_read_by_one_side_and_written_by_the_other(
     postgres_database: str, tmp_path: Path, first: str
 ) -> None:
-    from conftest import reset_postgres
+    from support.postgres import reset_postgres
 
     reset_postgres(postgres_database)
     db = DatabaseManager(postgres_database)

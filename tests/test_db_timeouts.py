@@ -187,7 +187,7 @@ def test_a_read_only_catalog_stays_read_only_whatever_the_options_say() -> None:
 
 
 def test_the_server_runs_with_the_bounds(postgres_database: str) -> None:
-    from conftest import reset_postgres
+    from support.postgres import reset_postgres
 
     reset_postgres(postgres_database)
     engine = create_catalog_engine(postgres_database, settings=SMALL)

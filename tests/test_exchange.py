@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import reset_postgres
-from keeping import fill_catalog, run_limited, sha_of
+from support.keeping import fill_catalog, run_limited, sha_of
+from support.postgres import reset_postgres
 
 from modelvault import DatabaseManager, ModelVaultError
 from modelvault.config import sqlite_url

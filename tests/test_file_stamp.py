@@ -19,8 +19,8 @@ from modelvault.file_stamp import (
     stat_marks,
 )
 from modelvault.migration.queue_sql import StoredJSON
-from modelvault.scan_stamps import column_verdict, verdict
-from modelvault.scan_walk import FoundFile
+from modelvault.scan.stamps import column_verdict, verdict
+from modelvault.scan.walk import FoundFile
 from modelvault.winfiles import (
     FILE_FLAG_OPEN_REPARSE_POINT,
     FILE_SHARE_DELETE,

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from support import legacy_with_files, run_modelvault, wait_for
-from tcp_relay import Relay
+from support.tcp_relay import Relay
 
 from modelvault import DatabaseManager, Settings
 from modelvault.cli.interrupt import first_ctrl_c_ends
@@ -30,7 +30,7 @@ from modelvault.config import shown_url
 from modelvault.db import deadline
 from modelvault.errors import CatalogNotAnsweringError
 from modelvault.migration.manager import MigrationManager, MigrationState
-from modelvault.scan import WRITE_BATCH
+from modelvault.scan.writer import WRITE_BATCH
 
 FILES = 3000  # tiny files, one per claim: the worker is busy for seconds, a call at a time
 QUICK = {
@@ -45,7 +45,7 @@ ENDS_WITHIN = 120  # a generous ceiling: a wait without a bound would go on for 
 @pytest.fixture
 def catalog(postgres_database: str) -> str:
     """An empty catalog on the test server, reached directly."""
-    from conftest import reset_postgres
+    from support.postgres import reset_postgres
 
     reset_postgres(postgres_database)
     db = DatabaseManager(postgres_database)

@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_hashing import CHUNK, make_file, sha
-from test_identify_files import write_safetensors
+from support.digests import CHUNK, make_file, sha
+from support.model_files import write_safetensors
 
 from modelvault.errors import HashCancelled
 from modelvault.hashing import HashControl, hash_file_digest

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support import rewrite_hiding
+from support.digests import CHUNK, make_file, sha
 
 from modelvault.errors import FileChangedError, HashCancelled, HashingError, ValidationError
 from modelvault.file_stamp import stamp_of
@@ -21,18 +22,7 @@ from modelvault.hashing import (
     hash_file_digest,
 )
 
-CHUNK = 4096  # small chunks: many chunks, and both threads of the relay, on small files
 DEADLINE = 10.0  # seconds; only ever reached when something is broken
-
-
-def make_file(path: Path, size: int, seed: int = 0) -> bytes:
-    data = hashlib.shake_256(f"{seed}".encode()).digest(size) if size else b""
-    path.write_bytes(data)
-    return data
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Recorder:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_identify_files import Shapes, write_raw_safetensors, write_safetensors
+from support.model_files import SD15_CHECKPOINT, lora_file, write_raw_safetensors, write_safetensors
 
 from modelvault import DatabaseManager, Settings
 from modelvault.cli import main
@@ -24,44 +24,6 @@ from modelvault.migration.worker import process_pending
 
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
 CHUNK = 64 * 1024  # small chunks, so a file of a few hundred KiB goes through the relay
-
-
-def kohya(prefix: str, layer: str, rank: int, width: int) -> Shapes:
-    return {
-        f"{prefix}{layer}.lora_down.weight": (rank, width),
-        f"{prefix}{layer}.lora_up.weight": (width, rank),
-        f"{prefix}{layer}.alpha": (),
-    }
-
-
-SD_TE = "text_model_encoder_layers_0_self_attn_q_proj"
-SDXL_LORA: Shapes = {
-    **kohya("lora_te1_", SD_TE, 8, 768),
-    **kohya("lora_te2_", SD_TE, 8, 1280),
-    **kohya("lora_unet_", "input_blocks_4_1_transformer_blocks_0_attn1_to_q", 8, 640),
-}
-LORA_METADATA = {
-    "ss_tag_frequency": json.dumps({"10_ink": {"inkwash": 12, "brush": 3}}),
-    "ss_resolution": "(1024, 1024)",
-    "ss_output_name": "ink_style",
-}
-DM = "model.diffusion_model."
-SD15_CHECKPOINT: Shapes = {
-    f"{DM}input_blocks.0.0.weight": (320, 4, 3, 3),
-    f"{DM}input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": (640, 768),
-    f"{DM}input_blocks.4.1.proj_in.weight": (640, 640),
-    f"{DM}middle_block.1.transformer_blocks.0.attn2.to_v.weight": (1280, 768),
-    f"{DM}out.2.weight": (4, 320, 3, 3),
-    f"{DM}time_embed.0.weight": (1280, 320),
-    "first_stage_model.decoder.conv_in.weight": (512, 4, 3, 3),
-    "first_stage_model.encoder.conv_in.weight": (128, 3, 3, 3),
-    "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (49408, 768),
-}
-
-
-def lora_file(folder: Path, name: str = "ink_style.safetensors") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_safetensors(folder / name, SDXL_LORA, LORA_METADATA, data=b"lora-data")
 
 
 def sha256_of(path: Path) -> str:

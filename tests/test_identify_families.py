@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from test_identify_files import Shapes, write_gguf, write_safetensors
+from support.model_files import Shapes, write_gguf, write_safetensors
 
 from modelvault.identify import BASES, KINDS, Identity, identify, read_header
 from modelvault.identify.metadata import LEFT_OUT_KEY, TRAINING_BUDGET, VALUE_CAP

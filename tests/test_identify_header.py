@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_identify_files import (
+from support.model_files import (
     gguf_string,
     write_gguf,
     write_raw_safetensors,

@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_identify_catalog import SD15_CHECKPOINT, lora_file
-from test_identify_files import write_safetensors
+from support.model_files import SD15_CHECKPOINT, lora_file, write_safetensors
 
 from modelvault import DatabaseManager
 from modelvault.errors import IdentifyError

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from posix_absent import PRELUDE
 from support import libpq_files
+from support.posix_absent import PRELUDE
 
 from modelvault import DatabaseManager
 from modelvault.config import default_data_dir

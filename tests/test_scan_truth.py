@@ -28,7 +28,7 @@ from modelvault.cli import main
 from modelvault.db.models import Model, PendingImport
 from modelvault.migration.worker import process_pending
 from modelvault.scan import FileChange, scan_roots, settle_after_hashing, shown
-from modelvault.scan_walk import NOT_UTF8, folder_identity
+from modelvault.scan.walk import NOT_UTF8, folder_identity
 
 
 def put(path: Path, data: bytes) -> Path:

@@ -1,4 +1,5 @@
-"""The v3 schema under Alembic: one head, a clean round trip, no drift from the ORM."""
+"""The schema under Alembic: one head, a clean round trip, no drift from the ORM, and the
+indexes the orders of a page of models are read from."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 from support import HEAD_REVISION
 
 from modelvault import DatabaseManager, SchemaVersionError
@@ -23,6 +25,12 @@ from modelvault.db.schema import alembic_config
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = {"models", "tags", "model_tags", "pending_import", "deleted_records"}
+# Each order a page of models is listed in, and the index (v6) it is read from.
+ORDER_INDEXES = {
+    "name": "ix_models_name_order",
+    "type": "ix_models_type_order",
+    "added": "ix_models_added_order",
+}
 
 
 def test_single_head_on_top_of_v3() -> None:
@@ -64,6 +72,38 @@ def test_orm_matches_the_migrations(db: DatabaseManager) -> None:
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_the_orders_of_models_have_their_indexes(db: DatabaseManager) -> None:
+    # SQLite's reflection skips indexes on expressions, so alembic check cannot see them.
+    listing = {
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'models'",
+        "postgresql": "SELECT indexname FROM pg_indexes WHERE tablename = 'models'",
+    }[db.engine.dialect.name]
+    with db.engine.connect() as conn:
+        assert set(ORDER_INDEXES.values()) <= set(conn.scalars(text(listing)))
+
+
+@pytest.mark.parametrize("sort", sorted(ORDER_INDEXES))
+def test_a_page_of_models_is_read_from_the_index_of_its_order(tmp_path: Path, sort: str) -> None:
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    pages: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "ORDER BY" in statement and not pages:
+            pages.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    db.find_models(sort=sort, limit=100, offset=50_000)
+    event.remove(db.engine, "before_cursor_execute", record)
+    ((statement, parameters),) = pages
+    with db.engine.connect() as conn:
+        plan = [
+            row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        ]
+    db.dispose()
+    assert plan == [f"SCAN models USING INDEX {ORDER_INDEXES[sort]}"]
 
 
 def test_upgrade_downgrade_round_trip(db: DatabaseManager) -> None:

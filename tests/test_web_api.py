@@ -12,11 +12,11 @@ pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed"
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from support.webkit import first_with_previews, migrated_demo
 
 from modelvault.database import DatabaseManager
 from modelvault.web import setup
 from modelvault.web.context import MAX_PAGE
-from tests.webkit import first_with_previews, migrated_demo
 
 Client = TestClient[web.Request, web.Application]
 

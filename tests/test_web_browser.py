@@ -12,11 +12,12 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed")
 
+from support.browser import chromium, served, wait_until
+from support.webkit import demo_legacy, migrated_demo
+
 from modelvault.database import DatabaseManager
 from modelvault.migration.manager import MigrationManager
 from modelvault.web import build_app
-from tests.browser import chromium, served, wait_until
-from tests.webkit import demo_legacy, migrated_demo
 
 ALL_DECODED = (
     "const images = [...document.querySelectorAll('#grid img')];"

@@ -15,11 +15,11 @@ pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed"
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from support.webkit import demo_legacy
 
 from modelvault.database import DatabaseManager
 from modelvault.migration.manager import MigrationManager
 from modelvault.web import build_app
-from tests.webkit import demo_legacy
 
 Client = TestClient[web.Request, web.Application]
 DEADLINE = 120.0

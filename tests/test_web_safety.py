@@ -15,13 +15,13 @@ pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed"
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from support.webkit import first_with_previews, migrated_demo
 
 from modelvault.database import DatabaseManager
 from modelvault.web import build_app
 from modelvault.web.context import CONTEXT, MAX_BODY_BYTES
 from modelvault.web.guard import TOKEN_COOKIE
 from modelvault.web.previews import THUMB_PIXELS
-from tests.webkit import first_with_previews, migrated_demo
 
 Client = TestClient[web.Request, web.Application]
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import run_modelvault
 
 from modelvault.cli.serve import is_loopback, page_address
-from tests.support import run_modelvault
 
 pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed")
 

@@ -20,9 +20,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import reset_postgres
 from sqlalchemy import create_engine, select, text
 from support import wait_for
+from support.postgres import reset_postgres
 from test_worker import MidHash, make_file, stage, staging
 from test_worker_hostile import run_with_deadline
 from test_worker_processes import Child

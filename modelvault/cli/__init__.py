@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None, stop: SignalStop) -> int:
-    from modelvault.cli.commands import EXIT_UNFINISHED, EXIT_USAGE
+    from modelvault.cli.common import EXIT_UNFINISHED, EXIT_USAGE
     from modelvault.cli.interrupt import Unfinished, first_ctrl_c_ends
     from modelvault.cli.output import OutputError, Ui, flush_stdout, tolerant_streams
     from modelvault.cli.parser import UsageError, build_parser, command_names

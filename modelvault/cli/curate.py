@@ -23,17 +23,10 @@ from typing import Any, TypeVar
 from modelvault.catalog import curation
 from modelvault.catalog.records import ModelRecord, PendingRecord
 from modelvault.catalog.tags import TagSpec
-from modelvault.cli.commands import (
-    EXIT_OK,
-    EXIT_UNFINISHED,
-    NOTES,
-    aligned,
-    note_lines,
-    open_catalog,
-    ui,
-)
+from modelvault.cli.common import EXIT_OK, EXIT_UNFINISHED, open_catalog, ui
 from modelvault.cli.escaping import printable
 from modelvault.cli.output import Line, human_bytes, plural, shell_command, table
+from modelvault.cli.show import NOTES, aligned, note_lines
 from modelvault.cli.usage import UsageError
 from modelvault.database import DatabaseManager
 from modelvault.errors import CatalogError, ModelVaultError, NotFoundError

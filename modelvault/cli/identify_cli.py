@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from modelvault.catalog import curation
 from modelvault.catalog.records import ModelRecord
-from modelvault.cli.commands import EXIT_OK, progress_view, ui
+from modelvault.cli.common import EXIT_OK, progress_view, ui
 from modelvault.cli.curate import change, open_for_change
 from modelvault.cli.escaping import printable
 from modelvault.cli.output import Line, plural, table
@@ -164,7 +164,7 @@ def cmd_bases(args: argparse.Namespace) -> int:
 
 
 def open_catalog_read_only(args: argparse.Namespace) -> DatabaseManager:
-    from modelvault.cli.commands import open_catalog
+    from modelvault.cli.common import open_catalog
 
     return open_catalog(args, read_only=True)
 

@@ -16,7 +16,7 @@ Python code. Two things can put that off for long:
   process itself, saying what may be left behind.
 
 A command that must wait for the catalog after Ctrl-C (workers handing rows
-back) waits ``HAND_BACK_SECONDS`` at most (``modelvault.cli.commands``).
+back) waits ``HAND_BACK_SECONDS`` at most (``modelvault.cli.workers``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class _Watcher(threading.Thread):
 
 def _end_now() -> None:
     """The command did not end in time: say what it may leave behind, and end."""
-    from modelvault.cli.commands import EXIT_INTERRUPTED
+    from modelvault.cli.common import EXIT_INTERRUPTED
 
     servers = deadline.awaited_servers()
     if servers:

@@ -17,7 +17,7 @@ from modelvault.backup import (
     claim_folder,
     default_folder,
 )
-from modelvault.cli.commands import (
+from modelvault.cli.common import (
     EXIT_OK,
     EXIT_UNFINISHED,
     open_catalog,

@@ -1,10 +1,11 @@
-"""``modelvault models``: a listing that says how much there is and never lies.
+"""``modelvault models`` and ``tags``: listings that say how much there is and never lie.
 
 A page of the models that match (``--limit``, ``--offset``, ``--all``), in an
 order (``--sort``), as a table, JSON (with ``total`` and ``truncated``), CSV
 (the data as it is) or paths (one a line, escaped). A type or tag that no model
 could match is refused, naming the ones there are, rather than answered with
-an empty list.
+an empty list. ``tags`` lists every tag with its colour and how many models
+have it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 from modelvault.catalog import curation
 from modelvault.catalog.records import ModelRecord
-from modelvault.cli.commands import _model_json
+from modelvault.cli.common import EXIT_OK, open_catalog, ui
 from modelvault.cli.curate_parser import DEFAULT_LIMIT
 from modelvault.cli.escaping import printable
 from modelvault.cli.output import Line, Ui, human_bytes, table
+from modelvault.cli.show import model_json
 from modelvault.cli.usage import UsageError
 from modelvault.database import DatabaseManager
 from modelvault.errors import NotFoundError
@@ -98,7 +100,7 @@ def list_models(args: argparse.Namespace, db: DatabaseManager, out: Ui) -> None:
     more = "" if shown_to >= total else f"; see more with --offset {shown_to}, or --all"
     if form == "json":
         data = {
-            "models": [_model_json(m) for m in models],
+            "models": [model_json(m) for m in models],
             "total": total,
             "offset": args.offset,
             "limit": limit,
@@ -152,3 +154,24 @@ def write_data(out: Ui, models: Sequence[ModelRecord], form: str) -> None:
         tags = ";".join(t.name for t in m.tags)
         writer.writerow([m.name, m.type, m.base or "", m.size_bytes, tags, m.path, m.sha256])
     out.emit_text(buffer.getvalue())
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    db = open_catalog(args, read_only=True)
+    tags = db.list_tags()
+    out = ui(args)
+    lines: list[Line] = table(
+        ["COLOUR", "MODELS", "TAG"],
+        [[out.swatch(tag.color or "-", tag.color), str(n), tag.name] for tag, n in tags],
+        right={1},
+    )
+    out.emit(
+        {"tags": [{"name": t.name, "color": t.color, "models": n} for t, n in tags]},
+        lines if tags else ["no tags"],
+    )
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    list_models(args, open_catalog(args, read_only=True), ui(args))
+    return EXIT_OK

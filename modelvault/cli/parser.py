@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Callable
 
 from modelvault import __version__
-from modelvault.cli import commands as c
 from modelvault.cli import curate as cu
 from modelvault.cli.curate_parser import (
     EXAMPLES,
@@ -16,9 +15,16 @@ from modelvault.cli.curate_parser import (
     add_tag_actions,
     examples,
 )
+from modelvault.cli.demo import cmd_demo
 from modelvault.cli.identify_cli import add_identify_commands
+from modelvault.cli.info import cmd_info
 from modelvault.cli.keep import add_keeping_commands, add_no_backup
+from modelvault.cli.listing import cmd_models, cmd_tags
+from modelvault.cli.migrate import cmd_import, cmd_init, cmd_migrate, cmd_worker
+from modelvault.cli.scan_cli import cmd_scan
 from modelvault.cli.serve import add_serve_command
+from modelvault.cli.show import cmd_show
+from modelvault.cli.status import cmd_pending, cmd_retry, cmd_status
 from modelvault.cli.usage import Parser as _Parser
 from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
 from modelvault.cli.usage import positive_int as _positive_int
@@ -132,11 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the legacy preview images (default: the images/ folder beside LEGACY)",
     )
-    command("init", c.cmd_init, "create the catalog, or upgrade it to this version")
+    command("init", cmd_init, "create the catalog, or upgrade it to this version")
     add_no_backup(
         command(
             "import",
-            c.cmd_import,
+            cmd_import,
             "step 1 only: read a legacy catalog into the catalog and the queue",
             legacy,
         )
@@ -144,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_no_backup(
         command(
             "migrate",
-            c.cmd_migrate,
+            cmd_migrate,
             "migrate a legacy catalog: import it, then hash the files it could not vouch for",
             workers,
             legacy,
@@ -152,21 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command(
         "worker",
-        c.cmd_worker,
+        cmd_worker,
         "step 2 only: hash the queued files (run it on several computers against one "
         "PostgreSQL catalog)",
         workers,
     )
-    command("status", c.cmd_status, "how many models and tags, and what waits in the queue")
-    models = command("models", c.cmd_models, "list the catalogued models")
+    command("status", cmd_status, "how many models and tags, and what waits in the queue")
+    models = command("models", cmd_models, "list the catalogued models")
     add_listing_options(models)
     command(
         "show",
-        c.cmd_show,
+        cmd_show,
         "everything about one model: tags, notes, prompts, previews, where it came from, "
         "its other copies; or the queued rows of that name or path",
     ).add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    pending = command("pending", c.cmd_pending, "list the queue: files waiting or that failed")
+    pending = command("pending", cmd_pending, "list the queue: files waiting or that failed")
     pending.add_argument(
         "--status",
         nargs="+",
@@ -193,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[s.value for s in PendingStatus if s is not PendingStatus.CLAIMED],
         help="every row in these states",
     )
-    command("retry", c.cmd_retry, "put failed and missing files back in the queue").add_argument(
+    command("retry", cmd_retry, "put failed and missing files back in the queue").add_argument(
         "--status",
         nargs="+",
         choices=["failed", "missing", "conflict"],
@@ -201,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tags = command(
         "tags",
-        c.cmd_tags,
+        cmd_tags,
         "list the tags with their colours and how many models have each; rename, "
         "recolour or delete one",
     )
@@ -212,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(command)
     scan = command(
         "scan",
-        c.cmd_scan,
+        cmd_scan,
         "keep the catalog in sync: stage new and changed model files (unchanged ones are "
         "not read); --hash then hashes them",
         workers,
@@ -252,12 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command(
         "info",
-        c.cmd_info,
+        cmd_info,
         "version, which catalog is used, the data and image folders, and every setting",
     )
     demo = command(
         "demo",
-        c.cmd_demo,
+        cmd_demo,
         "try it out: write a sample legacy catalog with model files into a new folder "
         "and migrate it (the catalog is DIR/catalog.sqlite3 unless --db is given)",
         workers,

@@ -9,7 +9,7 @@ import secrets
 import webbrowser
 from typing import Any
 
-from modelvault.cli.commands import open_catalog, ui
+from modelvault.cli.common import open_catalog, ui
 from modelvault.errors import ModelVaultError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -129,6 +129,13 @@ class Model(Base):
     )
 
 
+# The orders a page of models is listed in (modelvault.catalog.browse.SORTS), each an index the
+# ORDER BY walks as it is: a page deep in a big catalog is read from it, not sorted.
+Index("ix_models_name_order", func.lower(Model.name), Model.name, Model.path)
+Index("ix_models_type_order", Model.type, func.lower(Model.name), Model.path)
+Index("ix_models_added_order", Model.created_at.desc(), func.lower(Model.name), Model.path)
+
+
 class Tag(Base):
     __tablename__ = "tags"
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from modelvault.migration.importer import ImportReport
 from modelvault.migration.worker import WorkerEvent, WorkerReport
-from modelvault.scan_report import ScanReport
+from modelvault.scan.report import ScanReport
 
 RATE_WINDOW_SECONDS = 10.0  # the rate is measured over this much recent time
 RECENT_ERRORS = 20

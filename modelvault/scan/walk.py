@@ -34,8 +34,8 @@ from modelvault.pathkey import (
     path_key,
     reserved_device,
 )
-from modelvault.scan_report import FileChange, ScanReport
-from modelvault.scan_sources import ScanRoot
+from modelvault.scan.report import FileChange, ScanReport
+from modelvault.scan.sources import ScanRoot
 
 __all__ = [
     "MODEL_EXTENSIONS",

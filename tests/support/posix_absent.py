@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 MODULES = (
@@ -112,4 +113,12 @@ def apply() -> None:
     multiprocessing.get_context = windows_contexts  # type: ignore[assignment]
 
 
-PRELUDE = "import posix_absent\nposix_absent.apply()\n"
+# Imported from its own folder, not as ``support.posix_absent``: the package's
+# __init__ imports modelvault and SQLAlchemy, which must come after apply().
+PRELUDE = (
+    "import sys\n"
+    f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+    "import posix_absent\n"
+    "del sys.path[0]\n"
+    "posix_absent.apply()\n"
+)

@@ -28,7 +28,7 @@ from modelvault.migration.sample import (
 )
 
 # The newest schema revision: what init_db() returns and a catalog is migrated to.
-HEAD_REVISION = "v5"
+HEAD_REVISION = "v6"
 
 
 def notes_of(meta: Mapping[str, Any]) -> dict[str, Any]:

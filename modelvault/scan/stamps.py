@@ -19,7 +19,7 @@ from modelvault.file_stamp import (
     recorded_stamp,
     stat_marks,
 )
-from modelvault.scan_walk import FoundFile
+from modelvault.scan.walk import FoundFile
 
 PENDING_TABLE = cast(Table, PendingImport.__table__)
 MODEL_TABLE = cast(Table, Model.__table__)
