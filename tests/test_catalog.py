@@ -6,7 +6,10 @@ import pytest
 
 from modelvault import DatabaseManager
 from modelvault.catalog.settle import HashedFile, Outcome, settle_file
+from modelvault.catalog.staging import PENDING_FIELDS
 from modelvault.catalog.tags import TagSpec, ensure_tags
+from modelvault.catalog.values import MODEL_FIELDS, with_the_rest
+from modelvault.db.models import Model
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -122,3 +125,27 @@ def test_ensure_tags_fills_a_missing_colour_but_never_overwrites(db: DatabaseMan
         assert first == second
     assert db.get_tag("t").color == "#222222"  # type: ignore[union-attr]
     assert db.get_tag("u").color == "#111111"  # type: ignore[union-attr]
+
+
+def test_the_fields_a_caller_gives_are_the_tables_columns_but_the_bookkeeping() -> None:
+    assert MODEL_FIELDS == (
+        "sha256",
+        "path",
+        "name",
+        "type",
+        "base",
+        "size_bytes",
+        "mtime_ns",
+        "meta",
+    )
+    assert "path_key" in {c.name for c in Model.__table__.columns}
+    assert PENDING_FIELDS[:3] == ("path", "name", "type")
+    assert not {"id", "path_key", "claimed_by", "lease_expires_at", "not_before"} & set(
+        PENDING_FIELDS
+    )
+
+
+def test_a_column_with_no_rule_of_its_own_is_taken_as_given() -> None:
+    checked = {"name": "checked"}
+    given = {"name": "as given", "base": "SDXL", "unknown": 1}
+    assert with_the_rest(checked, given, ("name", "base")) == {"name": "checked", "base": "SDXL"}
