@@ -70,8 +70,8 @@ from modelvault.errors import (
 from modelvault.identify.catalog import AUTOV3
 from modelvault.identify.hashes import AUTOV2_LENGTH
 from modelvault.images import ImageStore, default_store
-from modelvault.migration.legacy import TABLES as LEGACY_TABLES
-from modelvault.migration.legacy import V3_TABLES
+from modelvault.legacy.layout import TABLES as LEGACY_TABLES
+from modelvault.legacy.layout import V3_TABLES
 from modelvault.normalize import normalize_color, normalize_sha256, normalize_tag_name
 from modelvault.pathkey import absolute
 from modelvault.records import ModelRecord, PendingRecord, QueueTotals, TagRecord

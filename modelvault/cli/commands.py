@@ -33,7 +33,7 @@ from modelvault.presence import PRESENT, FileCheck, FileState, check_file
 from modelvault.records import ModelRecord
 
 if TYPE_CHECKING:
-    from modelvault.migration.legacy import LegacyCatalog
+    from modelvault.legacy.reader import LegacyCatalog
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Rows that need a person (failed, conflict) or are still waiting: after a run
@@ -97,14 +97,14 @@ def open_catalog(
 def open_legacy_file(path: str) -> LegacyCatalog:
     """The legacy file, checked (a bad one is refused before anything is created or
     written) and open for the import, which reads it without checking it again."""
-    from modelvault.migration.legacy import open_legacy
+    from modelvault.legacy.reader import open_legacy
 
     return open_legacy(path)
 
 
 def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
     """Refuse a bad --images folder, or preview images with no store to copy them to."""
-    from modelvault.images import check_image_folders
+    from modelvault.legacy.images import check_image_folders
 
     def check(db: DatabaseManager) -> None:
         check_image_folders(args.legacy, args.images, db.images_dir, db.display_url)
