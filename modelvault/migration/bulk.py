@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from modelvault.db.batches import chunked
 from modelvault.db.models import Model, PendingImport
 from modelvault.db.types import UTCDateTime, utc_text
-from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
+from modelvault.legacy.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
 
 MODELS = cast(Table, Model.__table__)
 PENDING = cast(Table, PendingImport.__table__)

@@ -1,7 +1,7 @@
 """The private copies of legacy files in the temporary folder, named for their process.
 
 A WAL-mode legacy file is read from a copy in a new folder of the temporary
-folder (see ``modelvault.migration.legacy``), as big as the legacy catalog
+folder (see ``modelvault.legacy.reader``), as big as the legacy catalog
 (56 MB for 200,000 rows). The copy is removed when the import ends, however
 it ends: an error, Ctrl-C, SIGTERM. A process killed outright (``kill -9``, a
 crash, a power cut) cannot remove it, so each folder is named for the process
