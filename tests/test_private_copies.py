@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from modelvault.migration import owner
 from modelvault.migration.legacy import open_legacy
 from modelvault.migration.private_copies import PREFIX, Maker, maker_of, new_folder, sweep
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog
+from modelvault.queue import owner
 
 MAKE_A_COPY = (
     "import sys\n"

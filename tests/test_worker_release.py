@@ -30,8 +30,9 @@ from test_worker_processes import Child
 from modelvault import DatabaseManager, Settings
 from modelvault.db.models import PendingImport
 from modelvault.db.types import utcnow
-from modelvault.migration import owner, worker
+from modelvault.migration import worker
 from modelvault.migration.worker import MigrationWorker, process_pending
+from modelvault.queue import owner
 
 ROWS = 5
 SETTINGS = Settings(
@@ -231,7 +232,7 @@ def owner_of_an_exited_process() -> str:
         [
             sys.executable,
             "-c",
-            "from modelvault.migration.owner import new_owner; print(new_owner('w'))",
+            "from modelvault.queue.owner import new_owner; print(new_owner('w'))",
         ],
         capture_output=True,
         text=True,

@@ -1,7 +1,7 @@
 """Stage 2: workers that hash the staged files and move them into the catalog.
 
 A ``MigrationWorker`` is a thread that loops: claim a small batch of staging
-rows under a lease (``modelvault.migration.queue``), hash each file with no
+rows under a lease (``modelvault.queue``), hash each file with no
 transaction open, then settle the hashed files in the catalog and close their
 staging rows in one transaction that only commits for rows whose lease is
 still its own (and claims the next batch in it). Each row's model, tags, links
@@ -63,11 +63,13 @@ from modelvault.errors import (
 from modelvault.file_stamp import stat_marks
 from modelvault.hashing import FileDigest, HashControl, hash_file_digest
 from modelvault.identify.catalog import AUTOV3, HeaderTap
-from modelvault.migration import owner, queue
-from modelvault.migration.queue import ClaimedRow
 from modelvault.normalize import is_absolute_path
 from modelvault.pathkey import device_problem, reserved_device
 from modelvault.presence import NotFound, after_not_found, too_long, too_long_message
+from modelvault.queue import leases, overview, owner, states
+from modelvault.queue.connection import HeldConnection
+from modelvault.queue.finish import finish_batch
+from modelvault.queue.rows import ClaimedRow, TagCache
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +358,8 @@ class MigrationWorker(threading.Thread):
         self._hashed_since = 0.0
         self._hashed_bytes = 0  # the size of the files in _hashed
         self._next_batch: list[ClaimedRow] = []  # claimed with the last commit, not started
-        self._tag_cache = queue.TagCache()
-        self._connection = queue.HeldConnection(db)  # for claims and finishes
+        self._tag_cache = TagCache()
+        self._connection = HeldConnection(db)  # for claims and finishes
         self._renew_every = max(self.settings.lease_seconds / 4, HEARTBEAT_SECONDS)
         self._next_renew = 0.0
         self._current: ClaimedRow | None = None  # the row being hashed
@@ -422,7 +424,7 @@ class MigrationWorker(threading.Thread):
             batch, self._next_batch = self._next_batch, []
             if not batch:
                 claim = self._claim_wanted()
-                batch = queue.claim_batch(
+                batch = leases.claim_batch(
                     self.db,
                     self.owner,
                     limit=claim.limit,
@@ -435,7 +437,7 @@ class MigrationWorker(threading.Thread):
                 self._run_batch(batch)
                 self.signal.notify()
                 continue
-            state = queue.queue_state(self.db)
+            state = overview.queue_state(self.db)
             if state.wait_seconds is None and self.exit_when_idle:
                 return
             if state.retry_files and self.on_event is not None:
@@ -464,13 +466,13 @@ class MigrationWorker(threading.Thread):
     def _take_over_orphans(self) -> int:
         """Hand back the rows of workers on this host that provably died (see ``owner``)."""
         self._next_orphan_check = time.monotonic() + ORPHAN_CHECK_SECONDS
-        return queue.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
+        return leases.take_over_orphans(self.db, owner.owner_prefix(), owner.provably_dead)
 
-    def _claim_wanted(self) -> queue.Claim:
+    def _claim_wanted(self) -> leases.Claim:
         """The next claim: anything in the light lane, only a heavy batch outside it."""
         in_lane = self.signal.enter_lane(self)
         self._lane_refused = not in_lane
-        return queue.Claim(
+        return leases.Claim(
             self.settings.worker_batch_size,
             self.settings.lease_seconds,
             min_bytes=0 if in_lane else LIGHT_BATCH_BYTES,
@@ -480,7 +482,7 @@ class MigrationWorker(threading.Thread):
         """Leave the light lane unless the batch just claimed is light."""
         if not batch:
             self.signal.leave_lane(self)
-        elif queue.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
+        elif leases.batch_bytes(batch) >= LIGHT_BATCH_BYTES:
             self.signal.leave_lane(self)
             self.signal.heavy_work()
 
@@ -595,7 +597,7 @@ class MigrationWorker(threading.Thread):
         self._emit("claimed", row, bytes=size, unsized=True)
 
     def _finish_hashed(self, *, claim_next: bool = False) -> None:
-        """Settle every hashed row in one transaction (see ``queue.finish_batch``).
+        """Settle every hashed row in one transaction (see ``modelvault.queue.finish``).
 
         With ``claim_next``, the next batch is claimed in the same transaction.
         """
@@ -616,7 +618,7 @@ class MigrationWorker(threading.Thread):
         if claim_next and not self.stopping and not self.control.paused:
             claim = self._claim_wanted()
         try:
-            outcomes, claimed = queue.finish_batch(
+            outcomes, claimed = finish_batch(
                 self.db,
                 self.owner,
                 items,
@@ -671,7 +673,7 @@ class MigrationWorker(threading.Thread):
             self._give_up(row, message, final=kind is NotFound.TOO_LONG)
 
     def _missing(self, row: ClaimedRow, message: str) -> None:
-        if not queue.mark_missing(self.db, self.owner, row, message):
+        if not leases.mark_missing(self.db, self.owner, row, message, held=self._connection):
             self._released(row, "lease lost")
             return
         self._held.pop(row.id, None)
@@ -681,7 +683,7 @@ class MigrationWorker(threading.Thread):
 
     def _give_up(self, row: ClaimedRow, message: str, *, final: bool = False) -> None:
         """Count a failed attempt: retried after a back-off, or failed for good."""
-        status = queue.record_failure(
+        status = leases.record_failure(
             self.db,
             self.owner,
             row,
@@ -689,12 +691,13 @@ class MigrationWorker(threading.Thread):
             max_attempts=self.settings.max_attempts,
             backoff_seconds=self.settings.retry_backoff_seconds,
             final=final,
+            held=self._connection,
         )
         if status is None:
             self._released(row, "lease lost")
             return
         self._held.pop(row.id, None)
-        outcome = "retried" if status == queue.PENDING else "failed"
+        outcome = "retried" if status == states.PENDING else "failed"
         self.report.count(outcome)
         log.info("%s: attempt %d: %s (%s)", row.path, row.attempts + 1, message, outcome)
         self._emit("error", row, bytes=self._bytes_read(row), outcome=outcome, message=message)
@@ -736,7 +739,13 @@ class MigrationWorker(threading.Thread):
 
     def _renew(self) -> None:
         self._next_renew = time.monotonic() + self._renew_every
-        kept = queue.renew(self.db, self.owner, self._held.keys(), self.settings.lease_seconds)
+        kept = leases.renew(
+            self.db,
+            self.owner,
+            self._held.keys(),
+            self.settings.lease_seconds,
+            held=self._connection,
+        )
         for row_id in [i for i in self._held if i not in kept]:
             row = self._held[row_id]
             if row is not self._current:  # the current row is reported by _process
@@ -767,13 +776,13 @@ class MigrationWorker(threading.Thread):
                 self._released(row, "lease lost: another worker took the file over")
 
     def _hand_back(self, ids: list[int]) -> set[int] | None:
-        """``queue.release``, tried again for a while (the catalog may be back in a
+        """``leases.release``, tried again for a while (the catalog may be back in a
         moment: a lock released, a connection restored); None if it never worked."""
         deadline = time.monotonic() + RELEASE_PATIENCE_SECONDS
         pause = MIN_IDLE_SECONDS
         while True:
             try:
-                return queue.release(self.db, self.owner, ids)
+                return leases.release(self.db, self.owner, ids)
             except Exception as exc:  # the last chance to hand them back: any failure may pass
                 if time.monotonic() + pause > deadline:
                     log.warning(
@@ -941,7 +950,7 @@ def _run_pool(
         )
         for i in range(count)
     ]
-    queue.refresh_statistics(db)
+    overview.refresh_statistics(db)
     started = time.monotonic()
     reserve.hold(pool[1:])
     pool[0].start()
@@ -1019,4 +1028,4 @@ def _wait_all(pool: list[MigrationWorker], reserve: _Reserve) -> None:
 
 def retry_pending(db: DatabaseManager, statuses: Iterable[str] = ("failed", "missing")) -> int:
     """Put rows with these final statuses back in the queue (attempts from zero)."""
-    return queue.retry_pending(db, statuses)
+    return overview.retry_pending(db, statuses)
