@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from support import notes_of
+from support.worker import Events, MidHash, make_file, stage, staging
 
 from modelvault import (
     CatalogError,
@@ -45,61 +44,15 @@ from modelvault.queue.statements import MODEL_COLUMNS, statements_for
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
 
 
-def make_file(folder: Path, name: str, data: bytes) -> tuple[str, str]:
-    """A real file; returns its path and SHA-256."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return str(path), hashlib.sha256(data).hexdigest()
-
-
 def marks_of(path: str) -> dict[str, int]:
     """What a model of the file at ``path`` keeps in ``meta["file_stat"]``."""
     return stat_marks(stamp_of(os.stat(path)))
-
-
-def stage(db: DatabaseManager, path: str, **fields: Any) -> int:
-    return db.add_pending_import({"path": path, **fields}).id
-
-
-def staging(db: DatabaseManager) -> dict[str, PendingImport]:
-    with db.session_scope() as s:
-        return {row.path: row for row in s.scalars(select(PendingImport))}
 
 
 def tags_of(db: DatabaseManager, sha: str) -> dict[str, str | None]:
     model = db.get_model(sha)
     assert model is not None, f"no model {sha}"
     return {t.name: t.color for t in model.tags}
-
-
-class Events:
-    """Collects worker events (list.append is atomic: safe from worker threads)."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkerEvent] = []
-
-    def __call__(self, event: WorkerEvent) -> None:
-        self.items.append(event)
-
-    def of(self, kind: str, path: str | None = None) -> list[WorkerEvent]:
-        return [e for e in self.items if e.kind == kind and (path is None or e.path == path)]
-
-
-class MidHash(Events):
-    """Events that also run ``action`` once, at the first progress event: mid-hash,
-    in the worker's thread, while the hash waits for the callback to return."""
-
-    def __init__(self, action: Callable[[], object]) -> None:
-        super().__init__()
-        self.action = action
-        self.done = threading.Event()
-
-    def __call__(self, event: WorkerEvent) -> None:
-        super().__call__(event)
-        if event.kind == "progress" and not self.done.is_set():
-            self.done.set()
-            self.action()
 
 
 def test_new_files_become_models_with_their_coloured_tags(

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_worker import Events, make_file, stage
+from support.worker import Events, make_file, stage
 
 from modelvault import DatabaseManager, Settings
 from modelvault.migration import worker

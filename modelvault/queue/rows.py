@@ -81,9 +81,11 @@ class ClaimedRow:
         size_bytes: int,
         mtime_ns: int,
         file_stat: Mapping[str, int] | None = None,
+        found: Mapping[str, Any] | None = None,
     ) -> HashedFile:
         """The catalog's view of this row once its content is known; ``file_stat``: the
-        rest of the stamp the file had as it was hashed (see ``modelvault.file_stamp``).
+        rest of the stamp the file had as it was hashed (see ``modelvault.file_stamp``);
+        ``found``: what its header said (``identify.catalog.HeaderTap.found``).
 
         Tags go in name order so concurrent transactions on PostgreSQL insert
         shared tag names in the same order (no lock-order deadlock).
@@ -104,6 +106,7 @@ class ClaimedRow:
             tags=specs,
             source=self.source,
             file_stat=file_stat,
+            found=found,
         )
 
     @property

@@ -116,6 +116,11 @@ class Statements(Driver):
         )
         self.queue_state = self._queue_state()
         self.analyze = "ANALYZE pending_import"  # PostgreSQL: the planner's statistics
+        self._catalog_writes()
+
+    def _catalog_writes(self) -> None:
+        """The hot path's writes to the catalog: new models and their links."""
+        text = functools.partial(placeholders, postgresql=self.postgresql)
         self.insert_models = text(self._insert_models())
         self.known = text(self._known())
         self.last_rowid = "SELECT max(rowid) FROM models"  # SQLite
@@ -125,7 +130,7 @@ class Statements(Driver):
             + (
                 "SELECT v ->> 0, CAST(v ->> 1 AS integer) FROM "
                 "json_array_elements(CAST(:links AS json)) WITH ORDINALITY AS e(v, n) ORDER BY n"
-                if postgresql
+                if self.postgresql
                 else "VALUES (?, ?)"
             )
             + " ON CONFLICT DO NOTHING"
