@@ -294,28 +294,27 @@ _spec_name = operator.attrgetter("name")
 
 
 def _fresh_fields(item: HashedFile) -> tuple[str | None, Mapping[str, Any]]:
-    """A new model's base and meta: the item's, with what its header said (``found``)."""
-    meta = _model_meta(item)
+    """A new model's base and meta: the item's, with the stamp of its file (``file_stat``)
+    and what its header said (``found``)."""
+    meta = item.meta
+    if isinstance(meta, StoredJSON) and (  # holds no file_stat: see rows.read_meta
+        item.found is None or not any(f'"{key}"' in meta.text for key in FOUND_KEYS)
+    ):
+        added: dict[str, Any] = {} if not item.file_stat else {FILE_STAT: dict(item.file_stat)}
+        base = item.base
+        if item.found is not None:
+            fields = FoundFields(item.base, item.type, {})
+            apply_found(fields, item.found)
+            added.update(fields.meta)
+            base = fields.base
+        return base, meta.with_keys(added) if added else meta  # the rest stays text
+    if item.file_stat:
+        meta = with_file_stat(meta, item.file_stat)
     if item.found is None:
         return item.base, meta
-    if isinstance(meta, StoredJSON) and not any(f'"{key}"' in meta.text for key in FOUND_KEYS):
-        fields = FoundFields(item.base, item.type, {})
-        apply_found(fields, item.found)
-        for key, value in fields.meta.items():  # the rest stays text, not decoded
-            meta = meta.with_key(key, value)
-        return fields.base, meta
     fields = FoundFields(item.base, item.type, dict(meta))
     apply_found(fields, item.found)
     return fields.base, fields.meta
-
-
-def _model_meta(item: HashedFile) -> Mapping[str, Any]:
-    """A new model's meta: the item's, with the stamp of its file (``file_stat``)."""
-    if not item.file_stat:
-        return item.meta
-    if isinstance(item.meta, StoredJSON):  # holds no file_stat: see rows.read_meta
-        return item.meta.with_key(FILE_STAT, dict(item.file_stat))
-    return with_file_stat(item.meta, item.file_stat)
 
 
 def _close_rows(

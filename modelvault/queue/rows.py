@@ -54,9 +54,14 @@ class StoredJSON(Mapping[str, Any]):
     def with_key(self, key: str, value: Any) -> StoredJSON:
         """This object with ``key`` added last, still as text (so the rest is not decoded
         and encoded again); ``key`` must not be in it."""
+        return self.with_keys({key: value})
+
+    def with_keys(self, added: Mapping[str, Any]) -> StoredJSON:
+        """``with_key`` for each of ``added``, in its order, as one new text."""
         head = self.text.rstrip()[:-1].rstrip()  # the object without its closing brace
         joiner = "" if head.endswith("{") else ","
-        return StoredJSON(f"{head}{joiner}{json.dumps(key)}:{json.dumps(value)}}}")
+        members = ",".join(f"{json.dumps(key)}:{json.dumps(value)}" for key, value in added.items())
+        return StoredJSON(f"{head}{joiner}{members}}}")
 
 
 @dataclass(frozen=True)
