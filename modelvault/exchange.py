@@ -48,7 +48,7 @@ from modelvault.database import DatabaseManager
 from modelvault.db.models import DeletedRecord, Model, PendingImport, PendingStatus, Tag, model_tags
 from modelvault.errors import ExchangeError
 from modelvault.images import is_stored_name
-from modelvault.migration.queue_sql import MODEL_COLUMNS
+from modelvault.queue.statements import MODEL_COLUMNS
 
 FORMAT = "modelvault-catalog"
 VERSION = 1

@@ -12,8 +12,8 @@ import pytest
 
 from modelvault.legacy.private_copies import PREFIX, Maker, maker_of, new_folder, sweep
 from modelvault.legacy.reader import open_legacy
-from modelvault.migration import owner
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog
+from modelvault.queue import owner
 
 MAKE_A_COPY = (
     "import sys\n"
