@@ -163,11 +163,7 @@ class Settings:
         _check_whole("db_keepalives_interval", self.db_keepalives_interval, 1, 3600)
         _check_whole("db_keepalives_count", self.db_keepalives_count, 1, 100)
         _check_range("db_tcp_user_timeout", self.db_tcp_user_timeout, 1, 86_400)
-        if self.conflict_policy not in CONFLICT_POLICIES:
-            raise ConfigError(
-                f"conflict_policy {self.conflict_policy!r} is not valid: "
-                f"use one of {', '.join(CONFLICT_POLICIES)}."
-            )
+        check_conflict_policy(self.conflict_policy, "conflict_policy")
         _check_roots(self.model_roots)
         object.__setattr__(self, "hashes", _checked_hashes(self.hashes))
         if not self.db_url.strip():
@@ -308,6 +304,16 @@ def _parse_float(text: str) -> float:
         return float(text)
     except ValueError:
         raise ValueError("expected a number of seconds") from None
+
+
+def check_conflict_policy(policy: str, what: str = "conflict policy") -> str:
+    """``policy`` if it is one of ``CONFLICT_POLICIES``; else ``ConfigError`` naming
+    ``what`` (the setting or argument it came as)."""
+    if policy not in CONFLICT_POLICIES:
+        raise ConfigError(
+            f"{what} {policy!r} is not valid: use one of {', '.join(CONFLICT_POLICIES)}."
+        )
+    return policy
 
 
 def _parse_policy(text: str) -> str:

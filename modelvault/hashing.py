@@ -205,6 +205,19 @@ def hash_file_digest(
     if seen.st_size < chunk:
         # One chunk: a relay's second handle and thread would cost more than the work.
         return _hash_small(name, seen, checkpoint, report, tap, beside)
+    return _hash_large(name, seen, chunk, checkpoint, report, tap, beside)
+
+
+def _hash_large(
+    name: str,
+    seen: os.stat_result,
+    chunk: int,
+    checkpoint: Callable[[], None],
+    report: Callable[[int], None],
+    tap: ChunkTap | None,
+    beside: Step | None,
+) -> FileDigest:
+    """Hash a file of more than one chunk, one handle reading ahead of the one hashed."""
     mine, before = _open_checked(name, seen, follow_symlinks=True)
     if tap is not None:
         tap.begin(before.st_size)

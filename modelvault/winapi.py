@@ -3,7 +3,7 @@
 Importable on every system. Each function calls into kernel32 only where
 ``sys.platform == "win32"``; elsewhere it answers "unknown" (or does nothing),
 so what is decided from the answers lives in plain functions that are tested
-on every system (``modelvault.migration.owner``, ``modelvault.cli.signals``).
+on every system (``modelvault.queue.owner``, ``modelvault.cli.signals``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from modelvault.file_stamp import (
     stamp_of,
     stat_marks,
 )
-from modelvault.migration.queue_sql import StoredJSON
+from modelvault.queue.rows import StoredJSON
 from modelvault.scan.stamps import column_verdict, verdict
 from modelvault.scan.walk import FoundFile
 from modelvault.winfiles import (

@@ -23,7 +23,8 @@ from modelvault import ConfigError, DatabaseManager, ImageStoreError, Settings, 
 from modelvault.cli import main
 from modelvault.db.engine import is_sqlite
 from modelvault.db.models import PendingImport
-from modelvault.images import ImageStore, media_file, stored_name
+from modelvault.images import ImageStore, stored_name
+from modelvault.legacy.images import media_file
 from modelvault.migration.importer import ImportReport, import_legacy_data
 from modelvault.migration.manager import MigrationManager
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog

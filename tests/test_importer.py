@@ -578,7 +578,7 @@ def test_a_bad_legacy_file_leaves_the_catalog_untouched(
             conn.execute("CREATE TABLE plugins (x)")
     elif kind == "locked":
         write_legacy_catalog(path, rows=[LegacyModel(1, "/m/a")])
-        monkeypatch.setattr("modelvault.migration.legacy.LEGACY_BUSY_TIMEOUT_SECONDS", 0.05)
+        monkeypatch.setattr("modelvault.legacy.reader.LEGACY_BUSY_TIMEOUT_SECONDS", 0.05)
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
     db = DatabaseManager(db_url)

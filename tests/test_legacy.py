@@ -16,9 +16,10 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from modelvault import DatabaseManager, LegacyDatabaseError
-from modelvault.migration import legacy as legacy_module
-from modelvault.migration.legacy import LegacyLayout, LegacyRow, open_legacy
-from modelvault.migration.legacy_order import IdRanges
+from modelvault.legacy import link_reads
+from modelvault.legacy.layout import LegacyLayout, LegacyRow
+from modelvault.legacy.order import IdRanges
+from modelvault.legacy.reader import open_legacy
 from modelvault.migration.sample import (
     SYSTEM_TAG_NAMES,
     LegacyModel,
@@ -346,7 +347,7 @@ def test_the_legacy_app_can_write_whenever_the_importer_holds_a_batch(
 ) -> None:
     """In rollback-journal mode a reader blocks every writer: no read may stay open
     while the caller works on a batch, links past the last model included."""
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", 2)
     rows = [LegacyModel(i, f"/m/{i}", hash_hex=SHA if hashed else "") for i in range(1, 7)]
     links = [(i, t) for i in range(1, 7) for t in (1, 2)] + [(i, 3) for i in range(50, 58)]
     path = write_legacy_catalog(tmp_path / "l.sqlite3", rows=rows, links=links)
@@ -458,7 +459,7 @@ def test_hand_made_tables_are_read_whole(
     """Every model and every link comes exactly once, whatever a hand-made file
     declared: ids that are not the row id (any type in them), links keyed by text;
     also when a batch is cut for its links (where ids of two types meet)."""
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", links_per_batch)
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", links_per_batch)
     path = write_legacy_catalog(
         tmp_path / "l.sqlite3",
         rows=[LegacyModel(i, f"/m/{i}", hash_hex=sha_text) for i, sha_text in
@@ -498,7 +499,7 @@ def _vm_steps_per_read(path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -
             legacy.engine, "connect", lambda conn, _: conn.set_progress_handler(count, 1000)
         )
         legacy.engine.dispose()  # the next connection gets the handler
-        reading = legacy._reading
+        reading = legacy.reading
 
         @contextmanager
         def counted(**options: bool) -> Iterator[object]:
@@ -507,7 +508,7 @@ def _vm_steps_per_read(path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -
                 yield cursor
             per_read.append(steps[0])
 
-        monkeypatch.setattr(legacy, "_reading", counted)
+        monkeypatch.setattr(legacy, "reading", counted)
         for _batch in legacy.batches(size):
             pass
     return per_read
@@ -516,7 +517,7 @@ def _vm_steps_per_read(path: Path, size: int, monkeypatch: pytest.MonkeyPatch) -
 def test_no_read_grows_with_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each read is a batch, an ordering chunk or a window of links: ten times the
     rows take ten times the reads, none of them longer (no sort or scan of it all)."""
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 300)
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", 300)
     most = []
     for count in (1_000, 10_000):
         rows = [
@@ -538,7 +539,7 @@ def test_a_model_deleted_after_its_id_was_read_has_its_links_seen_once(
     """Whether a link names a model is decided by the ids read, not by the models
     there are when its window is read: a model deleted (its links left behind)
     before or after its batch has its links once, in the batch that listed it."""
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 2)  # several windows
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", 2)  # several windows
     rows = [LegacyModel(i, f"/m/{i}") for i in range(10, 70, 10)]
     links = [(i, 1) for i in range(10, 70, 10)]
     links += [(i + 5, 2) for i in range(0, 70, 10)]  # between the models: no model

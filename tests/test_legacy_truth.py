@@ -30,10 +30,10 @@ from test_importer import (
 )
 
 from modelvault import DatabaseManager, LegacyDatabaseError
+from modelvault.legacy import link_reads
+from modelvault.legacy.reader import open_legacy
 from modelvault.migration import importer as importer_module
-from modelvault.migration import legacy as legacy_module
 from modelvault.migration.importer import import_legacy_data
-from modelvault.migration.legacy import open_legacy
 from modelvault.migration.sample import (
     LegacyModel,
     LegacyTag,
@@ -519,7 +519,7 @@ def test_batches_hold_a_bounded_number_of_links(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     legacy_path = many_links(tmp_path)
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 7)
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", 7)
     seen_rows, seen_links = [], []
     with open_legacy(legacy_path) as legacy:
         for batch in legacy.batches(5):
@@ -541,7 +541,7 @@ def test_the_link_budget_changes_nothing_in_the_catalog(
     first = import_legacy_data(legacy, with_batch(db, 5))
     whole = snapshot(db)
     empty_catalog(db)
-    monkeypatch.setattr(legacy_module, "LINKS_PER_BATCH", 7)
+    monkeypatch.setattr(link_reads, "LINKS_PER_BATCH", 7)
     second = import_legacy_data(legacy, with_batch(db, 5))
     assert snapshot(db) == whole
     assert second.orphan_links_skipped == first.orphan_links_skipped == 6

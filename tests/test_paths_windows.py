@@ -28,7 +28,8 @@ from modelvault.catalog.values import PREVIOUS_PATHS
 from modelvault.db.models import Model, PendingImport, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, system_tags, write_legacy_catalog
-from modelvault.migration.worker import path_problem, process_pending
+from modelvault.migration.worker import process_pending
+from modelvault.migration.worker_files import path_problem
 from modelvault.pathkey import WINDOWS, path_key, path_rules
 from modelvault.scan import scan_roots
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from modelvault.migration.placement import (
+from modelvault.legacy.placement import (
     NO_MARKS,
     NOTHING_HELD,
     Held,

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from modelvault.migration import owner
-from modelvault.migration.legacy import open_legacy
-from modelvault.migration.private_copies import PREFIX, Maker, maker_of, new_folder, sweep
+from modelvault.legacy.private_copies import PREFIX, Maker, maker_of, new_folder, sweep
+from modelvault.legacy.reader import open_legacy
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog
+from modelvault.queue import owner
 
 MAKE_A_COPY = (
     "import sys\n"
-    "from modelvault.migration.private_copies import new_folder\n"
+    "from modelvault.legacy.private_copies import new_folder\n"
     "folder = new_folder(sys.argv[1])\n"
     "(folder / 'hikaze_mm.sqlite3').write_bytes(b'a copy')\n"
     "print(folder, flush=True)\n"

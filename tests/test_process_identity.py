@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from modelvault import winapi
-from modelvault.migration import owner
-from modelvault.migration.owner import linux_process_gone, windows_process_gone, windows_token
+from modelvault.queue import owner
+from modelvault.queue.owner import linux_process_gone, windows_process_gone, windows_token
 from modelvault.winapi import STILL_ACTIVE, ProcessFacts
 
 MACHINE = "0123456789ab.4026531836"

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from support import run_modelvault, wait_for
 
-from modelvault.migration.private_copies import PREFIX
+from modelvault.legacy.private_copies import PREFIX
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog
 
 FILES = 24
@@ -218,7 +218,7 @@ def test_a_copy_a_killed_import_left_is_removed_by_the_next_run_never_a_live_one
             sys.executable,
             "-c",
             "import sys\n"
-            "from modelvault.migration.private_copies import new_folder\n"
+            "from modelvault.legacy.private_copies import new_folder\n"
             "print(new_folder(sys.argv[1]), flush=True)\n"
             "sys.stdin.read()\n",
             str(tmp),

@@ -43,7 +43,7 @@ from modelvault.db.sqlite_files import (
     look_at,
     sqlite_uri,
 )
-from modelvault.migration.legacy import open_legacy
+from modelvault.legacy.reader import open_legacy
 
 
 def _files(folder: Path) -> dict[str, str]:

@@ -15,8 +15,8 @@ from support import hashing_settled, legacy_with_files, wait_for, write_file
 
 from modelvault import DatabaseManager
 from modelvault.config import Settings
-from modelvault.migration import queue
 from modelvault.migration.manager import MigrationManager, MigrationState, MigrationStatus
+from modelvault.queue import leases
 
 
 @pytest.fixture
@@ -76,8 +76,8 @@ def put_in_back_off(db: DatabaseManager, path: Path, seconds: float) -> None:
     """A queued file whose last attempt failed: it waits ``seconds`` before the next."""
     write_file(path, 4096, 1)
     db.add_pending_import({"path": str(path), "size_bytes": 4096})
-    (row,) = queue.claim_batch(db, "an-earlier-run", limit=1, lease_seconds=60)
-    failed = queue.record_failure(
+    (row,) = leases.claim_batch(db, "an-earlier-run", limit=1, lease_seconds=60)
+    failed = leases.record_failure(
         db, "an-earlier-run", row, "OSError: I/O error", max_attempts=5, backoff_seconds=seconds
     )
     assert failed == "pending"

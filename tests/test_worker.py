@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 from support import notes_of
+from support.worker import Events, MidHash, make_file, stage, staging
 
 from modelvault import (
     CatalogError,
@@ -32,24 +31,18 @@ from modelvault.catalog.stamp_meta import SCAN_MTIME_NS
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.db.types import utcnow
 from modelvault.file_stamp import FILE_STAT, stamp_of, stat_marks
-from modelvault.migration import queue
-from modelvault.migration.queue_sql import batch_sql
 from modelvault.migration.worker import (
     WorkerEvent,
     WorkerReport,
     process_pending,
     retry_pending,
 )
+from modelvault.queue import finish, leases, overview
+from modelvault.queue.finish import insert_models
+from modelvault.queue.rows import TagCache
+from modelvault.queue.statements import MODEL_COLUMNS, statements_for
 
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
-
-
-def make_file(folder: Path, name: str, data: bytes) -> tuple[str, str]:
-    """A real file; returns its path and SHA-256."""
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return str(path), hashlib.sha256(data).hexdigest()
 
 
 def marks_of(path: str) -> dict[str, int]:
@@ -57,48 +50,10 @@ def marks_of(path: str) -> dict[str, int]:
     return stat_marks(stamp_of(os.stat(path)))
 
 
-def stage(db: DatabaseManager, path: str, **fields: Any) -> int:
-    return db.add_pending_import({"path": path, **fields}).id
-
-
-def staging(db: DatabaseManager) -> dict[str, PendingImport]:
-    with db.session_scope() as s:
-        return {row.path: row for row in s.scalars(select(PendingImport))}
-
-
 def tags_of(db: DatabaseManager, sha: str) -> dict[str, str | None]:
     model = db.get_model(sha)
     assert model is not None, f"no model {sha}"
     return {t.name: t.color for t in model.tags}
-
-
-class Events:
-    """Collects worker events (list.append is atomic: safe from worker threads)."""
-
-    def __init__(self) -> None:
-        self.items: list[WorkerEvent] = []
-
-    def __call__(self, event: WorkerEvent) -> None:
-        self.items.append(event)
-
-    def of(self, kind: str, path: str | None = None) -> list[WorkerEvent]:
-        return [e for e in self.items if e.kind == kind and (path is None or e.path == path)]
-
-
-class MidHash(Events):
-    """Events that also run ``action`` once, at the first progress event: mid-hash,
-    in the worker's thread, while the hash waits for the callback to return."""
-
-    def __init__(self, action: Callable[[], object]) -> None:
-        super().__init__()
-        self.action = action
-        self.done = threading.Event()
-
-    def __call__(self, event: WorkerEvent) -> None:
-        super().__call__(event)
-        if event.kind == "progress" and not self.done.is_set():
-            self.done.set()
-            self.action()
 
 
 def test_new_files_become_models_with_their_coloured_tags(
@@ -197,23 +152,23 @@ def test_transient_errors_are_retried_with_back_off_then_fail(
 
 def test_back_off_doubles_with_each_attempt(db: DatabaseManager, tmp_path: Path) -> None:
     stage(db, str(tmp_path / "x"))
-    (row,) = queue.claim_batch(db, "w1", limit=5, lease_seconds=60)
+    (row,) = leases.claim_batch(db, "w1", limit=5, lease_seconds=60)
     before = utcnow()
-    assert queue.record_failure(db, "w1", row, "boom", max_attempts=5, backoff_seconds=100) == (
+    assert leases.record_failure(db, "w1", row, "boom", max_attempts=5, backoff_seconds=100) == (
         "pending"
     )
     first = staging(db)[row.path]
     assert first.not_before is not None
     assert timedelta(seconds=99) <= first.not_before - before <= timedelta(seconds=102)
-    assert queue.claim_batch(db, "w1", limit=5, lease_seconds=60) == []  # still backing off
-    wait = queue.queue_state(db).wait_seconds
+    assert leases.claim_batch(db, "w1", limit=5, lease_seconds=60) == []  # still backing off
+    wait = overview.queue_state(db).wait_seconds
     assert wait is not None
     assert 90 < wait <= 100
     _expire(db, not_before=True)  # the back-off has passed
-    (again,) = queue.claim_batch(db, "w2", limit=5, lease_seconds=60)
+    (again,) = leases.claim_batch(db, "w2", limit=5, lease_seconds=60)
     assert again.attempts == 1
     before = utcnow()
-    queue.record_failure(db, "w2", again, "boom", max_attempts=5, backoff_seconds=100)
+    leases.record_failure(db, "w2", again, "boom", max_attempts=5, backoff_seconds=100)
     second = staging(db)[row.path]
     assert second.not_before is not None
     assert timedelta(seconds=199) <= second.not_before - before <= timedelta(seconds=202)
@@ -483,7 +438,7 @@ def test_a_dead_workers_expired_leases_are_taken_over(db: DatabaseManager, tmp_p
     paths = [make_file(tmp_path, f"{i}.bin", bytes([i]) * 100)[0] for i in range(3)]
     for path in paths:
         stage(db, path, size_bytes=100)
-    dead = queue.claim_batch(db, "dead-worker", limit=10, lease_seconds=1)
+    dead = leases.claim_batch(db, "dead-worker", limit=10, lease_seconds=1)
     assert [r.path for r in dead] == paths
 
     # The lease runs out after one second: the pool waits for it, then takes over.
@@ -492,8 +447,8 @@ def test_a_dead_workers_expired_leases_are_taken_over(db: DatabaseManager, tmp_p
     assert report.imported == 3
     assert staging(db) == {}
     ids = [r.id for r in dead]
-    assert queue.renew(db, "dead-worker", ids, 60) == set()
-    assert queue.release(db, "dead-worker", ids) == set()
+    assert leases.renew(db, "dead-worker", ids, 60) == set()
+    assert leases.release(db, "dead-worker", ids) == set()
 
 
 def test_nothing_is_written_for_a_row_whose_lease_was_lost(
@@ -501,19 +456,17 @@ def test_nothing_is_written_for_a_row_whose_lease_was_lost(
 ) -> None:
     path, sha = make_file(tmp_path, "m.bin", b"content")
     stage(db, path, tags=[{"name": "t", "color": "red"}])
-    (mine,) = queue.claim_batch(db, "slow", limit=1, lease_seconds=60)
+    (mine,) = leases.claim_batch(db, "slow", limit=1, lease_seconds=60)
     _expire(db)  # "slow" stalled past its lease...
-    (theirs,) = queue.claim_batch(db, "fast", limit=1, lease_seconds=60)  # ...and lost the row
+    (theirs,) = leases.claim_batch(db, "fast", limit=1, lease_seconds=60)  # ...and lost the row
     assert theirs.id == mine.id
     item = mine.hashed(sha, 7, 1)
 
-    assert (
-        queue.finish(db, "slow", mine.id, item, policy="merge", tag_cache=queue.TagCache()) is None
-    )
-    assert queue.record_failure(db, "slow", mine, "x", max_attempts=3, backoff_seconds=0) is None
-    assert queue.mark_missing(db, "slow", mine, "x") is False
-    assert queue.renew(db, "slow", [mine.id], 60) == set()
-    assert queue.release(db, "slow", [mine.id]) == set()
+    assert finish.finish(db, "slow", mine.id, item, policy="merge", tag_cache=TagCache()) is None
+    assert leases.record_failure(db, "slow", mine, "x", max_attempts=3, backoff_seconds=0) is None
+    assert leases.mark_missing(db, "slow", mine, "x") is False
+    assert leases.renew(db, "slow", [mine.id], 60) == set()
+    assert leases.release(db, "slow", [mine.id]) == set()
     with db.session_scope() as s:  # the rolled-back finish left no model, tag or link
         assert s.scalar(select(func.count()).select_from(Model)) == 0
         assert s.scalar(select(func.count()).select_from(Tag)) == 0
@@ -521,7 +474,7 @@ def test_nothing_is_written_for_a_row_whose_lease_was_lost(
     row = staging(db)[path]
     assert (row.status, row.claimed_by, row.attempts) == ("claimed", "fast", 0)
 
-    settled = queue.finish(db, "fast", theirs.id, item, policy="merge", tag_cache=queue.TagCache())
+    settled = finish.finish(db, "fast", theirs.id, item, policy="merge", tag_cache=TagCache())
     assert settled is not None
     assert settled.outcome is Outcome.IMPORTED
     assert tags_of(db, sha) == {"t": "#ff0000"}
@@ -538,7 +491,7 @@ def test_a_batch_with_one_lost_lease_settles_the_rows_still_held(
     )
     stage(db, path_a, size_bytes=1, tags=[{"name": "t", "color": "red"}])
     stage(db, path_b, size_bytes=1, tags=[{"name": "t", "color": "red"}])
-    mine = queue.claim_batch(db, "slow", limit=2, lease_seconds=60)
+    mine = leases.claim_batch(db, "slow", limit=2, lease_seconds=60)
     assert [row.path for row in mine] == [path_a, path_b]
     with db.session_scope() as s:  # row a's lease ran out, and "fast" took it
         s.execute(
@@ -546,10 +499,10 @@ def test_a_batch_with_one_lost_lease_settles_the_rows_still_held(
             .where(PendingImport.id == mine[0].id)
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
-    (theirs,) = queue.claim_batch(db, "fast", limit=2, lease_seconds=60)
+    (theirs,) = leases.claim_batch(db, "fast", limit=2, lease_seconds=60)
     assert theirs.id == mine[0].id
     items = [(mine[0].id, mine[0].hashed(sha_a, 1, 1)), (mine[1].id, mine[1].hashed(sha_b, 1, 1))]
-    outcomes, _ = queue.finish_batch(db, "slow", items, policy="merge", tag_cache=queue.TagCache())
+    outcomes, _ = finish.finish_batch(db, "slow", items, policy="merge", tag_cache=TagCache())
     assert outcomes[mine[0].id] is None
     settled = outcomes[mine[1].id]
     assert settled is not None
@@ -566,14 +519,14 @@ def test_an_expired_lease_nobody_took_is_released_but_not_finished(
 ) -> None:
     path, sha = make_file(tmp_path, "m.bin", b"content")
     stage(db, path)
-    (row,) = queue.claim_batch(db, "w", limit=1, lease_seconds=60)
+    (row,) = leases.claim_batch(db, "w", limit=1, lease_seconds=60)
     _expire(db)
-    cache = queue.TagCache()
+    cache = TagCache()
     assert (
-        queue.finish(db, "w", row.id, row.hashed(sha, 7, 1), policy="merge", tag_cache=cache)
+        finish.finish(db, "w", row.id, row.hashed(sha, 7, 1), policy="merge", tag_cache=cache)
         is None
     )
-    assert queue.release(db, "w", [row.id]) == {row.id}
+    assert leases.release(db, "w", [row.id]) == {row.id}
     released = staging(db)[path]
     assert (released.status, released.claimed_by, released.lease_expires_at) == (
         "pending",
@@ -589,28 +542,28 @@ def test_claims_are_disjoint_oldest_first_and_bounded_in_bytes(
     mib = 1024 * 1024
     for i, size in enumerate([100 * mib, 100 * mib, 100 * mib, 10, None, 10]):
         stage(db, str(tmp_path / f"{i}.bin"), size_bytes=size)
-    first = queue.claim_batch(db, "a", limit=8, lease_seconds=60)
-    second = queue.claim_batch(db, "b", limit=8, lease_seconds=60)
-    third = queue.claim_batch(db, "c", limit=8, lease_seconds=60)
-    fourth = queue.claim_batch(db, "d", limit=8, lease_seconds=60)
+    first = leases.claim_batch(db, "a", limit=8, lease_seconds=60)
+    second = leases.claim_batch(db, "b", limit=8, lease_seconds=60)
+    third = leases.claim_batch(db, "c", limit=8, lease_seconds=60)
+    fourth = leases.claim_batch(db, "d", limit=8, lease_seconds=60)
     names = [[Path(r.path).name for r in batch] for batch in (first, second, third, fourth)]
     # 256 MiB per batch; a row of unknown size counts as a whole batch.
     assert names == [["0.bin", "1.bin"], ["2.bin", "3.bin"], ["4.bin"], ["5.bin"]]
-    assert queue.claim_batch(db, "e", limit=8, lease_seconds=60) == []
+    assert leases.claim_batch(db, "e", limit=8, lease_seconds=60) == []
     owners = {r.path: r.claimed_by for r in staging(db).values()}
     assert sorted(owners.values()) == ["a", "a", "b", "b", "c", "d"]
-    state = queue.queue_state(db)
+    state = overview.queue_state(db)
     assert state.unfinished == 6
     assert state.wait_seconds is not None
     assert 50 < state.wait_seconds <= 60
 
 
 def test_within_budget_always_takes_one_row() -> None:
-    assert queue.within_budget([], 10) == []
-    assert queue.within_budget([(1, 50), (2, 1)], 10) == [1]
-    assert queue.within_budget([(1, 4), (2, 6), (3, 1)], 10) == [1, 2]
-    assert queue.within_budget([(1, None), (2, 1)], 10) == [1]
-    assert queue.within_budget([(1, 10), (2, 0)], 10) == [1, 2]
+    assert leases.within_budget([], 10) == []
+    assert leases.within_budget([(1, 50), (2, 1)], 10) == [1]
+    assert leases.within_budget([(1, 4), (2, 6), (3, 1)], 10) == [1, 2]
+    assert leases.within_budget([(1, None), (2, 1)], 10) == [1]
+    assert leases.within_budget([(1, 10), (2, 0)], 10) == [1, 2]
 
 
 def test_a_broken_event_callback_loses_nothing(db: DatabaseManager, tmp_path: Path) -> None:
@@ -690,12 +643,27 @@ def test_the_new_models_of_a_batch_are_told_apart_on_sqlite(
     db.upsert_model({"sha256": sha["a"], "path": "/m/a"})
     stamp = "2024-01-01 00:00:00.000000"
     rows = [
-        [sha[name], path, None, name, "other", None, 1, 1, stamp, stamp, {}]  # None: path_key
+        [
+            {
+                "sha256": sha[name],
+                "path": path,
+                "path_key": None,
+                "name": name,
+                "type": "other",
+                "base": None,
+                "size_bytes": 1,
+                "mtime_ns": 1,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "meta": {},
+            }[column]
+            for column in MODEL_COLUMNS
+        ]
         for name, path in [("b", "/m/b"), ("a", "/m/a-copy"), ("c", "/m/a"), ("d", "/m/d")]
     ]
     with db.engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE models SET rowid = {last_rowid}")
-        new = batch_sql(False).insert_models_run(conn, rows)
+        new = insert_models(statements_for(conn), conn, rows)
     assert new == {"/m/b", "/m/d"}  # a's content and a's path are taken
     assert sorted(m.path for m in db.find_models()) == ["/m/a", "/m/b", "/m/d"]
     db.dispose()

@@ -23,8 +23,8 @@ from modelvault import DatabaseManager, Settings
 from modelvault.db.models import PendingImport
 from modelvault.db.types import utcnow
 from modelvault.hashing import HashControl
-from modelvault.migration import queue
 from modelvault.migration.worker import MigrationWorker, WorkerEvent, WorkerReport, process_pending
+from modelvault.queue import leases
 
 MIB = 1024 * 1024
 PAUSE_CONTRACT_SECONDS = 0.5
@@ -280,7 +280,7 @@ def test_a_worker_that_loses_its_lease_mid_file_lets_the_row_go(
             s.execute(
                 update(PendingImport).values(lease_expires_at=utcnow() - timedelta(seconds=1))
             )
-        (taken,) = queue.claim_batch(db, "thief", limit=1, lease_seconds=60)  # ...and lost it
+        (taken,) = leases.claim_batch(db, "thief", limit=1, lease_seconds=60)  # ...and lost it
         timeline.wait_for("released")
         (released,) = timeline.of("released")
         assert released.message is not None
@@ -288,7 +288,7 @@ def test_a_worker_that_loses_its_lease_mid_file_lets_the_row_go(
         assert released.bytes == sum(e.bytes for e in timeline.of("progress"))
         assert row_of(db, str(path)).claimed_by == "thief"
         assert db.count_models() == 0
-        assert queue.release(db, "thief", [taken.id]) == {taken.id}  # the thief gives it back
+        assert leases.release(db, "thief", [taken.id]) == {taken.id}  # the thief gives it back
     finally:
         control.resume()
     report = pool.result()

@@ -14,44 +14,20 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import wait_for
-from test_worker import Events, MidHash, make_file, stage, staging
+from support.worker import DEADLINE, Events, MidHash, make_file, run_with_deadline, stage, staging
 
 from modelvault import DatabaseManager, Settings
 from modelvault.errors import FileChangedError, NotRegularFileError
 from modelvault.hashing import hash_file, hash_file_digest
-from modelvault.migration.worker import (
-    WorkerEvent,
-    WorkerReport,
-    classify_os_error,
-    process_pending,
-)
+from modelvault.migration.worker import WorkerEvent, process_pending
+from modelvault.migration.worker_files import classify_os_error
 
-DEADLINE = 30.0  # seconds; only reached when something blocks
 FAST = Settings(retry_backoff_seconds=0, max_attempts=5, hash_chunk_bytes=4096)
-
-
-def run_with_deadline(work: Callable[[], WorkerReport]) -> WorkerReport:
-    """Run ``work`` in a daemon thread; fail (never hang) if it does not end in time."""
-    result: list[WorkerReport] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(work())
-        except BaseException as exc:  # handed to the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    wait_for(lambda: not thread.is_alive(), "the workers to end (something blocked)", DEADLINE)
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 @pytest.fixture

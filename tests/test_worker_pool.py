@@ -12,11 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_worker import Events, make_file, stage
+from support.worker import Events, make_file, stage
 
 from modelvault import DatabaseManager, Settings
-from modelvault.migration import queue, worker
+from modelvault.migration import worker
 from modelvault.migration.worker import WorkerEvent, process_pending
+from modelvault.queue import leases
 
 FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3)
 DEADLINE_SECONDS = 30.0
@@ -85,18 +86,18 @@ def test_outside_the_lane_only_heavy_batches_are_claimed(
     stage(db, str(tmp_path / "big.bin"), size_bytes=HEAVY)
     heavy = HEAVY
     # The oldest rows add up to less than asked for: nothing is claimed.
-    assert queue.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy) == []
-    (small,) = queue.claim_batch(db, "lane", limit=1, lease_seconds=60)
-    (big,) = queue.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy)
+    assert leases.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy) == []
+    (small,) = leases.claim_batch(db, "lane", limit=1, lease_seconds=60)
+    (big,) = leases.claim_batch(db, "helper", limit=1, lease_seconds=60, min_bytes=heavy)
 
     assert (Path(small.path).name, Path(big.path).name) == ("small.bin", "big.bin")
-    assert queue.batch_bytes([small, big]) == 10 + HEAVY
+    assert leases.batch_bytes([small, big]) == 10 + HEAVY
 
 
 def test_within_budget_takes_nothing_below_the_minimum() -> None:
-    assert queue.within_budget([(1, 4), (2, 4)], 10, min_bytes=9) == []
-    assert queue.within_budget([(1, 4), (2, 5)], 10, min_bytes=9) == [1, 2]
-    assert queue.within_budget([(1, None)], 10, min_bytes=9) == [1]  # unknown: a full budget
+    assert leases.within_budget([(1, 4), (2, 4)], 10, min_bytes=9) == []
+    assert leases.within_budget([(1, 4), (2, 5)], 10, min_bytes=9) == [1, 2]
+    assert leases.within_budget([(1, None)], 10, min_bytes=9) == [1]  # unknown: a full budget
 
 
 def test_small_files_go_on_while_a_big_one_is_hashed(db: DatabaseManager, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue as queue_module
 import random
 import signal
 import subprocess
@@ -27,17 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, select
+from support.worker import REPO, Child
 
 from modelvault import DatabaseManager, Settings
 from modelvault.config import sqlite_url
 from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.worker import WorkerEvent, process_pending
-
-REPO = Path(__file__).resolve().parent.parent
 
 # A worker process started afresh (its own interpreter, as on another host).
 # argv: catalog URL, event log. It says "ready", waits for "go" on stdin (so all
@@ -62,49 +60,6 @@ sys.stdin.readline()
 report = process_pending(db, workers=2, on_event=on_event)
 print(json.dumps(report.to_dict()), flush=True)
 """
-
-
-class Child:
-    """A worker process whose output lines can be awaited with a deadline."""
-
-    def __init__(self, script: Path, url: str, log: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), url, str(log)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines: queue_module.Queue[str | None] = queue_module.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def next_line(self, timeout: float = 60.0) -> str | None:
-        """The next line printed, or None once the process has closed its output."""
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue_module.Empty:
-            self.proc.kill()
-            raise AssertionError(f"no output from the worker process in {timeout} s") from None
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def report(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Wait for a normal end and return its WorkerReport."""
-        line = self.next_line(timeout)
-        assert line is not None, "the worker process ended without a report"
-        assert self.proc.wait(30) == 0
-        data: dict[str, Any] = json.loads(line)
-        return data
 
 
 @pytest.fixture

@@ -23,15 +23,14 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from support import wait_for
 from support.postgres import reset_postgres
-from test_worker import MidHash, make_file, stage, staging
-from test_worker_hostile import run_with_deadline
-from test_worker_processes import Child
+from support.worker import Child, MidHash, make_file, run_with_deadline, stage, staging
 
 from modelvault import DatabaseManager, Settings
 from modelvault.db.models import PendingImport
 from modelvault.db.types import utcnow
-from modelvault.migration import owner, worker
+from modelvault.migration import worker, worker_leases
 from modelvault.migration.worker import MigrationWorker, process_pending
+from modelvault.queue import owner
 
 ROWS = 5
 SETTINGS = Settings(
@@ -108,7 +107,7 @@ def test_rows_left_claimed_by_a_failed_worker_are_taken_over_at_once(
     sqlite_db: tuple[DatabaseManager, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db, path = sqlite_db
-    monkeypatch.setattr(worker, "RELEASE_PATIENCE_SECONDS", 0.5)
+    monkeypatch.setattr(worker_leases, "RELEASE_PATIENCE_SECONDS", 0.5)
     digests = stage_files(db, tmp_path / "files")
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     runner = start_worker(db, lambda: locker.execute("BEGIN EXCLUSIVE"))
@@ -231,7 +230,7 @@ def owner_of_an_exited_process() -> str:
         [
             sys.executable,
             "-c",
-            "from modelvault.migration.owner import new_owner; print(new_owner('w'))",
+            "from modelvault.queue.owner import new_owner; print(new_owner('w'))",
         ],
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from modelvault.cli.workers import finish_processing
 from modelvault.database import DatabaseManager
 
 if TYPE_CHECKING:
-    from modelvault.migration.legacy import LegacyCatalog
+    from modelvault.legacy.reader import LegacyCatalog
 
 
 WARNINGS_SHOWN = 5  # of an import's warnings, without -v
@@ -31,14 +31,14 @@ WARNINGS_SHOWN = 5  # of an import's warnings, without -v
 def open_legacy_file(path: str) -> LegacyCatalog:
     """The legacy file, checked (a bad one is refused before anything is created or
     written) and open for the import, which reads it without checking it again."""
-    from modelvault.migration.legacy import open_legacy
+    from modelvault.legacy.reader import open_legacy
 
     return open_legacy(path)
 
 
 def check_images(args: argparse.Namespace) -> Callable[[DatabaseManager], None]:
     """Refuse a bad --images folder, or preview images with no store to copy them to."""
-    from modelvault.images import check_image_folders
+    from modelvault.legacy.images import check_image_folders
 
     def check(db: DatabaseManager) -> None:
         check_image_folders(args.legacy, args.images, db.images_dir, db.display_url)

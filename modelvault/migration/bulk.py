@@ -29,13 +29,13 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import JSON, Column, Table, insert, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from modelvault.db.batches import chunked
 from modelvault.db.models import Model, PendingImport
 from modelvault.db.types import UTCDateTime, utc_text
-from modelvault.migration.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
+from modelvault.legacy.placement import NO_MARKS, NOTHING_HELD, Held, Marks, marks_of
+from modelvault.queue.driver import driver_errors, json_list, json_rows
 
 MODELS = cast(Table, Model.__table__)
 PENDING = cast(Table, PendingImport.__table__)
@@ -176,12 +176,11 @@ class KeyLookup:
         table = key.table.name
         self.sqlite = (
             f"SELECT {', '.join('t.' + column.name for column in columns)} "
-            f"FROM json_each(?) AS k JOIN {table} AS t ON t.{key.name} = k.value"
+            f"FROM {json_rows('?', postgresql=False)} JOIN {table} AS t ON t.{key.name} = k.value"
         )
         self.postgresql = (
             f"SELECT {', '.join('t.' + column.name for column in columns)} "
-            f"FROM json_array_elements_text(%s::json) AS k(value) "
-            f"JOIN {table} AS t ON t.{key.name} = k.value"
+            f"FROM {json_rows('%s', postgresql=True)} JOIN {table} AS t ON t.{key.name} = k.value"
         )
 
     def fetch(self, session: Session, keys: str | None) -> list[tuple[Any, ...]]:
@@ -197,7 +196,7 @@ def _keys(keys: Iterable[Any]) -> str | None:
     """Look-up keys as ``KeyLookup`` takes them: a JSON array, in order, no repeats
     (made once for the look-ups that share them); None when there are none."""
     ordered = sorted(set(keys))
-    return json.dumps(ordered) if ordered else None
+    return json_list(ordered) if ordered else None
 
 
 class BulkInsert:
@@ -268,14 +267,13 @@ class CopyInsert(BulkInsert):
         conn = session.connection()
         dbapi: Any = conn.connection.dbapi_connection  # psycopg's, for its copy()
         driver_rows = self.driver_rows(rows)
-        try:
-            with dbapi.cursor() as cursor, cursor.copy(self.copy) as copy:
-                for row in driver_rows:
-                    copy.write_row(row)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                self.copy, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
-            ) from exc
+        with (
+            driver_errors(conn.dialect, self.copy, None),
+            dbapi.cursor() as cursor,
+            cursor.copy(self.copy) as copy,
+        ):
+            for row in driver_rows:
+                copy.write_row(row)
 
 
 class ValuesInsert(BulkInsert):

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelvault.images import LEGACY_IMAGES_FOLDER
+from modelvault.legacy.file import LEGACY_FILE_NAME
+from modelvault.legacy.images import LEGACY_IMAGES_FOLDER
 from modelvault.migration.demo_folder import DemoFolder
-from modelvault.migration.legacy import LEGACY_FILE_NAME
 from modelvault.migration.sample import (
     LegacyModel,
     LegacyTag,

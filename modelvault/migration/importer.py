@@ -189,14 +189,18 @@ from sqlalchemy.orm import Session
 from modelvault.catalog.settle import HashedFile, Outcome, settle_file
 from modelvault.catalog.tags import TagSpec
 from modelvault.catalog.values import LEGACY, PREVIEWS, RESERVED_META_KEYS
-from modelvault.config import CONFLICT_POLICIES
+from modelvault.config import check_conflict_policy
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
 from modelvault.db.models import Model, PendingStatus, model_tags
 from modelvault.db.types import utcnow
-from modelvault.errors import CatalogError, ConfigError, MigrationError
-from modelvault.images import LegacyImages
-from modelvault.migration import cleaning
+from modelvault.errors import CatalogError, MigrationError
+from modelvault.legacy import rows as cleaning
+from modelvault.legacy.images import LegacyImages
+from modelvault.legacy.layout import LegacyBatch, LegacyLayout, LegacyRow, NotUtf8Text
+from modelvault.legacy.placement import Place, place
+from modelvault.legacy.reader import LegacyCatalog, open_legacy
+from modelvault.legacy.tags import LegacyTags
 from modelvault.migration.bulk import (
     MODELS,
     PENDING,
@@ -205,16 +209,6 @@ from modelvault.migration.bulk import (
     Lookups,
     bulk_insert,
 )
-from modelvault.migration.legacy import (
-    LegacyBatch,
-    LegacyCatalog,
-    LegacyLayout,
-    LegacyRow,
-    NotUtf8Text,
-    open_legacy,
-)
-from modelvault.migration.legacy_tags import LegacyTags
-from modelvault.migration.placement import Place, place
 from modelvault.migration.report import MAX_WARNINGS, OUTCOMES, ImportReport
 from modelvault.normalize import (
     RELATIVE_PATH,
@@ -272,10 +266,8 @@ def import_legacy_data(
     ``images/`` beside the legacy file) into the catalog's image store, and
     listed in each row's ``meta.previews`` (see ``modelvault.images``).
     """
-    if policy is not None and policy not in CONFLICT_POLICIES:
-        raise ConfigError(
-            f"conflict policy {policy!r} is not valid: use one of {', '.join(CONFLICT_POLICIES)}."
-        )
+    if policy is not None:
+        check_conflict_policy(policy)
     started = time.monotonic()
     own_db = db is None
     with _opened(legacy_db_path) as legacy:

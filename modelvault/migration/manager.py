@@ -20,6 +20,7 @@ from modelvault.database import DatabaseManager
 from modelvault.errors import MigrationError, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import import_legacy_data
+from modelvault.migration.manager_board import StatusBoard
 from modelvault.migration.status import (
     RUNNING_STATES,
     STAGES,
@@ -27,15 +28,12 @@ from modelvault.migration.status import (
     MigrationStatus,
     RunProgress,
 )
-from modelvault.migration.subscribers import Subscribers
-from modelvault.migration.worker import WorkerEvent, process_pending
+from modelvault.migration.worker import process_pending
 from modelvault.scan import ScanRoot, checked_roots, scan_roots, settle_after_hashing
 
 __all__ = ["MigrationManager", "MigrationState", "MigrationStatus", "Subscriber", "get_manager"]
 
 log = logging.getLogger(__name__)
-
-PUBLISH_INTERVAL_SECONDS = 0.2  # progress events at most this often (state changes at once)
 
 Subscriber = Callable[[MigrationStatus], None]
 
@@ -48,16 +46,11 @@ class MigrationManager:
 
     def __init__(self, db: DatabaseManager) -> None:
         self.db = db
-        self._lock = threading.RLock()
-        self._state = MigrationState.IDLE
-        self._stage: MigrationState | None = None  # the stage running, also while paused
-        self._progress = RunProgress()
+        self._board = StatusBoard(db)
+        self._lock = self._board.lock
         self._control = HashControl()
         self._finished = threading.Event()
         self._finished.set()  # no run yet
-        self._last_publish = 0.0
-        self._subscribers: Subscribers[MigrationStatus] = Subscribers(kind=_state_of)
-        self._staging_counts: dict[str, int] = {}
 
     @classmethod
     def for_database(cls, db: DatabaseManager) -> MigrationManager:
@@ -115,14 +108,15 @@ class MigrationManager:
         """
         with self._lock:
             self._control.pause()
-            if self._state in STAGES:
-                self._set_state(MigrationState.PAUSED)
+            if self._board.state in STAGES:
+                self._board.set_state(MigrationState.PAUSED)
 
     def resume_processing(self) -> None:
         with self._lock:
             self._control.resume()
-            if self._state is MigrationState.PAUSED and self._stage is not None:
-                self._set_state(self._stage)
+            board = self._board
+            if board.state is MigrationState.PAUSED and board.stage is not None:
+                board.set_state(board.stage)
 
     def stop(self) -> None:
         """Stop soon: the import stops after its current batch, workers release their rows."""
@@ -137,8 +131,7 @@ class MigrationManager:
 
     @property
     def running(self) -> bool:
-        with self._lock:
-            return self._state in RUNNING_STATES
+        return self._board.running
 
     # -- progress -------------------------------------------------------------
 
@@ -156,13 +149,13 @@ class MigrationManager:
         thread. After unsubscribing, the callback is not called again and its
         thread ends (when the call in progress returns).
         """
-        return self._subscribers.subscribe(callback)
+        return self._board.subscribers.subscribe(callback)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every subscriber was given a status as new as the newest published
         so far; False on timeout. From a callback it raises ``MigrationError`` (it
         would wait for that callback itself)."""
-        return self._subscribers.flush(timeout)
+        return self._board.subscribers.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Shut down: stop the run, if one is going, and wait up to ``timeout`` for it
@@ -174,7 +167,7 @@ class MigrationManager:
         """
         self.stop()
         ended = self.wait(timeout)
-        self._subscribers.close()
+        self._board.subscribers.close()
         return ended
 
     def __enter__(self) -> MigrationManager:
@@ -190,10 +183,7 @@ class MigrationManager:
 
     def status(self, *, refresh: bool = True) -> MigrationStatus:
         """The current snapshot; ``refresh`` re-reads the staging counts from the catalog."""
-        if refresh:
-            self._refresh_counts()
-        with self._lock:
-            return self._snapshot()
+        return self._board.status(refresh=refresh)
 
     # -- the run --------------------------------------------------------------
 
@@ -207,17 +197,17 @@ class MigrationManager:
         scan: list[ScanRoot] | None = None,
     ) -> bool:
         with self._lock:
-            if self._state in RUNNING_STATES:
+            if self._board.state in RUNNING_STATES:
                 return False
             paused = self._control.paused and not self._control.stopped
             self._control = HashControl()
             if paused:
                 self._control.pause()
-            self._progress = RunProgress(legacy_path=legacy_path, started=time.monotonic())
+            self._board.progress = RunProgress(legacy_path=legacy_path, started=time.monotonic())
             first = MigrationState.IMPORTING if legacy_path else MigrationState.PROCESSING
             if scan is not None:
                 first = MigrationState.SCANNING
-            self._enter_stage(first)
+            self._board.enter_stage(first, paused=self._control.paused)
             self._finished.clear()
             thread = threading.Thread(
                 target=self._run,
@@ -245,7 +235,7 @@ class MigrationManager:
                     policy=policy or self.db.settings.conflict_policy,
                 )
                 with self._lock:
-                    self._progress.scan_report = found
+                    self._board.progress.scan_report = found
             if legacy_path is not None:
                 report = import_legacy_data(
                     legacy_path,
@@ -255,108 +245,49 @@ class MigrationManager:
                     images_dir=images_dir,
                 )
                 with self._lock:
-                    self._progress.import_report = report
+                    self._board.progress.import_report = report
             if self._control.stopped:
-                self._finish(MigrationState.STOPPED)
+                self._board.finish(MigrationState.STOPPED)
                 return
-            self._begin_processing()
+            self._board.begin_processing(paused=self._control.paused)
             result = process_pending(
                 self.db,
                 workers=workers,
                 policy=policy,
                 control=self._control,
-                on_event=self._on_worker_event,
+                on_event=self._board.worker_event,
             )
             if scan is not None and not self._control.stopped:
                 settle_after_hashing(self.db, found)  # moves the workers settled
             with self._lock:
-                self._progress.worker_report = result
-            self._finish(MigrationState.STOPPED if self._control.stopped else MigrationState.DONE)
+                self._board.progress.worker_report = result
+            stopped = self._control.stopped
+            self._board.finish(MigrationState.STOPPED if stopped else MigrationState.DONE)
         except _Stopped:
-            self._finish(MigrationState.STOPPED)
+            self._board.finish(MigrationState.STOPPED)
         except ModelVaultError as exc:
-            self._fail(str(exc))
+            self._board.fail(str(exc))
         except Exception as exc:  # the thread must always end in a final state
             log.exception("migration failed")
-            self._fail(f"unexpected error: {exc!r}")
+            self._board.fail(f"unexpected error: {exc!r}")
         finally:
             self._finished.set()
 
-    def _begin_processing(self) -> None:
-        totals = self.db.claimable_totals()
-        with self._lock:
-            self._progress.begin_processing(
-                totals.files, totals.bytes, totals.unsized, time.monotonic()
-            )
-            self._enter_stage(MigrationState.PROCESSING)
-
-    def _enter_stage(self, stage: MigrationState) -> None:
-        """Under the lock: the run goes on to ``stage`` (and stays paused if it is)."""
-        self._stage = stage
-        self._set_state(MigrationState.PAUSED if self._control.paused else stage)
-
-    def _finish(self, state: MigrationState) -> None:
-        self._refresh_counts()
-        with self._lock:
-            self._set_state(state)
-
-    def _fail(self, message: str) -> None:
-        with self._lock:
-            self._progress.error = message
-            self._progress.errors.append(message)
-            self._set_state(MigrationState.FAILED)
-
-    def _hold_or_stop(self) -> None:
-        """Between committed batches of stage 1 or a scan: a pause holds here too."""
-        while not self._control.wait_until_running(1.0):
-            pass
-        if self._control.stopped:
-            raise _Stopped  # each batch is committed: running again completes the rest
-
     def _on_scan(self, files_seen: int) -> None:
-        with self._lock:
-            self._progress.files_scanned = files_seen
-            self._publish(force=False)
-        self._hold_or_stop()
+        self._board.scanned(files_seen)
+        _hold_or_stop(self._control)
 
     def _on_import(self, done: int, total: int) -> None:
-        with self._lock:  # the batch is committed: count it before holding
-            self._progress.rows_imported, self._progress.rows_to_import = done, total
-            self._publish(force=False)
-        self._hold_or_stop()
-
-    def _on_worker_event(self, event: WorkerEvent) -> None:
-        with self._lock:
-            self._progress.apply(event, time.monotonic())
-            self._publish(force=False)
-
-    def _refresh_counts(self) -> None:
-        try:
-            counts = self.db.staging_counts()
-        except ModelVaultError as exc:  # status must answer even if the catalog hiccups
-            log.warning("cannot read staging counts: %s", exc)
-            return
-        with self._lock:
-            self._staging_counts = counts
-
-    def _set_state(self, state: MigrationState) -> None:
-        self._state = state
-        self._publish(force=True)
-
-    def _publish(self, *, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_publish < PUBLISH_INTERVAL_SECONDS:
-            return
-        self._last_publish = now
-        self._subscribers.post(self._snapshot())  # never waits: delivery threads call back
-
-    def _snapshot(self) -> MigrationStatus:
-        stage = self._stage if self._state in RUNNING_STATES else None
-        return self._progress.snapshot(self._state, stage, self._staging_counts, time.monotonic())
+        self._board.imported(done, total)  # the batch is committed: count it before holding
+        _hold_or_stop(self._control)
 
 
-def _state_of(status: MigrationStatus) -> MigrationState:
-    return status.state
+def _hold_or_stop(control: HashControl) -> None:
+    """Between committed batches of stage 1 or a scan: a pause holds here too."""
+    while not control.wait_until_running(1.0):
+        pass
+    if control.stopped:
+        raise _Stopped  # each batch is committed: running again completes the rest
 
 
 class _Stopped(MigrationError):

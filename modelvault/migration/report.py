@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from modelvault.images import ImageReport
+from modelvault.legacy.images import ImageReport
 
 log = logging.getLogger("modelvault.migration.importer")
 
@@ -43,7 +43,7 @@ class ImportReport:
     color_clashes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     warnings_omitted: int = 0
-    images: ImageReport | None = None  # the preview images (modelvault.images)
+    images: ImageReport | None = None  # the preview images (modelvault.legacy.images)
     seconds: float = 0.0
 
     @property

@@ -14,7 +14,7 @@ What is decided from the system's answers is in plain functions
 (``linux_process_gone``, ``windows_process_gone``), tested on every system;
 the answers come from ``/proc`` and ``os.kill`` (POSIX) or ``modelvault.winapi``.
 The private copies of legacy files are named for their process the same way
-(``modelvault.migration.private_copies``).
+(``modelvault.legacy.private_copies``).
 """
 
 from __future__ import annotations

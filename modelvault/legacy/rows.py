@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 from modelvault.catalog.values import file_name
-from modelvault.migration.legacy import LegacyLayout, LegacyRow
+from modelvault.legacy.layout import LegacyLayout, LegacyRow
 from modelvault.normalize import (
     MAX_TYPE,
     RELATIVE_PATH,

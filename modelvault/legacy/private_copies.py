@@ -1,12 +1,12 @@
 """The private copies of legacy files in the temporary folder, named for their process.
 
 A WAL-mode legacy file is read from a copy in a new folder of the temporary
-folder (see ``modelvault.migration.legacy``), as big as the legacy catalog
+folder (see ``modelvault.legacy.reader``), as big as the legacy catalog
 (56 MB for 200,000 rows). The copy is removed when the import ends, however
 it ends: an error, Ctrl-C, SIGTERM. A process killed outright (``kill -9``, a
 crash, a power cut) cannot remove it, so each folder is named for the process
 that made it: ``modelvault-legacy_<host>_<pid>_<start>_<random>``, the host,
-pid and start token as in lease owner names (``modelvault.migration.owner``).
+pid and start token as in lease owner names (``modelvault.queue.owner``).
 Every opening of a legacy file removes the folders left by processes of this
 host that are provably gone, and never one of a process that may still run
 (another host, another boot or container, a process that cannot be judged).
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from modelvault.migration import owner
+from modelvault.queue import owner
 
 __all__ = ["PREFIX", "Maker", "maker_of", "new_folder", "sweep"]
 

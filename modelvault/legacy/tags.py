@@ -23,8 +23,9 @@ from modelvault.db.batches import chunked, insert_ignoring_duplicates
 from modelvault.db.models import Tag
 from modelvault.db.types import utcnow
 from modelvault.errors import ValidationError
-from modelvault.migration import cleaning
-from modelvault.migration.legacy import LegacyCatalog, LegacyRow
+from modelvault.legacy.layout import LegacyRow
+from modelvault.legacy.reader import LegacyCatalog
+from modelvault.legacy.rows import from_ms, jsonable, text
 from modelvault.migration.report import ImportReport
 from modelvault.normalize import normalize_tag_name, read_color
 
@@ -99,7 +100,7 @@ class LegacyTags:
             return
         self.combos.clear()
         rows = self.legacy.tags(unknown)
-        found = {row.id: self._legacy_tag(row, quiet=True) for row in rows}
+        found = {row.id: legacy_tag(row, ImportReport(legacy_path=self.source)) for row in rows}
         names = {tag.spec.name for tag in found.values() if tag.spec is not None}
         in_catalog: dict[str, tuple[int, str | None]] = {}
         with self.db.session_scope() as session:
@@ -128,11 +129,11 @@ class LegacyTags:
         wanted: dict[str, dict[str, Any]] = {}
         registered: list[LegacyTag] = []
         for row in rows:
-            tag = self._legacy_tag(row)
+            tag = legacy_tag(row, self.report)
             self.by_id[row.id] = tag
             registered.append(tag)
             if tag.spec is not None and tag.spec.name not in wanted:
-                created = cleaning.from_ms(row.created_at) or now
+                created = from_ms(row.created_at) or now
                 wanted[tag.spec.name] = {
                     "name": tag.spec.name,
                     "color": tag.spec.color,
@@ -186,71 +187,6 @@ class LegacyTags:
             "in the meta of its models",
         )
 
-    def _legacy_tag(self, row: Any, *, quiet: bool = False) -> LegacyTag:
-        """The tag in v3 form; unless ``quiet`` (read again), what is odd is reported."""
-        report = ImportReport(legacy_path=self.source) if quiet else self.report
-        raw_color = cleaning.jsonable(row.color)
-        color = None
-        unreadable = inexact = False
-        if isinstance(raw_color, str) and raw_color.strip():
-            read = read_color(raw_color)
-            color = None if read is None else read[0]
-            unreadable = read is None
-            inexact = read is not None and not read[1]
-        elif raw_color is not None and not isinstance(raw_color, str):
-            unreadable = True  # a number or a blob; blank text is just "no colour"
-        name = cleaning.text(row.name)
-        try:
-            if name is not None and "\x00" in name:
-                raise ValidationError(f"{name!r} holds a NUL character")
-            spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
-        except ValidationError as exc:
-            spec = None
-            report.warn(
-                "tags",
-                row.id,
-                f"its name cannot be a tag name ({exc}); kept in the meta of its models",
-            )
-        if unreadable:
-            report.unreadable_colors.append(
-                {
-                    "tag_id": row.id,
-                    "tag": cleaning.jsonable(row.name),
-                    "color": raw_color,
-                }
-            )
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is not a colour; the tag is imported without one",
-            )
-        if inexact:
-            report.warn(
-                "tags",
-                row.id,
-                f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
-                "the colour as written is kept in the meta of its models",
-            )
-        raw_bytes = {
-            column: base64.b64encode(value).decode("ascii")
-            for column, value in (("name", row.name), ("color", row.color))
-            if isinstance(value, bytes)
-        }
-        for column in raw_bytes:
-            report.warn(
-                "tags",
-                row.id,
-                f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
-                f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
-                "its models",
-            )
-        key = name if spec is not None else None
-        return LegacyTag(
-            *(row.id, spec, key, cleaning.jsonable(row.name), raw_color, unreadable),
-            color_kept=not inexact,
-            raw_bytes=raw_bytes or None,
-        )
-
     def links_by_model(
         self, rows: Sequence[LegacyRow], links: Iterable[tuple[Any, Any]]
     ) -> dict[int, list[Any]]:
@@ -277,7 +213,7 @@ class LegacyTags:
 
     def _orphan(self, model_id: Any, reason: str) -> None:
         self.report.orphan_links_skipped += 1
-        self.report.warn("model_tags", cleaning.jsonable(model_id), reason + "; skipped")
+        self.report.warn("model_tags", jsonable(model_id), reason + "; skipped")
 
     def of_row(self, tag_ids: Sequence[Any], legacy: dict[str, Any]) -> list[TagSpec]:
         """The row's tags, and what of them goes in its ``meta.legacy``: worked out
@@ -311,4 +247,71 @@ class LegacyTags:
         return list(specs.values())
 
 
-__all__ = ["LegacyTag", "LegacyTags"]
+def legacy_tag(row: Any, report: ImportReport) -> LegacyTag:
+    """A legacy tag in v3 form; what is odd about it goes to ``report``."""
+    raw_color = jsonable(row.color)
+    color, unreadable, inexact = _read_color(raw_color)
+    name = text(row.name)
+    try:
+        if name is not None and "\x00" in name:
+            raise ValidationError(f"{name!r} holds a NUL character")
+        spec: TagSpec | None = TagSpec(normalize_tag_name(name), color)
+    except ValidationError as exc:
+        spec = None
+        report.warn(
+            "tags", row.id, f"its name cannot be a tag name ({exc}); kept in the meta of its models"
+        )
+    if unreadable:
+        report.unreadable_colors.append(
+            {"tag_id": row.id, "tag": jsonable(row.name), "color": raw_color}
+        )
+        report.warn(
+            "tags", row.id, f"colour {raw_color!r} is not a colour; the tag is imported without one"
+        )
+    if inexact:
+        report.warn(
+            "tags",
+            row.id,
+            f"colour {raw_color!r} is read as {color} (alpha dropped or rounded); "
+            "the colour as written is kept in the meta of its models",
+        )
+    raw_bytes = _raw_bytes(row, report)
+    key = name if spec is not None else None
+    return LegacyTag(
+        *(row.id, spec, key, jsonable(row.name), raw_color, unreadable),
+        color_kept=not inexact,
+        raw_bytes=raw_bytes or None,
+    )
+
+
+def _read_color(raw_color: Any) -> tuple[str | None, bool, bool]:
+    """The v3 colour of a legacy one; whether it is unreadable; whether it is read
+    inexactly (alpha dropped or rounded)."""
+    if isinstance(raw_color, str) and raw_color.strip():
+        read = read_color(raw_color)
+        if read is None:
+            return None, True, False
+        return read[0], False, not read[1]
+    # A number or a blob is unreadable; blank text is just "no colour".
+    return None, raw_color is not None and not isinstance(raw_color, str), False
+
+
+def _raw_bytes(row: Any, report: ImportReport) -> dict[str, str]:
+    """The exact bytes (base64) of a tag's name and colour stored as bytes."""
+    raw_bytes = {
+        column: base64.b64encode(value).decode("ascii")
+        for column, value in (("name", row.name), ("color", row.color))
+        if isinstance(value, bytes)
+    }
+    for column in raw_bytes:
+        report.warn(
+            "tags",
+            row.id,
+            f"its {column} is a BLOB or text that is not UTF-8; it is read with replacement "
+            f"characters, and its exact bytes are kept in meta.legacy.tag_bytes_b64 of "
+            "its models",
+        )
+    return raw_bytes
+
+
+__all__ = ["LegacyTag", "LegacyTags", "legacy_tag"]
