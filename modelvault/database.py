@@ -68,7 +68,8 @@ class DatabaseManager(CatalogAccess):
         return crud.get_model(self, sha256)
 
     def get_model_by_path(self, path: str) -> ModelRecord | None:
-        """The model of the file at ``path``, however the path is spelt."""
+        """The model of the file at ``path``, however the path is spelt (on Windows
+        ``c:\\models\\a.ckpt`` and ``C:/Models/A.ckpt`` are one file: ``modelvault.pathkey``)."""
         return crud.get_model_by_path(self, path)
 
     def find_models(
@@ -86,8 +87,19 @@ class DatabaseManager(CatalogAccess):
         sort: str = "name",
         base: str | None = None,
     ) -> list[ModelRecord]:
-        """One page of the models these filters keep, in the order ``sort`` says
-        (``modelvault.catalog.browse.find_models``)."""
+        """Models in the order ``sort`` says, one page of them (``offset``, ``limit``):
+        by ``name`` (any case), ``size`` (biggest first), ``added`` (newest first),
+        ``type`` or ``path``; names then paths break ties.
+
+        Only those carrying every tag in ``tags`` (with ``untagged``: no tag at all),
+        of ``model_type``, of the base model ``base`` (any case), with ``search`` in
+        their name or path (any case), under one
+        of the folders ``under`` (in any spelling of it: ``modelvault.pathkey``); with
+        ``missing`` only those whose file is gone, with ``unreachable`` only those
+        whose file cannot be looked at now (a folder that cannot be read, a share that
+        is not there: see ``modelvault.presence``), with both either. Two queries per
+        page, however many tags the models have.
+        """
         filters = ModelFilter(tags, model_type, search, under, untagged, base, missing, unreachable)
         return browse.find_models(self, filters, limit=limit, offset=offset, sort=sort)
 
@@ -108,8 +120,13 @@ class DatabaseManager(CatalogAccess):
         return browse.count_models(self, filters)
 
     def find_model(self, key: str) -> ModelRecord:
-        """The model named by a SHA-256 or its start, an AutoV3 or its start, a path
-        or a file name (``modelvault.catalog.browse.find_model``)."""
+        """The model named by a SHA-256, a unique prefix of one (4+ hex digits, any
+        case: Civitai's AutoV2 is the first 10), its AutoV3 or the start of it (10+
+        digits: A1111 writes 12), its path, or its file name when only one model has it.
+
+        ``NotFoundError`` when nothing matches, ``ValidationError`` when a
+        prefix or name matches several models.
+        """
         return browse.find_model(self, key)
 
     def get_models_by_tag(self, name: str) -> list[ModelRecord]:
@@ -120,7 +137,8 @@ class DatabaseManager(CatalogAccess):
         return staging.staging_counts(self)
 
     def claimable_totals(self) -> QueueTotals:
-        """Files still waiting to be hashed, their known bytes, how many have no size."""
+        """Files still waiting to be hashed (pending or claimed rows), their known bytes,
+        and how many have no known size."""
         return staging.claimable_totals(self)
 
     def catalog_counts(self) -> dict[str, int]:
@@ -141,7 +159,8 @@ class DatabaseManager(CatalogAccess):
         return crud.list_tags(self)
 
     def tag_model(self, sha256: str, tag_id: int) -> None:
-        """Link a tag to a model (idempotent). Unknown model or tag: ``NotFoundError``."""
+        """Link a tag to a model (idempotent; a new link is a change of the model's
+        ``updated_at``). Unknown model or tag: ``NotFoundError``."""
         crud.tag_model(self, sha256, tag_id)
 
     def untag_model(self, sha256: str, tag_id: int) -> bool:

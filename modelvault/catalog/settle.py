@@ -28,11 +28,12 @@ from modelvault.catalog.stamp_meta import (
 from modelvault.catalog.tags import TagSpec, ensure_tags, link_tags
 from modelvault.catalog.values import PREVIOUS_PATHS, PREVIOUS_SHA256, file_name
 from modelvault.db.keyed import same_file
-from modelvault.db.models import Model, PendingImport, PendingStatus
+from modelvault.db.models import Model, PendingImport
 from modelvault.db.types import utcnow
 from modelvault.file_stamp import FILE_STAT
 from modelvault.identify.catalog import FoundFields, apply_found
 from modelvault.pathkey import renamed_below, stored_key
+from modelvault.queue.states import DUPLICATE
 
 
 class Outcome(str, enum.Enum):
@@ -311,7 +312,7 @@ def _live_copy(
         select(PendingImport)
         .where(
             PendingImport.sha256 == sha256,
-            PendingImport.status == PendingStatus.DUPLICATE.value,
+            PendingImport.status == DUPLICATE,
         )
         .order_by(PendingImport.id)
     )

@@ -13,8 +13,7 @@ from modelvault.catalog.tags import TagSpec
 from modelvault.db.batches import chunked
 from modelvault.db.models import PendingImport, PendingStatus
 from modelvault.errors import NotFoundError, ValidationError
-
-CLAIMED = PendingStatus.CLAIMED.value
+from modelvault.queue.states import CLAIMED
 
 
 def retag_queue(session: Session, old: str, new: str | None) -> int:

@@ -21,6 +21,7 @@ from modelvault.db.keyed import same_file
 from modelvault.db.models import PendingImport, PendingStatus
 from modelvault.errors import AlreadyExistsError, ValidationError
 from modelvault.normalize import normalize_sha256
+from modelvault.queue.states import PENDING, WAITING
 
 # The columns of ``pending_import`` a caller gives: all but the queue's own bookkeeping.
 PENDING_FIELDS = columns_of(
@@ -82,7 +83,6 @@ def staging_counts(db: CatalogAccess) -> dict[str, int]:
 def claimable_totals(db: CatalogAccess) -> QueueTotals:
     """Files still waiting to be hashed (pending or claimed rows), their known bytes,
     and how many have no known size."""
-    waiting = (PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
     size = PendingImport.size_bytes
     with db.session_scope() as session:
         row = session.execute(
@@ -90,7 +90,7 @@ def claimable_totals(db: CatalogAccess) -> QueueTotals:
                 func.count(),
                 func.coalesce(func.sum(size), 0),
                 func.count().filter(size.is_(None)),
-            ).where(PendingImport.status.in_(waiting))
+            ).where(PendingImport.status.in_(sorted(WAITING)))
         ).one()
         return QueueTotals(int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
 
@@ -117,7 +117,7 @@ def _pending_values(data: Mapping[str, Any]) -> dict[str, Any]:
         )
     values = file_values(data)
     values["tags"] = [TagSpec.parse(t).to_json() for t in data.get("tags") or ()]
-    values["status"] = _statuses([data.get("status") or PendingStatus.PENDING.value])[0]  # type: ignore[index]
+    values["status"] = _statuses([data.get("status") or PENDING])[0]  # type: ignore[index]
     if data.get("sha256") is not None:
         values["sha256"] = normalize_sha256(data["sha256"])
     created_at = data.get("created_at")
