@@ -126,8 +126,14 @@ def hashing_rate(db: DatabaseManager, paths: list[Path], workers: int) -> float:
 async def watched(address: str, clients: int, interval: float) -> AsyncIterator[list[int]]:
     """``clients`` clients watching the status; yields [answers, events] once they end."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENTS, address, str(clients), str(interval),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        sys.executable,
+        "-c",
+        CLIENTS,
+        address,
+        str(clients),
+        str(interval),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     assert child.stdin is not None
     assert child.stdout is not None
@@ -202,16 +208,21 @@ def main() -> int:
         db.dispose()
     plain, looked_at = statistics.median(figures.alone), statistics.median(figures.watched)
     ratio = looked_at / plain
-    print(f"{args.files} files of {args.mib} MiB, {args.workers} workers, median of "
-          f"{args.rounds} rounds each (SQLite)")
+    print(
+        f"{args.files} files of {args.mib} MiB, {args.workers} workers, median of "
+        f"{args.rounds} rounds each (SQLite)"
+    )
     watching = f"hashing, {args.clients} clients watching"
     print(f"  {'hashing alone':<32} {plain / 2**20:8.1f} MiB/s")
     print(f"  {watching:<32} {looked_at / 2**20:8.1f} MiB/s")
-    print(f"  (the clients: {figures.answers / figures.seconds:.0f} status answers/s, "
-          f"{figures.events / figures.seconds:.0f} events/s while hashing)")
+    print(
+        f"  (the clients: {figures.answers / figures.seconds:.0f} status answers/s, "
+        f"{figures.events / figures.seconds:.0f} events/s while hashing)"
+    )
     verdict = "within" if ratio >= TARGET else "BELOW"
     print(f"  ratio {ratio:.3f}  ({verdict} the target of {TARGET}: at most 5 % slower)")
     return 0 if ratio >= TARGET else 1
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
