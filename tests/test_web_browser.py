@@ -13,12 +13,14 @@ import pytest
 pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed")
 
 from support.browser import chromium, served, wait_until
-from support.webkit import demo_legacy, migrated_demo
+from support.webkit import big_file_legacy, demo_legacy, migrated_demo
 
 from modelvault.database import DatabaseManager
 from modelvault.migration.manager import MigrationManager
 from modelvault.web import build_app
 
+# A checkpoint's size: its hashing lasts long enough to be paused and resumed from the page.
+BIG_FILE = 32 * 1024**3
 ALL_DECODED = (
     "const images = [...document.querySelectorAll('#grid img')];"
     "images.forEach((i) => i.scrollIntoView());"
@@ -115,6 +117,50 @@ def test_a_migration_started_on_the_page_moves_the_bar(tmp_path: Path) -> None:
     finally:
         manager.close(30)
         db.dispose()
+
+
+def state(driver: Any) -> str:
+    return str(by_id(driver, "state").text)
+
+
+def progress(driver: Any) -> float:
+    value = by_id(driver, "progress").get_attribute("value")
+    return float(value) if value else 0.0
+
+
+def test_the_pages_pause_and_resume_hold_a_file_in_the_middle(tmp_path: Path) -> None:
+    db, legacy = big_file_legacy(tmp_path, BIG_FILE)
+    manager = MigrationManager.for_database(db)
+    try:
+        with served(build_app(db)) as address, chromium() as driver:
+            driver.get(address)
+            wait_until(driver, lambda d: state(d) == "idle", "the status")
+            by_id(driver, "legacy").send_keys(str(legacy))
+            by_id(driver, "migrate").click()
+            wait_until(driver, lambda d: state(d) == "processing" and progress(d) > 0, "hashing")
+            by_id(driver, "pause").click()
+            wait_until(driver, lambda d: state(d) == "paused (processing)", "paused")
+            held = manager.status()
+            assert 0 < held.bytes_done < BIG_FILE  # paused in the middle of the file
+            assert by_id(driver, "resume").is_enabled()
+            assert not by_id(driver, "pause").is_enabled()
+            driver.save_screenshot(str(tmp_path / "paused-1280.png"))
+
+            by_id(driver, "resume").click()
+            moved = progress(driver)
+            wait_until(driver, lambda d: state(d) == "processing", "hashing again")
+            wait_until(driver, lambda d: progress(d) > moved, "the bar moving on")
+            assert manager.status().bytes_done > held.bytes_done
+            by_id(driver, "stop").click()
+            wait_until(driver, lambda d: state(d) == "stopped", "stopped")
+            driver.save_screenshot(str(tmp_path / "stopped-1280.png"))
+        assert db.find_models() == []  # stopped before the end: the file is still staged
+        (staged,) = db.get_pending_imports()
+        assert staged.status == "pending"
+    finally:
+        manager.close(30)
+        db.dispose()
+    assert (tmp_path / "paused-1280.png").stat().st_size > 0
 
 
 def post(address: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ pytest.importorskip("aiohttp", reason="the web extra (aiohttp) is not installed"
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from support import statements_run
 from support.webkit import demo_legacy
 
 from modelvault.database import DatabaseManager
 from modelvault.migration.manager import MigrationManager
 from modelvault.web import build_app
+from modelvault.web.context import COUNTS_EVERY_SECONDS
 
 Client = TestClient[web.Request, web.Application]
 DEADLINE = 120.0
@@ -126,3 +129,19 @@ async def test_bad_run_requests_start_nothing(
 async def test_a_scan_of_no_folder_is_refused_at_once(client: Client, tmp_path: Path) -> None:
     answer = await post(client, "/api/run/scan", {"roots": [str(tmp_path / "absent")]}, 400)
     assert "absent" in answer["error"]
+
+
+async def test_many_clients_asking_the_status_read_the_staging_counts_once_a_second(
+    client: Client, legacy_demo: tuple[DatabaseManager, Path]
+) -> None:
+    db = legacy_demo[0]
+    db.add_pending_import({"path": str(legacy_demo[1].parent / "staged.safetensors")})
+    with statements_run(db) as statements:
+        start = time.monotonic()
+        answers = await asyncio.gather(*(client.get("/api/status") for _ in range(40)))
+        seconds = time.monotonic() - start
+    for answer in answers:
+        assert answer.status == 200
+        assert (await answer.json())["staging_counts"]["pending"] == 1
+    reads = [s for s in statements if "FROM pending_import" in s]
+    assert 1 <= len(reads) <= 1 + seconds / COUNTS_EVERY_SECONDS

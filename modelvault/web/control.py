@@ -20,7 +20,8 @@ HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing
 
 
 def status_json(context: WebContext) -> dict[str, Any]:
-    return context.manager.status().to_dict()
+    """The status after a change this app made: its staging counts read now."""
+    return context.status(fresh=True)
 
 
 async def _started(context: WebContext, started: bool) -> web.Response:
@@ -39,7 +40,7 @@ def _workers(body: dict[str, Any]) -> int | None:
 @routes.get("/api/status")
 async def status(request: web.Request) -> web.Response:
     context = context_of(request)
-    return web.json_response(await context.run(status_json, context))
+    return web.json_response(await context.run(context.status))
 
 
 @routes.post("/api/run/migrate")
@@ -98,21 +99,21 @@ async def events(request: web.Request) -> web.StreamResponse:
     """The status as Server-Sent Events: the current one at once, then each change."""
     context = context_of(request)
     loop = asyncio.get_running_loop()
-    newest: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
+    newest: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
 
-    def offer(snapshot: dict[str, Any]) -> None:  # on the loop: keep only the newest
+    def offer(event: bytes) -> None:  # on the loop: keep only the newest
         if newest.full():
             newest.get_nowait()
-        newest.put_nowait(snapshot)
+        newest.put_nowait(event)
 
     def delivered(snapshot: MigrationStatus) -> None:  # in the manager's delivery thread
-        loop.call_soon_threadsafe(offer, snapshot.to_dict())
+        loop.call_soon_threadsafe(offer, context.event_data(snapshot))
 
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
     await response.prepare(request)
-    offer(await context.run(status_json, context))
+    offer(f"data: {json.dumps(await context.run(context.status))}\n\n".encode())
     unsubscribe = context.manager.subscribe(delivered)
     task = asyncio.current_task()
     if task is not None:
@@ -128,14 +129,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _send_events(response: web.StreamResponse, newest: asyncio.Queue[Any]) -> None:
+async def _send_events(response: web.StreamResponse, newest: asyncio.Queue[bytes]) -> None:
     while True:
         try:
-            snapshot = await asyncio.wait_for(newest.get(), HEARTBEAT_SECONDS)
+            event = await asyncio.wait_for(newest.get(), HEARTBEAT_SECONDS)
         except asyncio.TimeoutError:
             await response.write(b": still here\n\n")
             continue
-        await response.write(f"data: {json.dumps(snapshot)}\n\n".encode())
+        await response.write(event)
 
 
 async def end_streams(app: web.Application) -> None:
