@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from support import rewrite_hiding
-from test_scan import catalogue_as_found, make_tree, opens_under, scan_and_hash, staging, write
+from support.scan import catalogue_as_found, make_tree, opens_under, scan_and_hash, staging, write
 
 from modelvault import DatabaseManager, Settings
 from modelvault.catalog.stamp_meta import SCAN_MTIME_NS

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 from support import HEAD_REVISION
-from test_scan import FAST, opens_under, scan_and_hash, staging, write
+from support.scan import FAST, opens_under, scan_and_hash, staging, write
 
 from modelvault import AlreadyExistsError, DatabaseManager
 from modelvault.catalog.settle import HashedFile, Outcome, settle_file

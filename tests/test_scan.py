@@ -6,47 +6,30 @@ to hash what a scan staged.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from support import running_as_root
+from support.scan import (
+    FAST,
+    catalogue_as_found,
+    make_tree,
+    opens_under,
+    scan_and_hash,
+    staging,
+    write,
+)
 
-from modelvault import DatabaseManager, ScanError, Settings
+from modelvault import DatabaseManager, ScanError
 from modelvault.catalog.stamp_meta import SCAN_SOURCE
 from modelvault.catalog.values import PREVIOUS_PATHS, PREVIOUS_SHA256
-from modelvault.db.models import Model, PendingImport
-from modelvault.migration.worker import WorkerReport, process_pending
-from modelvault.scan import ScanReport, ScanRoot, find_missing, scan_roots, settle_after_hashing
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from scan_bench import catalogue_as_found, make_tree
-
-FAST = Settings(retry_backoff_seconds=0, lease_seconds=30, max_attempts=3, workers=2)
-
-
-def write(path: Path, data: bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def scan_and_hash(db: DatabaseManager, *roots: Any) -> tuple[ScanReport, WorkerReport]:
-    report = scan_roots(db, roots)
-    result = process_pending(db, settings=FAST)
-    settle_after_hashing(db, report)
-    return report, result
-
-
-def staging(db: DatabaseManager) -> dict[str, PendingImport]:
-    with db.session_scope() as s:
-        return {row.path: row for row in s.scalars(select(PendingImport))}
+from modelvault.db.models import Model
+from modelvault.migration.worker import process_pending
+from modelvault.scan import ScanRoot, find_missing, scan_roots, settle_after_hashing
 
 
 def tag_names(db: DatabaseManager, sha: str) -> set[str]:
@@ -101,24 +84,6 @@ def test_staged_rows_are_not_staged_twice(db: DatabaseManager, tree: Path) -> No
     again = scan_roots(db, [tree])
     assert (again.already_staged, again.staged) == (2, 0)
     assert len(staging(db)) == 2
-
-
-@contextlib.contextmanager
-def opens_under(folder: Path) -> Iterator[list[str]]:
-    """Every file opened under ``folder`` while the block runs (audit events)."""
-    opened: list[str] = []
-    prefix = str(folder)
-    active = True
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if active and event == "open" and isinstance(args[0], str) and args[0].startswith(prefix):
-            opened.append(args[0])
-
-    sys.addaudithook(hook)  # hooks cannot be removed: this one goes quiet after the block
-    try:
-        yield opened
-    finally:
-        active = False
 
 
 def test_a_rescan_of_20000_unchanged_files_opens_none_of_them(

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import run_modelvault as modelvault
 from support import wait_for
-from test_cli import modelvault
 
 from modelvault import ConfigError, DatabaseManager, ScanError, Settings
 from modelvault.migration.manager import MigrationManager, MigrationState

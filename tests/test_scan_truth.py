@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from test_scan import FAST, opens_under, staging, write
+from support.scan import FAST, opens_under, staging, write
 
 from modelvault import DatabaseManager
 from modelvault.catalog.values import PREVIOUS_PATHS

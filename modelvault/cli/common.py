@@ -16,13 +16,9 @@ from modelvault.db.models import PendingStatus
 from modelvault.errors import ModelVaultError
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
 # Rows that need a person (failed, conflict) or are still waiting: after a run
 # meant to finish everything, either means "not done".
 NEEDS_ATTENTION = (PendingStatus.FAILED.value, PendingStatus.CONFLICT.value)
-
-
 UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
 
 

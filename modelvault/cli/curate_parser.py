@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelvault.cli import curate as cu
-from modelvault.cli.usage import Parser, positive_int, whole_number
+from modelvault.cli.options import add_limit, add_model
+from modelvault.cli.usage import Parser, whole_number
 
 Handler = Callable[[argparse.Namespace], int]
-MODEL_HELP = "its SHA-256 or the first digits of it, its path, or its file name"
 DEFAULT_LIMIT = 200
 SORTS = ("name", "size", "added", "type", "path")
 FORMATS = ("table", "json", "csv", "paths")
@@ -148,12 +148,7 @@ def add_listing_options(models: argparse.ArgumentParser) -> None:
         help="by name (any case; the default), size (biggest first), added (newest first), "
         "type or path",
     )
-    models.add_argument(
-        "--limit",
-        type=positive_int,
-        metavar="N",
-        help=f"at most N models (default: {DEFAULT_LIMIT})",
-    )
+    add_limit(models, f"at most N models (default: {DEFAULT_LIMIT})")
     models.add_argument("--all", action="store_true", help="every model that matches, no limit")
     models.add_argument(
         "--offset", type=whole_number, default=0, metavar="N", help="skip the first N models"
@@ -210,25 +205,25 @@ Command = Callable[..., argparse.ArgumentParser]
 def add_curating_commands(command: Command, destructive: Parser) -> None:
     """tag, untag, note, edit, rm, deleted, dupes, types."""
     tag = command("tag", cu.cmd_tag, "tag a model (new tags are created)")
-    tag.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model(tag)
     tag.add_argument("tags", metavar="TAG", nargs="+")
     tag.add_argument(
         "--color", metavar="COLOUR", help="the colour of tags that are new or have none"
     )
     untag = command("untag", cu.cmd_untag, "take tags off a model (the tags stay for the others)")
-    untag.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model(untag)
     untag.add_argument("tags", metavar="TAG", nargs="+")
     note = command(
         "note",
         cu.cmd_note,
         "show, write or remove a model's note (an empty note removes it)",
     )
-    note.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model(note)
     note.add_argument("text", metavar="TEXT", nargs="?", help="the new note")
     note.add_argument("--edit", action="store_true", help="edit the note in $VISUAL or $EDITOR")
     note.add_argument("--clear", action="store_true", help="remove the note")
     edit = command("edit", cu.cmd_edit, "change a model's name, type or base model")
-    edit.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model(edit)
     edit.add_argument("--name", metavar="NAME")
     edit.add_argument("--type", metavar="TYPE", help="e.g. lora or checkpoint")
     edit.add_argument("--base", metavar="BASE", help='e.g. SDXL; "" for none')
@@ -239,11 +234,11 @@ def add_curating_commands(command: Command, destructive: Parser) -> None:
         "'modelvault deleted')",
         destructive,
     )
-    rm.add_argument("models", metavar="MODEL", nargs="+", help=MODEL_HELP)
+    add_model(rm, nargs="+")
     deleted = command(
         "deleted", cu.cmd_deleted, "what was removed from the catalog, newest first, whole"
     )
-    deleted.add_argument("--limit", type=positive_int, metavar="N", help="the last N only")
+    add_limit(deleted, "the last N only")
     command(
         "dupes",
         cu.cmd_dupes,

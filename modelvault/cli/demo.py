@@ -8,10 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelvault.cli.common import (
-    settings_for,
-    ui,
-)
+from modelvault.cli.common import settings_for, ui
 from modelvault.cli.migrate import cmd_migrate
 from modelvault.cli.output import shell_command
 from modelvault.database import DatabaseManager

@@ -16,6 +16,7 @@ from modelvault.catalog.records import ModelRecord
 from modelvault.cli.common import EXIT_OK, progress_view, ui
 from modelvault.cli.curate import change, open_for_change
 from modelvault.cli.escaping import printable
+from modelvault.cli.options import add_model
 from modelvault.cli.output import Line, plural, table
 from modelvault.cli.usage import UsageError
 from modelvault.database import DatabaseManager
@@ -26,7 +27,9 @@ from modelvault.identify.catalog import AUTOV3, BASE_SET_BY, IDENTIFY, USER, WRO
 from modelvault.identify.refresh import identify_models, models_to_identify
 
 Command = Callable[..., argparse.ArgumentParser]
-MODEL_HELP = "its SHA-256 or the first digits of it (an AutoV2 too), its path, or its file name"
+IDENTIFY_MODEL_HELP = (
+    "its SHA-256 or the first digits of it (an AutoV2 too), its path, or its file name"
+)
 SHOWN_TRIGGER_WORDS = 10
 
 
@@ -38,7 +41,7 @@ def add_identify_commands(command: Command) -> None:
         "read the headers of catalogued models' files (one small read each) and note "
         "their base model, kind, trigger words, resolution and title",
     )
-    ident.add_argument("models", metavar="MODEL", nargs="*", help=MODEL_HELP)
+    add_model(ident, nargs="*", help_text=IDENTIFY_MODEL_HELP)
     which = ident.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every model in the catalog")
     which.add_argument(
@@ -50,7 +53,7 @@ def add_identify_commands(command: Command) -> None:
         "set a model's base model (identification never changes it after); "
         '"" clears it, so identification may fill it again',
     )
-    base.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    add_model(base, help_text=IDENTIFY_MODEL_HELP)
     base.add_argument("name", metavar="NAME", help="e.g. SDXL 1.0, Pony, Flux.1 D (see 'bases')")
     bases = command("bases", cmd_bases, "the base models in use, with how many models have each")
     bases.add_argument(

@@ -10,11 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modelvault import __version__
-from modelvault.cli.common import (
-    EXIT_OK,
-    settings_for,
-    ui,
-)
+from modelvault.cli.common import EXIT_OK, settings_for, ui
 from modelvault.cli.output import Line, table
 from modelvault.config import ENV_PREFIX, Settings, default_data_dir, mask_password, shown_url
 from modelvault.database import DatabaseManager

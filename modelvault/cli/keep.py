@@ -26,10 +26,10 @@ from modelvault.cli.common import (
     ui,
 )
 from modelvault.cli.escaping import printable
+from modelvault.cli.options import add_conflict, add_model, add_no_backup
 from modelvault.cli.output import Line, human_bytes, plural
 from modelvault.cli.progress import ProgressView
 from modelvault.cli.usage import UsageError
-from modelvault.config import CONFLICT_POLICIES
 from modelvault.database import DatabaseManager
 from modelvault.exchange import export_catalog, layout_for, refuse_unless_ours
 from modelvault.exchange_import import import_catalog
@@ -271,52 +271,14 @@ def describe_verify(report: VerifyReport) -> list[Line]:
 
 def add_keeping_commands(command: Any) -> None:
     """verify, export, import-catalog, backup."""
-    from modelvault.cli.curate_parser import MODEL_HELP
-
-    verify = command(
-        "verify",
-        cmd_verify,
-        "read model files again and report each that changed (bit rot, replaced in place), "
-        "is gone or cannot be reached; read-only unless --update",
-    )
-    verify.add_argument("models", metavar="MODEL", nargs="*", help=MODEL_HELP)
-    verify.add_argument("--all", action="store_true", help="every model")
-    verify.add_argument(
-        "--under", action="append", metavar="DIR", help="the models in this folder or below it"
-    )
-    verify.add_argument(
-        "--update",
-        action="store_true",
-        help="stage changed files for hashing as a scan does (run 'modelvault worker' next)",
-    )
-    export = command(
-        "export",
-        cmd_export,
-        "write the whole catalog (models, tags, queue, deleted log, the image list) to FILE",
-    )
-    export.add_argument("file", metavar="FILE", help="a new file, or an earlier export")
-    export.add_argument(
-        "--layout",
-        choices=("json", "lines"),
-        help="one JSON document, or JSON Lines for big catalogs (default: lines for "
-        ".jsonl or .ndjson, else json)",
-    )
-    export.add_argument(
-        "--with-images",
-        action="store_true",
-        help="also copy the stored preview images into the folder FILE.images beside it",
-    )
+    _add_verify(command)
+    _add_export(command)
     imported = command(
         "import-catalog",
         cmd_import_catalog,
         "merge an export into the catalog by SHA-256, under the conflict policy",
     )
-    imported.add_argument(
-        "--conflict",
-        choices=CONFLICT_POLICIES,
-        help="when a model's content is catalogued already: merge the notes and tags "
-        "(default), keep the catalog's, or replace them",
-    )
+    add_conflict(imported, what="model")
     imported.add_argument("file", metavar="FILE", help="a file written by 'modelvault export'")
     add_no_backup(imported)
     backup = command(
@@ -334,9 +296,40 @@ def add_keeping_commands(command: Any) -> None:
     )
 
 
-def add_no_backup(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-backup",
+def _add_verify(command: Any) -> None:
+    verify = command(
+        "verify",
+        cmd_verify,
+        "read model files again and report each that changed (bit rot, replaced in place), "
+        "is gone or cannot be reached; read-only unless --update",
+    )
+    add_model(verify, nargs="*")
+    verify.add_argument("--all", action="store_true", help="every model")
+    verify.add_argument(
+        "--under", action="append", metavar="DIR", help="the models in this folder or below it"
+    )
+    verify.add_argument(
+        "--update",
         action="store_true",
-        help="do not back the catalog up first (by default it is, when it holds models)",
+        help="stage changed files for hashing as a scan does (run 'modelvault worker' next)",
+    )
+
+
+def _add_export(command: Any) -> None:
+    export = command(
+        "export",
+        cmd_export,
+        "write the whole catalog (models, tags, queue, deleted log, the image list) to FILE",
+    )
+    export.add_argument("file", metavar="FILE", help="a new file, or an earlier export")
+    export.add_argument(
+        "--layout",
+        choices=("json", "lines"),
+        help="one JSON document, or JSON Lines for big catalogs (default: lines for "
+        ".jsonl or .ndjson, else json)",
+    )
+    export.add_argument(
+        "--with-images",
+        action="store_true",
+        help="also copy the stored preview images into the folder FILE.images beside it",
     )

@@ -1,15 +1,21 @@
-"""The command line's grammar: commands, their options, and the help people read."""
+"""The command line's grammar: commands, their options, and the help people read.
+
+``build_parser`` adds the commands in the order ``--help`` lists them, one group
+at a time; each group's options are written where its commands are, and the
+options several commands share once, in ``modelvault.cli.options``.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import NamedTuple
 
 from modelvault import __version__
 from modelvault.cli import curate as cu
 from modelvault.cli.curate_parser import (
     EXAMPLES,
-    MODEL_HELP,
+    Command,
     add_curating_commands,
     add_listing_options,
     add_tag_actions,
@@ -18,17 +24,23 @@ from modelvault.cli.curate_parser import (
 from modelvault.cli.demo import cmd_demo
 from modelvault.cli.identify_cli import add_identify_commands
 from modelvault.cli.info import cmd_info
-from modelvault.cli.keep import add_keeping_commands, add_no_backup
+from modelvault.cli.keep import add_keeping_commands
 from modelvault.cli.listing import cmd_models, cmd_tags
 from modelvault.cli.migrate import cmd_import, cmd_init, cmd_migrate, cmd_worker
+from modelvault.cli.options import (
+    add_confirmation,
+    add_conflict,
+    add_dry_run,
+    add_limit,
+    add_model,
+    add_no_backup,
+)
 from modelvault.cli.scan_cli import cmd_scan
 from modelvault.cli.serve import add_serve_command
 from modelvault.cli.show import cmd_show
 from modelvault.cli.status import cmd_pending, cmd_retry, cmd_status
 from modelvault.cli.usage import Parser as _Parser
 from modelvault.cli.usage import UsageError as UsageError  # raised by commands, caught by main
-from modelvault.cli.usage import positive_int as _positive_int
-from modelvault.config import CONFLICT_POLICIES
 from modelvault.db.models import PendingStatus
 
 Handler = Callable[[argparse.Namespace], int]
@@ -42,7 +54,10 @@ EPILOG = (
     "'modelvault COMMAND --help' shows a command's own options. "
     "Exit codes: 0 done; 1 rows failed or are in conflict; 2 bad input; 130 interrupted."
 )
-DEFAULT_LIMIT = 200
+LEGACY_HELP = (
+    "the legacy catalog: custom_nodes/<the extension's folder>/data/hikaze_mm.sqlite3 "
+    "in your ComfyUI folder"
+)
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
@@ -83,7 +98,16 @@ def add_global_options(parser: argparse.ArgumentParser, *, on_command: bool) -> 
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Parents(NamedTuple):
+    """Option blocks that commands take as argparse parents."""
+
+    on_command: _Parser  # the global options, also after the command
+    workers: _Parser  # --workers, --conflict: the commands that hash
+    destructive: _Parser  # --dry-run, --yes: the commands that delete
+    legacy: _Parser  # LEGACY, --images: the commands that read a legacy catalog
+
+
+def _parents() -> Parents:
     on_command = _Parser(add_help=False)
     add_global_options(on_command, on_command=True)
     workers = _Parser(add_help=False)
@@ -93,25 +117,48 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="files hashed at once (default: MODELVAULT_WORKERS, else up to 4)",
     )
-    workers.add_argument(
-        "--conflict",
-        choices=CONFLICT_POLICIES,
-        help="when a file's content is catalogued already: merge the notes and tags "
-        "(default), keep the catalog's, or replace them",
-    )
-
+    add_conflict(workers)
     destructive = _Parser(add_help=False)
-    destructive.add_argument(
-        "--dry-run", action="store_true", help="say what would be deleted; change nothing"
+    add_confirmation(destructive)
+    legacy = _Parser(add_help=False)
+    legacy.add_argument("legacy", metavar="LEGACY", help=LEGACY_HELP)
+    legacy.add_argument(
+        "--images",
+        metavar="DIR",
+        help="the legacy preview images (default: the images/ folder beside LEGACY)",
     )
-    destructive.add_argument(
-        "-y", "--yes", action="store_true", help="do not ask (needed when not on a terminal)"
-    )
+    return Parents(on_command, workers, destructive, legacy)
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelvault", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"modelvault {__version__}")
     add_global_options(parser, on_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parents = _parents()
+    command = _command_adder(sub, parents.on_command)
+    add_migration_commands(command, parents)
+    add_catalog_commands(command)
+    add_queue_commands(command, parents)
+    tags = command(
+        "tags",
+        cmd_tags,
+        "list the tags with their colours and how many models have each; rename, "
+        "recolour or delete one",
+    )
+    add_tag_actions(tags, parents.on_command, parents.destructive)
+    add_curating_commands(command, parents.destructive)
+    add_identify_commands(command)
+    add_keeping_commands(command)
+    add_serve_command(command)
+    add_scan_command(command, parents.workers)
+    add_about_commands(command, parents.workers)
+    return parser
+
+
+def _command_adder(sub: argparse._SubParsersAction[_Parser], on_command: _Parser) -> Command:
+    """``command(name, handler, help, *parents)``: a command with the global options,
+    its examples and its handler."""
 
     def command(
         name: str, handler: Handler, help_text: str, *parents: _Parser
@@ -127,24 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    legacy_help = (
-        "the legacy catalog: custom_nodes/<the extension's folder>/data/hikaze_mm.sqlite3 "
-        "in your ComfyUI folder"
-    )
-    legacy = _Parser(add_help=False)
-    legacy.add_argument("legacy", metavar="LEGACY", help=legacy_help)
-    legacy.add_argument(
-        "--images",
-        metavar="DIR",
-        help="the legacy preview images (default: the images/ folder beside LEGACY)",
-    )
+    return command
+
+
+def add_migration_commands(command: Command, parents: Parents) -> None:
+    """init, import, migrate, worker."""
     command("init", cmd_init, "create the catalog, or upgrade it to this version")
     add_no_backup(
         command(
             "import",
             cmd_import,
             "step 1 only: read a legacy catalog into the catalog and the queue",
-            legacy,
+            parents.legacy,
         )
     )
     add_no_backup(
@@ -152,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
             "migrate",
             cmd_migrate,
             "migrate a legacy catalog: import it, then hash the files it could not vouch for",
-            workers,
-            legacy,
+            parents.workers,
+            parents.legacy,
         )
     )
     command(
@@ -161,17 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_worker,
         "step 2 only: hash the queued files (run it on several computers against one "
         "PostgreSQL catalog)",
-        workers,
+        parents.workers,
     )
+
+
+def add_catalog_commands(command: Command) -> None:
+    """status, models, show."""
     command("status", cmd_status, "how many models and tags, and what waits in the queue")
-    models = command("models", cmd_models, "list the catalogued models")
-    add_listing_options(models)
-    command(
+    add_listing_options(command("models", cmd_models, "list the catalogued models"))
+    show = command(
         "show",
         cmd_show,
         "everything about one model: tags, notes, prompts, previews, where it came from, "
         "its other copies; or the queued rows of that name or path",
-    ).add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    )
+    add_model(show)
+
+
+def add_queue_commands(command: Command, parents: Parents) -> None:
+    """pending (and pending forget), retry."""
     pending = command("pending", cmd_pending, "list the queue: files waiting or that failed")
     pending.add_argument(
         "--status",
@@ -179,14 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[s.value for s in PendingStatus],
         help="only rows in these states",
     )
-    pending.add_argument("--limit", type=_positive_int, metavar="N", help="at most N rows")
+    add_limit(pending, "at most N rows")
     pending_sub = pending.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     forget = pending_sub.add_parser(
         "forget",
         help="delete queued rows (their files stay; each row is kept in 'modelvault deleted')",
         description="delete queued rows: the files stay where they are, and each row, with "
         "its tags and notes, is kept in 'modelvault deleted'",
-        parents=[on_command, destructive],
+        parents=[parents.on_command, parents.destructive],
         epilog=examples(EXAMPLES["pending forget"]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -205,17 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["failed", "missing", "conflict"],
         help="which rows to retry (default: failed missing)",
     )
-    tags = command(
-        "tags",
-        cmd_tags,
-        "list the tags with their colours and how many models have each; rename, "
-        "recolour or delete one",
-    )
-    add_tag_actions(tags, on_command, destructive)
-    add_curating_commands(command, destructive)
-    add_identify_commands(command)
-    add_keeping_commands(command)
-    add_serve_command(command)
+
+
+def add_scan_command(command: Command, workers: _Parser) -> None:
     scan = command(
         "scan",
         cmd_scan,
@@ -251,11 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--hash", action="store_true", help="then hash what was staged")
     add_no_backup(scan)
-    scan.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="say what would be staged, moved and reported; write nothing",
-    )
+    add_dry_run(scan, "say what would be staged, moved and reported; write nothing")
+
+
+def add_about_commands(command: Command, workers: _Parser) -> None:
+    """info, demo."""
     command(
         "info",
         cmd_info,
@@ -282,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="average size of the sample model files (default: 48)",
     )
-    return parser
 
 
 def command_names(parser: argparse.ArgumentParser) -> list[str]:

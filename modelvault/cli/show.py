@@ -11,11 +11,7 @@ from typing import Any
 from rich.text import Text
 
 from modelvault.catalog.records import ModelRecord
-from modelvault.cli.common import (
-    EXIT_OK,
-    open_catalog,
-    ui,
-)
+from modelvault.cli.common import EXIT_OK, open_catalog, ui
 from modelvault.cli.escaping import printable
 from modelvault.cli.output import Line, Ui, human_bytes
 from modelvault.database import DatabaseManager
