@@ -107,9 +107,10 @@ class MigrationWorker(threading.Thread):
     After ``join()``, ``report`` says what it did and ``error`` holds the
     exception that ended it early, if any (its rows were handed back first).
 
-    The loop is here; the rows it holds and their leases are a ``LeaseKeeper``'s,
-    the hashed rows waiting to be settled a ``Settler``'s, its report and events
-    ``Accounts``', the light lane a ``QueueSignal``'s.
+    The loop is here; the row in hand is a ``RowHasher``'s, the rows it holds and
+    their leases a ``LeaseKeeper``'s, the hashed rows waiting to be settled a
+    ``Settler``'s, its report and events ``Accounts``', the light lane a
+    ``QueueSignal``'s.
     """
 
     def __init__(
@@ -141,7 +142,7 @@ class MigrationWorker(threading.Thread):
         self.done = threading.Event()  # set last thing in run(), after the rows went back
         self._accounts = Accounts(self.name, on_event)
         self.report: WorkerReport = self._accounts.report
-        self._connection = HeldConnection(db)  # for every write of its own rows
+        self._connection = HeldConnection(db)  # claims, finishes, renewals, failures
         renew_every = max(self.settings.lease_seconds / 4, HEARTBEAT_SECONDS)
         self._leases = LeaseKeeper(
             db,
