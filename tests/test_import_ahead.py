@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelvault.migration.importer import _Ahead
+from modelvault.migration.read_ahead import ReadAhead
 
 
 class Recorder:
@@ -35,7 +35,7 @@ class Recorder:
 def test_items_come_in_order_each_computed_only_once_allowed() -> None:
     rec = Recorder(5)
     got = []
-    with _Ahead(rec.items()) as ahead:
+    with ReadAhead(rec.items()) as ahead:
         for item in ahead:
             rec.taken += 1
             got.append(item)
@@ -51,7 +51,7 @@ def test_items_come_in_order_each_computed_only_once_allowed() -> None:
 
 def test_taking_allows_the_next_itself() -> None:
     rec = Recorder(3)
-    with _Ahead(rec.items()) as ahead:
+    with ReadAhead(rec.items()) as ahead:
         assert list(ahead) == [0, 1, 2]
         assert list(ahead) == []  # finished: no wait on a helper that has ended
     assert [taken for _, taken, _ in rec.seen] == [0, 0, 0]
@@ -62,7 +62,7 @@ def test_an_error_of_the_helper_is_raised_where_its_item_would_come() -> None:
         yield 1
         raise ValueError("unreadable batch")
 
-    with _Ahead(items()) as ahead:
+    with ReadAhead(items()) as ahead:
         assert next(ahead) == 1
         with pytest.raises(ValueError, match="unreadable batch"):
             next(ahead)
@@ -72,7 +72,7 @@ def test_an_error_of_the_helper_is_raised_where_its_item_would_come() -> None:
 
 def test_a_consumer_that_stops_early_stops_the_helper() -> None:
     rec = Recorder(1000)
-    with _Ahead(rec.items()) as ahead:
+    with ReadAhead(rec.items()) as ahead:
         assert next(ahead) == 0
         ahead.allow_next()
     # close() joined the helper: the generator was closed in its own thread, and

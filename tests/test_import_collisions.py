@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
-from test_importer import (
+from support.legacy import (
     pending_by_legacy_id,
     sha,
     snapshot,

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
-from test_importer import empty_catalog, snapshot
+from support.legacy import empty_catalog, snapshot
 
 from modelvault import DatabaseManager, Settings
 from modelvault.catalog.values import file_name
@@ -31,6 +31,7 @@ from modelvault.db.models import Model, PendingImport, Tag, model_tags
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, LegacyTag, write_legacy_catalog
 from modelvault.normalize import model_type_for_folder, parse_color, parse_sha256, read_color
+from modelvault.pathkey import reserved_device
 
 HASHES = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(4)]  # the 4th: catalog only
 TYPES = [
@@ -291,6 +292,9 @@ def _simulate(content: dict[str, Any], rows: list[LegacyModel], catalog: dict[st
     for row in rows:
         usable = _usable(row, content["layout"])
         path = _clean(row.path)
+        if reserved_device(path) is not None:  # a device Windows keeps: never opened
+            expected.put(row.id, "failed")
+            continue
         at = expected.model_at
         of = {sha: p for p, sha in at.items()}
         if path in at:
@@ -364,7 +368,7 @@ def _check(
     expected = _simulate(content, rows, catalog)
     counts = {
         k: report[k]
-        for k in ("imported", "merged", "moved", "staged", "duplicates", "conflicts")
+        for k in ("imported", "merged", "moved", "staged", "duplicates", "conflicts", "failed")
         if report[k]
     }
     assert counts == {
@@ -398,7 +402,7 @@ def _check(
         usable = _usable(row, content["layout"])
         if outcome in _STAGED:
             place: Model | PendingImport = pending[row.id]
-            status, sha = _STAGED[outcome], (None if outcome == "staged" else usable)
+            status, sha = _STAGED[outcome], (None if outcome in ("staged", "failed") else usable)
             assert (place.status, place.sha256, place.path) == (status, sha, _clean(row.path))
             assert [t["name"] for t in place.tags] == _wanted(row, content, tags)
         else:
@@ -438,7 +442,12 @@ def _check(
     assert found == {sha: names for sha, names in expected.links.items() if names}
 
 
-_STAGED = {"staged": "pending", "duplicate": "duplicate", "conflict": "conflict"}
+_STAGED = {
+    "staged": "pending",
+    "duplicate": "duplicate",
+    "conflict": "conflict",
+    "failed": "failed",
+}
 
 
 def _everywhere(meta: dict[str, Any], key: str) -> list[Any]:

@@ -3,24 +3,33 @@ each row goes, what survives in meta, re-runs, crashes, and read-only access."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import inspect, select
 from support import statements_run
+from support.legacy import (
+    empty_catalog,
+    models_by_legacy_id,
+    pending_by_legacy_id,
+    sha,
+    snapshot,
+    tags_of,
+    with_batch,
+)
 
 from modelvault import ConfigError, DatabaseManager, LegacyDatabaseError, Settings
 from modelvault.catalog.settle import HashedFile, Outcome, settle_file
 from modelvault.catalog.tags import TagSpec
-from modelvault.db.models import Model, PendingImport, Tag, model_tags
+from modelvault.db.models import Model, PendingImport, Tag
 from modelvault.migration.importer import MAX_WARNINGS, ImportReport, import_legacy_data
 from modelvault.migration.sample import (
     LegacyModel,
@@ -34,81 +43,6 @@ CREATED_MS = 1_724_000_000_123
 MTIME_NS = 1_700_000_000_000_000_000
 # When the files of the quirky catalog were last written: before the legacy app saw them.
 FILE_MTIME_NS = 1_600_000_000_000_000_000
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def with_batch(db: DatabaseManager, size: int) -> DatabaseManager:
-    """The same catalog, read with another import batch size."""
-    return DatabaseManager(db.engine, settings=Settings(db_url="sqlite://", import_batch_size=size))
-
-
-def snapshot(db: DatabaseManager) -> dict[str, list[tuple[Any, ...]]]:
-    """Everything a run can change, without ids and update times."""
-    with db.session_scope() as s:
-        return {
-            "models": sorted(
-                (
-                    m.sha256,
-                    m.path,
-                    m.name,
-                    m.type,
-                    m.size_bytes,
-                    m.mtime_ns,
-                    m.created_at,
-                    json.dumps(m.meta, sort_keys=True),
-                )
-                for m in s.scalars(select(Model))
-            ),
-            "tags": sorted((t.name, t.color) for t in s.scalars(select(Tag))),
-            "links": sorted(
-                s.execute(
-                    select(model_tags.c.model_sha256, Tag.name).join(
-                        Tag, Tag.id == model_tags.c.tag_id
-                    )
-                ).all()
-            ),
-            "pending": sorted(
-                (
-                    p.path,
-                    p.name,
-                    p.type,
-                    p.size_bytes,
-                    p.created_at,
-                    p.legacy_id,
-                    p.source,
-                    p.status,
-                    p.sha256,
-                    p.last_error,
-                    json.dumps(p.meta, sort_keys=True),
-                    json.dumps(p.tags),
-                )
-                for p in s.scalars(select(PendingImport))
-            ),
-        }
-
-
-def empty_catalog(db: DatabaseManager) -> None:
-    with db.session_scope() as s:
-        s.execute(delete(model_tags))
-        for table in (Model, PendingImport, Tag):
-            s.execute(delete(table))
-
-
-def models_by_legacy_id(db: DatabaseManager) -> dict[int, Model]:
-    with db.session_scope() as s:
-        return {m.meta["legacy"]["id"]: m for m in s.scalars(select(Model))}
-
-
-def pending_by_legacy_id(db: DatabaseManager) -> dict[int | None, PendingImport]:
-    with db.session_scope() as s:
-        return {p.legacy_id: p for p in s.scalars(select(PendingImport))}
-
-
-def tags_of(db: DatabaseManager, sha256: str) -> list[str]:
-    return [t.name for t in db.get_tags_for_model(sha256)]
 
 
 # -- the quirks of LEGACY.md, one row each ---------------------------------------
@@ -210,24 +144,44 @@ def quirks(request: pytest.FixtureRequest, tmp_path: Path) -> Quirks:
     return quirky_legacy(tmp_path, request.param)
 
 
-def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks) -> None:
-    report = import_legacy_data(quirks.path, with_batch(db, 4))
-    layout1 = quirks.layout == 1
-    assert (report.layout, report.rows_read) == (quirks.layout, len(quirks.rows))
-    assert (report.imported, report.staged, report.duplicates) == (6, 9 + layout1, 1)
+@dataclass(frozen=True)
+class Imported:
+    """The quirky catalog imported (batches of 4): the report and the rows, by legacy id."""
+
+    db: DatabaseManager
+    quirks: Quirks
+    report: ImportReport
+    models: dict[int, Model]
+    pending: dict[int | None, PendingImport]
+
+    @property
+    def layout1(self) -> bool:
+        return self.quirks.layout == 1
+
+    def reasons(self) -> dict[tuple[str, Any], str]:
+        return {(w["table"], w["legacy_id"]): w["reason"] for w in self.report.warnings}
+
+
+def report_counts_every_row_where_its_quirk_sends_it(i: Imported) -> None:
+    """The report's counts add up to the rows read, and each quirk lands in the
+    place it should: six models, the rest staged (one duplicate)."""
+    report = i.report
+    assert (report.layout, report.rows_read) == (i.quirks.layout, len(i.quirks.rows))
+    assert (report.imported, report.staged, report.duplicates) == (6, 9 + i.layout1, 1)
     assert (report.merged, report.conflicts, report.already_present) == (0, 0, 0)
     assert report.accounted == report.rows_read
     assert (report.tags_created, report.orphan_links_skipped) == (14, 2)
     assert report.unreadable_colors == [{"tag_id": 12, "tag": "odd", "color": "blurple"}]
     json.dumps(report.to_dict())  # fit for JSON
+    assert sorted(i.models) == [1, 2, 3, 9, 11, 12]
+    assert set(i.pending) == {4, 5, 6, 7, 8, 10, 13, 14, 15, 16} | ({17} if i.layout1 else set())
+    assert {p.status for legacy_id, p in i.pending.items() if legacy_id != 13} == {"pending"}
 
-    models = models_by_legacy_id(db)
-    pending = pending_by_legacy_id(db)
-    assert sorted(models) == [1, 2, 3, 9, 11, 12]
-    assert set(pending) == {4, 5, 6, 7, 8, 10, 13, 14, 15, 16} | ({17} if layout1 else set())
-    assert {p.status for i, p in pending.items() if i != 13} == {"pending"}
 
-    # hashes: trimmed, lower-cased; odd values kept in meta
+def hashes_are_trimmed_and_lower_cased_and_odd_ones_kept_in_meta(i: Imported) -> None:
+    """A hash counts trimmed and lower-cased; one that does not count (not a
+    SHA-256, the file changed since) is kept in meta.legacy with the reason."""
+    models, pending = i.models, i.pending
     assert models[1].sha256 == sha("kept")
     assert models[3].sha256 == sha("upper")
     assert models[3].meta["legacy"]["hash_hex"] == f"  {sha('upper').upper()}\n"
@@ -239,18 +193,28 @@ def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks)
     assert "hash_hex" not in pending[5].meta["legacy"]
     assert pending[8].meta["legacy"]["hash_hex"] == sha("old")  # the file changed since
     assert "size 200 in the legacy catalog, 300 now" in pending[8].meta["legacy"]["hash_ignored"]
-    assert all(p.sha256 is None for i, p in pending.items() if i != 13)
-    if layout1:
-        assert pending[17].meta["legacy"]["hash_algo"] == "md5"
-        assert pending[17].meta["legacy"]["hash_hex"] == sha("md5")
-        assert models[2].meta["legacy"]["hash_algo"] == "SHA256"
-        assert models[2].mtime_ns == MTIME_NS
-        assert models[2].meta["legacy"]["updated_at_ms"] == CREATED_MS + 5
-        assert models[2].meta["legacy"]["dir_path"] == "/gone/loras"
-        assert models[1].meta["legacy"]["dir_path"] == str(quirks.files["kept"].parent)
+    assert all(p.sha256 is None for legacy_id, p in pending.items() if legacy_id != 13)
 
-    # the user's notes at the top level, every key; legacy columns under "legacy"
-    kept = models[1]
+
+def layout1_columns_are_kept_and_a_hash_not_sha256_is_staged(i: Imported) -> None:
+    """Layout 1: hash_algo, dir_path, mtime_ns and updated_at are kept; an md5
+    row is staged to be hashed. (Layout 2 has none of these.)"""
+    if not i.layout1:
+        pytest.skip("layout 1 only")
+    models, pending = i.models, i.pending
+    assert pending[17].meta["legacy"]["hash_algo"] == "md5"
+    assert pending[17].meta["legacy"]["hash_hex"] == sha("md5")
+    assert models[2].meta["legacy"]["hash_algo"] == "SHA256"
+    assert models[2].mtime_ns == MTIME_NS
+    assert models[2].meta["legacy"]["updated_at_ms"] == CREATED_MS + 5
+    assert models[2].meta["legacy"]["dir_path"] == "/gone/loras"
+    assert models[1].meta["legacy"]["dir_path"] == str(i.quirks.files["kept"].parent)
+
+
+def the_users_notes_stay_at_the_top_and_legacy_columns_go_under_legacy(i: Imported) -> None:
+    """Every key of extra_json at the top level of meta; the legacy columns, and
+    extra_json that is not a plain object, under meta.legacy."""
+    kept, models, pending = i.models[1], i.models, i.pending
     assert kept.meta["description"] == "my favourite style"
     assert kept.meta["prompts"] == {"positive": "a cat", "negative": "blurry"}
     assert kept.meta["images"] == ["/media/model_1_1724000000_preview.png"]
@@ -259,11 +223,11 @@ def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks)
         5,
     )
     assert kept.meta["legacy"]["id"] == 1
-    assert kept.meta["legacy"]["source"] == str(quirks.path.resolve())
+    assert kept.meta["legacy"]["source"] == str(i.quirks.path.resolve())
     assert kept.meta["legacy"]["created_at_ms"] == CREATED_MS
     assert kept.created_at == datetime(2024, 8, 18, 16, 53, 20, 123000, tzinfo=timezone.utc)
     assert (kept.path, kept.name, kept.type, kept.size_bytes) == (
-        str(quirks.files["kept"]), "kept.safetensors", "lora", 400)  # fmt: skip
+        str(i.quirks.files["kept"]), "kept.safetensors", "lora", 400)  # fmt: skip
     assert pending[10].meta["legacy"]["extra_json_raw"] == "{not json"
     assert models[11].meta["legacy"]["meta_json"] == {"scanner": {"v": 1}}
     assert pending[14].meta["legacy"]["extra_json"] == [1, 2]
@@ -276,15 +240,24 @@ def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks)
     assert pending[16].meta["b"] == 3
     assert pending[16].meta["legacy"]["extra_json_raw"] == '{"a": 1, "a": 2, "b": 3}'
 
-    # names, types, paths
+
+def names_types_and_paths_come_from_the_row_or_its_file_name(i: Imported) -> None:
+    """A missing name is the file name (a Windows one too); a type is lower-cased,
+    its stored spelling kept; the source is the legacy file's real path."""
+    models, pending = i.models, i.pending
     assert (models[3].name, models[3].type, models[3].meta["legacy"]["type"]) == (
         "upper.pt", "embedding", "Embedding")  # fmt: skip
     assert models[9].name == "win.ckpt"
     assert models[9].path == "C:\\ComfyUI\\models\\checkpoints\\win.ckpt"
     assert pending[4].name == "empty.safetensors"
-    assert pending[4].source == str(quirks.path.resolve())
+    assert pending[4].source == str(i.quirks.path.resolve())
 
-    # tags: colours normalised, unreadable ones kept where they were used
+
+def tag_colours_are_normalised_and_unreadable_ones_kept_where_used(i: Imported) -> None:
+    """Every legacy tag becomes a tag with its colour normalised and its legacy
+    created_at; an unreadable colour is kept in the meta of the rows that carry it;
+    a staging row lists its tags in legacy tag id order."""
+    db, kept, pending = i.db, i.models[1], i.pending
     colours = {t.name: t.color for t, _ in db.list_tags()}
     assert colours == {
         "checkpoint": None, "lora": None, "embedding": None, "vae": None, "upscale": None,
@@ -305,20 +278,25 @@ def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks)
         assert fav is not None
         assert fav.created_at == datetime(2020, 9, 13, 12, 26, 40, tzinfo=timezone.utc)
 
-    # two rows, one content: one model, a duplicate row, tags merged into the model
-    copy = pending[13]
+
+def two_rows_of_one_content_make_one_model_and_a_duplicate(i: Imported) -> None:
+    """The lower id becomes the model; the other is a duplicate staging row that
+    keeps its own notes, its tags merged into the model."""
+    copy = i.pending[13]
     assert (copy.status, copy.sha256, copy.path) == (
         "duplicate",
         sha("copy"),
-        str(quirks.files["copy2"]),
+        str(i.quirks.files["copy2"]),
     )
-    assert copy.last_error == f"same content as {quirks.files['copy1']}"
+    assert copy.last_error == f"same content as {i.quirks.files['copy1']}"
     assert copy.meta["description"] == "the copy"  # the duplicate keeps its own notes
-    assert tags_of(db, sha("copy")) == ["checkpoint", "deep", "fav", "sky"]
-    assert models[12].path == str(quirks.files["copy1"])
+    assert tags_of(i.db, sha("copy")) == ["checkpoint", "deep", "fav", "sky"]
+    assert i.models[12].path == str(i.quirks.files["copy1"])
 
-    # warnings name the row and the reason
-    reasons = {(w["table"], w["legacy_id"]): w["reason"] for w in report.warnings}
+
+def warnings_name_the_row_and_the_reason(i: Imported) -> None:
+    """Each warning names its table and legacy id, and says why."""
+    reasons = i.reasons()
     assert "staged to be hashed" in reasons[("models", 6)]
     assert "file changed since it was hashed" in reasons[("models", 8)]
     assert "not valid JSON" in reasons[("models", 10)]
@@ -326,6 +304,26 @@ def test_every_quirk_lands_where_it_belongs(db: DatabaseManager, quirks: Quirks)
     assert "model 999, which does not exist" in reasons[("model_tags", 999)]
     assert "tag 555, which does not exist" in reasons[("model_tags", 1)]
     assert "blurple" in reasons[("tags", 12)]
+
+
+QUIRK_CASES = [
+    report_counts_every_row_where_its_quirk_sends_it,
+    hashes_are_trimmed_and_lower_cased_and_odd_ones_kept_in_meta,
+    layout1_columns_are_kept_and_a_hash_not_sha256_is_staged,
+    the_users_notes_stay_at_the_top_and_legacy_columns_go_under_legacy,
+    names_types_and_paths_come_from_the_row_or_its_file_name,
+    tag_colours_are_normalised_and_unreadable_ones_kept_where_used,
+    two_rows_of_one_content_make_one_model_and_a_duplicate,
+    warnings_name_the_row_and_the_reason,
+]
+
+
+@pytest.mark.parametrize("case", QUIRK_CASES, ids=[case.__name__ for case in QUIRK_CASES])
+def test_every_quirk_lands_where_it_belongs(
+    db: DatabaseManager, quirks: Quirks, case: Callable[[Imported], None]
+) -> None:
+    report = import_legacy_data(quirks.path, with_batch(db, 4))
+    case(Imported(db, quirks, report, models_by_legacy_id(db), pending_by_legacy_id(db)))
 
 
 def test_running_it_again_changes_nothing(db: DatabaseManager, quirks: Quirks) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 from support import as_nobody, nobody_ids, running_as_root
-from test_importer import (
+from support.legacy import (
     empty_catalog,
     models_by_legacy_id,
     pending_by_legacy_id,

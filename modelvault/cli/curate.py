@@ -1,6 +1,6 @@
 """The commands that change what the catalog says: tags, notes, fields, deletions.
 
-Each change is one transaction (``modelvault.curation``). Bad input (a model or
+Each change is one transaction (``modelvault.catalog.curation``). Bad input (a model or
 tag that is not there, a bad colour) is one sentence and exit code 2, with
 nothing written. The commands that delete (``rm``, ``tags delete``, ``tags
 rename --merge``, ``pending forget``) first print what they will do; with

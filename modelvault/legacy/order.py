@@ -122,7 +122,7 @@ def _bucket(stored: Any, digits: int) -> int | None:
     if type(stored) is str and len(stored) == 64:  # as the legacy app writes it: no trimming
         sha: str | None = stored
     elif isinstance(stored, bytes):
-        sha = parse_sha256(stored.decode("utf-8", "replace"))  # as cleaning.text reads it
+        sha = parse_sha256(stored.decode("utf-8", "replace"))  # as values.text reads it
     else:
         sha = parse_sha256(stored)
     if sha is None:

@@ -2,8 +2,8 @@
 
 ``place(row, held, source)`` reads no database and no file: the importer looks
 up, for a whole batch at once, what the catalog holds at each row's path and for
-each row's hash (``Held``), and writes what ``place`` decides. The rules are
-those of the importer's docstring ("Where each legacy row goes"); a row that
+each row's hash (``Held``), and writes what ``place`` decides. The rules are in
+docs/ARCHITECTURE.md ("Stage 1: the legacy import", "Where a row goes"); a row that
 meets a model the user catalogued by other means is ``SETTLE``: the one
 definition shared with the worker (``catalog.settle_file``) decides it.
 """

@@ -25,7 +25,7 @@ from modelvault.db.types import utcnow
 from modelvault.errors import ValidationError
 from modelvault.legacy.layout import LegacyRow
 from modelvault.legacy.reader import LegacyCatalog
-from modelvault.legacy.rows import from_ms, jsonable, text
+from modelvault.legacy.values import from_ms, jsonable, text
 from modelvault.migration.report import ImportReport
 from modelvault.normalize import normalize_tag_name, read_color
 

@@ -1,4 +1,4 @@
-"""What an import did: ``ImportReport`` (``modelvault.migration.importer`` documents its fields)."""
+"""What an import did: ``ImportReport`` (docs/ARCHITECTURE.md, "Stage 1", explains its counts)."""
 
 from __future__ import annotations
 
