@@ -41,17 +41,17 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK_KEY = 0x6D76_0003
 
 
-def migrations_dir() -> Path:
-    """Where the Alembic scripts are: inside an installed wheel, or the source checkout."""
+def revisions_dir() -> Path:
+    """Where the Alembic revisions are: inside an installed wheel, or the source checkout."""
     package = Path(__file__).parent.parent
-    packaged = package / "migrations"
+    packaged = package / "schema_revisions"
     return packaged if packaged.is_dir() else package.parent / "alembic"
 
 
 def alembic_config() -> Config:
     """An Alembic config without an ini file (so the app's logging stays untouched)."""
     config = Config()
-    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("script_location", str(revisions_dir()))
     return config
 
 
@@ -61,7 +61,7 @@ def packaged_revisions() -> tuple[str, frozenset[str]]:
     per process (``init_db`` runs for every catalog opened)."""
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
-    assert head is not None, "the packaged migrations have no head revision"
+    assert head is not None, "the packaged schema revisions have no head"
     return head, frozenset(s.revision for s in script.walk_revisions())
 
 
