@@ -363,9 +363,37 @@ def _check(
     catalog: dict[str, str],
     report: dict[str, Any],
 ) -> None:
+    expected = _simulate(content, rows, catalog)
+    colours = _check_report(content, rows, report, expected)
+    with db.session_scope() as s:
+        models = {m.sha256: m for m in s.scalars(select(Model))}
+        pending = {p.legacy_id: p for p in s.scalars(select(PendingImport))}
+        links = s.execute(
+            select(model_tags.c.model_sha256, Tag.name).join(Tag, Tag.id == model_tags.c.tag_id)
+        ).all()
+    model_at = {m.path: sha for sha, m in models.items()}
+    assert model_at == expected.model_at
+    assert pending.keys() == {i for i, o in expected.place.items() if o in _STAGED}
+
+    for row in rows:
+        _check_row(row, content, expected.place[row.id], models, pending, colours)
+
+    for sha, path in catalog.items():  # the catalog's own notes are never lost either
+        index = HASHES.index(sha)
+        assert f"catalog {index}" in _everywhere(models[sha].meta, "description"), path
+    found: dict[str, set[str]] = {}
+    for sha, name in links:
+        found.setdefault(sha, set()).add(name)
+    assert found == {sha: names for sha, names in expected.links.items() if names}
+
+
+def _check_report(
+    content: dict[str, Any], rows: list[LegacyModel], report: dict[str, Any], expected: Any
+) -> tuple[set[int], set[int]]:
+    """The report's counts and lists; returns the ids of the legacy tags whose
+    colour is unreadable, and of those whose colour gives way."""
     tags = {t.id: t for t in content["tags"]}
     ids = {r.id for r in rows}
-    expected = _simulate(content, rows, catalog)
     counts = {
         k: report[k]
         for k in ("imported", "merged", "moved", "staged", "duplicates", "conflicts", "failed")
@@ -386,60 +414,53 @@ def _check(
     unreadable, clashes = _tag_colours(content)
     assert {c["tag_id"] for c in report["unreadable_colors"]} == unreadable
     assert {c["tag_id"] for c in report["color_clashes"]} == clashes
+    return unreadable, clashes
 
-    with db.session_scope() as s:
-        models = {m.sha256: m for m in s.scalars(select(Model))}
-        pending = {p.legacy_id: p for p in s.scalars(select(PendingImport))}
-        links = s.execute(
-            select(model_tags.c.model_sha256, Tag.name).join(Tag, Tag.id == model_tags.c.tag_id)
-        ).all()
-    model_at = {m.path: sha for sha, m in models.items()}
-    assert model_at == expected.model_at
-    assert pending.keys() == {i for i, o in expected.place.items() if o in _STAGED}
 
-    for row in rows:
-        outcome = expected.place[row.id]
-        usable = _usable(row, content["layout"])
-        if outcome in _STAGED:
-            place: Model | PendingImport = pending[row.id]
-            status, sha = _STAGED[outcome], (None if outcome in ("staged", "failed") else usable)
-            assert (place.status, place.sha256, place.path) == (status, sha, _clean(row.path))
-            assert [t["name"] for t in place.tags] == _wanted(row, content, tags)
-        else:
-            assert usable is not None
-            place = models[usable]
-        if isinstance(place, PendingImport):
-            _check_notes(row, lambda key, m=place.meta: [m[key]] if key in m else [])
-            legacy = place.meta["legacy"]
-            _check_columns(row, place, legacy)
-        else:
-            # a model may have met other records of its content: every note is kept,
-            # in place or under "superseded", and so is where each record came from
-            _check_notes(row, lambda key, m=place.meta: _everywhere(m, key))
-            (legacy,) = [
-                block
-                for block in _everywhere(place.meta, "legacy")
-                if isinstance(block, dict) and block.get("id") == row.id
-            ]
-            if outcome == "imported" and "superseded" not in place.meta:
-                _check_columns(row, place, legacy)  # it met no other record
-        _check_legacy(row, legacy, usable)
-        carried = {t for m, t in content["links"] if m == row.id and t in tags}
-        kept = {
-            tags[t].name: tags[t].color
-            for t in carried
-            if (t in unreadable or t in clashes or _inexact(tags[t].color))
-            and _tag_name(tags[t].name) is not None
-        }
-        assert legacy.get("tag_colors", {}) == kept
-
-    for sha, path in catalog.items():  # the catalog's own notes are never lost either
-        index = HASHES.index(sha)
-        assert f"catalog {index}" in _everywhere(models[sha].meta, "description"), path
-    found: dict[str, set[str]] = {}
-    for sha, name in links:
-        found.setdefault(sha, set()).add(name)
-    assert found == {sha: names for sha, names in expected.links.items() if names}
+def _check_row(
+    row: LegacyModel,
+    content: dict[str, Any],
+    outcome: str,
+    models: dict[str, Model],
+    pending: dict[int | None, PendingImport],
+    colours: tuple[set[int], set[int]],
+) -> None:
+    """One legacy row where the simulation put it, with its notes, columns and tags."""
+    tags = {t.id: t for t in content["tags"]}
+    usable = _usable(row, content["layout"])
+    if outcome in _STAGED:
+        place: Model | PendingImport = pending[row.id]
+        status, sha = _STAGED[outcome], (None if outcome in ("staged", "failed") else usable)
+        assert (place.status, place.sha256, place.path) == (status, sha, _clean(row.path))
+        assert [t["name"] for t in place.tags] == _wanted(row, content, tags)
+    else:
+        assert usable is not None
+        place = models[usable]
+    if isinstance(place, PendingImport):
+        _check_notes(row, lambda key, m=place.meta: [m[key]] if key in m else [])
+        legacy = place.meta["legacy"]
+        _check_columns(row, place, legacy)
+    else:
+        # a model may have met other records of its content: every note is kept,
+        # in place or under "superseded", and so is where each record came from
+        _check_notes(row, lambda key, m=place.meta: _everywhere(m, key))
+        (legacy,) = [
+            block
+            for block in _everywhere(place.meta, "legacy")
+            if isinstance(block, dict) and block.get("id") == row.id
+        ]
+        if outcome == "imported" and "superseded" not in place.meta:
+            _check_columns(row, place, legacy)  # it met no other record
+    _check_legacy(row, legacy, usable)
+    unreadable, clashes = colours
+    carried = {t for m, t in content["links"] if m == row.id and t in tags}
+    kept = {
+        tags[t].name: tags[t].color
+        for t in carried
+        if (t in unreadable or t in clashes or _inexact(tags[t].color))
+        and _tag_name(tags[t].name) is not None
+    }
+    assert legacy.get("tag_colors", {}) == kept
 
 
 _STAGED = {

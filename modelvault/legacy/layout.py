@@ -57,7 +57,7 @@ LEGACY_MODEL_COLUMNS = {
 
 
 class LegacyRow(NamedTuple):
-    """One row of the legacy ``models`` table, as stored (no cleaning yet).
+    """One row of the legacy ``models`` table, as stored (not yet in v3 form).
 
     Values are what SQLite holds, so a hand-edited file may put any type in any
     column (a BLOB is ``bytes``, TEXT that is not UTF-8 ``NotUtf8Text``); the

@@ -34,7 +34,11 @@ _WINDOW_END_WHERE = (
 _NOT_LISTED = " AND model_id NOT IN (SELECT value FROM json_each(?))"
 _LINKS_OF_NULL = "SELECT model_id, tag_id FROM model_tags WHERE model_id IS NULL ORDER BY tag_id"
 
-
+# The links of the listed models in the list's order, each model's by tag id.
+# CROSS JOIN makes the list the outer loop and each model's links come from the
+# (model_id, tag_id) key, so they come in that order with no sort and LIMIT stops
+# early; an ORDER BY would first read every link of the batch's models (ten
+# million in bench/import_bench.py --links-stress). listed_links checks it.
 _LINKS_LISTED = (
     "SELECT l.model_id, l.tag_id FROM json_each(?) AS j "
     "CROSS JOIN model_tags AS l ON l.model_id = j.value"

@@ -93,11 +93,6 @@ def _select_models_listed(layout: LegacyLayout) -> str:
     )
 
 
-# The links of the listed models in the list's order, each model's by tag id.
-# CROSS JOIN makes the list the outer loop and each model's links come from the
-# (model_id, tag_id) key, so they come in that order with no sort and LIMIT stops
-
-
 # Text compares equal only to text: a path stored as a blob or a number never matches.
 _IDS_WITH_PATH = "SELECT id FROM models WHERE path = ? AND typeof(path) = 'text' ORDER BY id"
 
@@ -171,7 +166,7 @@ class LegacyCatalog:
 
         With ``in_hash_order``, a file as the legacy app makes it (see
         ``layout.keyed_as_made``) is read in the order of the stored hashes, which
-        the catalog's keys are in (see ``legacy_order``; 1,000,000 rows: a fifth
+        the catalog's keys are in (see ``order``; 1,000,000 rows: a fifth
         less time than in id order):
 
         1. The ids, a batch at a time, sorted into buckets by their hash's first

@@ -233,6 +233,7 @@ class BatchWriter:
         state = self.lookups.state(session, rows)
         looked_at.append(state)
         batch = _Batch(self.source, self.tags.ids, utcnow())
+        # Looked up once: the loop runs for every row.
         held, source, add, new_in_batch = state.held, self.source, batch.add, batch.new_in_batch
         for row in rows:
             placement = place(row, held(row, new_in_batch(row)), source)
