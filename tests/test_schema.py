@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ ORDER_INDEXES = {
     "type": "ix_models_type_order",
     "added": "ix_models_added_order",
 }
+BASE_INDEX = "ix_models_base_order"  # the models of one base, in name order
 
 
 def test_single_head_on_top_of_v3() -> None:
@@ -81,29 +83,47 @@ def test_the_orders_of_models_have_their_indexes(db: DatabaseManager) -> None:
         "postgresql": "SELECT indexname FROM pg_indexes WHERE tablename = 'models'",
     }[db.engine.dialect.name]
     with db.engine.connect() as conn:
-        assert set(ORDER_INDEXES.values()) <= set(conn.scalars(text(listing)))
+        assert {*ORDER_INDEXES.values(), BASE_INDEX} <= set(conn.scalars(text(listing)))
+
+
+def query_plans(db: DatabaseManager, work: Callable[[], object]) -> list[list[str]]:
+    """SQLite's plan of each query ``work`` runs on ``models``, in order."""
+    queries: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM models" in statement:
+            queries.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    with db.engine.connect() as conn:
+        return [
+            [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters)]
+            for query, parameters in queries
+        ]
 
 
 @pytest.mark.parametrize("sort", sorted(ORDER_INDEXES))
 def test_a_page_of_models_is_read_from_the_index_of_its_order(tmp_path: Path, sort: str) -> None:
     db = DatabaseManager(tmp_path / "catalog.sqlite3")
     db.init_db()
-    pages: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "ORDER BY" in statement and not pages:
-            pages.append((statement, parameters))
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    db.find_models(sort=sort, limit=100, offset=50_000)
-    event.remove(db.engine, "before_cursor_execute", record)
-    ((statement, parameters),) = pages
-    with db.engine.connect() as conn:
-        plan = [
-            row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-        ]
+    plans = query_plans(db, lambda: db.find_models(sort=sort, limit=100, offset=50_000))
     db.dispose()
-    assert plan == [f"SCAN models USING INDEX {ORDER_INDEXES[sort]}"]
+    assert plans == [[f"SCAN models USING INDEX {ORDER_INDEXES[sort]}"]]
+
+
+def test_a_page_of_one_base_and_its_count_are_read_from_its_index(tmp_path: Path) -> None:
+    db = DatabaseManager(tmp_path / "catalog.sqlite3")
+    db.init_db()
+    page = query_plans(db, lambda: db.find_models(base="SDXL", limit=100, offset=1_000))
+    count = query_plans(db, lambda: db.count_models(base="SDXL"))
+    db.dispose()
+    # Found through the index, never a scan of the table: both read only that base's rows.
+    assert page == [["SEARCH models USING INDEX ix_models_base_order (<expr>=?)"]]
+    assert count == [["SEARCH models USING INDEX ix_models_base_order (<expr>=?)"]]
 
 
 def test_upgrade_downgrade_round_trip(db: DatabaseManager) -> None:

@@ -1,5 +1,6 @@
-"""Indexes in the orders models are listed in (by name, type, newest), so a page of
-a big catalog is read from an index instead of the whole table being sorted.
+"""Indexes in the orders models are listed in (by name, type, newest; one base model
+by name), so a page of a big catalog is read from an index instead of the whole
+table being sorted.
 
 SQLite cannot reflect an index on an expression: a later revision that rebuilds
 ``models`` in batch mode on SQLite must create these again.
@@ -21,11 +22,13 @@ down_revision: str | Sequence[str] | None = "v5"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# name -> its columns, as modelvault.browse.SORTS orders by them
+# name -> its columns, as modelvault.catalog.browse.SORTS orders by them; the last
+# one for the models of one base in name order (the page's base filter) and their count
 ORDERS = {
     "ix_models_name_order": ("lower(name)", "name", "path"),
     "ix_models_type_order": ("type", "lower(name)", "path"),
     "ix_models_added_order": ("created_at DESC", "lower(name)", "path"),
+    "ix_models_base_order": ("lower(base)", "lower(name)", "name", "path"),
 }
 
 

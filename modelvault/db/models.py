@@ -134,6 +134,10 @@ class Model(Base):
 Index("ix_models_name_order", func.lower(Model.name), Model.name, Model.path)
 Index("ix_models_type_order", Model.type, func.lower(Model.name), Model.path)
 Index("ix_models_added_order", Model.created_at.desc(), func.lower(Model.name), Model.path)
+# A page of one base model in name order, and its count (the page's base filter).
+Index(
+    "ix_models_base_order", func.lower(Model.base), func.lower(Model.name), Model.name, Model.path
+)
 
 
 class Tag(Base):
