@@ -116,6 +116,28 @@ class HashControl:
             return True
         return self._go.wait(timeout)
 
+    def checkpoint(
+        self,
+        what: str,
+        *,
+        heartbeat: Callable[[], None] | None = None,
+        every: float = DEFAULT_HEARTBEAT_SECONDS,
+    ) -> None:
+        """Between two steps of a run: hold here while paused (calling ``heartbeat``
+        every ``every`` seconds, if given); once stopped, raise ``HashCancelled``
+        saying ``what`` was stopped.
+
+        The one way every run stops: the hash loops call it before each chunk
+        (``hash_file``'s ``control``), the import after each committed batch
+        (``import_legacy_data``'s), the scan after each batch of writes
+        (``scan_roots``'s); ``MigrationManager`` gives all of them its own.
+        """
+        while not self.wait_until_running(every):
+            if heartbeat is not None:
+                heartbeat()
+        if self.stopped:
+            raise HashCancelled(f"{what} was stopped.")
+
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until ``stop()`` (e.g. to sleep between retries). True if stopped."""
         return self._stopped.wait(timeout)
@@ -192,13 +214,14 @@ def hash_file_digest(
     name = os.fspath(path)
     report = on_progress or _ignore
 
+    what = f"Hashing {name}"
+
+    def beat() -> None:
+        report(0)
+
     def checkpoint() -> None:
-        if control is None:
-            return
-        while not control.wait_until_running(heartbeat_seconds):
-            report(0)
-        if control.stopped:
-            raise HashCancelled(f"Hashing {name} was stopped.")
+        if control is not None:
+            control.checkpoint(what, heartbeat=beat, every=heartbeat_seconds)
 
     seen = os.stat(name)
     _require_regular(name, seen)

@@ -31,6 +31,7 @@ from modelvault.config import check_conflict_policy
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import SQLITE_BEGIN
 from modelvault.db.models import Model
+from modelvault.hashing import HashControl
 from modelvault.legacy.images import LegacyImages
 from modelvault.legacy.layout import LegacyBatch
 from modelvault.legacy.reader import LegacyCatalog, open_legacy
@@ -55,6 +56,7 @@ def import_legacy_data(
     progress: Progress | None = None,
     policy: str | None = None,
     images_dir: str | os.PathLike[str] | None = None,
+    control: HashControl | None = None,
 ) -> ImportReport:
     """Import a legacy catalog into ``db`` (default: the configured catalog).
 
@@ -69,6 +71,9 @@ def import_legacy_data(
     of its path: it is read, and left open, without a second check). Then the
     catalog is migrated to the newest schema and the rows are imported batch by
     batch; ``progress(rows_done, rows_total)`` is called after each batch.
+    ``control`` (a ``HashControl``) holds the import between batches while it
+    is paused, and ends it with ``HashCancelled`` once stopped: every batch so
+    far is committed, and an import run again continues from there.
 
     The preview images the rows name are copied from ``images_dir`` (default:
     ``images/`` beside the legacy file) into the catalog's image store, and
@@ -89,7 +94,7 @@ def import_legacy_data(
             catalog.init_db()
             chosen = policy if policy is not None else catalog.settings.conflict_policy
             converter = RowConverter(legacy, images, notes)
-            _Run(legacy, catalog, report, chosen, converter, notes).run(progress)
+            _Run(legacy, catalog, report, chosen, converter, notes).run(progress, control)
             report.images = images.finish()
         finally:
             if own_db:
@@ -172,7 +177,7 @@ class _Run:
         self.tags = LegacyTags(legacy, db, report, TAG_CACHE)
         self.writer = BatchWriter(db, self.tags, report, policy)
 
-    def run(self, progress: Progress | None) -> None:
+    def run(self, progress: Progress | None, control: HashControl | None) -> None:
         """Every batch through the pipeline. Into a catalog that holds no models yet
         the rows come in the order of their legacy hash (each batch then adds to
         one stretch of the catalog's SHA-256 indexes), else in id order (see
@@ -197,6 +202,8 @@ class _Run:
                 if progress is not None and read:
                     done = self.report.rows_read
                     progress(done, max(total, done))
+                if control is not None:
+                    control.checkpoint(f"The import of {self.legacy.path}")
 
     def _converted_batches(self, in_hash_order: bool) -> Iterator[_Converted]:
         """The legacy batches with their rows in v3 form (no catalog access)."""

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import ClassVar
 
 from modelvault.database import DatabaseManager
-from modelvault.errors import MigrationError, ModelVaultError
+from modelvault.errors import HashCancelled, ModelVaultError
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.manager_board import StatusBoard
@@ -231,8 +231,9 @@ class MigrationManager:
                 found = scan_roots(
                     self.db,
                     scan,
-                    progress=self._on_scan,
+                    progress=self._board.scanned,
                     policy=policy or self.db.settings.conflict_policy,
+                    control=self._control,
                 )
                 with self._lock:
                     self._board.progress.scan_report = found
@@ -240,9 +241,10 @@ class MigrationManager:
                 report = import_legacy_data(
                     legacy_path,
                     self.db,
-                    progress=self._on_import,
+                    progress=self._board.imported,
                     policy=policy,
                     images_dir=images_dir,
+                    control=self._control,
                 )
                 with self._lock:
                     self._board.progress.import_report = report
@@ -263,7 +265,7 @@ class MigrationManager:
                 self._board.progress.worker_report = result
             stopped = self._control.stopped
             self._board.finish(MigrationState.STOPPED if stopped else MigrationState.DONE)
-        except _Stopped:
+        except HashCancelled:  # between batches: each is committed, a new run completes the rest
             self._board.finish(MigrationState.STOPPED)
         except ModelVaultError as exc:
             self._board.fail(str(exc))
@@ -272,26 +274,6 @@ class MigrationManager:
             self._board.fail(f"unexpected error: {exc!r}")
         finally:
             self._finished.set()
-
-    def _on_scan(self, files_seen: int) -> None:
-        self._board.scanned(files_seen)
-        _hold_or_stop(self._control)
-
-    def _on_import(self, done: int, total: int) -> None:
-        self._board.imported(done, total)  # the batch is committed: count it before holding
-        _hold_or_stop(self._control)
-
-
-def _hold_or_stop(control: HashControl) -> None:
-    """Between committed batches of stage 1 or a scan: a pause holds here too."""
-    while not control.wait_until_running(1.0):
-        pass
-    if control.stopped:
-        raise _Stopped  # each batch is committed: running again completes the rest
-
-
-class _Stopped(MigrationError):
-    """Raised inside the import to end it early when stop() was called."""
 
 
 _default_lock = threading.Lock()

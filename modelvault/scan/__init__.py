@@ -41,6 +41,7 @@ from collections.abc import Iterable
 
 from modelvault.catalog.records import ModelRecord
 from modelvault.database import DatabaseManager
+from modelvault.hashing import HashControl
 from modelvault.scan.compare import GoneModel, listed_folder_missing, root_keys, scan_root
 from modelvault.scan.gone import settle_after_hashing, settle_gone
 from modelvault.scan.report import FileChange, ScanReport, shown
@@ -78,6 +79,7 @@ def scan_roots(
     on_change: Changes | None = None,
     dry_run: bool = False,
     policy: str = "merge",
+    control: HashControl | None = None,
 ) -> ScanReport:
     """Walk ``roots`` and stage every model file that is new or changed.
 
@@ -92,16 +94,18 @@ def scan_roots(
     says what a scan would stage and move. ``policy`` combines the notes of a
     model that moves to a copy of its content (``merge``, ``keep``, ``replace``).
 
-    ``progress(files_seen)`` is called after each batch of writes (it may raise
-    to stop the scan: what was written so far is committed, and a scan run
-    again continues from there). Raises ``ScanError`` if a root given by name
+    ``progress(files_seen)`` is called after each batch of writes; ``control``
+    (a ``HashControl``) holds the scan there while it is paused, and ends it
+    with ``HashCancelled`` once stopped (so does anything ``progress`` raises):
+    what was written so far is committed, and a scan run again continues from
+    there. Raises ``ScanError`` if a root given by name
     is not a folder, before anything is written; a listed folder (``origin``)
     that is not there is skipped with a note in ``report.skipped``.
     """
     chosen = checked_roots(roots)
     report = ScanReport(roots=[os.path.abspath(r.path) for r in chosen], dry_run=dry_run)
     started = time.monotonic()
-    writer = ScanWriter(db, report, progress, on_change)
+    writer = ScanWriter(db, report, progress, on_change, control)
     visited: set[FolderKey] = set()
     keys = root_keys(chosen)
     gone: list[GoneModel] = []

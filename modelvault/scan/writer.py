@@ -22,6 +22,7 @@ from modelvault.db.keyed import same_file
 from modelvault.db.models import Model, PendingStatus
 from modelvault.db.types import utcnow
 from modelvault.file_stamp import stat_marks
+from modelvault.hashing import HashControl
 from modelvault.normalize import MAX_TYPE
 from modelvault.pathkey import stored_key
 from modelvault.scan.report import FileChange, ScanReport
@@ -45,10 +46,12 @@ class ScanWriter:
         report: ScanReport,
         progress: Progress | None,
         on_change: Changes | None,
+        control: HashControl | None = None,
     ) -> None:
         self.db = db
         self.report = report
         self.progress = progress
+        self.control = control
         self.on_change = on_change
         self.new: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
@@ -142,6 +145,8 @@ class ScanWriter:
         self.since_progress = 0
         if self.progress is not None:
             self.progress(self.report.files_seen)
+        if self.control is not None:
+            self.control.checkpoint("The scan")
 
 
 def _rename(session: Session, found: FoundFile) -> None:
