@@ -42,7 +42,7 @@ def test_a_stopped_import_ends_after_its_first_batch_and_runs_again_to_the_end(
     legacy, catalog = legacy_file(tmp_path), with_batch(db, BATCH)
     control = HashControl()
     control.stop()
-    with pytest.raises(HashCancelled, match="import of .*legacy.sqlite3 was stopped"):
+    with pytest.raises(HashCancelled, match=r"import of .*legacy\.sqlite3 was stopped"):
         import_legacy_data(legacy, catalog, control=control)
     assert count(db, PendingImport) + count(db, Model) == BATCH  # the first batch, committed
     report = import_legacy_data(legacy, catalog)
@@ -56,22 +56,26 @@ def test_a_paused_import_holds_after_a_batch_until_it_is_resumed(
     legacy, catalog = legacy_file(tmp_path), with_batch(db, BATCH)
     control = HashControl()
     control.pause()
-    first_batch = threading.Event()
+    batches = [threading.Event() for _ in range(3)]
     reports: list[object] = []
 
+    def reported(done: int, total: int) -> None:
+        batches[-(-done // BATCH) - 1].set()
+
     def run() -> None:
-        reports.append(
-            import_legacy_data(legacy, catalog, control=control, progress=lambda *_: first_batch.set())
-        )
+        reports.append(import_legacy_data(legacy, catalog, control=control, progress=reported))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert first_batch.wait(DEADLINE), "the first batch was not reported"
-    held = count(db, PendingImport) + count(db, Model)
-    assert thread.is_alive() and held == BATCH
+    assert batches[0].wait(DEADLINE), "the first batch was not reported"
+    # Unheld, the second batch would follow within milliseconds.
+    assert not batches[1].wait(1.0), "the import went on while paused"
+    assert count(db, PendingImport) + count(db, Model) == BATCH
     control.resume()
     thread.join(DEADLINE)
-    assert not thread.is_alive() and len(reports) == 1
+    assert not thread.is_alive()
+    assert len(reports) == 1
+    assert all(batch.is_set() for batch in batches)
     assert count(db, PendingImport) + count(db, Model) == ROWS
 
 
