@@ -5,7 +5,7 @@ up, for a whole batch at once, what the catalog holds at each row's path and for
 each row's hash (``Held``), and writes what ``place`` decides. The rules are in
 docs/ARCHITECTURE.md ("Stage 1: the legacy import", "Where a row goes"); a row that
 meets a model the user catalogued by other means is ``SETTLE``: the one
-definition shared with the worker (``catalog.settle_file``) decides it.
+definition shared with the worker (``catalog.settle.settle_file``) decides it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Place(enum.Enum):
     FAILED = "failed"  # a staging row "failed": its path cannot be used (failed)
     CONFLICT = "conflict"  # a staging row "conflict" at a path of its own (conflicts)
     PRESENT = "present"  # an earlier run put it in place (already_present)
-    SETTLE = "settle"  # it meets a catalogued model: catalog.settle_file decides
+    SETTLE = "settle"  # it meets a catalogued model: catalog.settle.settle_file decides
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class ImportRow:
         return full
 
     def hashed(self) -> HashedFile:
-        """The row as a hashed file, for ``catalog.settle_file``."""
+        """The row as a hashed file, for ``catalog.settle.settle_file``."""
         assert self.sha256 is not None
         return HashedFile(
             sha256=self.sha256,

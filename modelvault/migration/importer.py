@@ -62,7 +62,7 @@ def import_legacy_data(
 
     ``policy`` (``merge``, ``keep`` or ``replace``; None: the catalog's
     ``settings.conflict_policy``) decides how a legacy row combines with a model
-    that holds the same content (see ``catalog.combine_fields``); a value not
+    that holds the same content (see ``catalog.combine.combine_fields``); a value not
     among those raises ``ConfigError`` before anything is read.
 
     The legacy file is checked first: anything that is not a legacy catalog

@@ -4,7 +4,7 @@ For each row, ``legacy.placement.place`` decides where it goes from what the
 catalog holds for its path and hash (``bulk.Lookups``, one look-up per batch);
 new models, their links and staging rows are inserted in a few statements
 (``bulk.bulk_insert``), and the rows that meet a catalogued model go through
-``catalog.settle_file``, the rule the worker uses too. The counts reach the
+``catalog.settle.settle_file``, the rule the worker uses too. The counts reach the
 report only once the transaction committed.
 """
 

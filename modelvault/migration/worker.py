@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from modelvault.config import CONFLICT_POLICIES, Settings
+from modelvault.config import Settings, check_conflict_policy
 from modelvault.database import DatabaseManager
 from modelvault.errors import (
     CatalogNotAnsweringError,
@@ -129,7 +129,7 @@ class MigrationWorker(threading.Thread):
         super().__init__(name=name or f"modelvault-worker-{next(_worker_numbers)}", daemon=True)
         self.db = db
         self.settings = settings or db.settings
-        self.policy = check_policy(policy or self.settings.conflict_policy)
+        self.policy = check_conflict_policy(policy or self.settings.conflict_policy)
         self.control = control or HashControl()
         self.stop_event = stop_event or threading.Event()
         self.on_event = on_event
@@ -341,14 +341,6 @@ class MigrationWorker(threading.Thread):
             self._next_batch = claimed
             if claim is not None:
                 self._claimed(claimed)
-
-
-def check_policy(policy: str) -> str:
-    if policy not in CONFLICT_POLICIES:
-        raise ConfigError(
-            f"conflict policy {policy!r} is not valid: use one of {', '.join(CONFLICT_POLICIES)}."
-        )
-    return policy
 
 
 def process_pending(

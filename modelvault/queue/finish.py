@@ -3,7 +3,7 @@ transaction that commits only for rows whose lease is still the worker's.
 
 New content at a free path becomes a model in one statement for the whole
 batch (``insert_models``); the rest (content or path the catalog holds, a later
-copy in the batch) goes through ``catalog.settle_file`` one by one. The rows
+copy in the batch) goes through ``catalog.settle.settle_file`` one by one. The rows
 that became models are deleted, the others marked ``duplicate`` or
 ``conflict``, all under the lease guard.
 """

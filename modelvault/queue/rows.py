@@ -166,7 +166,7 @@ def claimed_row(values: Sequence[Any]) -> ClaimedRow:
 def read_meta(value: Any) -> Mapping[str, Any]:
     """A staged meta as a mapping: on SQLite, text (valid: the claim's ``json()``
     checked it) stays text until something reads it, unless it holds the scan's
-    stamp of the file (which a model's meta loses: see ``catalog.without_scan_stat``).
+    stamp of the file (which a model's meta loses: see ``catalog.stamp_meta.without_scan_stat``).
     psycopg decodes JSON itself."""
     if isinstance(value, str):
         if value.startswith("{") and SCAN_MTIME_NS not in value and FILE_STAT not in value:
@@ -189,7 +189,7 @@ def _decode_tags(text: str) -> tuple[Any, ...]:
 class TagCache:
     """Tag ids the worker has seen, so most batches need no tag query at all.
 
-    ``catalog.ensure_tags`` skips every name found in the cache it is given,
+    ``catalog.tags.ensure_tags`` skips every name found in the cache it is given,
     and with it the filling-in of a colour the tag lacks. So a name is offered
     as cached only when no colour is wanted for it, or when its tag is known to
     have one (it cannot lose it: colours are filled, never cleared). That way

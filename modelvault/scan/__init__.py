@@ -7,7 +7,7 @@ holds: a model, or a row already staged. A file that matches is left alone (a
 record of an older version, with size and mtime only, takes the rest of the
 stamp the file has now); a new or changed file is staged in ``pending_import``
 (``source`` = ``scan``, type from its folder), and the workers hash it and
-settle it by the catalog's rules (``modelvault.catalog.settle_file``): a moved
+settle it by the catalog's rules (``modelvault.catalog.settle.settle_file``): a moved
 or renamed file keeps its tags and notes, a file overwritten in place keeps its
 model.
 Catalogued files that are gone are reported, never deleted; where a copy of
