@@ -41,8 +41,8 @@ from modelvault.errors import FileChangedError, HashCancelled, NotRegularFileErr
 from modelvault.hashing import HashControl, hash_file_digest
 from modelvault.pathkey import absolute
 from modelvault.presence import FileState, check_file, too_long, too_long_message
+from modelvault.queue.states import WAITING
 from modelvault.scan.report import ScanReport
-from modelvault.scan.stamps import WAITING
 from modelvault.scan.walk import FoundFile
 from modelvault.scan.writer import ScanWriter  # the scan's own staging, its rules
 

@@ -12,14 +12,14 @@ from modelvault.cli.progress import ProgressView
 from modelvault.config import Settings
 from modelvault.database import DatabaseManager
 from modelvault.db.engine import sqlite_file
-from modelvault.db.models import PendingStatus
 from modelvault.errors import ModelVaultError
+from modelvault.queue.states import CLAIMED, CONFLICT, FAILED, PENDING
 
 EXIT_OK, EXIT_UNFINISHED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Rows that need a person (failed, conflict) or are still waiting: after a run
 # meant to finish everything, either means "not done".
-NEEDS_ATTENTION = (PendingStatus.FAILED.value, PendingStatus.CONFLICT.value)
-UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PendingStatus.PENDING.value, PendingStatus.CLAIMED.value)
+NEEDS_ATTENTION = (FAILED, CONFLICT)
+UNFINISHED_STATUSES = (*NEEDS_ATTENTION, PENDING, CLAIMED)  # the final ones, then WAITING
 
 
 def ui(args: argparse.Namespace) -> Ui:

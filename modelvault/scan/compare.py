@@ -24,8 +24,9 @@ from modelvault.db.keyed import key_range
 from modelvault.db.models import Model, PendingImport, PendingStatus
 from modelvault.file_stamp import FileStamp, Verdict, moved_intact
 from modelvault.pathkey import is_own_key, renamed_below
+from modelvault.queue.states import WAITING
 from modelvault.scan.sources import ScanRoot, folder_problem
-from modelvault.scan.stamps import WAITING, as_number, column_verdict, stamp_columns, verdict
+from modelvault.scan.stamps import as_number, column_verdict, stamp_columns, verdict
 from modelvault.scan.walk import FolderKey, FoundFile, RootWalk, folder_key
 from modelvault.scan.writer import ScanWriter
 

@@ -28,9 +28,10 @@ from modelvault.db.batches import chunked
 from modelvault.db.keyed import same_file, same_key
 from modelvault.db.models import Model, PendingImport
 from modelvault.file_stamp import Verdict
+from modelvault.queue.states import WAITING
 from modelvault.scan.compare import DUPLICATE, GoneModel
 from modelvault.scan.report import FileChange, ScanReport, shown
-from modelvault.scan.stamps import WAITING, verdict
+from modelvault.scan.stamps import verdict
 from modelvault.scan.walk import FoundFile
 from modelvault.scan.writer import Changes, ScanWriter
 

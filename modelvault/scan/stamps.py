@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, select, update
 
 from modelvault.catalog.stamp_meta import SCAN_MTIME_NS, with_file_stat
-from modelvault.db.models import Model, PendingImport, PendingStatus
+from modelvault.db.models import Model, PendingImport
 from modelvault.file_stamp import (
     FILE_STAT,
     FileStamp,
@@ -19,12 +19,11 @@ from modelvault.file_stamp import (
     recorded_stamp,
     stat_marks,
 )
+from modelvault.queue.states import WAITING
 from modelvault.scan.walk import FoundFile
 
 PENDING_TABLE = cast(Table, PendingImport.__table__)
 MODEL_TABLE = cast(Table, Model.__table__)
-# Rows in these statuses wait for a worker already: a scan leaves them alone.
-WAITING = frozenset({PendingStatus.PENDING.value, PendingStatus.CLAIMED.value})
 
 
 def verdict(recorded_size: Any, recorded_mtime_ns: Any, meta: Any, found: FoundFile) -> Verdict:

@@ -19,14 +19,15 @@ from modelvault.catalog.stamp_meta import SCAN_SOURCE, with_file_stat
 from modelvault.database import DatabaseManager
 from modelvault.db.batches import insert_ignoring_duplicates
 from modelvault.db.keyed import same_file
-from modelvault.db.models import Model, PendingStatus
+from modelvault.db.models import Model
 from modelvault.db.types import utcnow
 from modelvault.file_stamp import stat_marks
 from modelvault.hashing import HashControl
 from modelvault.normalize import MAX_TYPE
 from modelvault.pathkey import stored_key
+from modelvault.queue.states import PENDING, RETRIED_BY_PERSON, WAITING
 from modelvault.scan.report import FileChange, ScanReport
-from modelvault.scan.stamps import PENDING_TABLE, WAITING, restamp_rows, staged_meta, stamp_models
+from modelvault.scan.stamps import PENDING_TABLE, restamp_rows, staged_meta, stamp_models
 from modelvault.scan.walk import FoundFile
 
 # Staging rows written per transaction, and files between two progress calls.
@@ -80,7 +81,7 @@ class ScanWriter:
                 "meta": staged_meta(found),
                 "tags": [],
                 "source": SCAN_SOURCE,
-                "status": PendingStatus.PENDING.value,
+                "status": PENDING,
                 "attempts": 0,
                 "created_at": stamp,
             }
@@ -167,12 +168,9 @@ _REQUEUE = (
         PENDING_TABLE.c.status.not_in(sorted(WAITING)),
     )
     .values(
-        status=PendingStatus.PENDING.value,
+        **RETRIED_BY_PERSON,  # its attempts start again, as a person's retry does
         size_bytes=bindparam("size"),
         meta=bindparam("new_meta"),
-        attempts=0,
-        last_error=None,
-        not_before=None,
         sha256=None,
     )
 )
