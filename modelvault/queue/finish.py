@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from modelvault.catalog.settle import HashedFile, Outcome, Settled, settle_file
 from modelvault.catalog.stamp_meta import SCAN_MTIME_NS, with_file_stat
@@ -35,7 +36,7 @@ from modelvault.queue.connection import HeldConnection, writing
 from modelvault.queue.driver import json_list
 from modelvault.queue.leases import Claim, LeaseLost, claim
 from modelvault.queue.rows import ClaimedRow, StoredJSON, TagCache
-from modelvault.queue.statements import MODEL_COLUMNS, Statements, statements_for
+from modelvault.queue.statements import MODEL_COLUMNS, MODELS, Statements, statements_for
 
 __all__ = ["finish", "finish_batch", "insert_models"]
 
@@ -54,6 +55,13 @@ SETTLED_INTO_MODELS = (Outcome.IMPORTED, Outcome.MERGED, Outcome.MOVED, Outcome.
 # looked up first instead of told apart by rowid (see insert_models).
 LAST_ROWID_BEFORE_LOOKUP = 2**62
 
+# A column the worker gives no value (one added to the table later) gets its ORM default.
+_DEFAULTS = {
+    column.name: (
+        column.default.arg if isinstance(column.default, ScalarElementColumnDefault) else None
+    )
+    for column in MODELS.columns
+}
 _SHA, _PATH, _KEY, _META = (MODEL_COLUMNS.index(c) for c in ("sha256", "path", "path_key", "meta"))
 
 
@@ -270,7 +278,7 @@ def _model_row(sql: Statements, item: HashedFile, stamp: str | None) -> list[Any
         "updated_at": stamp,
         "meta": meta,
     }
-    return [values[name] for name in MODEL_COLUMNS]
+    return [values.get(name, _DEFAULTS[name]) for name in MODEL_COLUMNS]
 
 
 def _insert_links(sql: Statements, conn: Connection, links: list[tuple[str, int]]) -> None:
