@@ -348,7 +348,11 @@ def bench_worker_rows(args: argparse.Namespace) -> None:
     ``sqlite3`` module, same pragmas (WAL, synchronous NORMAL, foreign keys),
     ``BEGIN IMMEDIATE``; PostgreSQL: psycopg, ``FOR UPDATE SKIP LOCKED``. It
     takes no lease it ever checks, looks nothing up, cannot be stopped or
-    resumed: it is what the work costs at the least.
+    resumed: it is what the work costs at the least. It does not identify the
+    files either, which the worker must: a second floor (``floor+identify``)
+    is the same loop reading each header from the bytes hashed (``HeaderTap``)
+    and writing what it says to the model's meta. The target stays on the
+    first; the second shows what part of the gap identification is.
 
     Measured against it: ``process_pending`` with 1 and with 2 workers. Printed:
     rows/s, ratio to the floor, and 2 workers / 1 worker (> 1: the pool lost).
@@ -494,30 +498,47 @@ class TinyFiles:
         return db
 
 
+# The floors of (c): the bare loop, and the same loop identifying each file as the worker
+# must (the header sniffed from the bytes read, what it says written to the model's meta).
+FLOOR = "floor"
+FLOOR_IDENTIFYING = "floor+identify"
+
+
 def _rows_per_backend(
     catalogs: ScratchCatalogs, files: TinyFiles, args: argparse.Namespace
 ) -> None:
     count = args.tiny_files
     floor_loop = _sqlite_floor if catalogs.backend == "sqlite" else _postgres_floor
-    runs: dict[str, list[float]] = {"floor": [], "1 worker": [], "2 workers": []}
+    runs: dict[str, list[float]] = {
+        FLOOR: [],
+        FLOOR_IDENTIFYING: [],
+        "1 worker": [],
+        "2 workers": [],
+    }
     for run in range(args.repeat):  # interleaved, so a burst of load hits all alike
         for what in _turns(list(runs), run):
-            db = files.staged(catalogs.fresh(f"{what.replace(' ', '')}{run}"), count)
-            if what == "floor":
+            name = re.sub(r"\W", "", what)
+            db = files.staged(catalogs.fresh(f"{name}{run}"), count)
+            if what in (FLOOR, FLOOR_IDENTIFYING):
                 url = db.engine.url.render_as_string(hide_password=False)
                 db.dispose()
-                runs[what].append(_finished_times(floor_loop(url), count)[-1])
+                loop = floor_loop(url, identifying=what == FLOOR_IDENTIFYING)
+                runs[what].append(_finished_times(loop, count)[-1])
             else:
                 runs[what].append(_timed_pool(db, int(what[0]), count))
         catalogs.drop_all()
-    floor = statistics.median(runs["floor"])
+    floor = statistics.median(runs[FLOOR])
+    identifying = statistics.median(runs[FLOOR_IDENTIFYING])
     one = statistics.median(runs["1 worker"])
     print(f"    {catalogs.backend}:")
     for label, seconds in runs.items():
-        text = f"      {label + ':':12} {count / statistics.median(seconds):8,.0f} rows/s"
-        if label != "floor":
+        text = f"      {label + ':':16} {count / statistics.median(seconds):8,.0f} rows/s"
+        if label == FLOOR_IDENTIFYING:
+            text += f"  {identifying / floor:5.2f}x the floor"
+        elif label != FLOOR:
             ratio = statistics.median(seconds) / floor
             text += f"  {ratio:5.2f}x the floor"
+            text += f", {statistics.median(seconds) / identifying:5.2f}x {FLOOR_IDENTIFYING}"
             if label == "1 worker":
                 text += f" (target <= {WORKER_RATIO_TARGET}: "
                 text += f"{'met' if ratio <= WORKER_RATIO_TARGET else 'MISSED'})"
@@ -573,8 +594,9 @@ FLOOR_CLAIM = 32
 FLOOR_OWNER = "floor"
 
 
-def _sqlite_floor(url: str) -> Iterator[int]:
-    """The bare loop on SQLite; yields the number of rows after each commit."""
+def _sqlite_floor(url: str, *, identifying: bool = False) -> Iterator[int]:
+    """The bare loop on SQLite; yields the number of rows after each commit.
+    ``identifying``: each file identified too (see ``_hash_claimed``)."""
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON"):
         conn.execute(f"PRAGMA {pragma}")
@@ -600,7 +622,7 @@ def _sqlite_floor(url: str) -> Iterator[int]:
             conn.execute("COMMIT")
             if not claimed:
                 return
-            models, links = _hash_claimed(claimed, _sqlite_time(time.time()))
+            models, links = _hash_claimed(claimed, _sqlite_time(time.time()), identifying)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
@@ -626,8 +648,9 @@ def _sqlite_floor(url: str) -> Iterator[int]:
         conn.close()
 
 
-def _postgres_floor(url: str) -> Iterator[int]:
-    """The bare loop on PostgreSQL with psycopg; yields the number of rows after each commit."""
+def _postgres_floor(url: str, *, identifying: bool = False) -> Iterator[int]:
+    """The bare loop on PostgreSQL with psycopg; yields the number of rows after each commit.
+    ``identifying``: each file identified too (see ``_hash_claimed``)."""
     import psycopg
 
     tag_ids: dict[str, int] = {}
@@ -644,7 +667,7 @@ def _postgres_floor(url: str) -> Iterator[int]:
             conn.commit()
             if not claimed:
                 return
-            models, links = _hash_claimed(claimed, datetime.now(timezone.utc))
+            models, links = _hash_claimed(claimed, datetime.now(timezone.utc), identifying)
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO models (sha256, path, name, type, base, size_bytes, mtime_ns, "
@@ -672,14 +695,23 @@ def _postgres_floor(url: str) -> Iterator[int]:
 
 
 def _hash_claimed(
-    claimed: list[Any], now: Any
+    claimed: list[Any], now: Any, identifying: bool = False
 ) -> tuple[list[tuple[Any, ...]], list[tuple[str, dict[str, Any]]]]:
-    """Hash each claimed file: its model's values and its (sha256, tag) pairs."""
+    """Hash each claimed file: its model's values and its (sha256, tag) pairs.
+
+    ``identifying``: the header is read from the same bytes (``HeaderTap``, as the
+    worker does) and what it says is added to the model's meta."""
     models, links = [], []
     for _, path, name, kind, base, created, meta, tags in claimed:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            sha = hashlib.sha256(f.read()).hexdigest()
+            data = f.read()
+            sha = hashlib.sha256(data).hexdigest()
+        if identifying:
+            tap = HeaderTap()
+            tap.begin(len(data))
+            tap.take(memoryview(data))
+            meta = json.dumps({**json.loads(meta), **tap.found(name)})
         models.append((sha, path, name, kind, base, st.st_size, st.st_mtime_ns, created, now, meta))
         links.extend((sha, tag) for tag in json.loads(tags))
     return models, links

@@ -284,7 +284,10 @@ def _hash_small(
         checkpoint()
         want = before.st_size + 1  # one byte more: a file that grew is caught
         data = os.read(fd, want)
-        while len(data) < want:  # network filesystems may return short reads before the end
+        # Network filesystems may return short reads before the end. Once the size is
+        # read, no read is asked to see the end: a file that grew meanwhile shows it in
+        # the stat below (its size), so the check costs no system call where all is well.
+        while len(data) < before.st_size:
             more = os.read(fd, want - len(data))
             if not more:
                 break

@@ -18,7 +18,7 @@ from modelvault import DatabaseManager, Settings
 from modelvault.cli import main
 from modelvault.errors import ConfigError
 from modelvault.hashing import hash_file_digest
-from modelvault.identify.catalog import HeaderTap
+from modelvault.identify.catalog import HeaderTap, found_in_file
 from modelvault.identify.refresh import identify_models, models_to_identify
 from modelvault.migration.worker import process_pending
 
@@ -194,6 +194,36 @@ def test_the_tap_sees_every_byte_in_order(tmp_path: Path) -> None:
 
     assert bytes(seen) == path.read_bytes()
     assert digest.sha256 == sha256_of(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\x01\x02\x03",  # too short to be a model file
+        bytes(range(200, 256)) * 40,  # no model format
+        b"\x80\x02" + bytes(100),  # a pickle
+        b"\x80\x02" + bytes(6) + b"{" + bytes(100),  # a pickle that looks like safetensors
+    ],
+    ids=["empty", "short", "unknown", "pickle", "pickle-like-safetensors"],
+)
+def test_a_file_settled_by_its_first_bytes_is_noted_as_the_parser_notes_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    """The tap answers such a file from the first chunk without a parser: what it
+    notes is what the parser notes, fed one byte at a time, and what ``identify``
+    notes from the file."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    whole, by_byte = HeaderTap(), HeaderTap()
+    whole.begin(len(content))
+    whole.take(memoryview(content))
+    by_byte.begin(len(content))
+    for i in range(len(content)):
+        by_byte.take(memoryview(content)[i : i + 1])
+
+    assert whole.found(path.name) == by_byte.found(path.name) == found_in_file(str(path))
+    assert whole.found(path.name)["identify"]["format"] in {"empty", "unknown", "pickle"}
 
 
 def test_a_failure_inside_identification_is_a_problem_not_an_exception() -> None:

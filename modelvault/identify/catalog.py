@@ -30,6 +30,8 @@ from modelvault.identify.hashes import AutoV3
 from modelvault.identify.header import HeaderReader, read_header
 from modelvault.identify.identify import identify
 from modelvault.identify.identity import KINDS, Identity
+from modelvault.identify.parsing import Header
+from modelvault.identify.sniff import SNIFF_BYTES, settled_by_head
 
 __all__ = [
     "AUTOV3",
@@ -84,10 +86,16 @@ class HeaderTap:
     AutoV3 is fed by ``take`` too, after the header reader, unless ``beside()``
     was asked for its update: then the hasher runs that in a thread of its own
     (``hash_file_digest(tap=tap, beside=tap.beside())``), beside the SHA-256.
+
+    Without AutoV3 the first chunk is sniffed before any reader is made: a file
+    whose first bytes already settle its header (empty, a pickle, no model
+    format: ``sniff.settled_by_head``) costs no parser and no copy of its bytes.
     """
 
     def __init__(self, *, autov3: bool = False) -> None:
         self._want_autov3 = autov3
+        self._size: int | None = None  # set by begin: the file was opened
+        self._settled: Header | None = None
         self._reader: HeaderReader | None = None
         self._autov3: AutoV3 | None = None
         self._error: str | None = None
@@ -102,21 +110,34 @@ class HeaderTap:
 
     def begin(self, size: int) -> None:
         try:
-            self._reader = HeaderReader(size)
-            self._autov3 = AutoV3(self._reader) if self._want_autov3 else None
+            self._size = size
+            if self._want_autov3:  # AutoV3 follows the reader from the first byte
+                self._reader = HeaderReader(size)
+                self._autov3 = AutoV3(self._reader)
         except Exception as exc:  # never lose the hash to identification
             self._fail(exc)
 
     def take(self, chunk: memoryview) -> None:
-        if self._reader is None or self._error is not None:
+        if self._size is None or self._settled is not None or self._error is not None:
             return
         try:
+            if self._reader is None:
+                self._settled = self._sniffed(chunk, self._size)
+                if self._settled is not None:
+                    return
+                self._reader = HeaderReader(self._size)
             if self._reader.wants_more:
                 self._reader.feed(chunk)
             if self._autov3 is not None and not self._autov3_beside:
                 self._autov3.update(chunk)
         except Exception as exc:
             self._fail(exc)
+
+    @staticmethod
+    def _sniffed(chunk: memoryview, size: int) -> Header | None:
+        """The header where the first chunk's first bytes settle it, else None."""
+        head = min(size, SNIFF_BYTES)
+        return settled_by_head(bytes(chunk[:head]), size) if len(chunk) >= head else None
 
     def _update_autov3(self, chunk: memoryview) -> None:
         autov3 = self._autov3  # once: _fail in the other thread may set it to None
@@ -131,14 +152,16 @@ class HeaderTap:
         log.warning("identification failed: %s", exc, exc_info=True)
         self._error = _FAILED.format(error=exc)
         self._reader = self._autov3 = None
+        self._size = None
 
     def found(self, file_name: str) -> dict[str, Any]:
         """The meta keys to write: ``identify`` and (if computed) ``autov3``."""
-        if self._error is not None or self._reader is None:
+        if self._error is not None or self._size is None:
             problem = self._error or "The file was not read, so it could not be identified."
             return {IDENTIFY: Identity(problem=problem).to_meta()}
         try:
-            found = found_of(identify(self._reader.result(), file_name=file_name))
+            header = self._settled or (self._reader or HeaderReader(self._size)).result()
+            found = found_of(identify(header, file_name=file_name))
             if self._autov3 is not None:
                 found[AUTOV3] = self._autov3.hexdigest()
             return found

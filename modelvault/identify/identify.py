@@ -57,6 +57,10 @@ def identify(header: Header, *, file_name: str | None = None) -> Identity:
     """What the model whose header is ``header`` is; ``file_name`` (optional) lets a
     ``.safetensors`` that is really a pickle or a zip be named as such."""
     problem = header.problem or _name_problem(header.format, file_name)
+    if not header.tensors and not header.metadata:
+        # Nothing to read a kind or base from (no model format, a pickle, an empty
+        # header): the format and the problem are all there is to say.
+        return Identity(format=header.format, problem=problem)
     found = _from_tensors(header.tensors)
     said = meta.base(header.metadata)
     base, source, tensors_base = _decide(said, found.base if found else None)

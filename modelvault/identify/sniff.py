@@ -27,17 +27,31 @@ _ZIP_NAME_READ = 256  # enough of the first entry's name to see PyTorch's layout
 
 def parse_file(size: int) -> Parser:
     """The parser for a file of ``size`` bytes, chosen by its first bytes."""
-    if size == 0:
-        return Header(format=EMPTY, size=0, problem="The file is empty (0 bytes).")
-    head = yield from read_bytes(min(size, SNIFF_BYTES))
+    head = (yield from read_bytes(min(size, SNIFF_BYTES))) if size else b""
+    settled = settled_by_head(head, size)
+    if settled is not None:
+        return settled
     if head.startswith(gguf.MAGIC):
         return (yield from gguf.parse(head, size))
     if head.startswith(_ZIP_MAGIC):
         return (yield from _zip(head, size))
+    return (yield from safetensors_format.parse(head, size))
+
+
+def settled_by_head(head: bytes, size: int) -> Header | None:
+    """The header of a file of ``size`` bytes whose first ``min(size, SNIFF_BYTES)``
+    bytes are ``head``, where those bytes alone settle it (empty, a pickle, no model
+    format); None where the format has a header to parse (GGUF, zip, safetensors).
+
+    ``HeaderTap`` asks this first, so that a file in no model format costs no parser."""
+    if size == 0:
+        return Header(format=EMPTY, size=0, problem="The file is empty (0 bytes).")
+    if head.startswith(gguf.MAGIC) or head.startswith(_ZIP_MAGIC):
+        return None
     if _is_pickle(head):
         return Header(format=PICKLE, size=size)
     if safetensors_format.looks_like(head):
-        return (yield from safetensors_format.parse(head, size))
+        return None
     return Header(format=UNKNOWN, size=size, problem=_unknown(head, size))
 
 
