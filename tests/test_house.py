@@ -19,7 +19,9 @@ MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 600, 250, 60
 
 
 def sources(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    # An installed package holds the Alembic revisions too: each is a table of DDL, not code.
+    skipped = {"__pycache__", "schema_revisions"}
+    return sorted(p for p in root.rglob("*.py") if not skipped & set(p.parts))
 
 
 def definitions(path: Path) -> Iterator[tuple[str, str, int]]:
