@@ -167,13 +167,23 @@ function showStatus(status) {
   document.body.dataset.state = status.state;
 }
 
+// The event stream brings every change in order; a run's answer is shown only if no
+// event came while it was on its way (an answer that lost the race, "processing"
+// after "stopped", would otherwise stay on the page: no later event corrects it).
+let eventsSeen = 0;
+
 async function run(path, body) {
-  try { showStatus(await api("api/run/" + path, "POST", body)); say(""); } catch (error) { say(error.message); }
+  const seen = eventsSeen;
+  try {
+    const status = await api("api/run/" + path, "POST", body);
+    if (eventsSeen === seen) showStatus(status);
+    say("");
+  } catch (error) { say(error.message); }
 }
 
 function listen() {
   const events = new EventSource("api/events");
-  events.onmessage = (event) => showStatus(JSON.parse(event.data));
+  events.onmessage = (event) => { eventsSeen += 1; showStatus(JSON.parse(event.data)); };
 }
 
 // -- wiring -------------------------------------------------------------------
