@@ -8,12 +8,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 from support.legacy import with_batch
 from support.scan import write
 
 from modelvault import DatabaseManager, HashCancelled
-from modelvault.db.models import Model, PendingImport
 from modelvault.hashing import HashControl
 from modelvault.migration.importer import import_legacy_data
 from modelvault.migration.sample import LegacyModel, write_legacy_catalog
@@ -31,9 +29,13 @@ def legacy_file(tmp_path: Path) -> Path:
     return path
 
 
-def count(db: DatabaseManager, table: type[Model] | type[PendingImport]) -> int:
-    with db.session_scope() as session:
-        return int(session.scalar(select(func.count()).select_from(table)) or 0)
+def placed(db: DatabaseManager) -> int:
+    """Legacy rows that reached the catalog: models and staging rows."""
+    return db.count_models() + sum(db.staging_counts().values())
+
+
+def staged(db: DatabaseManager) -> int:
+    return sum(db.staging_counts().values())
 
 
 def test_a_stopped_import_ends_after_its_first_batch_and_runs_again_to_the_end(
@@ -44,9 +46,9 @@ def test_a_stopped_import_ends_after_its_first_batch_and_runs_again_to_the_end(
     control.stop()
     with pytest.raises(HashCancelled, match=r"import of .*legacy\.sqlite3 was stopped"):
         import_legacy_data(legacy, catalog, control=control)
-    assert count(db, PendingImport) + count(db, Model) == BATCH  # the first batch, committed
+    assert placed(db) == BATCH  # the first batch, committed
     report = import_legacy_data(legacy, catalog)
-    assert count(db, PendingImport) + count(db, Model) == ROWS
+    assert placed(db) == ROWS
     assert report.already_present == BATCH
 
 
@@ -70,13 +72,13 @@ def test_a_paused_import_holds_after_a_batch_until_it_is_resumed(
     assert batches[0].wait(DEADLINE), "the first batch was not reported"
     # Unheld, the second batch would follow within milliseconds.
     assert not batches[1].wait(1.0), "the import went on while paused"
-    assert count(db, PendingImport) + count(db, Model) == BATCH
+    assert placed(db) == BATCH
     control.resume()
     thread.join(DEADLINE)
     assert not thread.is_alive()
     assert len(reports) == 1
     assert all(batch.is_set() for batch in batches)
-    assert count(db, PendingImport) + count(db, Model) == ROWS
+    assert placed(db) == ROWS
 
 
 def test_a_stopped_scan_keeps_what_it_wrote_and_a_second_scan_stages_the_rest(
@@ -89,7 +91,7 @@ def test_a_stopped_scan_keeps_what_it_wrote_and_a_second_scan_stages_the_rest(
     control.stop()
     with pytest.raises(HashCancelled, match="scan was stopped"):
         scan_roots(db, [tmp_path / "loras"], control=control)
-    assert count(db, PendingImport) == WRITE_BATCH
+    assert staged(db) == WRITE_BATCH
     report = scan_roots(db, [tmp_path / "loras"])
-    assert count(db, PendingImport) == files
+    assert staged(db) == files
     assert report.files_seen == files
