@@ -115,6 +115,15 @@ def test_a_stored_object_takes_a_key_as_text() -> None:
         assert json.loads(added.text) == {**json.loads(text), FILE_STAT: {"ctime_ns": 1, "ino": 2}}
 
 
+def test_a_stored_object_takes_several_keys_at_once_in_their_order() -> None:
+    problem = "caf\u00e9 \"quoted\""
+    more = {FILE_STAT: {"ino": 2}, "identify": {"problem": problem, "n": [1.5, None]}}
+    for text in ('{"a": "\u00e9t\u00e9"}', "{}", ' {"a":{"b":{}}} '):
+        added = StoredJSON(text).with_keys(more)
+        assert json.loads(added.text) == {**json.loads(text), **more}
+        assert list(json.loads(added.text))[-2:] == [FILE_STAT, "identify"]
+
+
 def test_windows_opens_a_file_to_hash_so_that_others_may_move_or_replace_it() -> None:
     args = create_file_arguments()
     assert args.share == FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE

@@ -241,12 +241,16 @@ def apply_found(target: Identified, found: Mapping[str, Any], *, new_content: bo
     target.meta = meta
 
 
+# The catalog types a kind of file is told to belong in ("other" is no folder's).
+_FOLDER_TYPES = frozenset(KINDS.values()) - {"other"}
+
+
 def wrong_folder(kind: object, model_type: str) -> str | None:
     """A sentence where a file of ``kind`` is catalogued (by its folder) as another type."""
     if not isinstance(kind, str) or kind == "unknown" or kind not in KINDS:
         return None
     belongs = KINDS[kind]
-    if model_type == belongs or model_type not in set(KINDS.values()) - {"other"}:
+    if model_type == belongs or model_type not in _FOLDER_TYPES:
         return None
     article = "an" if kind[0] in "aeiou" else "a"
     return (

@@ -62,7 +62,7 @@ class StoredJSON(Mapping[str, Any]):
         """``with_key`` for each of ``added``, in its order, as one new text."""
         head = self.text.rstrip()[:-1].rstrip()  # the object without its closing brace
         joiner = "" if head.endswith("{") else ","
-        members = ",".join(f"{json.dumps(key)}:{json.dumps(value)}" for key, value in added.items())
+        members = _COMPACT.encode(added)[1:-1]  # one encoding for all of them
         return StoredJSON(f"{head}{joiner}{members}}}")
 
 
@@ -136,6 +136,8 @@ class ClaimedRow:
 
 
 _spec_name = operator.attrgetter("name")
+# One encoder made once: json.dumps with any argument of its own makes a new one a call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _parse_tag(entry: Any) -> TagSpec:
