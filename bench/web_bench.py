@@ -81,14 +81,18 @@ def main() -> int:
         db.dispose()
     api_ms, plain_ms = statistics.median(api) * 1000, statistics.median(plain) * 1000
     ratio = api_ms / plain_ms
-    print(f"{args.models:,} models, pages of {PAGE} at offsets {offsets}, median of "
-          f"{len(api)} pages each (SQLite)")
+    print(
+        f"{args.models:,} models, pages of {PAGE} at offsets {offsets}, median of "
+        f"{len(api)} pages each (SQLite)"
+    )
     print(f"  find_models + count_models  {plain_ms:7.1f} ms")
     print(f"  GET /api/models (HTTP)      {api_ms:7.1f} ms")
     within = ratio <= TARGET and api_ms < TARGET_MS
     verdict = "within" if within else "ABOVE"
-    print(f"  ratio {ratio:.2f}, {api_ms:.1f} ms a page  ({verdict} the targets of "
-          f"{TARGET} and {TARGET_MS:.0f} ms)")
+    print(
+        f"  ratio {ratio:.2f}, {api_ms:.1f} ms a page  ({verdict} the targets of "
+        f"{TARGET} and {TARGET_MS:.0f} ms)"
+    )
     return 0 if within else 1
 
 

@@ -116,7 +116,7 @@ def test_a_stored_object_takes_a_key_as_text() -> None:
 
 
 def test_a_stored_object_takes_several_keys_at_once_in_their_order() -> None:
-    problem = "caf\u00e9 \"quoted\""
+    problem = 'caf\u00e9 "quoted"'
     more = {FILE_STAT: {"ino": 2}, "identify": {"problem": problem, "n": [1.5, None]}}
     for text in ('{"a": "\u00e9t\u00e9"}', "{}", ' {"a":{"b":{}}} '):
         added = StoredJSON(text).with_keys(more)

@@ -30,6 +30,8 @@ Client = TestClient[web.Request, web.Application]
 def demo_db(tmp_path: Path) -> Iterator[DatabaseManager]:
     with migrated_demo(tmp_path) as db:
         yield db
+
+
 TOKEN = "s3cret-token-for-tests"
 
 

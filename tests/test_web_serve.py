@@ -81,8 +81,9 @@ def test_another_host_needs_the_token_printed_once(tmp_path: Path) -> None:
 
 
 def test_a_port_that_is_no_number_is_bad_input(tmp_path: Path) -> None:
-    result = run_modelvault("--db", str(tmp_path / "c.sqlite3"), "serve", "--port", "80000",
-                            cwd=tmp_path)
+    result = run_modelvault(
+        "--db", str(tmp_path / "c.sqlite3"), "serve", "--port", "80000", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "is not a port number from 0 to 65535" in result.stderr
 

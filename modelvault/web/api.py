@@ -80,8 +80,9 @@ def model_filters(request: web.Request) -> dict[str, Any]:
     }
 
 
-def models_page(db: DatabaseManager, filters: dict[str, Any], sort: str, limit: int,
-                offset: int) -> dict[str, Any]:
+def models_page(
+    db: DatabaseManager, filters: dict[str, Any], sort: str, limit: int, offset: int
+) -> dict[str, Any]:
     """One page of models and the total the filters match, as JSON."""
     models = db.find_models(**filters, sort=sort, limit=limit, offset=offset)
     total = db.count_models(**filters)
@@ -192,9 +193,7 @@ async def change_tag(request: web.Request) -> web.Response:
         new = body["name"]
         if not isinstance(new, str):
             raise ApiError(400, "the new name must be a text.")
-        change = await context.run(
-            context.db.rename_tag, name, new, merge=bool(body.get("merge"))
-        )
+        change = await context.run(context.db.rename_tag, name, new, merge=bool(body.get("merge")))
         name = change.tag.name
     if "color" in body:
         color = body["color"]
