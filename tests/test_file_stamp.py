@@ -122,6 +122,7 @@ def test_a_stored_object_takes_several_keys_at_once_in_their_order() -> None:
         added = StoredJSON(text).with_keys(more)
         assert json.loads(added.text) == {**json.loads(text), **more}
         assert list(json.loads(added.text))[-2:] == [FILE_STAT, "identify"]
+        assert json.loads(StoredJSON(text).with_keys({}).text) == json.loads(text)
 
 
 def test_windows_opens_a_file_to_hash_so_that_others_may_move_or_replace_it() -> None:

@@ -60,6 +60,8 @@ class StoredJSON(Mapping[str, Any]):
 
     def with_keys(self, added: Mapping[str, Any]) -> StoredJSON:
         """``with_key`` for each of ``added``, in its order, as one new text."""
+        if not added:
+            return self
         head = self.text.rstrip()[:-1].rstrip()  # the object without its closing brace
         joiner = "" if head.endswith("{") else ","
         members = _COMPACT.encode(added)[1:-1]  # one encoding for all of them
