@@ -144,5 +144,6 @@ async def test_many_clients_asking_the_status_read_the_staging_counts_once_a_sec
         assert answer.status == 200
         assert (await answer.json())["staging_counts"]["pending"] == 1
     reads = [s for s in statements if "FROM pending_import" in s]
-    assert 1 <= len(reads) <= 1 + seconds / COUNTS_EVERY_SECONDS
+    assert reads, "the status never read the staging counts"
+    assert len(reads) <= 1 + seconds / COUNTS_EVERY_SECONDS  # at most one read a period
     assert len(reads) < len(answers) / 4  # whatever the machine's speed: answers share reads
